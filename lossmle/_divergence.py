@@ -1,0 +1,169 @@
+"""kl_divergence (the seed's D_KL) and entropy (scipy.stats.entropy)."""
+import math
+
+import numpy as np
+
+from . import _divergence_kernels as _k
+from ._validation import (
+    as_float_array, common_float_dtype, normalize_axes, reduced_shape,
+    resolve_threads, rows_view,
+)
+
+__all__ = ["kl_divergence", "entropy"]
+
+
+def _check_base(base):
+    if base is None:
+        return None
+    try:
+        base = float(base)
+    except (TypeError, ValueError):
+        raise TypeError(f"base must be a positive number or None, got {base!r}") from None
+    if not base > 0:
+        raise ValueError(f"base must be a positive number or None, got {base!r}")
+    return base
+
+
+def _pair(p, q, p_name, q_name):
+    """p and q in one float dtype, broadcast together (views, no copies)."""
+    dtype = common_float_dtype((p, p_name), (q, q_name))
+    p = as_float_array(p, p_name, dtype)
+    q = as_float_array(q, q_name, dtype)
+    try:
+        return np.broadcast_arrays(p, q)
+    except ValueError:
+        raise ValueError(f"{p_name} with shape {p.shape} and {q_name} with shape "
+                         f"{q.shape} cannot be broadcast together") from None
+
+
+def _reduce_rows(kernel, arrays, axis, keepdims, base, n_threads, *args):
+    """Run a row-reducing kernel over ``axis`` of equally shaped ``arrays``."""
+    x = arrays[0]
+    if x.ndim == 0:
+        arrays = [a.reshape(1) for a in arrays]
+        x = arrays[0]
+    axes = normalize_axes(axis, x.ndim)
+    out_shape = reduced_shape(x.shape, axes, keepdims)
+    views = [rows_view(a, axes)[0] for a in arrays]
+    out = np.zeros((views[0].shape[0], views[0].shape[2]), dtype=x.dtype)
+    result = None
+    if views[0].shape[1] > 0 and out.size > 0:  # an empty sum is 0
+        result = kernel(*views, out, *args, resolve_threads(n_threads, x.size))
+    if base is not None:
+        out /= math.log(base)
+    out = out.reshape(out_shape)
+    return (out[()] if out.ndim == 0 else out), result
+
+
+def kl_divergence(p, q, axis=-1, *, base=None, keepdims=False, validate=True,
+                  n_threads=None):
+    r"""Kullback-Leibler divergence ``D_KL(p || q) = sum p log(p / q)`` along ``axis``.
+
+    One value per distribution, with no renormalisation of ``p`` or ``q``
+    (unlike :func:`entropy`); equal to ``scipy.special.rel_entr(p, q).sum(axis)``.
+
+    Parameters
+    ----------
+    p, q : array_like
+        Probabilities, broadcast against each other.
+    axis : None or int or tuple of ints, optional
+        The axis (axes) holding each distribution; default -1; None: all.
+    base : float, optional
+        Logarithm base (default e: nats; 2 gives bits).
+    keepdims : bool, optional
+        Keep the reduced axes as size-one dimensions.
+    validate : bool, optional
+        If True (default) a negative or nan entry in ``p`` or ``q`` raises
+        ValueError.  False skips that check (a little faster); such entries
+        then follow ``rel_entr`` (negative -> inf, nan -> nan).
+    n_threads : int or None, optional
+        Threads for large inputs (None: :func:`lossmle.get_num_threads`).
+
+    Returns
+    -------
+    numpy scalar or ndarray
+        ``D_KL(p || q)`` (>= 0 for probability vectors); a scalar when every
+        axis is reduced.
+
+    Notes
+    -----
+    Terms follow the limits: ``0 * log(0 / q) = 0`` for any ``q >= 0``, and
+    ``p > 0`` with ``q = 0`` gives ``+inf``.  KL is not symmetric.
+
+    Examples
+    --------
+    The seed's coin: a fair coin against one with P(heads) = 1/3.
+
+    >>> from lossmle import kl_divergence
+    >>> round(float(kl_divergence([1/2, 1/2], [1/3, 2/3])), 10)
+    0.0588915178
+    >>> round(float(kl_divergence([1/3, 2/3], [1/2, 1/2])), 10)
+    0.0566330123
+    """
+    base = _check_base(base)
+    p, q = _pair(p, q, "p", "q")
+    out, (bad_p, bad_q) = _reduce_rows(_k.kl_rows, [p, q], axis, keepdims, base,
+                                       n_threads, bool(validate)) \
+        if p.size else (_empty_reduction(p, axis, keepdims), (0, 0))
+    for name, bad in (("p", bad_p), ("q", bad_q)):
+        if bad:
+            raise ValueError(f"{name} must hold probabilities, but {bad} of its "
+                             f"distributions contain negative or nan entries "
+                             f"(pass validate=False to skip this check)")
+    return out
+
+
+def _empty_reduction(x, axis, keepdims):
+    x = x.reshape(1) if x.ndim == 0 else x
+    axes = normalize_axes(axis, x.ndim)
+    out = np.zeros(reduced_shape(x.shape, axes, keepdims), dtype=x.dtype)
+    return out[()] if out.ndim == 0 else out
+
+
+def entropy(pk, qk=None, base=None, axis=0, *, keepdims=False, n_threads=None):
+    r"""Shannon entropy of ``pk``, or relative entropy ``D(pk || qk)``, as scipy.stats.
+
+    Same semantics and results as :func:`scipy.stats.entropy`: ``pk`` (and
+    ``qk``) are first normalised to sum to 1 along ``axis``.
+
+    Parameters
+    ----------
+    pk : array_like
+        (Unnormalised) probabilities.
+    qk : array_like, optional
+        A second distribution, broadcast against ``pk``; gives the relative
+        entropy ``sum pk log(pk / qk)``.
+    base : float, optional
+        Logarithm base (default e).
+    axis : None or int or tuple of ints, optional
+        The axis holding each distribution (default 0, as scipy); None: all.
+    keepdims : bool, optional
+        Keep the reduced axes as size-one dimensions.
+    n_threads : int or None, optional
+        Threads for large inputs (None: :func:`lossmle.get_num_threads`).
+
+    Returns
+    -------
+    numpy scalar or ndarray
+        ``H(pk) = -sum pk log pk`` or ``D(pk || qk)``.
+
+    Notes
+    -----
+    Terms follow ``scipy.special.entr`` and ``rel_entr`` (0 at 0; a negative
+    entry gives inf; nan propagates).  The cross-entropy of ``pk`` and ``qk``
+    is ``entropy(pk) + entropy(pk, qk)``.
+
+    Examples
+    --------
+    >>> from lossmle import entropy
+    >>> float(entropy([1/2, 1/2], base=2))
+    1.0
+    """
+    base = _check_base(base)
+    if qk is None:
+        arrays, kernel = [as_float_array(pk, "pk")], _k.entropy_rows
+    else:
+        arrays, kernel = list(_pair(pk, qk, "pk", "qk")), _k.relative_entropy_rows
+    if arrays[0].size == 0:
+        return _empty_reduction(arrays[0], axis, keepdims)
+    return _reduce_rows(kernel, arrays, axis, keepdims, base, n_threads)[0]

@@ -1,0 +1,312 @@
+"""cross_entropy, nll_loss and cross_entropy_with_grad with torch.nn.functional semantics."""
+import operator
+
+import numpy as np
+
+from . import _loss_kernels as _k
+from ._validation import as_float_array, normalize_axes, resolve_threads, rows_view
+
+__all__ = ["cross_entropy", "cross_entropy_with_grad", "nll_loss"]
+
+_REDUCTIONS = ("none", "mean", "sum")
+_INT64 = np.iinfo(np.int64)
+
+
+class _Problem:
+    """A validated loss call: 3-D views, options, and where results go."""
+    __slots__ = ("x", "x3", "axis", "n_classes", "target", "target3", "class_target",
+                 "weight", "ignore_index", "reduction", "label_smoothing", "n_threads")
+
+
+def _check_reduction(reduction):
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(
+            f"reduction must be one of 'none', 'mean', 'sum', got {reduction!r}")
+    return reduction
+
+
+def _check_weight(weight, n_classes):
+    if weight is None:
+        return None
+    w = as_float_array(weight, "weight", np.dtype(np.float64))
+    if w.shape != (n_classes,):
+        raise ValueError(
+            f"weight must be a 1-D array of length {n_classes} (the number of "
+            f"classes), got shape {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("weight must hold finite, non-negative class weights")
+    return np.ascontiguousarray(w)
+
+
+def _check_ignore_index(ignore_index):
+    if isinstance(ignore_index, (bool, np.bool_)):
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
+    try:
+        value = operator.index(ignore_index)
+    except TypeError:
+        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}") from None
+    if not _INT64.min <= value <= _INT64.max:
+        raise ValueError(f"ignore_index must fit in int64, got {value}")
+    return value
+
+
+def _check_label_smoothing(label_smoothing):
+    try:
+        eps = float(label_smoothing)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}") from None
+    if not 0.0 <= eps <= 1.0:  # also rejects nan
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    return eps
+
+
+def _class_indices(target, expected_shape, x_name):
+    """Integer class-index target as an int64 array of ``expected_shape``."""
+    if target.shape != expected_shape:
+        raise ValueError(
+            f"target holds class indices with shape {target.shape}, but {x_name} "
+            f"of that layout needs shape {expected_shape} ({x_name} without its "
+            f"class axis)")
+    if target.dtype.kind == "u" and target.size and target.max() > _INT64.max:
+        raise IndexError(f"target contains class index {int(target.max())}, out of range")
+    return target.astype(np.int64, copy=False)
+
+
+def _prepare(x, target, axis, weight, ignore_index, reduction, label_smoothing,
+             n_threads, x_name, allow_prob_target):
+    p = _Problem()
+    x = as_float_array(x, x_name)
+    if x.ndim == 0:
+        raise ValueError(f"{x_name} must have at least one dimension (the class axis)")
+    (ax,) = normalize_axes(axis, x.ndim, allow_tuple=False)
+    n_classes = x.shape[ax]
+    if n_classes == 0:
+        raise ValueError(f"{x_name} has no classes: axis {axis} has length 0")
+    p.reduction = _check_reduction(reduction)
+    p.label_smoothing = _check_label_smoothing(label_smoothing)
+    p.weight = _check_weight(weight, n_classes)
+    p.ignore_index = _check_ignore_index(ignore_index)
+    target = np.asarray(target)
+    kind = target.dtype.kind
+    index_shape = x.shape[:ax] + x.shape[ax + 1:]
+    p.x3, _ = rows_view(x, (ax,))
+    if kind in "iu":
+        t = _class_indices(target, index_shape, x_name)
+        p.target3 = t.reshape(p.x3.shape[0], p.x3.shape[2])
+        bad = _k.check_class_indices(p.target3, n_classes, p.ignore_index)
+        if bad >= 0:
+            label = int(t.reshape(-1)[bad])
+            raise IndexError(
+                f"target contains class index {label}, but {x_name} have "
+                f"{n_classes} classes along axis {axis} (valid: 0..{n_classes - 1} "
+                f"or ignore_index={p.ignore_index})")
+        p.class_target = True
+        p.target = t
+    elif kind == "f" and allow_prob_target:
+        if target.shape != x.shape:
+            raise ValueError(
+                f"target is floating, so it must hold class probabilities shaped "
+                f"like {x_name} {x.shape}; got shape {target.shape} (class "
+                f"indices must be an integer array)")
+        t = as_float_array(target, "target")
+        p.target3, _ = rows_view(t, (ax,))
+        p.class_target = False
+        p.target = t
+    else:
+        expected = "integer class indices or floating class probabilities" \
+            if allow_prob_target else "integer class indices"
+        raise TypeError(f"target must hold {expected}, got dtype {target.dtype}")
+    p.x, p.axis, p.n_classes = x, ax, n_classes
+    p.n_threads = resolve_threads(n_threads, x.size)
+    return p
+
+
+def _mean_denominator(p):
+    """What reduction='mean' divides by (torch): summed target weight, or rows."""
+    if not p.class_target:
+        return float(p.x3.shape[0] * p.x3.shape[2])
+    kept = p.target3[p.target3 != p.ignore_index]
+    if p.weight is None:
+        return float(kept.size)
+    return float(np.sum(p.weight[kept]))
+
+
+def _reduce(p, loss, row_weight):
+    """Apply the reduction to the per-row losses (double) and cast to the input dtype."""
+    dtype = p.x.dtype
+    if p.reduction == "none":
+        return loss.reshape(p.target.shape if p.class_target else
+                            p.x.shape[:p.axis] + p.x.shape[p.axis + 1:]).astype(dtype)
+    total = np.sum(loss)  # pairwise summation
+    if p.reduction == "sum":
+        return dtype.type(total)
+    denom = np.sum(row_weight) if row_weight is not None else _mean_denominator(p)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return dtype.type(total / denom)
+
+
+def _run(p, want_grad):
+    n_rows = (p.x3.shape[0], p.x3.shape[2])
+    loss = np.empty(n_rows, dtype=np.float64)
+    grad = grad3 = None
+    scale = 1.0
+    if want_grad:
+        grad = np.empty(p.x.shape, dtype=p.x.dtype)
+        grad3 = grad.reshape(p.x3.shape)
+        if p.reduction == "mean":
+            denom = _mean_denominator(p)
+            scale = 1.0 / denom if denom != 0 else 0.0
+    if p.class_target:
+        row_weight = np.empty(n_rows, dtype=np.float64)
+        _k.cross_entropy_class_rows(p.x3, p.target3, p.weight, p.ignore_index,
+                                    p.label_smoothing, loss, row_weight, grad3,
+                                    scale, p.n_threads)
+    else:
+        row_weight = None
+        _k.cross_entropy_prob_rows(p.x3, p.target3, p.weight, p.label_smoothing,
+                                   loss, grad3, scale, p.n_threads)
+    return _reduce(p, loss, row_weight), grad
+
+
+_SHARED_PARAMS = """    axis : int, optional
+        The class axis (default -1, the last).  ``axis=1`` is PyTorch's
+        ``(N, C, d1, ...)`` layout.
+    weight : array_like of shape (C,), optional
+        Class weights (finite, >= 0), as torch's ``weight``.
+    ignore_index : int, optional
+        Class-index targets equal to it contribute neither loss nor weight
+        (default -100).  Unused for probability targets.
+    reduction : {'mean', 'sum', 'none'}, optional
+        ``'mean'`` divides the summed loss by the summed weight ``w[y]`` of the
+        non-ignored class targets (by the number of rows for probability
+        targets); every target ignored gives nan, as torch.
+    label_smoothing : float in [0, 1], optional
+        Mixes the target with the uniform distribution:
+        ``(1 - eps) * target + eps / C``.
+    n_threads : int or None, optional
+        Threads for large inputs (None: :func:`lossmle.get_num_threads`)."""
+
+
+def cross_entropy(logits, target, axis=-1, *, weight=None, ignore_index=-100,
+                  reduction="mean", label_smoothing=0.0, n_threads=None):
+    """Cross-entropy between softmax(logits) and a target, as torch's ``cross_entropy``.
+
+    The negative log-likelihood of the targets under the categorical model
+    ``softmax(logits)``: minimising it is maximum-likelihood estimation.
+
+    Parameters
+    ----------
+    logits : array_like, shape (..., C, ...)
+        Unnormalised log-probabilities; float32 stays float32.
+    target : array_like
+        Either integer class indices shaped like ``logits`` without the class
+        axis, or floating class probabilities shaped like ``logits``.
+{shared}
+
+    Returns
+    -------
+    loss : numpy scalar or ndarray
+        A scalar of the logits' dtype for 'mean' and 'sum'; for 'none' an
+        array shaped like ``logits`` without the class axis.
+
+    Notes
+    -----
+    Per row, with ``lse = logsumexp(x)``: ``loss = w[y] * (lse - x[y])`` for
+    a class index ``y``, ``loss = -sum_c w[c] t[c] (x[c] - lse)`` for
+    probabilities ``t``.  Each row is read once (a running maximum and a
+    rescaled sum of exponentials) and the softmax is never stored; sums are in
+    double.  A row holding nan, +inf or only -inf gives nan, as torch.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lossmle import cross_entropy
+    >>> logits = np.array([[2.0, 0.0], [0.0, 0.0]])
+    >>> round(float(cross_entropy(logits, np.array([0, 1]))), 6)
+    0.409968
+    """
+    p = _prepare(logits, target, axis, weight, ignore_index, reduction,
+                 label_smoothing, n_threads, "logits", allow_prob_target=True)
+    return _run(p, want_grad=False)[0]
+
+
+def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_index=-100,
+                            reduction="mean", label_smoothing=0.0, n_threads=None):
+    """Cross-entropy and its gradient with respect to the logits, in one fused pass.
+
+    Parameters
+    ----------
+    logits, target
+        As :func:`cross_entropy`.
+{shared}
+
+    Returns
+    -------
+    loss : numpy scalar or ndarray
+        As :func:`cross_entropy`.
+    grad : ndarray
+        ``d loss / d logits``, same shape and dtype as ``logits`` (for
+        ``reduction='none'`` the gradient of ``loss.sum()``), equal to torch
+        autograd's.
+
+    Notes
+    -----
+    With ``p = softmax(x)``, the gradient of a row is
+    ``w[y] * (p - onehot(y))`` for a class index (plus the smoothing term
+    ``eps / C * (sum(w) p - w)``) and ``sum_c(w t) * p - w * t`` for
+    probabilities, divided by the mean's denominator for 'mean'.  Ignored
+    rows get a zero gradient.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lossmle import cross_entropy_with_grad
+    >>> loss, grad = cross_entropy_with_grad(np.zeros((1, 2)), np.array([0]))
+    >>> grad.tolist()
+    [[-0.5, 0.5]]
+    """
+    p = _prepare(logits, target, axis, weight, ignore_index, reduction,
+                 label_smoothing, n_threads, "logits", allow_prob_target=True)
+    return _run(p, want_grad=True)
+
+
+def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
+             reduction="mean", n_threads=None):
+    """Negative log-likelihood of class indices given log-probabilities (torch's ``nll_loss``).
+
+    Parameters
+    ----------
+    log_probs : array_like, shape (..., C, ...)
+        Log-probabilities, e.g. from :func:`log_softmax`.
+    target : array_like of int
+        Class indices shaped like ``log_probs`` without the class axis.
+    axis : int, optional
+        The class axis (default -1; ``axis=1`` is torch's layout).
+    weight, ignore_index, reduction, n_threads
+        As :func:`cross_entropy`.
+
+    Returns
+    -------
+    loss : numpy scalar or ndarray
+        ``-w[y] * log_probs[y]`` per row, reduced as asked.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lossmle import nll_loss
+    >>> float(nll_loss(np.log([[0.5, 0.5], [0.25, 0.75]]), np.array([0, 1])))
+    0.4904146265058631
+    """
+    p = _prepare(log_probs, target, axis, weight, ignore_index, reduction, 0.0,
+                 n_threads, "log_probs", allow_prob_target=False)
+    loss = np.empty((p.x3.shape[0], p.x3.shape[2]), dtype=np.float64)
+    row_weight = np.empty_like(loss)
+    _k.nll_rows(p.x3, p.target3, p.weight, p.ignore_index, loss, row_weight,
+                p.n_threads)
+    return _reduce(p, loss, row_weight)
+
+
+cross_entropy.__doc__ = cross_entropy.__doc__.replace("{shared}", _SHARED_PARAMS)
+cross_entropy_with_grad.__doc__ = cross_entropy_with_grad.__doc__.replace(
+    "{shared}", _SHARED_PARAMS)

@@ -1,0 +1,163 @@
+"""Input normalisation shared by every public function.
+
+Everything a kernel trusts is established here, once: a native-byte-order,
+aligned float32/float64 array; axes as a tuple of non-negative ints; a
+``(n_outer, n, n_inner)`` view whose middle axis is the one reduced; a thread
+count.  Error messages name the argument: ``"<name> ..."``.
+"""
+import operator
+from math import prod
+
+import numpy as np
+
+from . import _parallel
+
+__all__ = [
+    "as_float_array", "common_float_dtype", "normalize_axes", "rows_view",
+    "alloc_transform_out", "reduced_shape", "resolve_threads",
+    "set_num_threads", "get_num_threads",
+]
+
+# Below this many elements a kernel runs on one thread: OpenMP's start-up
+# (~2 us) costs more than the work it would share.
+PARALLEL_MIN_ELEMENTS = 1 << 17
+
+_num_threads = None  # process-wide default set by set_num_threads
+
+
+def _float_dtype_for(dtype, name):
+    """The dtype lossmle computes in for an input of ``dtype``."""
+    kind = dtype.kind
+    if kind == "f":
+        if dtype.itemsize == 8:
+            return np.dtype(np.float64)
+        if dtype.itemsize <= 4:
+            return np.dtype(np.float32)  # float16 computes in (and returns) float32
+        raise TypeError(
+            f"{name} has dtype {dtype}; lossmle computes in float32 or float64, "
+            f"convert it with .astype(np.float64)")
+    if kind in "biu":
+        return np.dtype(np.float64)
+    raise TypeError(f"{name} must be a real numeric array, got dtype {dtype}")
+
+
+def as_float_array(x, name, dtype=None):
+    """``x`` as an aligned, native float32/float64 ndarray (no copy if it already is).
+
+    ``dtype`` forces the result dtype (after checking that ``x`` is numeric).
+    """
+    arr = np.asarray(x)
+    target = _float_dtype_for(arr.dtype, name)
+    if dtype is not None:
+        target = dtype
+    if arr.dtype != target:  # also catches non-native byte order
+        return arr.astype(target)
+    if not arr.flags.aligned:
+        return arr.copy()
+    return arr
+
+
+def common_float_dtype(*arrays_and_names):
+    """The float dtype two inputs compute in together (numpy promotion)."""
+    dtypes = []
+    for x, name in arrays_and_names:
+        dtypes.append(_float_dtype_for(np.asarray(x).dtype, name))
+    return np.result_type(*dtypes)
+
+
+def _axis_index(axis, ndim, name):
+    if isinstance(axis, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, a tuple of ints or None, got {axis!r}")
+    try:
+        ax = operator.index(axis)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an int, a tuple of ints or None, got {axis!r}") from None
+    if not -ndim <= ax < ndim:
+        raise np.exceptions.AxisError(ax, ndim, name)
+    return ax % ndim
+
+
+def normalize_axes(axis, ndim, name="axis", allow_tuple=True):
+    """``axis`` (None, int or tuple of ints) as a tuple of axes in [0, ndim)."""
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, (tuple, list)):
+        if not allow_tuple:
+            raise TypeError(f"{name} must be an int, got {axis!r}")
+        axes = tuple(_axis_index(a, ndim, name) for a in axis)
+        if len(set(axes)) != len(axes):
+            raise ValueError(f"{name} contains a repeated axis: {axis!r}")
+        return axes
+    return (_axis_index(axis, ndim, name),)
+
+
+def reduced_shape(shape, axes, keepdims):
+    """Shape of a reduction of ``shape`` over ``axes``."""
+    if keepdims:
+        return tuple(1 if d in axes else s for d, s in enumerate(shape))
+    return tuple(s for d, s in enumerate(shape) if d not in axes)
+
+
+def rows_view(x, axes):
+    """View ``x`` as ``(n_outer, n, n_inner)`` rows reduced over the middle axis.
+
+    Returns ``(x3, perm)``.  One axis: a reshape, a view for any C-ordered
+    array (perm is None).  Several axes: they are moved last (``perm`` is the
+    transpose used) and flattened, which copies unless they already are last.
+    """
+    shape = x.shape
+    if len(axes) == 1:
+        ax = axes[0]
+        return x.reshape(prod(shape[:ax]), shape[ax], prod(shape[ax + 1:])), None
+    rest = [d for d in range(x.ndim) if d not in axes]
+    perm = rest + sorted(axes)
+    moved = x.transpose(perm)
+    n_rest = len(rest)
+    return moved.reshape(prod(moved.shape[:n_rest]), prod(moved.shape[n_rest:]), 1), perm
+
+
+def alloc_transform_out(shape, x3_shape, perm, dtype):
+    """Output for a same-shape transform: ``(out, out3)`` with out3 a view of out."""
+    if perm is None:
+        out = np.empty(shape, dtype=dtype)
+        return out, out.reshape(x3_shape)
+    moved = np.empty([shape[p] for p in perm], dtype=dtype)
+    return moved.transpose(np.argsort(perm)), moved.reshape(x3_shape)
+
+
+def set_num_threads(n_threads):
+    """Set the process-wide default thread count of lossmle's kernels.
+
+    Parameters
+    ----------
+    n_threads : int or None
+        A positive number of threads, or None to go back to OpenMP's default
+        (all cores, honouring ``OMP_NUM_THREADS`` and threadpoolctl limits).
+    """
+    global _num_threads
+    _num_threads = None if n_threads is None else _check_n_threads(n_threads)
+
+
+def get_num_threads():
+    """The thread count a kernel uses when ``n_threads=None`` (above its size threshold)."""
+    return _num_threads if _num_threads is not None else _parallel.max_threads()
+
+
+def _check_n_threads(n_threads):
+    if isinstance(n_threads, (bool, np.bool_)):
+        raise TypeError(f"n_threads must be a positive int or None, got {n_threads!r}")
+    try:
+        n = operator.index(n_threads)
+    except TypeError:
+        raise TypeError(
+            f"n_threads must be a positive int or None, got {n_threads!r}") from None
+    if n < 1:
+        raise ValueError(f"n_threads must be a positive int or None, got {n}")
+    return n
+
+
+def resolve_threads(n_threads, n_elements):
+    """Threads for a kernel over ``n_elements`` values (1 below the threshold)."""
+    n = get_num_threads() if n_threads is None else _check_n_threads(n_threads)
+    return 1 if n_elements < PARALLEL_MIN_ELEMENTS else n
