@@ -12,10 +12,12 @@ from ._validation import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 
+from ._config import show_config  # noqa: E402  (needs __version__)
+
 __all__ = [
     "logsumexp", "softmax", "log_softmax",
     "cross_entropy", "cross_entropy_with_grad", "nll_loss",
     "kl_divergence", "entropy",
-    "set_num_threads", "get_num_threads",
+    "set_num_threads", "get_num_threads", "show_config",
     "__version__",
 ]

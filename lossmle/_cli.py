@@ -1,0 +1,33 @@
+"""The ``lossmle`` command: ``lossmle <command> [options]`` (also ``python -m lossmle``).
+
+Each command lives in its own module, imported only when it runs, exposing
+``main(argv) -> int``.
+"""
+import importlib
+import sys
+
+COMMANDS = {
+    "bench": ("lossmle._bench", "benchmark lossmle against SciPy, NumPy and torch"),
+    "demo": ("lossmle._demo", "the seed's KL / cross-entropy / MLE lessons, step by step"),
+    "config": ("lossmle._config", "show build and run-time configuration"),
+}
+
+
+def _usage():
+    lines = ["usage: lossmle <command> [options]", "", "commands:"]
+    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'lossmle <command> --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"lossmle: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[name][0])
+    return module.main(rest)
