@@ -7,6 +7,7 @@ rows) behind a scipy/torch-compatible Python API.
 """
 from ._divergence import entropy, kl_divergence
 from ._losses import cross_entropy, cross_entropy_with_grad, nll_loss
+from ._mle import empirical_kl, log_likelihood, negative_log_likelihood
 from ._special import log_softmax, logsumexp, softmax
 from ._validation import get_num_threads, set_num_threads
 
@@ -18,6 +19,7 @@ __all__ = [
     "logsumexp", "softmax", "log_softmax",
     "cross_entropy", "cross_entropy_with_grad", "nll_loss",
     "kl_divergence", "entropy",
+    "log_likelihood", "negative_log_likelihood", "empirical_kl",
     "set_num_threads", "get_num_threads", "show_config",
     "__version__",
 ]
