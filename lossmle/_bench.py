@@ -1,0 +1,930 @@
+"""``lossmle bench``: time lossmle against SciPy, NumPy, torch and scikit-learn.
+
+Design
+------
+* ``FUNCTIONS`` names the benchmarked operations; ``make_inputs`` builds their
+  inputs (fixed seed, outside any timed call); ``build`` returns, for one
+  (function, implementation), a zero-argument callable over prepared inputs
+  (torch tensors are made here too, so conversion is never timed).
+* Every implementation's first result is checked against a reference (SciPy's
+  result, NumPy's when SciPy is absent) with dtype-appropriate tolerances
+  before it is timed: a fast wrong answer is reported, never timed.
+* Timing is interleaved: each round calls every implementation once (the order
+  rotates from round to round), so a noisy machine shifts all of them alike;
+  the table shows medians.  Calls shorter than ``--sample-ms`` are repeated
+  inside one sample and the sample divided by the repeat count.
+* The same building blocks drive the pytest-benchmark suite in benchmarks/.
+
+The implementations are written to be the best version of each competitor a
+careful user would write: SciPy's public functions as documented; NumPy with
+the max-shift and in-place operations (one full-size temporary where the
+result needs it); torch's functional API on tensors sharing the NumPy buffers,
+with ``torch.set_num_threads`` matching ``--threads``.
+"""
+import argparse
+import gc
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+FUNCTIONS = (
+    "logsumexp", "softmax", "log_softmax", "cross_entropy", "cross_entropy_prob",
+    "cross_entropy_with_grad", "kl_divergence", "entropy",
+)
+FUNCTION_HELP = {
+    "logsumexp": "logsumexp over the last axis",
+    "softmax": "softmax over the last axis",
+    "log_softmax": "log_softmax over the last axis",
+    "cross_entropy": "mean cross-entropy from logits and class indices",
+    "cross_entropy_prob": "mean cross-entropy from logits and probability targets",
+    "cross_entropy_with_grad": "mean cross-entropy and its gradient w.r.t. the logits",
+    "kl_divergence": "KL(p || q) of each row",
+    "entropy": "entropy of each row (scipy.stats.entropy: rows normalised)",
+}
+IMPLEMENTATIONS = ("lossmle", "scipy", "numpy", "torch", "sklearn")
+#: rows x classes; the reduction is over the last axis
+SHAPES = ((8, 10), (1024, 1000), (4096, 4096), (256, 50257), (1_000_000, 4))
+DTYPES = ("float64", "float32")
+
+QUICK_SHAPES = ((1024, 1000), (256, 50257))
+QUICK_DTYPES = ("float64",)
+QUICK_ROUNDS = 5
+#: quick mode: a case whose rounds would take longer gets fewer rounds (at least 3)
+QUICK_CASE_BUDGET_S = 2.0
+FULL_ROUNDS = 11
+SEED = 20240607
+
+#: relative tolerance of the agreement check, per dtype (results of different,
+#: equally valid algorithms: max-shift, pairwise or double accumulation)
+CHECK_RTOL = {"float64": 1e-9, "float32": 2e-4}
+
+BANDWIDTH_MIB = 256
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------
+def shape_str(shape):
+    return "x".join(str(int(d)) for d in shape)
+
+
+def _softmax64(z):
+    z = z - z.max(-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(-1, keepdims=True)
+    return z
+
+
+def make_inputs(function, shape, dtype, seed=SEED):
+    """The inputs of ``function`` for a ``shape`` (rows, classes) and ``dtype``.
+
+    Logits are standard normal; probability rows are softmaxes of standard
+    normal rows (strictly positive, summing to one); ``entropy`` gets positive
+    unnormalised rows; class targets are uniform int64.
+    """
+    rows, classes = shape
+    rng = np.random.default_rng([seed, rows, classes])
+    dtype = np.dtype(dtype)
+
+    def normal():
+        return rng.standard_normal(shape, dtype=np.float64)
+
+    if function in ("logsumexp", "softmax", "log_softmax"):
+        return (normal().astype(dtype, copy=False),)
+    if function in ("cross_entropy", "cross_entropy_with_grad"):
+        return (normal().astype(dtype, copy=False),
+                rng.integers(0, classes, size=rows, dtype=np.int64))
+    if function == "cross_entropy_prob":
+        return (normal().astype(dtype, copy=False),
+                _softmax64(normal()).astype(dtype, copy=False))
+    if function == "kl_divergence":
+        return (_softmax64(normal()).astype(dtype, copy=False),
+                _softmax64(normal()).astype(dtype, copy=False))
+    if function == "entropy":
+        return ((rng.random(shape) + 1e-3).astype(dtype, copy=False),)
+    raise ValueError(f"function must be one of {', '.join(FUNCTIONS)}, got {function!r}")
+
+
+# ---------------------------------------------------------------------------
+# Best hand-written NumPy: max shift, in place, one full-size temporary
+# ---------------------------------------------------------------------------
+def _shifted(x):
+    """``(m, t)``: the row maxima (keepdims) and ``t = x - m`` (the one temporary)."""
+    m = x.max(-1, keepdims=True)
+    return m, np.subtract(x, m)
+
+
+def np_logsumexp(x):
+    m, t = _shifted(x)
+    np.exp(t, out=t)
+    s = t.sum(-1)
+    np.log(s, out=s)
+    s += m[:, 0]
+    return s
+
+
+def np_softmax(x):
+    _, t = _shifted(x)
+    np.exp(t, out=t)
+    t /= t.sum(-1, keepdims=True)
+    return t
+
+
+def np_log_softmax(x):
+    _, t = _shifted(x)
+    s = np.exp(t).sum(-1, keepdims=True)  # t is the result: exp needs a second buffer
+    np.log(s, out=s)
+    t -= s
+    return t
+
+
+def np_cross_entropy(x, y):
+    _, t = _shifted(x)
+    picked = np.take_along_axis(t, y[:, None], -1)[:, 0]  # a copy, before t is overwritten
+    np.exp(t, out=t)
+    lse = t.sum(-1)
+    np.log(lse, out=lse)
+    lse -= picked
+    return lse.mean()
+
+
+def np_cross_entropy_prob(x, p):
+    # -sum_j p_j log_softmax(x)_j = lse * sum_j p_j - sum_j p_j t_j  (t = x - max)
+    _, t = _shifted(x)
+    dot = np.einsum("ij,ij->i", p, t)  # row dot products, no temporary
+    psum = p.sum(-1)
+    np.exp(t, out=t)
+    lse = t.sum(-1)
+    np.log(lse, out=lse)
+    lse *= psum
+    lse -= dot
+    return lse.mean()
+
+
+def np_cross_entropy_with_grad(x, y):
+    n = x.shape[0]
+    rows = np.arange(n)
+    _, t = _shifted(x)
+    picked = t[rows, y]
+    np.exp(t, out=t)
+    s = t.sum(-1)
+    loss = (np.log(s) - picked).mean()
+    t *= (1.0 / (s * n))[:, None].astype(t.dtype, copy=False)  # softmax / n, in place
+    t[rows, y] -= t.dtype.type(1.0 / n)
+    return loss, t
+
+
+def np_kl_divergence(p, q):
+    # rel_entr without its 0 * log(0) branch: valid for strictly positive p (as here)
+    r = np.divide(p, q)
+    np.log(r, out=r)
+    return np.einsum("ij,ij->i", p, r)
+
+
+def np_entropy(p):
+    # H(p / s) = log s - sum_j p_j log p_j / s, s = sum_j p_j (scipy.stats.entropy normalises)
+    s = p.sum(-1)
+    lp = np.log(p)
+    h = np.einsum("ij,ij->i", p, lp)
+    h /= s
+    return np.log(s) - h
+
+
+# ---------------------------------------------------------------------------
+# Implementations
+# ---------------------------------------------------------------------------
+class Unavailable(Exception):
+    """An implementation that cannot run here (not installed, not applicable)."""
+
+
+def _import(name):
+    import importlib
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise Unavailable(f"{name.split('.')[0]} not installed ({exc.__class__.__name__})") \
+            from None
+
+
+def library_versions():
+    """Versions of the competitors that are installed, without importing torch twice."""
+    import importlib
+    versions = {}
+    for name, module in (("numpy", "numpy"), ("scipy", "scipy"), ("torch", "torch"),
+                         ("sklearn", "sklearn")):
+        try:
+            versions[name] = importlib.import_module(module).__version__
+        except ImportError:
+            versions[name] = None
+    return versions
+
+
+def _build_lossmle(function, inputs, threads):
+    import lossmle
+    kw = {"n_threads": threads}
+    if function in ("logsumexp", "softmax", "log_softmax"):
+        f = getattr(lossmle, function)
+        (x,) = inputs
+        return lambda: f(x, axis=-1, **kw)
+    if function in ("cross_entropy", "cross_entropy_prob"):
+        x, t = inputs
+        return lambda: lossmle.cross_entropy(x, t, **kw)
+    if function == "cross_entropy_with_grad":
+        x, y = inputs
+        return lambda: lossmle.cross_entropy_with_grad(x, y, **kw)
+    if function == "kl_divergence":
+        p, q = inputs
+        return lambda: lossmle.kl_divergence(p, q, axis=-1, **kw)
+    (p,) = inputs
+    return lambda: lossmle.entropy(p, axis=-1, **kw)
+
+
+def _build_scipy(function, inputs, threads):
+    special = _import("scipy.special")
+    if function in ("logsumexp", "softmax", "log_softmax"):
+        f = getattr(special, function)
+        (x,) = inputs
+        return lambda: f(x, axis=-1)
+    if function == "cross_entropy":
+        x, y = inputs
+        yy = y[:, None]
+        return lambda: -np.take_along_axis(special.log_softmax(x, axis=-1), yy, -1).mean()
+    if function == "cross_entropy_prob":
+        x, p = inputs
+        return lambda: -(p * special.log_softmax(x, axis=-1)).sum(-1).mean()
+    if function == "cross_entropy_with_grad":
+        x, y = inputs
+        n = x.shape[0]
+        rows = np.arange(n)
+
+        def run():
+            ls = special.log_softmax(x, axis=-1)
+            loss = -ls[rows, y].mean()
+            g = np.exp(ls, out=ls)
+            g[rows, y] -= 1
+            g /= n
+            return loss, g
+        return run
+    if function == "kl_divergence":
+        p, q = inputs
+        return lambda: special.rel_entr(p, q).sum(-1)
+    stats = _import("scipy.stats")
+    (p,) = inputs
+    return lambda: stats.entropy(p, axis=-1)
+
+
+_NUMPY = {
+    "logsumexp": np_logsumexp, "softmax": np_softmax, "log_softmax": np_log_softmax,
+    "cross_entropy": np_cross_entropy, "cross_entropy_prob": np_cross_entropy_prob,
+    "cross_entropy_with_grad": np_cross_entropy_with_grad,
+    "kl_divergence": np_kl_divergence, "entropy": np_entropy,
+}
+
+
+def _build_numpy(function, inputs, threads):
+    f = _NUMPY[function]
+    return lambda: f(*inputs)
+
+
+def _build_torch(function, inputs, threads):
+    torch = _import("torch")
+    F = torch.nn.functional
+    if threads is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    tensors = [torch.from_numpy(a) for a in inputs]  # share memory: no copy, not timed
+    if function == "logsumexp":
+        (x,) = tensors
+        return lambda: torch.logsumexp(x, -1)
+    if function == "softmax":
+        (x,) = tensors
+        return lambda: torch.softmax(x, -1)
+    if function == "log_softmax":
+        (x,) = tensors
+        return lambda: torch.log_softmax(x, -1)
+    if function in ("cross_entropy", "cross_entropy_prob"):
+        x, t = tensors
+
+        def run():
+            with torch.no_grad():
+                return F.cross_entropy(x, t)
+        return run
+    if function == "cross_entropy_with_grad":
+        x, y = tensors
+        leaf = x.detach().requires_grad_(True)
+
+        def run():
+            leaf.grad = None
+            loss = F.cross_entropy(leaf, y)
+            loss.backward()
+            return loss.detach(), leaf.grad
+        return run
+    if function == "kl_divergence":
+        p, q = tensors
+        return lambda: F.kl_div(q.log(), p, reduction="none").sum(-1)
+    (p,) = tensors
+
+    def run_entropy():
+        return torch.special.entr(p / p.sum(-1, keepdim=True)).sum(-1)
+    return run_entropy
+
+
+def _build_sklearn(function, inputs, threads):
+    if function != "cross_entropy":
+        raise Unavailable("scikit-learn has no counterpart")
+    metrics = _import("sklearn.metrics")
+    x, y = inputs
+    labels = np.arange(x.shape[1])
+    # log_loss takes probabilities: the softmax (best NumPy) is part of the timed job
+    return lambda: metrics.log_loss(y, np_softmax(x), labels=labels)
+
+
+_BUILDERS = {
+    "lossmle": _build_lossmle, "scipy": _build_scipy, "numpy": _build_numpy,
+    "torch": _build_torch, "sklearn": _build_sklearn,
+}
+
+
+def build(function, implementation, inputs, threads=None):
+    """A zero-argument callable computing ``function`` with ``implementation``.
+
+    Raises `Unavailable` when the implementation is not installed or has no
+    counterpart of ``function``.
+    """
+    if function not in FUNCTIONS:
+        raise ValueError(f"function must be one of {', '.join(FUNCTIONS)}, got {function!r}")
+    if implementation not in _BUILDERS:
+        raise ValueError(f"implementation must be one of {', '.join(IMPLEMENTATIONS)}, "
+                         f"got {implementation!r}")
+    return _BUILDERS[implementation](function, inputs, threads)
+
+
+def applicable(function, implementation):
+    """Whether ``implementation`` has a counterpart of ``function`` at all."""
+    return implementation != "sklearn" or function == "cross_entropy"
+
+
+# ---------------------------------------------------------------------------
+# Agreement check
+# ---------------------------------------------------------------------------
+def as_numpy_parts(result):
+    """A result as a tuple of float64 ndarrays (torch tensors and scalars converted)."""
+    parts = result if isinstance(result, tuple) else (result,)
+    out = []
+    for part in parts:
+        if hasattr(part, "detach"):  # torch
+            part = part.detach().cpu().numpy()
+        out.append(np.asarray(part, dtype=np.float64))
+    return tuple(out)
+
+
+def check_agreement(result, reference, dtype):
+    """Raise AssertionError unless ``result`` agrees with ``reference``.
+
+    ``rtol`` is ``CHECK_RTOL[dtype]``; ``atol`` is ``rtol`` times the largest
+    reference magnitude, so tiny entries of a softmax are checked relative to
+    the row's scale.
+    """
+    rtol = CHECK_RTOL[np.dtype(dtype).name]
+    got, want = as_numpy_parts(result), as_numpy_parts(reference)
+    if len(got) != len(want):
+        raise AssertionError(f"returns {len(got)} values, the reference {len(want)}")
+    for g, w in zip(got, want):
+        if g.shape != w.shape:
+            raise AssertionError(f"shape {g.shape}, the reference has {w.shape}")
+        scale = float(np.max(np.abs(w))) if w.size else 0.0
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=rtol * scale)
+
+
+def reference_implementation(available):
+    """The implementation whose result the others are checked against."""
+    for name in ("scipy", "numpy"):
+        if name in available:
+            return name
+    raise ValueError("the agreement check needs scipy or numpy among the implementations")
+
+
+# ---------------------------------------------------------------------------
+# Machine facts
+# ---------------------------------------------------------------------------
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def measure_read_bandwidth(threads=1, mib=BANDWIDTH_MIB, repeats=7):
+    """This machine's read bandwidth in GB/s: ``np.sum`` of ``mib`` MiB of float64.
+
+    The array is split into ``threads`` chunks summed concurrently (NumPy's
+    reductions release the GIL); NumPy's sum is vectorised with several
+    accumulators, close to the limit of a hand-written 4-accumulator loop.
+    Returns the best of ``repeats`` (the limit, not a typical time).
+    """
+    n = mib * (1 << 20) // 8
+    a = np.ones(n)  # written once: pages are faulted in before timing
+    threads = max(1, int(threads))
+    chunks = np.array_split(a, threads)
+    best = math.inf
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(np.sum, chunks))
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            total = sum(pool.map(np.sum, chunks))
+            best = min(best, time.perf_counter() - t0)
+    if total != n:  # the sum must really have been computed
+        raise RuntimeError(f"bandwidth probe summed to {total}, expected {n}")
+    return a.nbytes / best / 1e9
+
+
+# ---------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------
+def time_interleaved(callables, rounds, sample_seconds=0.005, first_call_s=None,
+                     budget_seconds=None, min_rounds=3):
+    """Samples (seconds per call) of each callable, interleaved.
+
+    Calls shorter than ``sample_seconds`` are repeated within one sample; the
+    repeat count comes from ``first_call_s[name]`` (the duration of a call
+    already made, e.g. the agreement check's) or from one calibration call.
+    Each round takes one sample of every callable, in an order rotated by one
+    each round.  With ``budget_seconds``, the round count is lowered (not
+    below ``min_rounds``) so that the rounds should fit the budget.
+    Returns ``({name: {"samples": [...], "repeat": k}}, rounds_run)``.
+    """
+    names = list(callables)
+    first_call_s = dict(first_call_s or {})
+    repeat = {}
+    for name in names:
+        dt = first_call_s.get(name)
+        if dt is None:
+            t0 = time.perf_counter()
+            callables[name]()
+            dt = time.perf_counter() - t0
+        repeat[name] = 1 if dt >= sample_seconds else min(
+            100_000, max(1, int(sample_seconds / max(dt, 1e-7))))
+        first_call_s[name] = dt
+    if budget_seconds is not None and names:
+        per_round = sum(max(first_call_s[n], 1e-9) * repeat[n] for n in names)
+        rounds = max(min(rounds, min_rounds), min(rounds, int(budget_seconds / per_round)))
+    samples = {name: [] for name in names}
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for r in range(rounds):
+            for i in range(len(names)):
+                name = names[(i + r) % len(names)]
+                fn, k = callables[name], repeat[name]
+                t0 = time.perf_counter()
+                for _ in range(k):
+                    fn()
+                samples[name].append((time.perf_counter() - t0) / k)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {name: {"samples": samples[name], "repeat": repeat[name]} for name in names}, rounds
+
+
+def run_case(function, shape, dtype, implementations, rounds, threads, seed=SEED,
+             sample_seconds=0.005, budget_seconds=None):
+    """Build, check and time one case; returns its JSON-ready result dict."""
+    inputs = make_inputs(function, shape, dtype, seed)
+    input_bytes = int(sum(a.nbytes for a in inputs))
+    status, callables = {}, {}
+    for impl in implementations:
+        if not applicable(function, impl):
+            continue
+        try:
+            callables[impl] = build(function, impl, inputs, threads)
+        except Unavailable as exc:
+            status[impl] = f"skipped: {exc}"
+    results, first_call_s = {}, {}
+    for impl in list(callables):
+        try:
+            t0 = time.perf_counter()
+            results[impl] = callables[impl]()
+            first_call_s[impl] = time.perf_counter() - t0
+        except Exception as exc:  # noqa: BLE001  (a competitor failing is reported)
+            status[impl] = f"error: {exc.__class__.__name__}: {exc}"
+            del callables[impl]
+    ref_name = next((n for n in ("scipy", "numpy") if n in results), None)
+    if ref_name is None:
+        raise ValueError("the agreement check needs scipy or numpy among the implementations")
+    for impl in list(callables):
+        if impl == ref_name:
+            status[impl] = "ok (reference)"
+            continue
+        try:
+            check_agreement(results[impl], results[ref_name], dtype)
+            status[impl] = "ok"
+        except AssertionError as exc:
+            first = " ".join(str(exc).split())[:300]
+            status[impl] = f"mismatch with {ref_name}: {first}"
+            del callables[impl]
+    del results
+    timing, rounds_run = time_interleaved(callables, rounds, sample_seconds, first_call_s,
+                                          budget_seconds) if callables else ({}, 0)
+    times = {}
+    for impl, t in timing.items():
+        times[impl] = {
+            "median_s": statistics.median(t["samples"]),
+            "min_s": min(t["samples"]),
+            "samples_s": t["samples"],
+            "calls_per_sample": t["repeat"],
+        }
+    out = {
+        "function": function,
+        "shape": [int(d) for d in shape],
+        "dtype": np.dtype(dtype).name,
+        "input_bytes": input_bytes,
+        "reference": ref_name,
+        "rounds": rounds_run,
+        "status": status,
+        "times": times,
+        "speedup": {},
+        "gbps": None,
+    }
+    if "lossmle" in times:
+        base = times["lossmle"]["median_s"]
+        out["gbps"] = input_bytes / base / 1e9
+        out["speedup"] = {impl: t["median_s"] / base for impl, t in times.items()
+                          if impl != "lossmle"}
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+def fmt_time(seconds):
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("us", 1e-6)):
+        if seconds >= scale:
+            break
+    v = seconds / scale
+    return f"{v:.3g} {unit}" if v >= 100 else f"{v:.3g} {unit}"
+
+
+def format_table(results, implementations, bandwidth_gbps):
+    competitors = [i for i in implementations if i != "lossmle"]
+    head = ["function", "shape", "dtype", "lossmle"] + competitors + ["GB/s", "% bw"]
+    rows = []
+    for r in results:
+        row = [r["function"], shape_str(r["shape"]), r["dtype"].replace("float", "f")]
+        lm = r["times"].get("lossmle")
+        row.append(fmt_time(lm["median_s"]) if lm else _status_cell(r, "lossmle"))
+        for impl in competitors:
+            t = r["times"].get(impl)
+            if t is None:
+                row.append(_status_cell(r, impl))
+            elif lm:
+                row.append(f"{fmt_time(t['median_s'])} ({r['speedup'][impl]:.3g}x)")
+            else:
+                row.append(fmt_time(t["median_s"]))
+        row.append(f"{r['gbps']:.3g}" if r["gbps"] else "-")
+        row.append(f"{100 * r['gbps'] / bandwidth_gbps:.0f}%"
+                   if r["gbps"] and bandwidth_gbps else "-")
+        rows.append(row)
+    widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
+    lines = ["  ".join(str(c).ljust(w) if j < 3 else str(c).rjust(w)
+                       for j, (c, w) in enumerate(zip(line, widths)))
+             for line in [head] + rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _status_cell(result, impl):
+    s = result["status"].get(impl)
+    if s is None:
+        return "n/a"
+    if s.startswith("mismatch"):
+        return "WRONG"
+    if s.startswith("error"):
+        return "error"
+    return "-"
+
+
+def header_lines(info):
+    v = info["versions"]
+    lines = [
+        f"lossmle bench: lossmle {info['lossmle']} (SIMD path: {info['simd']}, "
+        f"OpenMP: {'yes' if info['openmp'] else 'no'})",
+        "versions: " + ", ".join(f"{k} {v[k] or 'not installed'}"
+                                 for k in ("numpy", "scipy", "torch", "sklearn")),
+        f"python {info['python']} on {info['platform']}"
+        + (f"; load average {info['load_average_1min']:.2f} at start"
+           if info.get("load_average_1min") is not None else ""),
+        f"CPU: {info['cpu']} ({info['logical_cpus']} logical CPUs)",
+        f"threads: lossmle {info['threads']}, torch "
+        f"{info['threads'] if v['torch'] else '-'}, NumPy/SciPy 1 "
+        f"(their element-wise code is single-threaded)",
+    ]
+    bw = info.get("bandwidth")
+    if bw:
+        lines.append(f"read bandwidth: {bw['gbps']:.1f} GB/s (np.sum of {bw['mib']} MiB float64, "
+                     f"{bw['threads']} thread(s), best of {bw['repeats']})")
+    lines.append(f"{info['rounds']} interleaved rounds per case (order rotated each round); "
+                 f"times are medians; (Nx) = that implementation's median / lossmle's, "
+                 f">1 means lossmle is faster")
+    lines.append("GB/s = input bytes read by lossmle / its median time; "
+                 "% bw = that as a share of the read bandwidth above")
+    return lines
+
+
+def write_plot(path, results):
+    """A bar chart of lossmle's speed-up over SciPy, NumPy (and torch) per case."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise Unavailable("--plot needs matplotlib: pip install 'lossmle[plot]' "
+                          "(or pip install matplotlib)") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    functions = [f for f in FUNCTIONS if any(r["function"] == f for r in results)]
+    versus = [i for i in ("scipy", "numpy", "torch")
+              if any(i in r["speedup"] for r in results)]
+    ncols = 2 if len(functions) > 1 else 1
+    nrows = math.ceil(len(functions) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 3.0 * nrows + 0.6),
+                             squeeze=False)
+    width = 0.8 / max(1, len(versus))
+    for ax, function in zip(axes.flat, functions):
+        rs = [r for r in results if r["function"] == function]
+        labels = [f"{shape_str(r['shape'])}\n{r['dtype']}" for r in rs]
+        for j, impl in enumerate(versus):
+            xs = [i + (j - (len(versus) - 1) / 2) * width for i in range(len(rs))]
+            ys = [r["speedup"].get(impl, float("nan")) for r in rs]
+            ax.bar(xs, ys, width=width, label=f"vs {impl}")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(rs)))
+        ax.set_xticklabels(labels, fontsize=8)
+        ax.set_title(function, fontsize=10)
+        ax.set_ylabel("speed-up of lossmle")
+    for ax in list(axes.flat)[len(functions):]:
+        ax.set_visible(False)
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper center", ncol=len(versus), frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.0 * nrows + 0.6)))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------
+def _csv_choice(choices, what, aliases=None):
+    def parse(text):
+        items = [s.strip() for s in text.split(",") if s.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"empty {what} list")
+        if items == ["all"]:
+            return list(choices)
+        out = []
+        for item in items:
+            item = (aliases or {}).get(item, item)
+            if item not in choices:
+                raise argparse.ArgumentTypeError(
+                    f"unknown {what} {item!r}; choose from {', '.join(choices)} or 'all'")
+            if item not in out:
+                out.append(item)
+        return out
+    return parse
+
+
+def parse_shapes(text):
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("empty shape list")
+    if items == ["all"]:
+        return list(SHAPES)
+    shapes = []
+    for item in items:
+        parts = item.lower().replace("_", "").split("x")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            shape = (int(parts[0]), int(parts[1]))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"shape {item!r} is not ROWSxCLASSES (e.g. 1024x1000)") from None
+        if min(shape) < 1:
+            raise argparse.ArgumentTypeError(f"shape {item!r} must have positive sizes")
+        if shape not in shapes:
+            shapes.append(shape)
+    return shapes
+
+
+def _positive_int(what):
+    def parse(text):
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, "
+                                             f"got {text!r}") from None
+        if n < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, got {n}")
+        return n
+    return parse
+
+
+def _non_negative_float(what):
+    def parse(text):
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {text!r}") from None
+        if not v >= 0 or math.isinf(v):
+            raise argparse.ArgumentTypeError(f"{what} must be >= 0, got {text!r}")
+        return v
+    return parse
+
+
+def make_parser():
+    quick = ", ".join(shape_str(s) for s in QUICK_SHAPES)
+    p = argparse.ArgumentParser(
+        prog="lossmle bench",
+        description="Time lossmle against SciPy, NumPy, torch and scikit-learn (where "
+                    "installed) with interleaved rounds, after checking that all agree.",
+        epilog=f"Quick default: every function at {quick}, {', '.join(QUICK_DTYPES)}, "
+               f"{QUICK_ROUNDS} rounds. --full: shapes {', '.join(shape_str(s) for s in SHAPES)}, "
+               f"dtypes {', '.join(DTYPES)}, {FULL_ROUNDS} rounds. Options given explicitly "
+               f"override either. Functions: " + "; ".join(
+                   f"{k}: {v}" for k, v in FUNCTION_HELP.items()))
+    p.add_argument("--full", action="store_true",
+                   help="every shape and dtype, more rounds (several minutes)")
+    p.add_argument("--functions", type=_csv_choice(FUNCTIONS, "function"),
+                   help="comma-separated functions (default: all)")
+    p.add_argument("--shapes", type=parse_shapes,
+                   help="comma-separated ROWSxCLASSES shapes, or 'all'")
+    p.add_argument("--dtypes", type=_csv_choice(DTYPES, "dtype",
+                                                {"f64": "float64", "f32": "float32"}),
+                   help="comma-separated dtypes: float64, float32 (or 'all')")
+    p.add_argument("--impls", type=_csv_choice(IMPLEMENTATIONS, "implementation"),
+                   help="comma-separated implementations to include (lossmle is always "
+                        "included; default: all that are installed)")
+    p.add_argument("--threads", type=_positive_int("--threads"),
+                   help="threads for lossmle and torch (default: lossmle.get_num_threads())")
+    p.add_argument("--rounds", type=_positive_int("--rounds"),
+                   help=f"interleaved rounds per case (default {QUICK_ROUNDS}, "
+                        f"--full {FULL_ROUNDS})")
+    p.add_argument("--sample-ms", type=_non_negative_float("--sample-ms"), default=5.0,
+                   help="repeat calls shorter than this within one sample (default 5)")
+    p.add_argument("--bandwidth-mib", type=int, default=BANDWIDTH_MIB,
+                   help=f"size of the read-bandwidth probe (default {BANDWIDTH_MIB}; "
+                        f"0 skips it)")
+    p.add_argument("--seed", type=int, default=SEED, help="seed of the inputs")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--plot", metavar="PATH.png",
+                   help="also draw lossmle's speed-ups as a bar chart (needs matplotlib)")
+    return p
+
+
+def _progress(text, final=False):
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\033[K" + text + ("\n" if final else ""))
+    else:
+        sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = make_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on errors, 0 on --help
+        return int(exc.code or 0)
+    if args.bandwidth_mib < 0:
+        parser.print_usage(sys.stderr)
+        print("lossmle bench: error: --bandwidth-mib must be >= 0", file=sys.stderr)
+        return 2
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401  (fail before the benchmark, not after)
+        except ImportError:
+            print("lossmle bench: --plot needs matplotlib: pip install 'lossmle[plot]' "
+                  "(or pip install matplotlib)", file=sys.stderr)
+            return 2
+
+    import lossmle
+    from . import _config
+
+    functions = args.functions or list(FUNCTIONS)
+    shapes = args.shapes or list(SHAPES if args.full else QUICK_SHAPES)
+    dtypes = args.dtypes or list(DTYPES if args.full else QUICK_DTYPES)
+    rounds = args.rounds or (FULL_ROUNDS if args.full else QUICK_ROUNDS)
+    threads = args.threads or lossmle.get_num_threads()
+    impls = ["lossmle"] + [i for i in (args.impls or IMPLEMENTATIONS) if i != "lossmle"]
+
+    for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+        if os.environ.get(var):
+            print(f"lossmle bench: WARNING: {var}={os.environ[var]} is set; it can slow NumPy "
+                  f"and SciPy (their results here may be pessimistic). Unset it for a fair "
+                  f"comparison: env -u {var} lossmle bench ...", file=sys.stderr)
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    if load is not None and load > 0.5 * (os.cpu_count() or 1):
+        print(f"lossmle bench: WARNING: the machine is busy (load average {load:.2f} on "
+              f"{os.cpu_count()} CPUs): timings will be noisy, threaded code suffers most",
+              file=sys.stderr)
+    versions = library_versions()
+    cfg = _config.config()
+    notes = []
+    if not args.full:
+        notes.append(
+            "quick mode: shapes " + ", ".join(shape_str(s) for s in shapes)
+            + "; dtypes " + ", ".join(dtypes)
+            + (f"; not run: shapes {', '.join(shape_str(s) for s in SHAPES if s not in shapes)}"
+               if any(s not in shapes for s in SHAPES) else "")
+            + (f"; dtypes {', '.join(d for d in DTYPES if d not in dtypes)}"
+               if any(d not in dtypes for d in DTYPES) else "")
+            + " (use --full for everything, several minutes)")
+    for impl in impls:
+        if impl != "lossmle" and impl != "numpy" and versions.get(impl) is None:
+            notes.append(f"skipped {impl}: not installed")
+    info = {
+        "lossmle": lossmle.__version__, "simd": cfg["simd"], "openmp": cfg["openmp"],
+        "python": platform.python_version(), "platform": platform.platform(),
+        "cpu": cpu_model(), "logical_cpus": os.cpu_count(), "threads": threads,
+        "versions": versions, "rounds": rounds,
+        "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
+        "load_average_1min": load,
+    }
+    if args.bandwidth_mib:
+        _progress(f"measuring read bandwidth ({args.bandwidth_mib} MiB, {threads} thread(s))")
+        info["bandwidth"] = {
+            "gbps": measure_read_bandwidth(threads, args.bandwidth_mib),
+            "mib": args.bandwidth_mib, "threads": threads, "repeats": 7}
+    if "torch" in impls and versions["torch"]:
+        import torch
+        torch.set_num_threads(threads)
+
+    # quick mode keeps to its time budget by giving slow cases fewer rounds
+    budget = None if (args.full or args.rounds) else QUICK_CASE_BUDGET_S
+    cases = [(f, s, d) for s in shapes for d in dtypes for f in functions]
+    results = []
+    t_start = time.perf_counter()
+    for i, (function, shape, dtype) in enumerate(cases, 1):
+        _progress(f"[{i}/{len(cases)}] {function} {shape_str(shape)} {dtype} "
+                  f"({len(cases) - i} left, {time.perf_counter() - t_start:.0f} s so far)")
+        results.append(run_case(function, shape, dtype, impls, rounds, threads, args.seed,
+                                args.sample_ms / 1000, budget))
+    _progress(f"done: {len(cases)} cases in {time.perf_counter() - t_start:.1f} s", final=True)
+
+    bw = info.get("bandwidth", {}).get("gbps")
+    shown = [i for i in impls if any(i in r["times"] or i in r["status"] for r in results)]
+    print("\n".join(header_lines(info)))
+    fewer = [r for r in results if r["times"] and r["rounds"] < rounds]
+    if fewer:
+        notes.append(f"fewer rounds (quick mode, {QUICK_CASE_BUDGET_S:g} s per case): " + ", ".join(
+            f"{r['function']} {shape_str(r['shape'])} {r['dtype']}: {r['rounds']}"
+            for r in fewer))
+    for note in notes:
+        print(note)
+    print()
+    print(format_table(results, shown, bw))
+    problems = [(r, impl, s) for r in results for impl, s in r["status"].items()
+                if s.startswith(("mismatch", "error"))]
+    for r, impl, s in problems:
+        print(f"\n{impl} at {r['function']} {shape_str(r['shape'])} {r['dtype']}: {s}")
+    slower = [(r, impl) for r in results for impl, x in r["speedup"].items() if x < 1]
+    if slower:
+        print("\nlossmle is slower than: " + "; ".join(
+            f"{impl} at {r['function']} {shape_str(r['shape'])} {r['dtype']} "
+            f"({r['speedup'][impl]:.2f}x)" for r, impl in slower))
+    print("\nA ratio snapshot of this machine and moment, not a promise: "
+          "rerun on yours (lossmle bench --full for every shape and dtype).")
+
+    if args.json:
+        doc = {
+            "schema": "lossmle-bench/1",
+            "info": info,
+            "settings": {"functions": functions, "shapes": [list(s) for s in shapes],
+                         "dtypes": dtypes, "implementations": impls, "rounds": rounds,
+                         "threads": threads, "full": bool(args.full), "seed": args.seed,
+                         "sample_ms": args.sample_ms},
+            "notes": notes,
+            "results": results,
+        }
+        with open(args.json, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=1)
+        print(f"results written to {args.json}")
+    if args.plot:
+        write_plot(args.plot, results)
+        print(f"plot written to {args.plot}")
+    lossmle_wrong = any(impl == "lossmle" for _, impl, _ in problems)
+    return 1 if lossmle_wrong else 0
