@@ -120,7 +120,9 @@ def downstream(tmp_path_factory):
     work = tmp_path_factory.mktemp("downstream")
     (work / "lossmle_downstream.pyx").write_text(DOWNSTREAM_PYX)
     (work / "setup.py").write_text(SETUP_PY)
-    res = subprocess.run([sys.executable, "setup.py", INCLUDE_DIR], cwd=work,
+    # -O1: the test checks results, not speed, and compiles twice as fast
+    env = dict(os.environ, CFLAGS=os.environ.get("CFLAGS", "") + " -O1")
+    res = subprocess.run([sys.executable, "setup.py", INCLUDE_DIR], cwd=work, env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, f"downstream build failed:\n{res.stdout}\n{res.stderr}"
     (so,) = [p for p in work.iterdir() if p.name.startswith("lossmle_downstream.")
@@ -170,8 +172,8 @@ def test_reductions_match_scipy(downstream, rng, dtype, layout, which):
         np.testing.assert_array_equal(out, expected)
     else:
         expected = quiet(special.logsumexp, x64, axis=1)
-        # the helpers accumulate in double whatever the input type
-        np.testing.assert_allclose(out, expected, **tol(np.float64, 50))
+        # a double result, at least as precise as the input type
+        np.testing.assert_allclose(out, expected, **tol(dtype, 50))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
