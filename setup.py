@@ -60,7 +60,8 @@ extensions = [
         extra_compile_args=extra_compile,
         extra_link_args=list(omp[1]),
     )
-    for name in ("_special_kernels", "_loss_kernels", "_divergence_kernels", "_parallel")
+    for name in ("_special_kernels", "_loss_kernels", "_divergence_kernels", "_parallel",
+                 "_training_kernels")
 ]
 
 setup(

@@ -9,6 +9,14 @@ from ._divergence import entropy, kl_divergence
 from ._losses import cross_entropy, cross_entropy_with_grad, nll_loss
 from ._mle import empirical_kl, log_likelihood, negative_log_likelihood
 from ._special import log_softmax, logsumexp, softmax
+from ._training import (
+    binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_with_grad,
+    entropy_from_logits, evaluate_logits, js_divergence_from_logits,
+    kl_divergence_from_logits, kl_divergence_from_logits_with_grad,
+    log_softmax_backward, masked_log_softmax, masked_logsumexp, masked_softmax,
+    nll_loss_with_grad, softmax_backward, weighted_cross_entropy,
+    weighted_cross_entropy_with_grad, weighted_nll_loss,
+)
 from ._validation import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
@@ -20,6 +28,13 @@ __all__ = [
     "cross_entropy", "cross_entropy_with_grad", "nll_loss",
     "kl_divergence", "entropy",
     "log_likelihood", "negative_log_likelihood", "empirical_kl",
+    "kl_divergence_from_logits", "kl_divergence_from_logits_with_grad",
+    "js_divergence_from_logits", "entropy_from_logits",
+    "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_with_grad",
+    "softmax_backward", "log_softmax_backward",
+    "weighted_cross_entropy", "weighted_cross_entropy_with_grad",
+    "weighted_nll_loss", "nll_loss_with_grad",
+    "masked_logsumexp", "masked_softmax", "masked_log_softmax", "evaluate_logits",
     "set_num_threads", "get_num_threads", "show_config",
     "__version__",
 ]

@@ -1,0 +1,735 @@
+"""Kernels for training and evaluation: logits-space divergences, fused
+value-and-gradient losses, masks, sample weights and one-pass metrics.
+
+Design
+------
+Three layers, as in ``_special_kernels`` and ``_loss_kernels``:
+
+1. per-element and per-row helpers below (``cdef inline ... noexcept nogil``,
+   every sum and intermediate in double): the logit transform
+   ``logit_softcap`` then ``temperature`` (``xf``/``dxf``), the stable
+   softplus and sigmoid of BCE, and the one-read online accumulators;
+2. the loops (``def *_rows``), one row per iteration over a
+   ``(n_outer, n, n_inner)`` view whose middle axis is the class axis, under
+   ``prange(schedule='static')`` so a result never depends on the thread count;
+3. the Python layer (``lossmle/_training.py``) that validates once, allocates
+   the outputs and calls each loop once.
+
+Kernels trust their input (n >= 1, shapes match, class indices checked).
+Inputs are ``const``; every output is an explicit OUT argument.  Where a
+gradient may be written over an input (``grad_out`` aliasing the logits), a
+loop reads element k of every input before it writes element k of the
+gradient, and reads nothing of the row after that, so an exact alias is safe.
+
+One read per row.  ``row_entropy_stats`` keeps a running maximum ``m``, the
+rescaled sum ``s = sum exp(x - m)`` and ``u = sum exp(x - m) (x - m)``; when
+the maximum moves from ``m`` to ``m'`` both are rescaled by ``exp(m - m')``
+and ``u`` gains ``(m - m') s``.  Then ``lse = m + log s`` and the entropy is
+``H = log s - u / s``: a sum of two non-negative terms, so no cancellation.
+The KL kernel runs the same recurrence on both rows and adds
+``v = sum exp(a - m_a) (b - m_b)``, so ``KL = (u - v) / s_a + log s_b - log s_a``.
+"""
+from cython.parallel cimport prange
+from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.math cimport exp, log, log1p, tanh, fabs, NAN, INFINITY
+
+cdef double LOG_HALF = -0.6931471805599453
+
+
+# ---------------------------------------------------------------------------
+# Element helpers
+# ---------------------------------------------------------------------------
+cdef inline double xf(double v, double inv_t, double cap) noexcept nogil:
+    """The logit actually used: cap * tanh(v / cap) (if cap > 0), then / T."""
+    if cap > 0:
+        v = cap * tanh(v / cap)
+    return v * inv_t
+
+
+cdef inline double dxf(double v, double inv_t, double cap) noexcept nogil:
+    """d xf(v) / d v = (1 - tanh(v / cap)^2) / T (1 / T without a cap)."""
+    cdef double th
+    if cap > 0:
+        th = tanh(v / cap)
+        return (1.0 - th * th) * inv_t
+    return inv_t
+
+
+cdef inline double log1p_exp_neg_abs(double x) noexcept nogil:
+    """log1p(exp(-|x|)): the shared tail of softplus(x) and softplus(-x).
+
+    softplus(x) = max(x, 0) + log1p(exp(-|x|)) never overflows and keeps full
+    relative precision on both tails (torch's binary_cross_entropy_with_logits
+    form; Maechler 2012, "Accurately computing log(1 - exp(-|a|))").
+    """
+    return log1p(exp(-fabs(x)))
+
+
+cdef inline double sigmoid(double x) noexcept nogil:
+    """1 / (1 + exp(-x)) evaluated on the side where exp cannot overflow."""
+    cdef double e
+    if x >= 0:
+        return 1.0 / (1.0 + exp(-x))
+    e = exp(x)
+    return e / (1.0 + e)
+
+
+# ---------------------------------------------------------------------------
+# Online (one-read) accumulators
+# ---------------------------------------------------------------------------
+cdef struct Online:
+    double m     # running maximum (-inf before the first finite value)
+    double s     # sum exp(x - m)
+    double u     # sum exp(x - m) * (x - m)
+
+
+cdef inline void online_init(Online* st) noexcept nogil:
+    st.m = -INFINITY
+    st.s = 0.0
+    st.u = 0.0
+
+
+cdef inline double online_rescale(Online* st, double v) noexcept nogil:
+    """Move the maximum up to v (> st.m); return the factor old sums were scaled by."""
+    cdef double sc
+    if st.m == -INFINITY:
+        st.s = 0.0
+        st.u = 0.0
+        sc = 0.0
+    else:
+        sc = exp(st.m - v)
+        st.u = sc * (st.u + (st.m - v) * st.s)
+        st.s = sc * st.s
+    st.m = v
+    return sc
+
+
+cdef inline double online_push(Online* st, double v) noexcept nogil:
+    """Add one value v (not nan, not +inf).  Returns exp(v - m) after the push."""
+    cdef double e
+    if v > st.m:
+        online_rescale(st, v)
+    if v == -INFINITY:
+        return 0.0  # exp(-inf) == 0 takes no part (and keeps 0 * -inf out of u)
+    e = exp(v - st.m)
+    st.s += e
+    st.u += e * (v - st.m)
+    return e
+
+
+cdef inline double online_lse(Online* st) noexcept nogil:
+    return st.m + log(st.s)
+
+
+cdef inline double online_entropy(Online* st) noexcept nogil:
+    """-sum p log p = log s - u / s; both terms >= 0, so no cancellation."""
+    return log(st.s) - st.u / st.s
+
+
+# ---------------------------------------------------------------------------
+# Divergences from logits
+# ---------------------------------------------------------------------------
+def entropy_logits_rows(const floating[:, :, :] x, double inv_t, double cap,
+                        double[:, :] out, int n_threads):
+    """out = H(softmax(xf(x))) per row (nats).  x: IN; out: OUT.
+
+    A row with nan or +inf, or only -inf, gives nan.
+    """
+    cdef Py_ssize_t n = x.shape[1], n_inner = x.shape[2]
+    cdef Py_ssize_t n_rows = x.shape[0] * n_inner
+    cdef Py_ssize_t xs = x.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t r, o, i, j
+    cdef const floating* xr
+    cdef double v
+    cdef bint bad
+    cdef Online st
+    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+        o = r // n_inner
+        i = r % n_inner
+        xr = &x[o, 0, i]
+        online_init(&st)
+        bad = False
+        for j in range(n):
+            v = xf(xr[j * xs], inv_t, cap)
+            if not (v < INFINITY):
+                bad = True
+                break
+            online_push(&st, v)
+        if bad or st.m == -INFINITY:
+            out[o, i] = NAN
+        else:
+            out[o, i] = online_entropy(&st)
+
+
+def kl_logits_rows(const floating[:, :, :] p, const floating[:, :, :] q,
+                   double inv_t, double cap, double[:, :] out,
+                   floating[:, :, :] grad_q, floating[:, :, :] grad_p,
+                   double grad_scale, int n_threads):
+    """KL(softmax(a) || softmax(b)) per row, a = xf(p), b = xf(q).
+
+    IN: p, q (same shape), inv_t, cap, grad_scale.  OUT: out (row KL), and when
+    not None grad_q = grad_scale * d KL / d q, grad_p = grad_scale * d KL / d p.
+    One read of both rows for the value; the gradients take a second.
+
+    A row with nan or +inf, or with only -inf in p or in q, gives nan (and nan
+    gradients).  b = -inf where a is finite gives +inf (P > 0, Q = 0).
+    """
+    cdef Py_ssize_t n = p.shape[1], n_inner = p.shape[2]
+    cdef Py_ssize_t n_rows = p.shape[0] * n_inner
+    cdef Py_ssize_t ps = p.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t qs = q.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t gqs = 0, gps = 0
+    cdef bint want_q = grad_q is not None, want_p = grad_p is not None
+    cdef Py_ssize_t r, o, i, j
+    cdef const floating* pr
+    cdef const floating* qr
+    cdef floating* gq
+    cdef floating* gp
+    cdef double va, vb, e, v, log_sa, log_sb, pk, qk, ea, eb, kl, dq, dp
+    cdef bint bad, inf_kl
+    cdef Online sa, sb
+    if want_q:
+        gqs = grad_q.strides[1] // <Py_ssize_t>sizeof(floating)
+    if want_p:
+        gps = grad_p.strides[1] // <Py_ssize_t>sizeof(floating)
+    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+        o = r // n_inner
+        i = r % n_inner
+        pr = &p[o, 0, i]
+        qr = &q[o, 0, i]
+        online_init(&sa)
+        online_init(&sb)
+        v = 0.0
+        bad = False
+        inf_kl = False
+        for j in range(n):
+            va = xf(pr[j * ps], inv_t, cap)
+            vb = xf(qr[j * qs], inv_t, cap)
+            if not (va < INFINITY and vb < INFINITY):
+                bad = True
+                break
+            # v holds terms exp(a - m_a) (b - m_b): rescale with a's maximum...
+            if va > sa.m:
+                v = v * online_rescale(&sa, va)
+            # ...and shift with b's (terms with b = -inf are skipped: they set
+            # inf_kl, which decides the row whatever v holds).
+            if vb > sb.m:
+                if sb.m != -INFINITY:
+                    v = v + (sb.m - vb) * sa.s
+                online_rescale(&sb, vb)
+            e = online_push(&sa, va)
+            if e > 0:
+                if vb == -INFINITY:
+                    inf_kl = True
+                else:
+                    v = v + e * (vb - sb.m)
+            elif va != -INFINITY and vb == -INFINITY:
+                inf_kl = True  # exp underflowed but P > 0 exactly
+            online_push(&sb, vb)
+        if bad or sa.m == -INFINITY or sb.m == -INFINITY:
+            out[o, i] = NAN
+            kl = NAN
+        elif inf_kl:
+            out[o, i] = INFINITY
+            kl = INFINITY
+        else:
+            log_sa = log(sa.s)
+            log_sb = log(sb.s)
+            kl = (sa.u - v) / sa.s + (log_sb - log_sa)
+            out[o, i] = kl
+        if want_q or want_p:
+            if want_q:
+                gq = &grad_q[o, 0, i]
+            if want_p:
+                gp = &grad_p[o, 0, i]
+            for j in range(n):
+                va = xf(pr[j * ps], inv_t, cap)
+                vb = xf(qr[j * qs], inv_t, cap)
+                if kl != kl:
+                    dq = NAN
+                    dp = NAN
+                else:
+                    pk = exp(va - sa.m) / sa.s
+                    qk = exp(vb - sb.m) / sb.s
+                    dq = grad_scale * (qk - pk) * dxf(qr[j * qs], inv_t, cap)
+                    if kl == INFINITY:
+                        dp = NAN  # d KL / d p is undefined where Q = 0 < P
+                    elif pk > 0:
+                        # P_k (log P_k - log Q_k - KL), in shifted pieces
+                        dp = grad_scale * pk * (
+                            (va - sa.m - sa.u / sa.s) - (vb - sb.m - v / sa.s)
+                        ) * dxf(pr[j * ps], inv_t, cap)
+                    else:
+                        dp = 0.0
+                # every read of element j is done: safe over an aliased input
+                if want_q:
+                    gq[j * gqs] = <floating>dq
+                if want_p:
+                    gp[j * gps] = <floating>dp
+
+
+def js_logits_rows(const floating[:, :, :] p, const floating[:, :, :] q,
+                   double inv_t, double cap, double[:, :] out, int n_threads):
+    """Jensen-Shannon divergence of softmax(xf(p)) and softmax(xf(q)) per row.
+
+    IN: p, q.  OUT: out.  Two reads: the log-normalisers (one online pass over
+    both rows), then 0.5 * sum [P (log P - log M) + Q (log Q - log M)] with
+    log M = log(1/2) + logaddexp(log P, log Q); P = 0 terms are 0.
+    """
+    cdef Py_ssize_t n = p.shape[1], n_inner = p.shape[2]
+    cdef Py_ssize_t n_rows = p.shape[0] * n_inner
+    cdef Py_ssize_t ps = p.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t qs = q.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t r, o, i, j
+    cdef const floating* pr
+    cdef const floating* qr
+    cdef double va, vb, lp, lq, lm, hi, lo, s, lse_a, lse_b
+    cdef bint bad
+    cdef Online sa, sb
+    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+        o = r // n_inner
+        i = r % n_inner
+        pr = &p[o, 0, i]
+        qr = &q[o, 0, i]
+        online_init(&sa)
+        online_init(&sb)
+        bad = False
+        for j in range(n):
+            va = xf(pr[j * ps], inv_t, cap)
+            vb = xf(qr[j * qs], inv_t, cap)
+            if not (va < INFINITY and vb < INFINITY):
+                bad = True
+                break
+            online_push(&sa, va)
+            online_push(&sb, vb)
+        if bad or sa.m == -INFINITY or sb.m == -INFINITY:
+            out[o, i] = NAN
+            continue
+        lse_a = online_lse(&sa)
+        lse_b = online_lse(&sb)
+        s = 0.0
+        for j in range(n):
+            lp = xf(pr[j * ps], inv_t, cap) - lse_a
+            lq = xf(qr[j * qs], inv_t, cap) - lse_b
+            if lp == -INFINITY and lq == -INFINITY:
+                continue
+            hi = lp if lp > lq else lq
+            lo = lq if lp > lq else lp
+            lm = LOG_HALF + hi + log1p(exp(lo - hi))   # log((P + Q) / 2)
+            if lp != -INFINITY:
+                s = s + exp(lp) * (lp - lm)
+            if lq != -INFINITY:
+                s = s + exp(lq) * (lq - lm)
+        out[o, i] = 0.5 * s
+
+
+# ---------------------------------------------------------------------------
+# Binary cross-entropy with logits (elementwise, over 2-D (rows, last) views)
+# ---------------------------------------------------------------------------
+def bce_logits_rows(const floating[:, :] x, const floating[:, :] t,
+                    const floating[:, :] weight, const floating[:, :] pos_weight,
+                    const floating[:, :] sample_weight,
+                    floating[:, :] loss, double[::1] row_loss,
+                    floating[:, :] grad, double grad_scale, int n_threads):
+    """w * sw * [pw * t * softplus(-x) + (1 - t) * softplus(x)] per element.
+
+    IN: x, t and the optional (None) weight, pos_weight, sample_weight views,
+    all shaped like x (broadcast views with stride 0 are fine).  OUT: loss
+    (elementwise, or None), row_loss[r] = sum of row r's losses (double), and
+    grad = grad_scale * d loss / d x (or None).
+    """
+    cdef Py_ssize_t n_rows = x.shape[0], n = x.shape[1]
+    cdef bint has_w = weight is not None, has_pw = pos_weight is not None
+    cdef bint has_sw = sample_weight is not None
+    cdef bint want_loss = loss is not None, want_grad = grad is not None
+    cdef Py_ssize_t r, j
+    cdef double xv, tv, w, pw, tail, sp_pos, sp_neg, l, acc, sig
+    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+        acc = 0.0
+        for j in range(n):
+            xv = x[r, j]
+            tv = t[r, j]
+            w = weight[r, j] if has_w else 1.0
+            if has_sw:
+                w = w * sample_weight[r, j]
+            pw = pos_weight[r, j] if has_pw else 1.0
+            tail = log1p_exp_neg_abs(xv)
+            sp_pos = (xv if xv > 0 else 0.0) + tail   # softplus(x)  = -log(1 - sigmoid(x))
+            sp_neg = (-xv if xv < 0 else 0.0) + tail  # softplus(-x) = -log(sigmoid(x))
+            l = w * (pw * tv * sp_neg + (1.0 - tv) * sp_pos)
+            acc = acc + l
+            if want_grad:
+                sig = sigmoid(xv)
+                grad[r, j] = <floating>(grad_scale * w * (
+                    (1.0 - tv) * sig - pw * tv * sigmoid(-xv)))
+            if want_loss:
+                loss[r, j] = <floating>l
+        row_loss[r] = acc
+
+
+# ---------------------------------------------------------------------------
+# softmax / log_softmax backward
+# ---------------------------------------------------------------------------
+def softmax_backward_rows(const floating[:, :, :] g, const floating[:, :, :] y,
+                          floating[:, :, :] out, int n_threads):
+    """out = y * (g - sum(g * y)) per row.  g, y: IN; out: OUT (may alias g or y)."""
+    cdef Py_ssize_t n = g.shape[1], n_inner = g.shape[2]
+    cdef Py_ssize_t n_rows = g.shape[0] * n_inner
+    cdef Py_ssize_t gs = g.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t ys = y.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t os = out.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t r, o, i, j
+    cdef const floating* gr
+    cdef const floating* yr
+    cdef floating* orow
+    cdef double dot, yj
+    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+        o = r // n_inner
+        i = r % n_inner
+        gr = &g[o, 0, i]
+        yr = &y[o, 0, i]
+        orow = &out[o, 0, i]
+        dot = 0.0
+        for j in range(n):
+            dot = dot + <double>gr[j * gs] * yr[j * ys]
+        for j in range(n):
+            yj = yr[j * ys]
+            orow[j * os] = <floating>(yj * (gr[j * gs] - dot))
+
+
+def log_softmax_backward_rows(const floating[:, :, :] g, const floating[:, :, :] z,
+                              floating[:, :, :] out, int n_threads):
+    """out = g - exp(z) * sum(g) per row.  g, z: IN; out: OUT (may alias g or z)."""
+    cdef Py_ssize_t n = g.shape[1], n_inner = g.shape[2]
+    cdef Py_ssize_t n_rows = g.shape[0] * n_inner
+    cdef Py_ssize_t gs = g.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t zs = z.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t os = out.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t r, o, i, j
+    cdef const floating* gr
+    cdef const floating* zr
+    cdef floating* orow
+    cdef double total, gj
+    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+        o = r // n_inner
+        i = r % n_inner
+        gr = &g[o, 0, i]
+        zr = &z[o, 0, i]
+        orow = &out[o, 0, i]
+        total = 0.0
+        for j in range(n):
+            total = total + gr[j * gs]
+        for j in range(n):
+            gj = gr[j * gs]
+            orow[j * os] = <floating>(gj - exp(<double>zr[j * zs]) * total)
+
+
+# ---------------------------------------------------------------------------
+# Masked logsumexp / softmax / log_softmax
+# ---------------------------------------------------------------------------
+def masked_lse_rows(const floating[:, :, :] x, const unsigned char[:, :, :] mask,
+                    floating[:, :] out, int n_threads):
+    """out = log(sum over mask of exp(x)) per row; -inf for a fully masked row."""
+    cdef Py_ssize_t n = x.shape[1], n_inner = x.shape[2]
+    cdef Py_ssize_t n_rows = x.shape[0] * n_inner
+    cdef Py_ssize_t xs = x.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t ms = mask.strides[1]
+    cdef Py_ssize_t r, o, i, j
+    cdef const floating* xr
+    cdef const unsigned char* mr
+    cdef double v
+    cdef bint bad, pos_inf
+    cdef Online st
+    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+        o = r // n_inner
+        i = r % n_inner
+        xr = &x[o, 0, i]
+        mr = &mask[o, 0, i]
+        online_init(&st)
+        bad = False
+        pos_inf = False
+        for j in range(n):
+            if mr[j * ms]:
+                v = xr[j * xs]
+                if v != v:
+                    bad = True
+                    break
+                if v == INFINITY:
+                    pos_inf = True
+                else:
+                    online_push(&st, v)
+        if bad:
+            out[o, i] = NAN
+        elif pos_inf:
+            out[o, i] = INFINITY
+        elif st.m == -INFINITY:
+            out[o, i] = -INFINITY
+        else:
+            out[o, i] = <floating>online_lse(&st)
+
+
+def masked_softmax_rows(const floating[:, :, :] x, const unsigned char[:, :, :] mask,
+                        floating[:, :, :] out, bint log_space, int n_threads):
+    """Softmax (log_space: log-softmax) over the unmasked entries of each row.
+
+    Masked entries get 0 (log_space: -inf).  A fully masked row is all 0
+    (log_space: all -inf).  A row whose unmasked entries hold nan, +inf or
+    only -inf is nan on its unmasked entries (as scipy).  IN: x, mask; OUT: out.
+    """
+    cdef Py_ssize_t n = x.shape[1], n_inner = x.shape[2]
+    cdef Py_ssize_t n_rows = x.shape[0] * n_inner
+    cdef Py_ssize_t xs = x.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t os = out.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t ms = mask.strides[1]
+    cdef Py_ssize_t r, o, i, j, n_on
+    cdef const floating* xr
+    cdef const unsigned char* mr
+    cdef floating* orow
+    cdef double v, lse, fill
+    cdef bint bad
+    cdef Online st
+    fill = -INFINITY if log_space else 0.0
+    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+        o = r // n_inner
+        i = r % n_inner
+        xr = &x[o, 0, i]
+        mr = &mask[o, 0, i]
+        orow = &out[o, 0, i]
+        online_init(&st)
+        bad = False
+        n_on = 0
+        for j in range(n):
+            if mr[j * ms]:
+                n_on = n_on + 1
+                v = xr[j * xs]
+                if not (v < INFINITY):
+                    bad = True
+                else:
+                    online_push(&st, v)
+        if bad or st.m == -INFINITY:
+            # nan, +inf or only -inf among the unmasked entries: nan (scipy);
+            # also taken by a fully masked row, which never reads lse.
+            st.m = NAN
+            st.s = NAN
+        lse = log(st.s)
+        for j in range(n):
+            if mr[j * ms]:
+                v = xr[j * xs] - st.m
+                # exp(x - m) / s divides exactly; (x - m) - log s is exact at the max
+                orow[j * os] = <floating>((v - lse) if log_space else exp(v) / st.s)
+            else:
+                orow[j * os] = <floating>fill
+
+
+# ---------------------------------------------------------------------------
+# Cross-entropy / NLL with sample weights, masks and soft-capping
+# ---------------------------------------------------------------------------
+def cross_entropy_ex_rows(const floating[:, :, :] logits, const int64_t[:, :] target,
+                          const double[::1] weight, const double[:, :] sample_weight,
+                          const unsigned char[:, :, :] mask,
+                          int64_t ignore_index, double label_smoothing, double cap,
+                          double[:, :] loss, double[:, :] row_weight,
+                          floating[:, :, :] grad, double grad_scale, int n_threads):
+    """Cross-entropy from class indices with sample weights, masks and a soft cap.
+
+    IN: logits, target (validated), weight (None or (C,)), sample_weight (None
+    or per row), mask (None or like logits), ignore_index, label_smoothing,
+    cap (<= 0: none), grad_scale.  OUT: loss[o, i] = sw * row loss,
+    row_weight[o, i] = sw * w[y] (0 where the row takes no part), and grad =
+    grad_scale * d loss / d logits when grad is not None.
+
+    Per row, over the K unmasked classes (all C without a mask), W = sum of
+    their w, x' = xf(x):  loss = (1 - eps) w[y] (lse - x'[y])
+    + eps / K (W lse - sum w x').  A row takes no part (loss, weight and
+    gradient 0) when its target is ignore_index, its sample weight is 0, or
+    every class is masked.  A masked target class gives loss +inf.
+    """
+    cdef Py_ssize_t n_classes = logits.shape[1], n_inner = logits.shape[2]
+    cdef Py_ssize_t n_rows = logits.shape[0] * n_inner
+    cdef Py_ssize_t xs = logits.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t ms = 0, gs = 0
+    cdef const double* w = NULL
+    cdef bint has_sw = sample_weight is not None, has_mask = mask is not None
+    cdef bint want_grad = grad is not None
+    cdef double eps = label_smoothing, keep = 1.0 - label_smoothing
+    cdef Py_ssize_t r, o, i, k, n_on
+    cdef int64_t y
+    cdef const floating* x
+    cdef const unsigned char* mr
+    cdef floating* g
+    cdef double sw, wy, wk, v, w_on, swx, lse, xy, pk, gk, spread, row_loss
+    cdef bint bad, on, y_on
+    cdef Online st
+    if weight is not None:
+        w = &weight[0]
+    if has_mask:
+        ms = mask.strides[1]
+    if want_grad:
+        gs = grad.strides[1] // <Py_ssize_t>sizeof(floating)
+    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+        o = r // n_inner
+        i = r % n_inner
+        y = target[o, i]
+        x = &logits[o, 0, i]
+        mr = &mask[o, 0, i] if has_mask else NULL
+        sw = sample_weight[o, i] if has_sw else 1.0
+        n_on = 0
+        lse = 0.0
+        xy = 0.0
+        w_on = 0.0
+        swx = 0.0
+        y_on = False
+        if y != ignore_index and sw != 0:
+            online_init(&st)
+            bad = False
+            for k in range(n_classes):
+                if has_mask and not mr[k * ms]:
+                    continue
+                v = xf(x[k * xs], 1.0, cap)
+                wk = w[k] if w != NULL else 1.0
+                n_on = n_on + 1
+                w_on = w_on + wk
+                if eps > 0:
+                    swx = swx + wk * v   # 0 * -inf = nan, as torch
+                if not (v < INFINITY):
+                    bad = True       # nan or +inf: the row's loss is nan
+                else:
+                    online_push(&st, v)
+            # +inf (inf - inf) or all -inf (-inf - -inf) makes the row nan (torch)
+            lse = NAN if bad or st.m == -INFINITY else online_lse(&st)
+            y_on = not has_mask or mr[y * ms] != 0
+            xy = xf(x[y * xs], 1.0, cap) if y_on else -INFINITY
+        if n_on == 0:
+            loss[o, i] = 0.0
+            row_weight[o, i] = 0.0
+            if want_grad:
+                g = &grad[o, 0, i]
+                for k in range(n_classes):
+                    g[k * gs] = 0
+            continue
+        wy = w[y] if w != NULL else 1.0
+        spread = eps / n_on
+        row_loss = keep * wy * (lse - xy)
+        if eps > 0:
+            row_loss = row_loss + spread * (w_on * lse - swx)
+        loss[o, i] = sw * row_loss
+        row_weight[o, i] = sw * wy
+        if want_grad:
+            g = &grad[o, 0, i]
+            for k in range(n_classes):
+                on = not has_mask or mr[k * ms] != 0
+                if not on:
+                    g[k * gs] = 0
+                    continue
+                v = x[k * xs]
+                pk = exp(xf(v, 1.0, cap) - lse)
+                gk = keep * wy * (pk - (1.0 if k == y else 0.0))
+                if eps > 0:
+                    gk = gk + spread * (w_on * pk - (w[k] if w != NULL else 1.0))
+                g[k * gs] = <floating>(grad_scale * sw * gk * dxf(v, 1.0, cap))
+
+
+def nll_ex_rows(const floating[:, :, :] log_probs, const int64_t[:, :] target,
+                const double[::1] weight, const double[:, :] sample_weight,
+                int64_t ignore_index, double[:, :] loss, double[:, :] row_weight,
+                floating[:, :, :] grad, double grad_scale, int n_threads):
+    """loss = -sw * w[y] * log_probs[y] per row, and optionally its gradient.
+
+    IN: log_probs, target (validated), weight, sample_weight (None or per row),
+    ignore_index, grad_scale.  OUT: loss, row_weight (sw * w[y]; 0 where
+    ignored or sw == 0), grad (-grad_scale * sw * w[y] at y, 0 elsewhere).
+    """
+    cdef Py_ssize_t n_classes = log_probs.shape[1], n_inner = log_probs.shape[2]
+    cdef Py_ssize_t n_rows = log_probs.shape[0] * n_inner
+    cdef Py_ssize_t gs = 0
+    cdef const double* w = NULL
+    cdef bint has_sw = sample_weight is not None, want_grad = grad is not None
+    cdef Py_ssize_t r, o, i, k
+    cdef int64_t y
+    cdef double wy, sw
+    cdef floating* g
+    if weight is not None:
+        w = &weight[0]
+    if want_grad:
+        gs = grad.strides[1] // <Py_ssize_t>sizeof(floating)
+    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+        o = r // n_inner
+        i = r % n_inner
+        y = target[o, i]
+        sw = sample_weight[o, i] if has_sw else 1.0
+        if y == ignore_index or sw == 0:
+            loss[o, i] = 0.0
+            row_weight[o, i] = 0.0
+        else:
+            wy = w[y] if w != NULL else 1.0
+            loss[o, i] = -sw * wy * log_probs[o, y, i]
+            row_weight[o, i] = sw * wy
+        if want_grad:
+            g = &grad[o, 0, i]
+            for k in range(n_classes):
+                g[k * gs] = 0
+            if y != ignore_index and sw != 0:
+                g[y * gs] = <floating>(-grad_scale * row_weight[o, i])
+
+
+# ---------------------------------------------------------------------------
+# One-pass evaluation metrics
+# ---------------------------------------------------------------------------
+def evaluate_rows(const floating[:, :, :] logits, const int64_t[:, :] target,
+                  int64_t ignore_index, double cap,
+                  double[:, :] nll, double[:, :] entropy, double[:, :] lse_out,
+                  int64_t[:, :] rank, int n_threads):
+    """Per-row NLL, entropy, log-sum-exp and the target's rank, in ONE read.
+
+    IN: logits, target (validated), ignore_index, cap.  OUT: nll = lse - x'[y],
+    entropy, lse_out, rank = #{j: x'_j > x'_y} + #{j < y: x'_j == x'_y}
+    (the position of y in a stable descending sort, so rank == 0 exactly when
+    argmax, first index on ties, is y).  Ignored rows: nll nan, rank -1;
+    entropy and lse are still computed.  A row with nan: nll, entropy, lse
+    nan and rank -1 (never counted as correct).
+    """
+    cdef Py_ssize_t n_classes = logits.shape[1], n_inner = logits.shape[2]
+    cdef Py_ssize_t n_rows = logits.shape[0] * n_inner
+    cdef Py_ssize_t xs = logits.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t r, o, i, k
+    cdef int64_t y, above
+    cdef const floating* x
+    cdef double v, xy, lse
+    cdef bint has_nan, pos_inf, valid
+    cdef Online st
+    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+        o = r // n_inner
+        i = r % n_inner
+        y = target[o, i]
+        x = &logits[o, 0, i]
+        valid = y != ignore_index
+        xy = xf(x[y * xs], 1.0, cap) if valid else 0.0
+        online_init(&st)
+        has_nan = False
+        pos_inf = False
+        above = 0
+        for k in range(n_classes):
+            v = xf(x[k * xs], 1.0, cap)
+            if v != v:
+                has_nan = True
+                break
+            if valid and (v > xy or (v == xy and k < y)):
+                above = above + 1
+            if v == INFINITY:
+                pos_inf = True
+            else:
+                online_push(&st, v)
+        if has_nan or pos_inf or st.m == -INFINITY:
+            lse = NAN
+            entropy[o, i] = NAN
+        else:
+            lse = online_lse(&st)
+            entropy[o, i] = online_entropy(&st)
+        lse_out[o, i] = lse
+        if valid and not has_nan:
+            nll[o, i] = lse - xy
+            rank[o, i] = above
+        else:
+            nll[o, i] = NAN
+            rank[o, i] = -1
