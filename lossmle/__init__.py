@@ -8,6 +8,7 @@ rows) behind a scipy/torch-compatible Python API.
 from ._divergence import entropy, kl_divergence
 from ._losses import cross_entropy, cross_entropy_with_grad, nll_loss
 from ._mle import empirical_kl, log_likelihood, negative_log_likelihood
+from ._regression import ConvergenceWarning, SoftmaxRegression
 from ._special import log_softmax, logsumexp, softmax
 from ._training import (
     binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_with_grad,
@@ -28,6 +29,7 @@ __all__ = [
     "cross_entropy", "cross_entropy_with_grad", "nll_loss",
     "kl_divergence", "entropy",
     "log_likelihood", "negative_log_likelihood", "empirical_kl",
+    "SoftmaxRegression", "ConvergenceWarning",
     "kl_divergence_from_logits", "kl_divergence_from_logits_with_grad",
     "js_divergence_from_logits", "entropy_from_logits",
     "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_with_grad",
