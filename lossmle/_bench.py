@@ -56,8 +56,11 @@ DTYPES = ("float64", "float32")
 QUICK_SHAPES = ((1024, 1000), (256, 50257))
 QUICK_DTYPES = ("float64",)
 QUICK_ROUNDS = 5
-#: quick mode: a case whose rounds would take longer gets fewer rounds (at least 3)
+#: quick mode: a case whose rounds would take longer gets fewer rounds (at least
+#: 3 while the run is on schedule for QUICK_TARGET_S, at least 1 when it is not,
+#: e.g. on a machine busy with other work)
 QUICK_CASE_BUDGET_S = 2.0
+QUICK_TARGET_S = 40.0
 FULL_ROUNDS = 11
 SEED = 20240607
 
@@ -498,7 +501,7 @@ def time_interleaved(callables, rounds, sample_seconds=0.005, first_call_s=None,
 
 
 def run_case(function, shape, dtype, implementations, rounds, threads, seed=SEED,
-             sample_seconds=0.005, budget_seconds=None):
+             sample_seconds=0.005, budget_seconds=None, min_rounds=3):
     """Build, check and time one case; returns its JSON-ready result dict."""
     inputs = make_inputs(function, shape, dtype, seed)
     input_bytes = int(sum(a.nbytes for a in inputs))
@@ -533,7 +536,7 @@ def run_case(function, shape, dtype, implementations, rounds, threads, seed=SEED
             del callables[impl]
     del results
     timing, rounds_run = time_interleaved(callables, rounds, sample_seconds, first_call_s,
-                                          budget_seconds) if callables else ({}, 0)
+                                          budget_seconds, min_rounds) if callables else ({}, 0)
     times = {}
     for impl, t in timing.items():
         times[impl] = {
@@ -888,8 +891,14 @@ def main(argv=None):
     for i, (function, shape, dtype) in enumerate(cases, 1):
         _progress(f"[{i}/{len(cases)}] {function} {shape_str(shape)} {dtype} "
                   f"({len(cases) - i} left, {time.perf_counter() - t_start:.0f} s so far)")
+        min_rounds = 3
+        if budget is not None:
+            left = QUICK_TARGET_S - (time.perf_counter() - t_start)
+            per_case = left / (len(cases) - i + 1)
+            budget = min(QUICK_CASE_BUDGET_S, max(0.0, per_case))
+            min_rounds = 3 if per_case >= 1.0 else 1
         results.append(run_case(function, shape, dtype, impls, rounds, threads, args.seed,
-                                args.sample_ms / 1000, budget))
+                                args.sample_ms / 1000, budget, min_rounds))
     _progress(f"done: {len(cases)} cases in {time.perf_counter() - t_start:.1f} s", final=True)
 
     bw = info.get("bandwidth", {}).get("gbps")
@@ -897,7 +906,8 @@ def main(argv=None):
     print("\n".join(header_lines(info)))
     fewer = [r for r in results if r["times"] and r["rounds"] < rounds]
     if fewer:
-        notes.append(f"fewer rounds (quick mode, {QUICK_CASE_BUDGET_S:g} s per case): " + ", ".join(
+        notes.append(f"fewer rounds (quick mode: at most {QUICK_CASE_BUDGET_S:g} s per case, "
+                     f"{QUICK_TARGET_S:g} s in all): " + ", ".join(
             f"{r['function']} {shape_str(r['shape'])} {r['dtype']}: {r['rounds']}"
             for r in fewer))
     for note in notes:
