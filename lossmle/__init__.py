@@ -10,6 +10,7 @@ from ._losses import cross_entropy, cross_entropy_with_grad, nll_loss
 from ._mle import empirical_kl, log_likelihood, negative_log_likelihood
 from ._regression import ConvergenceWarning, SoftmaxRegression
 from ._special import log_softmax, logsumexp, softmax
+from ._streaming import LogSumExpState
 from ._training import (
     binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_with_grad,
     entropy_from_logits, evaluate_logits, js_divergence_from_logits,
@@ -28,6 +29,7 @@ __all__ = [
     "logsumexp", "softmax", "log_softmax",
     "cross_entropy", "cross_entropy_with_grad", "nll_loss",
     "kl_divergence", "entropy",
+    "LogSumExpState",
     "log_likelihood", "negative_log_likelihood", "empirical_kl",
     "SoftmaxRegression", "ConvergenceWarning",
     "kl_divergence_from_logits", "kl_divergence_from_logits_with_grad",

@@ -94,6 +94,10 @@ GOOD = textwrap.dedent('''
                     + float(sgn) + float(nll.sum()) + float(p32.sum()) + n)
     shape: tuple[int, ...] = lse.shape
     g: NDArray[np.float64] = step(x64, y)
+    state = lossmle.LogSumExpState(axis=-1).update(x32[:, :2]).update(x32[:, 2:])
+    state = state.merge(lossmle.LogSumExpState(shape=(4,)))
+    streamed = state.result()
+    n_seen: int = state.n_classes
 ''')
 
 # Each line must give (at least) one mypy error on that line.
@@ -109,6 +113,7 @@ BAD = textwrap.dedent('''
     f: NDArray[np.float32] = lossmle.log_softmax(np.zeros(3))
     lossmle.set_num_threads("4")
     lossmle.nll_loss(np.zeros((2, 3)), [0, 1], label_smoothing=0.1)
+    lossmle.LogSumExpState().merge(np.zeros(3))
 ''').strip() + "\n"
 
 
@@ -151,6 +156,20 @@ def test_type_errors_are_caught(run_mypy):
         next(l for l in BAD.splitlines() if l.startswith("lossmle."))) + 1
     expected = set(range(first, len(BAD.splitlines()) + 1))
     assert lines_with_errors == expected, res.stdout
+
+
+# lossmle modules written with inline annotations: they must pass --strict
+# themselves (the others are described by their .pyi).
+TYPED_MODULES = ["lossmle._streaming"]
+
+
+def test_typed_modules_pass_mypy_strict(run_mypy):
+    args = []
+    for m in TYPED_MODULES:
+        args += ["-p", m]
+    res = run_mypy("-m", "mypy", "--strict", "--no-color-output", "--cache-dir",
+                   ".mypy_cache", "--python-executable", sys.executable, *args)
+    assert res.returncode == 0, res.stdout + res.stderr
 
 
 def test_stubs_match_runtime(run_mypy, tmp_path):

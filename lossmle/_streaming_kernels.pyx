@@ -1,0 +1,116 @@
+"""Kernels for the streaming log-sum-exp state (``lossmle/_streaming.py``).
+
+Design
+------
+The state of a row is three doubles: ``m``, the running maximum; ``c``, how
+many of the terms seen so far equal ``m``; ``s``, the sum of ``exp(x - m)``
+over the other terms.  Its log-sum-exp is ``log1p(s / c) + log(c) + m``, the
+formula of the one-shot ``row_logsumexp`` (the maximal terms are kept out of
+``s``, which keeps full precision when one term dominates; Blanchard, Higham &
+Higham 2021), so one chunk gives exactly the one-shot value and several chunks
+differ from it only by the rounding of the rescalings below.
+
+Two states merge by moving to the larger maximum ``M``: the terms of the
+state whose maximum was below ``M`` all fall below it, so
+``s = s_hi + (s_lo + c_lo) * exp(m_lo - M)`` and ``c = c_hi``; with equal
+maxima the counts and the sums add.  A chunk is first reduced to its own
+``(m, c, s)`` (two reads of the row) and then merged the same way.
+
+Special values follow scipy.special.logsumexp: a nan anywhere makes the row
+nan for good (``m = nan`` is sticky); ``m = +inf`` gives +inf; a row of only
+-inf (or no terms at all: the initial state ``m = -inf, c = 0, s = 0``)
+gives -inf.  When ``m`` is not finite, ``c`` and ``s`` are never read.
+
+Layout: a chunk is an ``(n_outer, n, n_inner)`` view reduced over its middle
+axis (``_validation.rows_view``); the state arrays are flat, row
+``r = o * n_inner + i`` (the C order of the row shape).
+"""
+from cython.parallel cimport prange
+from cython cimport floating
+from libc.math cimport exp, log, log1p, isfinite, NAN
+
+
+cdef inline void merge_one(double* m, double* c, double* s,
+                           double m2, double c2, double s2) noexcept nogil:
+    """(m, c, s) <- merge of (m, c, s) and (m2, c2, s2).  m, c, s: IN/OUT."""
+    if m[0] != m[0]:
+        return                      # nan is sticky
+    if m2 != m2:
+        m[0] = NAN
+        return
+    if m2 == m[0]:                  # equal maxima (also both +-inf)
+        c[0] += c2
+        s[0] += s2
+    elif m2 > m[0]:
+        if isfinite(m[0]):          # the old terms now all lie below m2
+            s[0] = s2 + (s[0] + c[0]) * exp(m[0] - m2)
+        else:                       # m == -inf: nothing (of weight) seen yet
+            s[0] = s2
+        c[0] = c2
+        m[0] = m2
+    elif isfinite(m2):              # m2 < m: the new terms lie below m
+        s[0] += (s2 + c2) * exp(m2 - m[0])
+    # else m2 == -inf < m: a chunk of -inf adds nothing
+
+
+cdef inline void chunk_stats(const floating* x, Py_ssize_t n, Py_ssize_t stride,
+                             double* m, double* c, double* s) noexcept nogil:
+    """(m, c, s) of one chunk row of n >= 1 values.  m, c, s: OUT."""
+    cdef Py_ssize_t j
+    cdef double mx = x[0], v, cnt = 0.0, acc = 0.0
+    cdef bint has_nan = mx != mx
+    for j in range(1, n):
+        v = x[j * stride]
+        has_nan = has_nan | (v != v)
+        mx = v if v > mx else mx
+    if has_nan:
+        mx = NAN
+    elif isfinite(mx):
+        for j in range(n):
+            v = x[j * stride]
+            if v == mx:
+                cnt += 1.0
+            else:
+                acc += exp(v - mx)
+    else:
+        cnt = n                     # +inf or all -inf: c, s are not read
+    m[0] = mx
+    c[0] = cnt
+    s[0] = acc
+
+
+def update_rows(const floating[:, :, :] x, double[::1] m, double[::1] c,
+                double[::1] s, int n_threads):
+    """Merge every row of the chunk x into the state.  x: IN; m, c, s: IN/OUT.
+
+    x has n >= 1 values per row; the state has n_outer * n_inner rows.
+    """
+    cdef Py_ssize_t n = x.shape[1], n_inner = x.shape[2]
+    cdef Py_ssize_t n_rows = x.shape[0] * n_inner
+    cdef Py_ssize_t stride = x.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t r
+    cdef double m2, c2, s2
+    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+        chunk_stats(&x[r // n_inner, 0, r % n_inner], n, stride, &m2, &c2, &s2)
+        merge_one(&m[r], &c[r], &s[r], m2, c2, s2)
+
+
+def merge_rows(double[::1] m, double[::1] c, double[::1] s,
+               const double[::1] m2, const double[::1] c2, const double[::1] s2):
+    """(m, c, s) <- merge with (m2, c2, s2), row by row.  m, c, s: IN/OUT."""
+    cdef Py_ssize_t r
+    with nogil:
+        for r in range(m.shape[0]):
+            merge_one(&m[r], &c[r], &s[r], m2[r], c2[r], s2[r])
+
+
+def result_rows(const double[::1] m, const double[::1] c, const double[::1] s,
+                double[::1] out):
+    """out = log1p(s / c) + log(c) + m (m where m is not finite).  OUT: out."""
+    cdef Py_ssize_t r
+    with nogil:
+        for r in range(m.shape[0]):
+            if isfinite(m[r]):
+                out[r] = log1p(s[r] / c[r]) + log(c[r]) + m[r]
+            else:
+                out[r] = m[r]
