@@ -856,7 +856,7 @@ def main(argv=None):
     notes = []
     if not args.full:
         notes.append(
-            "quick mode: shapes " + ", ".join(shape_str(s) for s in shapes)
+            "this run: shapes " + ", ".join(shape_str(s) for s in shapes)
             + "; dtypes " + ", ".join(dtypes)
             + (f"; not run: shapes {', '.join(shape_str(s) for s in SHAPES if s not in shapes)}"
                if any(s not in shapes for s in SHAPES) else "")
