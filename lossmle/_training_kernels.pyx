@@ -129,7 +129,29 @@ cdef inline double online_entropy(Online* st) noexcept nogil:
 
 # ---------------------------------------------------------------------------
 # Divergences from logits
+#
+# Every row body lives in a cdef function: its locals (the Online structs
+# above all, which the loops only touch through pointers) are then private to
+# the calling thread.  Cython's prange privatises only variables assigned by
+# name in the loop body, so a struct declared in the def and filled through
+# &st would be shared by all threads.
 # ---------------------------------------------------------------------------
+cdef inline double entropy_row(const floating* xr, Py_ssize_t n, Py_ssize_t xs,
+                               double inv_t, double cap) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double v
+    cdef Online st
+    online_init(&st)
+    for j in range(n):
+        v = xf(xr[j * xs], inv_t, cap)
+        if not (v < INFINITY):
+            return NAN
+        online_push(&st, v)
+    if st.m == -INFINITY:
+        return NAN
+    return online_entropy(&st)
+
+
 def entropy_logits_rows(const floating[:, :, :] x, double inv_t, double cap,
                         double[:, :] out, int n_threads):
     """out = H(softmax(xf(x))) per row (nats).  x: IN; out: OUT.
@@ -139,27 +161,82 @@ def entropy_logits_rows(const floating[:, :, :] x, double inv_t, double cap,
     cdef Py_ssize_t n = x.shape[1], n_inner = x.shape[2]
     cdef Py_ssize_t n_rows = x.shape[0] * n_inner
     cdef Py_ssize_t xs = x.strides[1] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t r, o, i, j
-    cdef const floating* xr
-    cdef double v
-    cdef bint bad
-    cdef Online st
+    cdef Py_ssize_t r, o, i
     for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         o = r // n_inner
         i = r % n_inner
-        xr = &x[o, 0, i]
-        online_init(&st)
-        bad = False
-        for j in range(n):
-            v = xf(xr[j * xs], inv_t, cap)
-            if not (v < INFINITY):
-                bad = True
-                break
-            online_push(&st, v)
-        if bad or st.m == -INFINITY:
-            out[o, i] = NAN
+        out[o, i] = entropy_row(&x[o, 0, i], n, xs, inv_t, cap)
+
+
+cdef inline double kl_row(const floating* pr, Py_ssize_t ps,
+                          const floating* qr, Py_ssize_t qs, Py_ssize_t n,
+                          double inv_t, double cap,
+                          floating* gq, Py_ssize_t gqs, floating* gp, Py_ssize_t gps,
+                          double grad_scale) noexcept nogil:
+    """KL of one row pair; gradients written when gq / gp are not NULL."""
+    cdef Py_ssize_t j
+    cdef double va, vb, e, v = 0.0, pk, qk, kl, dq, dp
+    cdef bint bad = False, inf_kl = False
+    cdef Online sa, sb
+    online_init(&sa)
+    online_init(&sb)
+    for j in range(n):
+        va = xf(pr[j * ps], inv_t, cap)
+        vb = xf(qr[j * qs], inv_t, cap)
+        if not (va < INFINITY and vb < INFINITY):
+            bad = True
+            break
+        # v holds terms exp(a - m_a) (b - m_b): rescale with a's maximum...
+        if va > sa.m:
+            v = v * online_rescale(&sa, va)
+        # ...and shift with b's (terms with b = -inf are skipped: they set
+        # inf_kl, which decides the row whatever v holds).
+        if vb > sb.m:
+            if sb.m != -INFINITY:
+                v = v + (sb.m - vb) * sa.s
+            online_rescale(&sb, vb)
+        e = online_push(&sa, va)
+        if e > 0:
+            if vb == -INFINITY:
+                inf_kl = True
+            else:
+                v = v + e * (vb - sb.m)
+        elif va != -INFINITY and vb == -INFINITY:
+            inf_kl = True  # exp underflowed but P > 0 exactly
+        online_push(&sb, vb)
+    if bad or sa.m == -INFINITY or sb.m == -INFINITY:
+        kl = NAN
+    elif inf_kl:
+        kl = INFINITY
+    else:
+        kl = (sa.u - v) / sa.s + (log(sb.s) - log(sa.s))
+    if gq == NULL and gp == NULL:
+        return kl
+    for j in range(n):
+        va = xf(pr[j * ps], inv_t, cap)
+        vb = xf(qr[j * qs], inv_t, cap)
+        if kl != kl:
+            dq = NAN
+            dp = NAN
         else:
-            out[o, i] = online_entropy(&st)
+            pk = exp(va - sa.m) / sa.s
+            qk = exp(vb - sb.m) / sb.s
+            dq = grad_scale * (qk - pk) * dxf(qr[j * qs], inv_t, cap)
+            if kl == INFINITY:
+                dp = NAN  # d KL / d p is undefined where Q = 0 < P
+            elif pk > 0:
+                # P_k (log P_k - log Q_k - KL), in shifted pieces
+                dp = grad_scale * pk * (
+                    (va - sa.m - sa.u / sa.s) - (vb - sb.m - v / sa.s)
+                ) * dxf(pr[j * ps], inv_t, cap)
+            else:
+                dp = 0.0
+        # every read of element j is done: safe over an aliased input
+        if gq != NULL:
+            gq[j * gqs] = <floating>dq
+        if gp != NULL:
+            gp[j * gps] = <floating>dp
+    return kl
 
 
 def kl_logits_rows(const floating[:, :, :] p, const floating[:, :, :] q,
@@ -181,14 +258,9 @@ def kl_logits_rows(const floating[:, :, :] p, const floating[:, :, :] q,
     cdef Py_ssize_t qs = q.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t gqs = 0, gps = 0
     cdef bint want_q = grad_q is not None, want_p = grad_p is not None
-    cdef Py_ssize_t r, o, i, j
-    cdef const floating* pr
-    cdef const floating* qr
+    cdef Py_ssize_t r, o, i
     cdef floating* gq
     cdef floating* gp
-    cdef double va, vb, e, v, log_sa, log_sb, pk, qk, ea, eb, kl, dq, dp
-    cdef bint bad, inf_kl
-    cdef Online sa, sb
     if want_q:
         gqs = grad_q.strides[1] // <Py_ssize_t>sizeof(floating)
     if want_p:
@@ -196,77 +268,44 @@ def kl_logits_rows(const floating[:, :, :] p, const floating[:, :, :] q,
     for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         o = r // n_inner
         i = r % n_inner
-        pr = &p[o, 0, i]
-        qr = &q[o, 0, i]
-        online_init(&sa)
-        online_init(&sb)
-        v = 0.0
-        bad = False
-        inf_kl = False
-        for j in range(n):
-            va = xf(pr[j * ps], inv_t, cap)
-            vb = xf(qr[j * qs], inv_t, cap)
-            if not (va < INFINITY and vb < INFINITY):
-                bad = True
-                break
-            # v holds terms exp(a - m_a) (b - m_b): rescale with a's maximum...
-            if va > sa.m:
-                v = v * online_rescale(&sa, va)
-            # ...and shift with b's (terms with b = -inf are skipped: they set
-            # inf_kl, which decides the row whatever v holds).
-            if vb > sb.m:
-                if sb.m != -INFINITY:
-                    v = v + (sb.m - vb) * sa.s
-                online_rescale(&sb, vb)
-            e = online_push(&sa, va)
-            if e > 0:
-                if vb == -INFINITY:
-                    inf_kl = True
-                else:
-                    v = v + e * (vb - sb.m)
-            elif va != -INFINITY and vb == -INFINITY:
-                inf_kl = True  # exp underflowed but P > 0 exactly
-            online_push(&sb, vb)
-        if bad or sa.m == -INFINITY or sb.m == -INFINITY:
-            out[o, i] = NAN
-            kl = NAN
-        elif inf_kl:
-            out[o, i] = INFINITY
-            kl = INFINITY
-        else:
-            log_sa = log(sa.s)
-            log_sb = log(sb.s)
-            kl = (sa.u - v) / sa.s + (log_sb - log_sa)
-            out[o, i] = kl
-        if want_q or want_p:
-            if want_q:
-                gq = &grad_q[o, 0, i]
-            if want_p:
-                gp = &grad_p[o, 0, i]
-            for j in range(n):
-                va = xf(pr[j * ps], inv_t, cap)
-                vb = xf(qr[j * qs], inv_t, cap)
-                if kl != kl:
-                    dq = NAN
-                    dp = NAN
-                else:
-                    pk = exp(va - sa.m) / sa.s
-                    qk = exp(vb - sb.m) / sb.s
-                    dq = grad_scale * (qk - pk) * dxf(qr[j * qs], inv_t, cap)
-                    if kl == INFINITY:
-                        dp = NAN  # d KL / d p is undefined where Q = 0 < P
-                    elif pk > 0:
-                        # P_k (log P_k - log Q_k - KL), in shifted pieces
-                        dp = grad_scale * pk * (
-                            (va - sa.m - sa.u / sa.s) - (vb - sb.m - v / sa.s)
-                        ) * dxf(pr[j * ps], inv_t, cap)
-                    else:
-                        dp = 0.0
-                # every read of element j is done: safe over an aliased input
-                if want_q:
-                    gq[j * gqs] = <floating>dq
-                if want_p:
-                    gp[j * gps] = <floating>dp
+        gq = &grad_q[o, 0, i] if want_q else NULL
+        gp = &grad_p[o, 0, i] if want_p else NULL
+        out[o, i] = kl_row(&p[o, 0, i], ps, &q[o, 0, i], qs, n, inv_t, cap,
+                           gq, gqs, gp, gps, grad_scale)
+
+
+cdef inline double js_row(const floating* pr, Py_ssize_t ps,
+                          const floating* qr, Py_ssize_t qs, Py_ssize_t n,
+                          double inv_t, double cap) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double va, vb, lp, lq, lm, hi, lo, s = 0.0, lse_a, lse_b
+    cdef Online sa, sb
+    online_init(&sa)
+    online_init(&sb)
+    for j in range(n):
+        va = xf(pr[j * ps], inv_t, cap)
+        vb = xf(qr[j * qs], inv_t, cap)
+        if not (va < INFINITY and vb < INFINITY):
+            return NAN
+        online_push(&sa, va)
+        online_push(&sb, vb)
+    if sa.m == -INFINITY or sb.m == -INFINITY:
+        return NAN
+    lse_a = online_lse(&sa)
+    lse_b = online_lse(&sb)
+    for j in range(n):
+        lp = xf(pr[j * ps], inv_t, cap) - lse_a
+        lq = xf(qr[j * qs], inv_t, cap) - lse_b
+        if lp == -INFINITY and lq == -INFINITY:
+            continue
+        hi = lp if lp > lq else lq
+        lo = lq if lp > lq else lp
+        lm = LOG_HALF + hi + log1p(exp(lo - hi))   # log((P + Q) / 2)
+        if lp != -INFINITY:
+            s += exp(lp) * (lp - lm)
+        if lq != -INFINITY:
+            s += exp(lq) * (lq - lm)
+    return 0.5 * s
 
 
 def js_logits_rows(const floating[:, :, :] p, const floating[:, :, :] q,
@@ -281,47 +320,11 @@ def js_logits_rows(const floating[:, :, :] p, const floating[:, :, :] q,
     cdef Py_ssize_t n_rows = p.shape[0] * n_inner
     cdef Py_ssize_t ps = p.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t qs = q.strides[1] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t r, o, i, j
-    cdef const floating* pr
-    cdef const floating* qr
-    cdef double va, vb, lp, lq, lm, hi, lo, s, lse_a, lse_b
-    cdef bint bad
-    cdef Online sa, sb
+    cdef Py_ssize_t r, o, i
     for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         o = r // n_inner
         i = r % n_inner
-        pr = &p[o, 0, i]
-        qr = &q[o, 0, i]
-        online_init(&sa)
-        online_init(&sb)
-        bad = False
-        for j in range(n):
-            va = xf(pr[j * ps], inv_t, cap)
-            vb = xf(qr[j * qs], inv_t, cap)
-            if not (va < INFINITY and vb < INFINITY):
-                bad = True
-                break
-            online_push(&sa, va)
-            online_push(&sb, vb)
-        if bad or sa.m == -INFINITY or sb.m == -INFINITY:
-            out[o, i] = NAN
-            continue
-        lse_a = online_lse(&sa)
-        lse_b = online_lse(&sb)
-        s = 0.0
-        for j in range(n):
-            lp = xf(pr[j * ps], inv_t, cap) - lse_a
-            lq = xf(qr[j * qs], inv_t, cap) - lse_b
-            if lp == -INFINITY and lq == -INFINITY:
-                continue
-            hi = lp if lp > lq else lq
-            lo = lq if lp > lq else lp
-            lm = LOG_HALF + hi + log1p(exp(lo - hi))   # log((P + Q) / 2)
-            if lp != -INFINITY:
-                s = s + exp(lp) * (lp - lm)
-            if lq != -INFINITY:
-                s = s + exp(lq) * (lq - lm)
-        out[o, i] = 0.5 * s
+        out[o, i] = js_row(&p[o, 0, i], ps, &q[o, 0, i], qs, n, inv_t, cap)
 
 
 # ---------------------------------------------------------------------------
@@ -428,6 +431,42 @@ def log_softmax_backward_rows(const floating[:, :, :] g, const floating[:, :, :]
 # ---------------------------------------------------------------------------
 # Masked logsumexp / softmax / log_softmax
 # ---------------------------------------------------------------------------
+cdef inline void masked_stats(const floating* xr, Py_ssize_t xs,
+                              const unsigned char* mr, Py_ssize_t ms, Py_ssize_t n,
+                              Online* st, bint* has_nan, bint* pos_inf) noexcept nogil:
+    """Online max / sum over the unmasked entries; flags nan and +inf (OUT)."""
+    cdef Py_ssize_t j
+    cdef double v
+    online_init(st)
+    has_nan[0] = False
+    pos_inf[0] = False
+    for j in range(n):
+        if mr[j * ms]:
+            v = xr[j * xs]
+            if v != v:
+                has_nan[0] = True
+                return
+            if v == INFINITY:
+                pos_inf[0] = True
+            else:
+                online_push(st, v)
+
+
+cdef inline double masked_lse_row(const floating* xr, Py_ssize_t xs,
+                                  const unsigned char* mr, Py_ssize_t ms,
+                                  Py_ssize_t n) noexcept nogil:
+    cdef Online st
+    cdef bint has_nan, pos_inf
+    masked_stats(xr, xs, mr, ms, n, &st, &has_nan, &pos_inf)
+    if has_nan:
+        return NAN
+    if pos_inf:
+        return INFINITY
+    if st.m == -INFINITY:
+        return -INFINITY
+    return online_lse(&st)
+
+
 def masked_lse_rows(const floating[:, :, :] x, const unsigned char[:, :, :] mask,
                     floating[:, :] out, int n_threads):
     """out = log(sum over mask of exp(x)) per row; -inf for a fully masked row."""
@@ -435,38 +474,35 @@ def masked_lse_rows(const floating[:, :, :] x, const unsigned char[:, :, :] mask
     cdef Py_ssize_t n_rows = x.shape[0] * n_inner
     cdef Py_ssize_t xs = x.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t ms = mask.strides[1]
-    cdef Py_ssize_t r, o, i, j
-    cdef const floating* xr
-    cdef const unsigned char* mr
-    cdef double v
-    cdef bint bad, pos_inf
-    cdef Online st
+    cdef Py_ssize_t r, o, i
     for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         o = r // n_inner
         i = r % n_inner
-        xr = &x[o, 0, i]
-        mr = &mask[o, 0, i]
-        online_init(&st)
-        bad = False
-        pos_inf = False
-        for j in range(n):
-            if mr[j * ms]:
-                v = xr[j * xs]
-                if v != v:
-                    bad = True
-                    break
-                if v == INFINITY:
-                    pos_inf = True
-                else:
-                    online_push(&st, v)
-        if bad:
-            out[o, i] = NAN
-        elif pos_inf:
-            out[o, i] = INFINITY
-        elif st.m == -INFINITY:
-            out[o, i] = -INFINITY
+        out[o, i] = <floating>masked_lse_row(&x[o, 0, i], xs, &mask[o, 0, i], ms, n)
+
+
+cdef inline void masked_softmax_row(const floating* xr, Py_ssize_t xs,
+                                    const unsigned char* mr, Py_ssize_t ms,
+                                    floating* orow, Py_ssize_t os, Py_ssize_t n,
+                                    bint log_space) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double v, log_s, fill = -INFINITY if log_space else 0.0
+    cdef Online st
+    cdef bint has_nan, pos_inf
+    masked_stats(xr, xs, mr, ms, n, &st, &has_nan, &pos_inf)
+    if has_nan or pos_inf or st.m == -INFINITY:
+        # nan, +inf or only -inf among the unmasked entries: nan (scipy); also
+        # taken by a fully masked row, which never reads m or s.
+        st.m = NAN
+        st.s = NAN
+    log_s = log(st.s)
+    for j in range(n):
+        if mr[j * ms]:
+            v = xr[j * xs] - st.m
+            # exp(x - m) / s divides exactly; (x - m) - log s is exact at the max
+            orow[j * os] = <floating>((v - log_s) if log_space else exp(v) / st.s)
         else:
-            out[o, i] = <floating>online_lse(&st)
+            orow[j * os] = <floating>fill
 
 
 def masked_softmax_rows(const floating[:, :, :] x, const unsigned char[:, :, :] mask,
@@ -482,49 +518,75 @@ def masked_softmax_rows(const floating[:, :, :] x, const unsigned char[:, :, :] 
     cdef Py_ssize_t xs = x.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t os = out.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t ms = mask.strides[1]
-    cdef Py_ssize_t r, o, i, j, n_on
-    cdef const floating* xr
-    cdef const unsigned char* mr
-    cdef floating* orow
-    cdef double v, lse, fill
-    cdef bint bad
-    cdef Online st
-    fill = -INFINITY if log_space else 0.0
+    cdef Py_ssize_t r, o, i
     for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         o = r // n_inner
         i = r % n_inner
-        xr = &x[o, 0, i]
-        mr = &mask[o, 0, i]
-        orow = &out[o, 0, i]
-        online_init(&st)
-        bad = False
-        n_on = 0
-        for j in range(n):
-            if mr[j * ms]:
-                n_on = n_on + 1
-                v = xr[j * xs]
-                if not (v < INFINITY):
-                    bad = True
-                else:
-                    online_push(&st, v)
-        if bad or st.m == -INFINITY:
-            # nan, +inf or only -inf among the unmasked entries: nan (scipy);
-            # also taken by a fully masked row, which never reads lse.
-            st.m = NAN
-            st.s = NAN
-        lse = log(st.s)
-        for j in range(n):
-            if mr[j * ms]:
-                v = xr[j * xs] - st.m
-                # exp(x - m) / s divides exactly; (x - m) - log s is exact at the max
-                orow[j * os] = <floating>((v - lse) if log_space else exp(v) / st.s)
-            else:
-                orow[j * os] = <floating>fill
+        masked_softmax_row(&x[o, 0, i], xs, &mask[o, 0, i], ms, &out[o, 0, i], os, n,
+                           log_space)
 
 
 # ---------------------------------------------------------------------------
 # Cross-entropy / NLL with sample weights, masks and soft-capping
 # ---------------------------------------------------------------------------
+cdef inline void ce_ex_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classes,
+                           int64_t y, const double* w, double sw,
+                           const unsigned char* mr, Py_ssize_t ms,
+                           double eps, double cap,
+                           floating* g, Py_ssize_t gs, double grad_scale,
+                           double* loss, double* row_weight) noexcept nogil:
+    """One row of cross_entropy_ex_rows (mr / g may be NULL); loss, row_weight OUT."""
+    cdef Py_ssize_t k, n_on = 0
+    cdef double keep = 1.0 - eps, wk, wy, v, w_on = 0.0, swx = 0.0, lse, xy
+    cdef double pk, gk, spread, row_loss
+    cdef bint bad = False
+    cdef Online st
+    if sw != 0:
+        online_init(&st)
+        for k in range(n_classes):
+            if mr != NULL and not mr[k * ms]:
+                continue
+            v = xf(x[k * xs], 1.0, cap)
+            wk = w[k] if w != NULL else 1.0
+            n_on += 1
+            w_on += wk
+            if eps > 0:
+                swx += wk * v   # 0 * -inf = nan, as torch
+            if not (v < INFINITY):
+                bad = True       # nan or +inf: the row's loss is nan
+            else:
+                online_push(&st, v)
+    if n_on == 0:
+        loss[0] = 0.0
+        row_weight[0] = 0.0
+        if g != NULL:
+            for k in range(n_classes):
+                g[k * gs] = 0
+        return
+    # +inf (inf - inf) or all -inf (-inf - -inf) makes the row nan (torch)
+    lse = NAN if bad or st.m == -INFINITY else online_lse(&st)
+    xy = xf(x[y * xs], 1.0, cap) if (mr == NULL or mr[y * ms] != 0) else -INFINITY
+    wy = w[y] if w != NULL else 1.0
+    spread = eps / n_on
+    row_loss = keep * wy * (lse - xy)
+    if eps > 0:
+        row_loss = row_loss + spread * (w_on * lse - swx)
+    loss[0] = sw * row_loss
+    row_weight[0] = sw * wy
+    if g == NULL:
+        return
+    for k in range(n_classes):
+        if mr != NULL and not mr[k * ms]:
+            g[k * gs] = 0
+            continue
+        v = x[k * xs]
+        pk = exp(xf(v, 1.0, cap) - lse)
+        gk = keep * wy * (pk - (1.0 if k == y else 0.0))
+        if eps > 0:
+            gk = gk + spread * (w_on * pk - (w[k] if w != NULL else 1.0))
+        g[k * gs] = <floating>(grad_scale * sw * gk * dxf(v, 1.0, cap))
+
+
 def cross_entropy_ex_rows(const floating[:, :, :] logits, const int64_t[:, :] target,
                           const double[::1] weight, const double[:, :] sample_weight,
                           const unsigned char[:, :, :] mask,
@@ -552,15 +614,9 @@ def cross_entropy_ex_rows(const floating[:, :, :] logits, const int64_t[:, :] ta
     cdef const double* w = NULL
     cdef bint has_sw = sample_weight is not None, has_mask = mask is not None
     cdef bint want_grad = grad is not None
-    cdef double eps = label_smoothing, keep = 1.0 - label_smoothing
-    cdef Py_ssize_t r, o, i, k, n_on
+    cdef Py_ssize_t r, o, i
     cdef int64_t y
-    cdef const floating* x
-    cdef const unsigned char* mr
-    cdef floating* g
-    cdef double sw, wy, wk, v, w_on, swx, lse, xy, pk, gk, spread, row_loss
-    cdef bint bad, on, y_on
-    cdef Online st
+    cdef double sw
     if weight is not None:
         w = &weight[0]
     if has_mask:
@@ -571,63 +627,13 @@ def cross_entropy_ex_rows(const floating[:, :, :] logits, const int64_t[:, :] ta
         o = r // n_inner
         i = r % n_inner
         y = target[o, i]
-        x = &logits[o, 0, i]
-        mr = &mask[o, 0, i] if has_mask else NULL
         sw = sample_weight[o, i] if has_sw else 1.0
-        n_on = 0
-        lse = 0.0
-        xy = 0.0
-        w_on = 0.0
-        swx = 0.0
-        y_on = False
-        if y != ignore_index and sw != 0:
-            online_init(&st)
-            bad = False
-            for k in range(n_classes):
-                if has_mask and not mr[k * ms]:
-                    continue
-                v = xf(x[k * xs], 1.0, cap)
-                wk = w[k] if w != NULL else 1.0
-                n_on = n_on + 1
-                w_on = w_on + wk
-                if eps > 0:
-                    swx = swx + wk * v   # 0 * -inf = nan, as torch
-                if not (v < INFINITY):
-                    bad = True       # nan or +inf: the row's loss is nan
-                else:
-                    online_push(&st, v)
-            # +inf (inf - inf) or all -inf (-inf - -inf) makes the row nan (torch)
-            lse = NAN if bad or st.m == -INFINITY else online_lse(&st)
-            y_on = not has_mask or mr[y * ms] != 0
-            xy = xf(x[y * xs], 1.0, cap) if y_on else -INFINITY
-        if n_on == 0:
-            loss[o, i] = 0.0
-            row_weight[o, i] = 0.0
-            if want_grad:
-                g = &grad[o, 0, i]
-                for k in range(n_classes):
-                    g[k * gs] = 0
-            continue
-        wy = w[y] if w != NULL else 1.0
-        spread = eps / n_on
-        row_loss = keep * wy * (lse - xy)
-        if eps > 0:
-            row_loss = row_loss + spread * (w_on * lse - swx)
-        loss[o, i] = sw * row_loss
-        row_weight[o, i] = sw * wy
-        if want_grad:
-            g = &grad[o, 0, i]
-            for k in range(n_classes):
-                on = not has_mask or mr[k * ms] != 0
-                if not on:
-                    g[k * gs] = 0
-                    continue
-                v = x[k * xs]
-                pk = exp(xf(v, 1.0, cap) - lse)
-                gk = keep * wy * (pk - (1.0 if k == y else 0.0))
-                if eps > 0:
-                    gk = gk + spread * (w_on * pk - (w[k] if w != NULL else 1.0))
-                g[k * gs] = <floating>(grad_scale * sw * gk * dxf(v, 1.0, cap))
+        if y == ignore_index:
+            sw = 0.0  # takes no part, exactly like a zero sample weight
+        ce_ex_row(&logits[o, 0, i], xs, n_classes, y, w, sw,
+                  &mask[o, 0, i] if has_mask else NULL, ms, label_smoothing, cap,
+                  &grad[o, 0, i] if want_grad else NULL, gs, grad_scale,
+                  &loss[o, i], &row_weight[o, i])
 
 
 def nll_ex_rows(const floating[:, :, :] log_probs, const int64_t[:, :] target,
@@ -676,6 +682,45 @@ def nll_ex_rows(const floating[:, :, :] log_probs, const int64_t[:, :] target,
 # ---------------------------------------------------------------------------
 # One-pass evaluation metrics
 # ---------------------------------------------------------------------------
+cdef inline void eval_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classes,
+                          int64_t y, bint valid, double cap,
+                          double* nll, double* entropy, double* lse_out,
+                          int64_t* rank) noexcept nogil:
+    """One row of evaluate_rows; every result through an OUT pointer."""
+    cdef Py_ssize_t k
+    cdef int64_t above = 0
+    cdef double v, xy = 0.0, lse
+    cdef bint has_nan = False, pos_inf = False
+    cdef Online st
+    if valid:
+        xy = xf(x[y * xs], 1.0, cap)
+    online_init(&st)
+    for k in range(n_classes):
+        v = xf(x[k * xs], 1.0, cap)
+        if v != v:
+            has_nan = True
+            break
+        if valid and (v > xy or (v == xy and k < y)):
+            above += 1
+        if v == INFINITY:
+            pos_inf = True
+        else:
+            online_push(&st, v)
+    if has_nan or pos_inf or st.m == -INFINITY:
+        lse = NAN
+        entropy[0] = NAN
+    else:
+        lse = online_lse(&st)
+        entropy[0] = online_entropy(&st)
+    lse_out[0] = lse
+    if valid and not has_nan:
+        nll[0] = lse - xy
+        rank[0] = above
+    else:
+        nll[0] = NAN
+        rank[0] = -1
+
+
 def evaluate_rows(const floating[:, :, :] logits, const int64_t[:, :] target,
                   int64_t ignore_index, double cap,
                   double[:, :] nll, double[:, :] entropy, double[:, :] lse_out,
@@ -692,44 +737,11 @@ def evaluate_rows(const floating[:, :, :] logits, const int64_t[:, :] target,
     cdef Py_ssize_t n_classes = logits.shape[1], n_inner = logits.shape[2]
     cdef Py_ssize_t n_rows = logits.shape[0] * n_inner
     cdef Py_ssize_t xs = logits.strides[1] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t r, o, i, k
-    cdef int64_t y, above
-    cdef const floating* x
-    cdef double v, xy, lse
-    cdef bint has_nan, pos_inf, valid
-    cdef Online st
+    cdef Py_ssize_t r, o, i
+    cdef int64_t y
     for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         o = r // n_inner
         i = r % n_inner
         y = target[o, i]
-        x = &logits[o, 0, i]
-        valid = y != ignore_index
-        xy = xf(x[y * xs], 1.0, cap) if valid else 0.0
-        online_init(&st)
-        has_nan = False
-        pos_inf = False
-        above = 0
-        for k in range(n_classes):
-            v = xf(x[k * xs], 1.0, cap)
-            if v != v:
-                has_nan = True
-                break
-            if valid and (v > xy or (v == xy and k < y)):
-                above = above + 1
-            if v == INFINITY:
-                pos_inf = True
-            else:
-                online_push(&st, v)
-        if has_nan or pos_inf or st.m == -INFINITY:
-            lse = NAN
-            entropy[o, i] = NAN
-        else:
-            lse = online_lse(&st)
-            entropy[o, i] = online_entropy(&st)
-        lse_out[o, i] = lse
-        if valid and not has_nan:
-            nll[o, i] = lse - xy
-            rank[o, i] = above
-        else:
-            nll[o, i] = NAN
-            rank[o, i] = -1
+        eval_row(&logits[o, 0, i], xs, n_classes, y, y != ignore_index, cap,
+                 &nll[o, i], &entropy[o, i], &lse_out[o, i], &rank[o, i])
