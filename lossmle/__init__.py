@@ -10,6 +10,7 @@ from ._losses import cross_entropy, cross_entropy_with_grad, nll_loss
 from ._mle import empirical_kl, log_likelihood, negative_log_likelihood
 from ._regression import ConvergenceWarning, SoftmaxRegression
 from ._special import log_softmax, logsumexp, softmax
+from ._linear_ce import linear_cross_entropy, linear_cross_entropy_with_grad
 from ._streaming import LogSumExpState
 from ._training import (
     binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_with_grad,
@@ -29,6 +30,7 @@ __all__ = [
     "logsumexp", "softmax", "log_softmax",
     "cross_entropy", "cross_entropy_with_grad", "nll_loss",
     "kl_divergence", "entropy",
+    "linear_cross_entropy", "linear_cross_entropy_with_grad",
     "LogSumExpState",
     "log_likelihood", "negative_log_likelihood", "empirical_kl",
     "SoftmaxRegression", "ConvergenceWarning",

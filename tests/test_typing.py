@@ -98,6 +98,13 @@ GOOD = textwrap.dedent('''
     state = state.merge(lossmle.LogSumExpState(shape=(4,)))
     streamed = state.result()
     n_seen: int = state.n_classes
+    w = np.ones((3, 5), dtype=np.float32)
+    lce = lossmle.linear_cross_entropy(np.ones((4, 5), dtype=np.float32), w, y % 3,
+                                       chunk_size=2)
+    lce_loss, d_hidden, d_weight, d_bias = lossmle.linear_cross_entropy_with_grad(
+        np.ones((4, 5)), w, y, bias=None, reduction="sum")
+    d_w_shape: tuple[int, ...] = d_weight.shape
+    has_bias: bool = d_bias is not None
 ''')
 
 # Each line must give (at least) one mypy error on that line.
@@ -114,6 +121,7 @@ BAD = textwrap.dedent('''
     lossmle.set_num_threads("4")
     lossmle.nll_loss(np.zeros((2, 3)), [0, 1], label_smoothing=0.1)
     lossmle.LogSumExpState().merge(np.zeros(3))
+    lossmle.linear_cross_entropy(np.ones((2, 3)), np.ones((4, 3)), [0, 1], reduction="avg")
 ''').strip() + "\n"
 
 
@@ -145,6 +153,12 @@ def test_usage_passes_mypy_strict(run_mypy):
     assert res.returncode == 0, res.stdout + res.stderr
 
 
+def test_usage_file_runs(run_mypy):
+    # the typed usage is also valid at run time (the stubs describe real calls)
+    res = run_mypy("usage_ok.py", files={"usage_ok.py": GOOD})
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 def test_type_errors_are_caught(run_mypy):
     res = _mypy(run_mypy, "usage_bad.py", BAD)
     assert res.returncode == 1, res.stdout + res.stderr
@@ -160,7 +174,7 @@ def test_type_errors_are_caught(run_mypy):
 
 # lossmle modules written with inline annotations: they must pass --strict
 # themselves (the others are described by their .pyi).
-TYPED_MODULES = ["lossmle._streaming"]
+TYPED_MODULES = ["lossmle._streaming", "lossmle._linear_ce"]
 
 
 def test_typed_modules_pass_mypy_strict(run_mypy):
