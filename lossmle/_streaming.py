@@ -44,16 +44,18 @@ class LogSumExpState:
 
     Notes
     -----
-    Per row the state holds, in float64, the running maximum ``m``, the
-    number ``c`` of terms equal to it and ``s``, the sum of ``exp(x - m)``
-    over the other terms; ``result() = log1p(s / c) + log(c) + m``, the
-    one-shot formula with the maximal terms kept out of the sum, so one chunk
-    gives exactly the one-shot value.  A chunk with a larger maximum ``M``
-    rescales the old terms, ``s <- s_new + (s + c) * exp(m - M)``, which is
-    never more than 1 (so never overflows); :meth:`merge` combines two states
-    the same way, so partial states can be merged in any order (a tree
-    reduction).  Special values follow scipy: a nan makes the row nan, +inf
-    gives +inf, only -inf gives -inf.
+Per row the state holds, in float64, a running maximum ``m`` of its
+    terms, the number ``c`` of terms equal to it and ``s``, the sum of
+    ``exp(t - m)`` over the other terms ``t``;
+    ``result() = log1p(s / c) + log(c) + m``, the one-shot formula with the
+    maximal terms kept out of the sum.  Each chunk row enters as one term,
+    its own log-sum-exp (the compiled one-shot kernel), so one chunk gives
+    exactly the one-shot value.  A term above ``m`` rescales the others,
+    ``s <- s_new + (s + c) * exp(m - M)`` (a factor never above 1, so
+    nothing overflows); :meth:`merge` combines two states the same way, so
+    partial states can be merged in any order (a tree reduction).  Special
+    values follow scipy: a nan makes the row nan, +inf gives +inf, only -inf
+    gives -inf.
 
     The state is three float64 arrays of the row shape: it pickles (to send
     it to another process) and ``copy()`` is cheap.
@@ -135,8 +137,10 @@ class LogSumExpState:
         chunk : array_like
             Values with the class axis at ``axis``; its other axes (the row
             shape) must match earlier chunks.  float32 and float64 are read
-            as they are, integers as float64; the state is float64.  A chunk
-            with no classes (length 0 along ``axis``) changes nothing.
+            as they are (a float32 chunk's own log-sum-exp is as precise as
+            the float32 one-shot function's, a float64 one's to an ulp or
+            two), integers as float64; the state is float64.  A chunk with no
+            classes (length 0 along ``axis``) changes nothing.
         n_threads : int or None, optional
             Threads for large chunks (None: :func:`lossmle.get_num_threads`).
 
@@ -206,11 +210,6 @@ class LogSumExpState:
         _k.result_rows(self._m, self._c, self._s, out)
         res = out.reshape(self._shape)
         return res[()] if res.ndim == 0 else res
-
-    @property
-    def max(self) -> NDArray[np.float64] | None:
-        """The running maximum of every row (a copy), or None before any row shape."""
-        return None if self._shape is None else self._m.reshape(self._shape).copy()
 
     def copy(self) -> LogSumExpState:
         """An independent copy of the state."""

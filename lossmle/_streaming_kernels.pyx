@@ -2,19 +2,24 @@
 
 Design
 ------
-The state of a row is three doubles: ``m``, the running maximum; ``c``, how
-many of the terms seen so far equal ``m``; ``s``, the sum of ``exp(x - m)``
-over the other terms.  Its log-sum-exp is ``log1p(s / c) + log(c) + m``, the
-formula of the one-shot ``row_logsumexp`` (the maximal terms are kept out of
-``s``, which keeps full precision when one term dominates; Blanchard, Higham &
-Higham 2021), so one chunk gives exactly the one-shot value and several chunks
-differ from it only by the rounding of the rescalings below.
+The state of a row is three doubles over the terms merged so far: ``m``,
+their running maximum; ``c``, how many of them equal ``m``; ``s``, the sum of
+``exp(t - m)`` over the other terms ``t``.  Its log-sum-exp is
+``log1p(s / c) + log(c) + m``, the formula of the one-shot ``row_logsumexp``
+(the maximal terms are kept out of ``s``, which keeps full precision when one
+term dominates; Blanchard, Higham & Higham 2021).
 
 Two states merge by moving to the larger maximum ``M``: the terms of the
 state whose maximum was below ``M`` all fall below it, so
 ``s = s_hi + (s_lo + c_lo) * exp(m_lo - M)`` and ``c = c_hi``; with equal
-maxima the counts and the sums add.  A chunk is first reduced to its own
-``(m, c, s)`` (two reads of the row) and then merged the same way.
+maxima the counts and the sums add.  A chunk row is first reduced to its own
+log-sum-exp ``l`` by the shared ``row_logsumexp`` (exact formula above; its
+vectorised path on contiguous rows) and enters as one term, ``(l, 1, 0)``:
+the log-sum-exp of the union is the log-sum-exp of the parts' log-sum-exps,
+and the precision of a dominant term survives because ``l`` itself keeps it.
+So the terms of a state are its chunks' log-sum-exps (``m`` is the largest
+of them), one chunk gives exactly the one-shot ``row_logsumexp`` and several
+chunks differ from it only by the rounding of the rescalings.
 
 Special values follow scipy.special.logsumexp: a nan anywhere makes the row
 nan for good (``m = nan`` is sticky); ``m = +inf`` gives +inf; a row of only
@@ -28,6 +33,8 @@ axis (``_validation.rows_view``); the state arrays are flat, row
 from cython.parallel cimport prange
 from cython cimport floating
 from libc.math cimport exp, log, log1p, isfinite, NAN
+
+from lossmle._rowops cimport row_logsumexp
 
 
 cdef inline void merge_one(double* m, double* c, double* s,
@@ -53,32 +60,6 @@ cdef inline void merge_one(double* m, double* c, double* s,
     # else m2 == -inf < m: a chunk of -inf adds nothing
 
 
-cdef inline void chunk_stats(const floating* x, Py_ssize_t n, Py_ssize_t stride,
-                             double* m, double* c, double* s) noexcept nogil:
-    """(m, c, s) of one chunk row of n >= 1 values.  m, c, s: OUT."""
-    cdef Py_ssize_t j
-    cdef double mx = x[0], v, cnt = 0.0, acc = 0.0
-    cdef bint has_nan = mx != mx
-    for j in range(1, n):
-        v = x[j * stride]
-        has_nan = has_nan | (v != v)
-        mx = v if v > mx else mx
-    if has_nan:
-        mx = NAN
-    elif isfinite(mx):
-        for j in range(n):
-            v = x[j * stride]
-            if v == mx:
-                cnt += 1.0
-            else:
-                acc += exp(v - mx)
-    else:
-        cnt = n                     # +inf or all -inf: c, s are not read
-    m[0] = mx
-    c[0] = cnt
-    s[0] = acc
-
-
 def update_rows(const floating[:, :, :] x, double[::1] m, double[::1] c,
                 double[::1] s, int n_threads):
     """Merge every row of the chunk x into the state.  x: IN; m, c, s: IN/OUT.
@@ -89,10 +70,10 @@ def update_rows(const floating[:, :, :] x, double[::1] m, double[::1] c,
     cdef Py_ssize_t n_rows = x.shape[0] * n_inner
     cdef Py_ssize_t stride = x.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t r
-    cdef double m2, c2, s2
+    cdef double lse
     for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-        chunk_stats(&x[r // n_inner, 0, r % n_inner], n, stride, &m2, &c2, &s2)
-        merge_one(&m[r], &c[r], &s[r], m2, c2, s2)
+        lse = row_logsumexp(&x[r // n_inner, 0, r % n_inner], n, stride)
+        merge_one(&m[r], &c[r], &s[r], lse, 1.0, 0.0)
 
 
 def merge_rows(double[::1] m, double[::1] c, double[::1] s,
