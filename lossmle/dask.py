@@ -132,7 +132,7 @@ def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False,
     >>> from lossmle import dask as lmd
     >>> x = np.arange(12.0).reshape(3, 4)
     >>> lmd.logsumexp(da.from_array(x, chunks=(2, 2)), axis=-1).compute().round(6).tolist()
-    [3.440190, 7.440190, 11.44019]
+    [3.44019, 7.44019, 11.44019]
     """
     x = _as_dask(x, "x")
     if x.ndim == 0:

@@ -160,3 +160,10 @@ def test_on_local_cluster(client):
     close(lse, special.logsumexp(x, axis=-1))
     close(ce, ce_oracle(x, y, "mean"), scale=1000)
     close(kl, special.rel_entr(p, q).sum(axis=-1), scale=1)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    res = doctest.testmod(lmd)
+    assert res.attempted > 0 and res.failed == 0

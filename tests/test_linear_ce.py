@@ -233,3 +233,11 @@ def test_bad_input_names_the_argument(rng):
         linear_cross_entropy(h.astype(complex), w, y)
     with pytest.raises(ValueError, match="weight has no classes"):
         linear_cross_entropy(h, np.zeros((0, 4)), np.full(6, -100))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import lossmle._linear_ce as mod
+    res = doctest.testmod(mod)
+    assert res.attempted > 0 and res.failed == 0

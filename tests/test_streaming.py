@@ -294,3 +294,11 @@ def test_bad_input_names_the_argument():
         LogSumExpState(shape=(-1,))
     # the failed calls left the state as it was
     np.testing.assert_array_equal(state.result(), special.logsumexp(np.zeros((2, 3)), axis=-1))
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import lossmle._streaming as mod
+    res = doctest.testmod(mod)
+    assert res.attempted > 0 and res.failed == 0
