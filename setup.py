@@ -46,8 +46,11 @@ if omp is None:
 
 extra_compile = list(omp[0])
 if sys.platform != "win32":
-    # -fno-math-errno lets exp/log vectorise; never -ffast-math (we rely on inf/nan).
-    extra_compile += ["-O3", "-fno-math-errno"]
+    # -fno-math-errno and -fno-trapping-math let exp/log and their selects
+    # vectorise; -fopenmp-simd honours `omp simd` even in a serial build.
+    # Never -ffast-math: inf and nan must keep their meaning.  No -march:
+    # _simd.h carries per-ISA variants chosen at run time.
+    extra_compile += ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
 if DEBUG:
     extra_compile += ["-O0", "-g"]
 
@@ -56,6 +59,8 @@ extensions = [
         f"lossmle.{name}",
         [f"lossmle/{name}.pyx"],
         include_dirs=[np.get_include(), "lossmle"],
+        depends=["lossmle/_simd.h", "lossmle/_simd_impl.h", "lossmle/_omp_compat.h",
+                 "lossmle/_rowops.pxd"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
         extra_compile_args=extra_compile,
         extra_link_args=list(omp[1]),

@@ -9,9 +9,104 @@
 # * All helpers are ``noexcept nogil``, pure (no global state) and therefore
 #   safe to call from any number of threads at once.
 # * nan propagates: a row holding a nan gives nan (as scipy.special does).
+# * Contiguous rows (stride 1) take the vectorised path of _simd.h; a row
+#   whose fast result is not finite (nan, +inf, all -inf) is redone by the
+#   exact scalar code below, so special values have one definition only.
+#   A module that cimports these helpers calls ``simd_init()`` once (at
+#   import) to select the CPU's best SIMD variant; without it the portable
+#   baseline runs.
 
 from cython cimport floating
 from libc.math cimport exp, log, log1p, fabs, INFINITY, NAN, isfinite
+
+
+cdef extern from "_simd.h" nogil:
+    const char* lm_simd_init()
+    double lm_max_d(const double* x, Py_ssize_t n)
+    double lm_max_f(const float* x, Py_ssize_t n)
+    double lm_sumexp_below_d(const double* x, Py_ssize_t n, double m, double* c)
+    double lm_sumexp_below_f(const float* x, Py_ssize_t n, double m, double* c)
+    double lm_sumexp_d(const double* x, Py_ssize_t n, double m)
+    double lm_sumexp_f(const float* x, Py_ssize_t n, double m)
+    double lm_expwrite_d(const double* x, double* out, Py_ssize_t n, double m)
+    double lm_expwrite_f(const float* x, float* out, Py_ssize_t n, double m)
+    void lm_divide_d(double* out, Py_ssize_t n, double d)
+    void lm_divide_f(float* out, Py_ssize_t n, double d)
+    void lm_shift_d(const double* x, double* out, Py_ssize_t n, double m, double c)
+    void lm_shift_f(const float* x, float* out, Py_ssize_t n, double m, double c)
+    void lm_ce_grad_d(const double* x, double* g, Py_ssize_t n, double m, double log_s,
+                      double alpha, double beta, const double* w)
+    void lm_ce_grad_f(const float* x, float* g, Py_ssize_t n, double m, double log_s,
+                      double alpha, double beta, const double* w)
+    double lm_dot_d(const double* x, const double* w, Py_ssize_t n, double m, double* w_sum)
+    double lm_dot_f(const float* x, const double* w, Py_ssize_t n, double m, double* w_sum)
+    double lm_kl_d(const double* p, const double* q, Py_ssize_t n, double* n_special)
+    double lm_kl_f(const float* p, const float* q, Py_ssize_t n, double* n_special)
+    void lm_short_rows_d(const double* x, Py_ssize_t n_rows, Py_ssize_t n_cols, int mode,
+                         double* out_row, double* out, unsigned char* special)
+    void lm_short_rows_f(const float* x, Py_ssize_t n_rows, Py_ssize_t n_cols, int mode,
+                         double* out_row, float* out, unsigned char* special)
+    int LM_SHORT_MAX
+
+
+cdef inline str simd_init():
+    """Select the SIMD variant (LOSSMLE_SIMD may lower it); returns its name."""
+    return lm_simd_init().decode()
+
+
+# ---- vectorised primitives over contiguous rows, one name for both dtypes ----
+
+cdef enum:
+    # rows handled per call of the across-rows kernel for short rows
+    SHORT_BLOCK = 256
+    SHORT_LSE = 0
+    SHORT_SOFTMAX = 1
+    SHORT_LOG_SOFTMAX = 2
+    SHORT_LOGSUM = 3      # logsumexp less the row max
+
+
+cdef inline void short_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
+                            double* out_row, floating* out,
+                            unsigned char* special) noexcept nogil:
+    """Across-rows SIMD kernel for n_rows contiguous rows of 2..LM_SHORT_MAX values.
+
+    mode SHORT_LSE writes out_row[r]; the others write out (n_rows x n).
+    special[r] = 1 marks rows (nan/inf) the caller must redo exactly.
+    """
+    if floating is double:
+        lm_short_rows_d(x, n_rows, n, mode, out_row, out, special)
+    else:
+        lm_short_rows_f(x, n_rows, n, mode, out_row, out, special)
+
+cdef inline double fast_max(const floating* x, Py_ssize_t n) noexcept nogil:
+    if floating is double:
+        return lm_max_d(x, n)
+    else:
+        return lm_max_f(x, n)
+
+
+cdef inline double fast_sumexp_below(const floating* x, Py_ssize_t n, double m,
+                                     double* n_at_max) noexcept nogil:
+    if floating is double:
+        return lm_sumexp_below_d(x, n, m, n_at_max)
+    else:
+        return lm_sumexp_below_f(x, n, m, n_at_max)
+
+
+cdef inline double fast_sumexp(const floating* x, Py_ssize_t n, double m) noexcept nogil:
+    if floating is double:
+        return lm_sumexp_d(x, n, m)
+    else:
+        return lm_sumexp_f(x, n, m)
+
+
+cdef inline double fast_dot(const floating* x, const double* w, Py_ssize_t n, double m,
+                           double* w_sum) noexcept nogil:
+    """sum of w * (x - m) (w NULL: weights 1) and (OUT) sum of w."""
+    if floating is double:
+        return lm_dot_d(x, w, n, m, w_sum)
+    else:
+        return lm_dot_f(x, w, n, m, w_sum)
 
 
 cdef inline double sign_of(double v) noexcept nogil:
@@ -65,8 +160,14 @@ cdef inline double row_logsumexp(const floating* x, Py_ssize_t n,
     Non-finite maxima need no sum: nan -> nan, +inf -> +inf, and an all -inf
     row -> -inf (log of an empty sum), exactly as the direct formula gives.
     """
-    cdef double m = row_max(x, n, stride)
-    cdef double c, s
+    cdef double m, c, s
+    if stride == 1:
+        m = fast_max(x, n)
+        if isfinite(m):
+            s = fast_sumexp_below(x, n, m, &c)
+            if isfinite(s):
+                return log1p(s / c) + log(c) + m
+    m = row_max(x, n, stride)
     if not isfinite(m):
         return m
     s = row_sum_exp_below_max(x, n, stride, m, &c)
@@ -149,8 +250,22 @@ cdef inline void row_softmax(const floating* x, Py_ssize_t x_stride,
                              Py_ssize_t n) noexcept nogil:
     """out = exp(x - max) / sum(exp(x - max)) (scipy.special.softmax)."""
     cdef Py_ssize_t j
-    cdef double m = row_max(x, n, x_stride)
-    cdef double s = 0.0, e
+    cdef double m, s = 0.0, e
+    if x_stride == 1 and out_stride == 1:
+        m = fast_max(x, n)
+        if isfinite(m):
+            if floating is double:
+                s = lm_expwrite_d(x, out, n, m)
+            else:
+                s = lm_expwrite_f(x, out, n, m)
+            if isfinite(s):
+                if floating is double:
+                    lm_divide_d(out, n, s)
+                else:
+                    lm_divide_f(out, n, s)
+                return
+        s = 0.0
+    m = row_max(x, n, x_stride)
     for j in range(n):
         e = exp(x[j * x_stride] - m)
         out[j * out_stride] = <floating>e
@@ -170,8 +285,19 @@ cdef inline void row_log_softmax(const floating* x, Py_ssize_t x_stride,
     non-finite maximum follows scipy: shift by 0, out = x - log(sum(exp(x))).
     """
     cdef Py_ssize_t j
-    cdef double m = row_max(x, n, x_stride)
-    cdef double c, s, lse
+    cdef double m, c, s, lse
+    if x_stride == 1 and out_stride == 1:
+        m = fast_max(x, n)
+        if isfinite(m):
+            s = fast_sumexp_below(x, n, m, &c)
+            if isfinite(s):
+                lse = log1p(s / c) + log(c)
+                if floating is double:
+                    lm_shift_d(x, out, n, m, lse)
+                else:
+                    lm_shift_f(x, out, n, m, lse)
+                return
+    m = row_max(x, n, x_stride)
     if isfinite(m):
         s = row_sum_exp_below_max(x, n, x_stride, m, &c)
         lse = log1p(s / c) + log(c)

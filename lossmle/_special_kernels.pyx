@@ -19,7 +19,61 @@ from libc.math cimport NAN
 
 from lossmle._rowops cimport (
     row_logsumexp, row_logsumexp_signed, row_softmax, row_log_softmax,
+    simd_init, short_rows, LM_SHORT_MAX, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX,
+    SHORT_LOG_SOFTMAX,
 )
+
+
+def _simd_init():
+    """(Re)select this module's SIMD variant (reads LOSSMLE_SIMD); returns its name."""
+    return simd_init()
+
+
+_simd_init()
+
+
+cdef inline bint _short_layout(const floating[:, :, :] x, Py_ssize_t out_row_stride,
+                               Py_ssize_t out_stride) noexcept nogil:
+    """Many short contiguous rows: the across-rows kernel applies.
+
+    out_row_stride / out_stride: the output's strides (bytes) between rows and
+    between a row's values that the kernel would write with.
+    """
+    cdef Py_ssize_t n = x.shape[1], item = sizeof(floating)
+    return (2 <= n <= LM_SHORT_MAX and x.shape[2] == 1 and x.strides[1] == item
+            and x.strides[0] == n * item and out_row_stride == out_stride * n
+            and out_stride == item)
+
+
+cdef void _short_block(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
+                       floating* out) noexcept nogil:
+    """One block of short rows through the SIMD kernel; nan/inf rows redone exactly.
+
+    mode SHORT_LSE: out has one value per row; otherwise n per row.
+    """
+    cdef double res[SHORT_BLOCK]
+    cdef unsigned char special[SHORT_BLOCK]
+    cdef Py_ssize_t r
+    short_rows(x, n_rows, n, mode, res, out, special)
+    for r in range(n_rows):
+        if mode == SHORT_LSE:
+            out[r] = <floating>(row_logsumexp(x + r * n, n, 1) if special[r] else res[r])
+        elif special[r]:
+            if mode == SHORT_SOFTMAX:
+                row_softmax(x + r * n, 1, out + r * n, 1, n)
+            else:
+                row_log_softmax(x + r * n, 1, out + r * n, 1, n)
+
+
+cdef void _short_rows_parallel(const floating[:, :, :] x, floating* out, int mode,
+                               int n_threads) noexcept nogil:
+    cdef Py_ssize_t n = x.shape[1], n_rows = x.shape[0]
+    cdef Py_ssize_t n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
+    cdef Py_ssize_t blk, start, per_row = 1 if mode == SHORT_LSE else n
+    for blk in prange(n_blocks, schedule='static', num_threads=n_threads):
+        start = blk * SHORT_BLOCK
+        _short_block(&x[start, 0, 0], min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
+                     mode, out + start * per_row)
 
 
 def logsumexp_rows(const floating[:, :, :] a, floating[:, :] out, int n_threads):
@@ -28,6 +82,10 @@ def logsumexp_rows(const floating[:, :, :] a, floating[:, :] out, int n_threads)
     cdef Py_ssize_t n_rows = a.shape[0] * n_inner
     cdef Py_ssize_t stride = a.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t r, o, i
+    if _short_layout(a, out.strides[0] * n, out.strides[0]):
+        with nogil:
+            _short_rows_parallel(a, &out[0, 0], SHORT_LSE, n_threads)
+        return
     for r in prange(n_rows, schedule='static', num_threads=n_threads,
                     nogil=True):
         o = r // n_inner
@@ -74,6 +132,10 @@ def softmax_rows(const floating[:, :, :] x, floating[:, :, :] out, int n_threads
     cdef Py_ssize_t xs = x.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t os = out.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t r, o, i
+    if _short_layout(x, out.strides[0], out.strides[1]):
+        with nogil:
+            _short_rows_parallel(x, &out[0, 0, 0], SHORT_SOFTMAX, n_threads)
+        return
     for r in prange(n_rows, schedule='static', num_threads=n_threads,
                     nogil=True):
         o = r // n_inner
@@ -88,6 +150,10 @@ def log_softmax_rows(const floating[:, :, :] x, floating[:, :, :] out, int n_thr
     cdef Py_ssize_t xs = x.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t os = out.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t r, o, i
+    if _short_layout(x, out.strides[0], out.strides[1]):
+        with nogil:
+            _short_rows_parallel(x, &out[0, 0, 0], SHORT_LOG_SOFTMAX, n_threads)
+        return
     for r in prange(n_rows, schedule='static', num_threads=n_threads,
                     nogil=True):
         o = r // n_inner

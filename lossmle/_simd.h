@@ -1,0 +1,349 @@
+/* lossmle's SIMD layer: the smallest C that Cython cannot express.
+ *
+ * Why C and not Cython: the hot loops need (1) a branch-free exp/log the
+ * compiler can vectorise (libm's scalar exp caps a kernel at ~1/4 of the
+ * machine's speed), (2) `#pragma omp simd reduction(...)` so GCC may
+ * reassociate the floating-point sums (we never use -ffast-math: inf and nan
+ * must keep their meaning), and (3) per-function target attributes, so one
+ * build carries AVX-512, AVX2 and baseline variants and picks one at run time
+ * (no -march=native: a wheel must run on any x86-64).  Everything else, the
+ * loops over rows, threading, special values, stays in Cython.
+ *
+ * Dispatch: lm_simd_init() chooses the best variant this CPU supports, or the
+ * one named by the environment variable LOSSMLE_SIMD (avx512, avx2, baseline)
+ * when that is lower, so tests can run every path on one machine.  On non-x86
+ * or other compilers only the portable baseline exists.
+ *
+ * Accuracy: lm_exp_neg and lm_log_normal are within ~1 ulp (Cody-Waite
+ * reduction with a split ln 2, degree-13 / atanh-series polynomials), the
+ * float exp within ~1 ulp of float; sums are in double.
+ */
+#ifndef LOSSMLE_SIMD_H
+#define LOSSMLE_SIMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__GNUC__) || defined(__clang__)
+#define LM_INLINE static inline __attribute__((always_inline))
+#else
+#define LM_INLINE static inline
+#endif
+
+LM_INLINE uint64_t lm_bits(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
+LM_INLINE double lm_from_bits(uint64_t u) { double x; memcpy(&x, &u, 8); return x; }
+LM_INLINE uint32_t lm_bitsf(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
+LM_INLINE float lm_from_bitsf(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
+
+/* Polynomials for exp(r) on |r| <= ln2/2 (+0.05%): Chebyshev fits (mpmath
+ * chebyfit, near-minimax), max error 3.2e-18 (double, degree 11) and 2.0e-9
+ * (float, degree 6) relative, well below half an ulp. */
+LM_INLINE double lm_exp_poly(double r)
+{
+    double p = 2.5110095611886237174e-8;
+    p = p * r + 2.763271507163225414e-7;
+    p = p * r + 2.7557240761739259262e-6;
+    p = p * r + 0.00002480148527837006257;
+    p = p * r + 0.0001984126989019370597;
+    p = p * r + 0.0013888888952505406454;
+    p = p * r + 0.0083333333333195455608;
+    p = p * r + 0.041666666666487379615;
+    p = p * r + 0.16666666666666680877;
+    p = p * r + 0.50000000000000184777;
+    p = p * r + 0.99999999999999999976;
+    return p * r + 1.0;
+}
+
+LM_INLINE float lm_expf_poly(float r)
+{
+    float p = 0.00139411607538f;
+    p = p * r + 0.00837516828895f;
+    p = p * r + 0.0416663522681f;
+    p = p * r + 0.166664150113f;
+    p = p * r + 0.500000004726f;
+    p = p * r + 1.00000003783f;
+    return p * r + 1.0f;
+}
+
+/* exp(x) for -708 <= x <= 0 (Cody-Waite: x = k ln2 + r, ln 2 split so that
+ * k * ln2_hi is exact; 2^k from the exponent bits).  Below -708 it returns
+ * exp(-708): callers clamp or rescale first.  nan -> nan. */
+LM_INLINE double lm_exp_core(double xs)
+{
+    const double ln2_hi = 6.93147180369123816490e-01;  /* 42 significant bits */
+    const double ln2_lo = 1.90821492927058770002e-10;
+    const double log2e = 1.44269504088896338700e+00;
+    const double shifter = 6755399441055744.0;          /* 1.5 * 2^52 */
+    xs = xs < -708.0 ? -708.0 : xs;                     /* keeps -inf out of the bits */
+    double kd = xs * log2e + shifter;
+    uint64_t ki = lm_bits(kd);
+    kd -= shifter;
+    double r = (xs - kd * ln2_hi) - kd * ln2_lo;
+    return lm_exp_poly(r) * lm_from_bits((ki + 1023u) << 52);  /* 2^k, k in [-1022, 0] */
+}
+
+/* exp(x) for x <= 0, subnormal results included: arguments below -708 are
+ * shifted by 54 ln 2 and the result scaled by 2^-54 (one rounding); below
+ * -745.2 the result is 0, as exp's.  nan -> nan. */
+LM_INLINE double lm_exp_neg(double x)
+{
+    int tiny = x < -708.0;
+    double y = lm_exp_core(tiny ? x + 37.42994775023704 : x);  /* + 54 ln 2 */
+    return tiny ? y * 5.551115123125783e-17 : y;                 /* 2^-54 */
+}
+
+/* exp(x) for x <= 0 inside a sum that holds a term >= 1: results below
+ * 2^-1022 (which cannot change such a sum) are not needed, so the subnormal
+ * branch is skipped.  -inf -> ~0 (3e-308, invisible in the sum). */
+LM_INLINE double lm_exp_neg_sum(double x)
+{
+    return x < -708.0 ? 0.0 : lm_exp_core(x);
+}
+
+LM_INLINE float lm_expf_core(float xs)
+{
+    const float ln2_hi = 0.693145751953125f;
+    const float ln2_lo = 1.428606765330187045e-06f;
+    const float log2e = 1.44269502162933349609f;
+    const float shifter = 12582912.0f;                  /* 1.5 * 2^23 */
+    xs = xs < -87.0f ? -87.0f : xs;
+    float kd = xs * log2e + shifter;
+    uint32_t ki = lm_bitsf(kd);
+    kd -= shifter;
+    float r = (xs - kd * ln2_hi) - kd * ln2_lo;
+    return lm_expf_poly(r) * lm_from_bitsf((ki + 127u) << 23);
+}
+
+/* expf(x) for x <= 0 (and nan -> nan), same scheme in float. */
+LM_INLINE float lm_expf_neg(float x)
+{
+    int tiny = x < -87.0f;
+    float y = lm_expf_core(tiny ? x + 16.635532333438686f : x);  /* + 24 ln 2 */
+    return tiny ? y * 5.9604644775390625e-08f : y;               /* 2^-24 */
+}
+
+LM_INLINE float lm_expf_neg_sum(float x)
+{
+    return x < -87.0f ? 0.0f : lm_expf_core(x);
+}
+
+/* log(x) for a positive, normal, finite x.  x = 2^k z with z in
+ * [sqrt(1/2), sqrt(2)); log z = 2 atanh(f), f = (z - 1) / (z + 1). */
+LM_INLINE double lm_log_normal(double x)
+{
+    const double ln2_hi = 6.93147180369123816490e-01;
+    const double ln2_lo = 1.90821492927058770002e-10;
+    uint64_t ix = lm_bits(x);
+    /* offset-binary exponent: u >> 52 == k + 2048 without a signed shift */
+    uint64_t u = ix - 0x3fe6a09e667f3bcdULL + 0x8000000000000000ULL;
+    uint64_t kbits = u >> 52;
+    double k = lm_from_bits(kbits | 0x4330000000000000ULL) - (4503599627370496.0 + 2048.0);
+    double z = lm_from_bits(ix - ((u - 0x8000000000000000ULL) & 0xfff0000000000000ULL));
+    double f = (z - 1.0) / (z + 1.0);
+    double s = f * f;
+    /* sum_{i>=0} s^i / (2i + 1), |s| <= 0.0295, to s^10 */
+    double p = 1.0 / 21.0;
+    p = p * s + 1.0 / 19.0;
+    p = p * s + 1.0 / 17.0;
+    p = p * s + 1.0 / 15.0;
+    p = p * s + 1.0 / 13.0;
+    p = p * s + 1.0 / 11.0;
+    p = p * s + 1.0 / 9.0;
+    p = p * s + 1.0 / 7.0;
+    p = p * s + 1.0 / 5.0;
+    p = p * s + 1.0 / 3.0;
+    double two_f = 2.0 * f;
+    return k * ln2_hi + (two_f + (two_f * s * p + k * ln2_lo));
+}
+
+/* log1p(u) for u >= 0 finite: log(1 + u) corrected for the rounding of 1 + u. */
+LM_INLINE double lm_log1p_pos(double u)
+{
+    double w = 1.0 + u;
+    double corr = (u - (w - 1.0)) / w;
+    return lm_log_normal(w) + corr;
+}
+
+/* ---- the variants ---- */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(_M_X64))
+#define LM_X86 1
+#else
+#define LM_X86 0
+#endif
+
+#define LM_DECLARE_VARIANT_SET                                                     \
+    /* nothing: the functions are defined by _simd_impl.h */
+
+#define LM_ISA baseline
+#define LM_TARGET
+#define LM_T double
+#define LM_SFX d
+#define LM_EXPNEG lm_exp_neg
+#define LM_EXPNEG_SUM lm_exp_neg_sum
+#include "_simd_impl.h"
+#undef LM_T
+#undef LM_SFX
+#undef LM_EXPNEG
+#undef LM_EXPNEG_SUM
+#define LM_T float
+#define LM_SFX f
+#define LM_EXPNEG lm_expf_neg
+#define LM_EXPNEG_SUM lm_expf_neg_sum
+#include "_simd_impl.h"
+#undef LM_T
+#undef LM_SFX
+#undef LM_EXPNEG
+#undef LM_EXPNEG_SUM
+#undef LM_ISA
+#undef LM_TARGET
+
+#if LM_X86
+#if defined(__clang__)
+#define LM_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")))
+#else
+#define LM_TARGET_AVX512 \
+    __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,prefer-vector-width=512")))
+#endif
+#define LM_TARGET_AVX2 __attribute__((target("avx2,fma")))
+
+#define LM_ISA avx512
+#define LM_TARGET LM_TARGET_AVX512
+#define LM_T double
+#define LM_SFX d
+#define LM_EXPNEG lm_exp_neg
+#define LM_EXPNEG_SUM lm_exp_neg_sum
+#include "_simd_impl.h"
+#undef LM_T
+#undef LM_SFX
+#undef LM_EXPNEG
+#undef LM_EXPNEG_SUM
+#define LM_T float
+#define LM_SFX f
+#define LM_EXPNEG lm_expf_neg
+#define LM_EXPNEG_SUM lm_expf_neg_sum
+#include "_simd_impl.h"
+#undef LM_T
+#undef LM_SFX
+#undef LM_EXPNEG
+#undef LM_EXPNEG_SUM
+#undef LM_ISA
+#undef LM_TARGET
+
+#define LM_ISA avx2
+#define LM_TARGET LM_TARGET_AVX2
+#define LM_T double
+#define LM_SFX d
+#define LM_EXPNEG lm_exp_neg
+#define LM_EXPNEG_SUM lm_exp_neg_sum
+#include "_simd_impl.h"
+#undef LM_T
+#undef LM_SFX
+#undef LM_EXPNEG
+#undef LM_EXPNEG_SUM
+#define LM_T float
+#define LM_SFX f
+#define LM_EXPNEG lm_expf_neg
+#define LM_EXPNEG_SUM lm_expf_neg_sum
+#include "_simd_impl.h"
+#undef LM_T
+#undef LM_SFX
+#undef LM_EXPNEG
+#undef LM_EXPNEG_SUM
+#undef LM_ISA
+#undef LM_TARGET
+#endif /* LM_X86 */
+
+/* ---- dispatch ---- */
+#define LM_TABLE_FIELDS(T, S)                                                      \
+    double (*max_##S)(const T *, ptrdiff_t);                                       \
+    double (*sumexp_below_##S)(const T *, ptrdiff_t, double, double *);            \
+    double (*sumexp_##S)(const T *, ptrdiff_t, double);                            \
+    double (*expwrite_##S)(const T *, T *, ptrdiff_t, double);                     \
+    void (*divide_##S)(T *, ptrdiff_t, double);                                    \
+    void (*shift_##S)(const T *, T *, ptrdiff_t, double, double);                  \
+    void (*ce_grad_##S)(const T *, T *, ptrdiff_t, double, double, double, double, \
+                        const double *);                                           \
+    double (*dot_##S)(const T *, const double *, ptrdiff_t, double, double *);     \
+    double (*kl_##S)(const T *, const T *, ptrdiff_t, double *);                   \
+    void (*short_rows_##S)(const T *, ptrdiff_t, ptrdiff_t, int, double *, T *,    \
+                           unsigned char *);
+
+typedef struct {
+    const char *name;
+    LM_TABLE_FIELDS(double, d)
+    LM_TABLE_FIELDS(float, f)
+} lm_table_t;
+
+#define LM_TABLE_ENTRIES(S, ISA)                                                   \
+    lm_max_##S##_##ISA, lm_sumexp_below_##S##_##ISA, lm_sumexp_##S##_##ISA,         \
+        lm_expwrite_##S##_##ISA, lm_divide_##S##_##ISA, lm_shift_##S##_##ISA,       \
+        lm_ce_grad_##S##_##ISA, lm_dot_##S##_##ISA, lm_kl_##S##_##ISA,              \
+        lm_short_rows_##S##_##ISA
+
+static const lm_table_t lm_table_baseline = {
+    "baseline", LM_TABLE_ENTRIES(d, baseline), LM_TABLE_ENTRIES(f, baseline)};
+#if LM_X86
+static const lm_table_t lm_table_avx2 = {
+    "avx2", LM_TABLE_ENTRIES(d, avx2), LM_TABLE_ENTRIES(f, avx2)};
+static const lm_table_t lm_table_avx512 = {
+    "avx512", LM_TABLE_ENTRIES(d, avx512), LM_TABLE_ENTRIES(f, avx512)};
+#endif
+
+static const lm_table_t *lm_simd = &lm_table_baseline;
+
+/* Pick the variant; returns its name.  Safe to call more than once. */
+static const char *lm_simd_init(void)
+{
+    const char *want = getenv("LOSSMLE_SIMD");
+    int cap = 2; /* 2 avx512, 1 avx2, 0 baseline: the most the user allows */
+    if (want != NULL && *want) {
+        if (strcmp(want, "avx2") == 0) cap = 1;
+        else if (strcmp(want, "baseline") == 0 || strcmp(want, "scalar") == 0) cap = 0;
+    }
+    lm_simd = &lm_table_baseline;
+#if LM_X86
+    __builtin_cpu_init();
+    if (cap >= 2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw")) {
+        lm_simd = &lm_table_avx512;
+    } else if (cap >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        lm_simd = &lm_table_avx2;
+    }
+#else
+    (void)cap;
+#endif
+    return lm_simd->name;
+}
+
+/* Thin wrappers with one name per (operation, dtype) for Cython. */
+#define LM_WRAPPERS(T, S)                                                          \
+    LM_INLINE double lm_max_##S(const T *x, ptrdiff_t n) { return lm_simd->max_##S(x, n); } \
+    LM_INLINE double lm_sumexp_below_##S(const T *x, ptrdiff_t n, double m, double *c) \
+    { return lm_simd->sumexp_below_##S(x, n, m, c); }                               \
+    LM_INLINE double lm_sumexp_##S(const T *x, ptrdiff_t n, double m)              \
+    { return lm_simd->sumexp_##S(x, n, m); }                                        \
+    LM_INLINE double lm_expwrite_##S(const T *x, T *o, ptrdiff_t n, double m)      \
+    { return lm_simd->expwrite_##S(x, o, n, m); }                                   \
+    LM_INLINE void lm_divide_##S(T *o, ptrdiff_t n, double d) { lm_simd->divide_##S(o, n, d); } \
+    LM_INLINE void lm_shift_##S(const T *x, T *o, ptrdiff_t n, double m, double c) \
+    { lm_simd->shift_##S(x, o, n, m, c); }                                          \
+    LM_INLINE void lm_ce_grad_##S(const T *x, T *g, ptrdiff_t n, double m, double ls, \
+                                  double a, double b, const double *w)             \
+    { lm_simd->ce_grad_##S(x, g, n, m, ls, a, b, w); }                              \
+    LM_INLINE double lm_dot_##S(const T *x, const double *w, ptrdiff_t n, double m, \
+                                double *ws)                                        \
+    { return lm_simd->dot_##S(x, w, n, m, ws); }                                    \
+    LM_INLINE double lm_kl_##S(const T *p, const T *q, ptrdiff_t n, double *bad)   \
+    { return lm_simd->kl_##S(p, q, n, bad); }                                       \
+    LM_INLINE void lm_short_rows_##S(const T *x, ptrdiff_t r, ptrdiff_t c, int mode, \
+                                     double *o_row, T *o, unsigned char *sp)       \
+    { lm_simd->short_rows_##S(x, r, c, mode, o_row, o, sp); }
+
+LM_WRAPPERS(double, d)
+LM_WRAPPERS(float, f)
+
+#define LM_SHORT_MAX 8
+
+#endif /* LOSSMLE_SIMD_H */
