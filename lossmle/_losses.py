@@ -1,4 +1,5 @@
 """cross_entropy, nll_loss and cross_entropy_with_grad with torch.nn.functional semantics."""
+import numbers
 import operator
 
 import numpy as np
@@ -51,11 +52,10 @@ def _check_ignore_index(ignore_index):
 
 
 def _check_label_smoothing(label_smoothing):
-    try:
-        eps = float(label_smoothing)
-    except (TypeError, ValueError):
+    if not isinstance(label_smoothing, numbers.Real):  # as torch: no strings
         raise TypeError(
-            f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}") from None
+            f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
+    eps = float(label_smoothing)
     if not 0.0 <= eps <= 1.0:  # also rejects nan
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     return eps
@@ -135,14 +135,15 @@ def _mean_denominator(p):
 def _reduce(p, loss, row_weight):
     """Apply the reduction to the per-row losses (double) and cast to the input dtype."""
     dtype = p.x.dtype
-    if p.reduction == "none":
-        return loss.reshape(p.target.shape if p.class_target else
-                            p.x.shape[:p.axis] + p.x.shape[p.axis + 1:]).astype(dtype)
-    total = np.sum(loss)  # pairwise summation
-    if p.reduction == "sum":
-        return dtype.type(total)
-    denom = np.sum(row_weight) if row_weight is not None else _mean_denominator(p)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # float32 results may overflow to inf, as torch's do: no warning for that
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if p.reduction == "none":
+            return loss.reshape(p.target.shape if p.class_target else
+                                p.x.shape[:p.axis] + p.x.shape[p.axis + 1:]).astype(dtype)
+        total = np.sum(loss)  # pairwise summation
+        if p.reduction == "sum":
+            return dtype.type(total)
+        denom = np.sum(row_weight) if row_weight is not None else _mean_denominator(p)
         return dtype.type(total / denom)
 
 

@@ -1,0 +1,120 @@
+"""Shared fixtures and helpers for the lossmle test suite.
+
+Oracles only: scipy, NumPy written in the tests, torch, mpmath and closed forms.
+Nothing here calls lossmle to produce an expected value.
+"""
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+
+# ---------------------------------------------------------------------------
+# Tolerances, derived from np.finfo
+# ---------------------------------------------------------------------------
+EPS64 = np.finfo(np.float64).eps  # 2.2e-16
+EPS32 = np.finfo(np.float32).eps  # 1.2e-7
+
+#: relative tolerance per *result* dtype: a handful of ulps of accumulated error
+RTOL = {
+    np.dtype(np.float64): 5000 * EPS64,  # ~1.1e-12
+    np.dtype(np.float32): 16 * EPS32,  # ~1.9e-6
+}
+
+
+def rtol_for(dtype):
+    return RTOL[np.dtype(dtype)]
+
+
+def tol(dtype, scale=1.0):
+    """``dict(rtol=..., atol=...)`` for results of ``dtype``.
+
+    ``scale`` is the magnitude of the quantities that get cancelled (e.g. the
+    largest |logit|); results near 0 are then compared with an absolute
+    tolerance of a few ulps of that magnitude.
+    """
+    r = rtol_for(dtype)
+    return dict(rtol=r, atol=r * max(1.0, float(scale)))
+
+
+def result_dtype(dtype):
+    """Dtype lossmle returns for an input of ``dtype`` (spec: float32 stays,
+    float16 computes in float32, integers/bool become float64)."""
+    dtype = np.dtype(dtype)
+    if dtype in (np.dtype(np.float32), np.dtype(np.float16)):
+        return np.dtype(np.float32)
+    return np.dtype(np.float64)
+
+
+def quiet(fn, *args, **kwargs):
+    """Call an *oracle* with floating-point warnings silenced (scipy warns on
+    inf/-inf rows; the pytest config turns warnings into errors)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def as_f64(x):
+    return np.asarray(x, dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------
+# Memory layouts with identical values
+# ---------------------------------------------------------------------------
+LAYOUTS = ["C", "F", "transposed", "strided", "negstride", "readonly", "list"]
+
+
+def make_layout(arr, layout):
+    """Return an array-like holding the same values as ``arr`` but with a
+    different memory layout. ``arr`` itself is never returned (so the caller
+    can keep it as the oracle's input)."""
+    arr = np.asarray(arr)
+    if layout == "C":
+        return np.ascontiguousarray(arr).copy()
+    if layout == "F":
+        out = np.asfortranarray(arr).copy(order="F")
+        assert arr.ndim < 2 or not out.flags.c_contiguous
+        return out
+    if layout == "transposed":
+        # a C-contiguous array of the transposed shape, viewed transposed
+        base = np.ascontiguousarray(arr.T)
+        return base.T
+    if layout == "strided":
+        big = np.zeros(tuple(2 * s + 1 for s in arr.shape), dtype=arr.dtype)
+        sl = tuple(slice(1, None, 2) for _ in arr.shape)
+        big[sl] = arr
+        out = big[sl]
+        assert arr.size <= 1 or not out.flags.c_contiguous
+        return out
+    if layout == "negstride":
+        rev = tuple(slice(None, None, -1) for _ in arr.shape)
+        base = np.ascontiguousarray(arr[rev])
+        return base[rev]
+    if layout == "readonly":
+        out = np.array(arr, copy=True)
+        out.setflags(write=False)
+        return out
+    if layout == "list":
+        return arr.tolist()
+    raise ValueError(layout)
+
+
+# ---------------------------------------------------------------------------
+# Fixtures
+# ---------------------------------------------------------------------------
+@pytest.fixture
+def rng(request):
+    """A generator seeded from the test id, so each test is reproducible."""
+    seed = zlib.crc32(request.node.nodeid.encode())
+    return np.random.default_rng(seed)
+
+
+@pytest.fixture
+def torch():
+    """The torch module, or skip the test cleanly when torch is absent."""
+    return pytest.importorskip("torch")
+
+
+@pytest.fixture
+def mpmath():
+    return pytest.importorskip("mpmath")

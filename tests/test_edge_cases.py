@@ -1,0 +1,314 @@
+"""Edge cases: numerical extremes, masked (-inf) rows, nan/inf propagation,
+a single class, a single row, 0-d and empty inputs, aliasing and mutation."""
+import numpy as np
+import pytest
+import scipy.special as sps
+import scipy.stats as sst
+
+import lossmle as lm
+from conftest import as_f64, quiet, rtol_for, tol
+from test_parity_losses import np_cross_entropy, torch_loss
+
+INF, NAN = np.inf, np.nan
+
+# ---------------------------------------------------------------------------
+# Losses on extreme / special logits, against torch
+# ---------------------------------------------------------------------------
+SPECIAL_LOGIT_ROWS = {
+    # id: (row, target class)
+    "fully_masked": ([-INF, -INF, -INF], 0),
+    "masked_other_class": ([0.0, -INF, 1.0], 0),
+    "masked_target_class": ([0.0, -INF, 1.0], 1),
+    "nan_logit": ([NAN, 0.0, 1.0], 0),
+    "nan_other_class": ([0.0, NAN, 1.0], 2),
+    "pos_inf_logit": ([INF, 0.0, 1.0], 1),
+    "huge_spread_1e308": ([1e308, -1e308, 0.0], 1),
+    "huge_equal_1e308": ([1e308, 1e308, 1e308], 2),
+    "wide_finite_spread": ([1000.0, 0.0, -1000.0], 2),
+    "tiny_values": ([1e-300, -1e-300, 0.0], 0),
+}
+
+
+class TestLossSpecialValuesVsTorch:
+    @pytest.mark.parametrize("smoothing", [0.0, 0.1], ids=["ls0", "ls0.1"])
+    @pytest.mark.parametrize("case", list(SPECIAL_LOGIT_ROWS))
+    def test_cross_entropy_rows(self, torch, case, smoothing):
+        row, cls = SPECIAL_LOGIT_ROWS[case]
+        # the special row among ordinary rows, so one row's nan/inf must stay in its row
+        logits = np.array([[0.3, -1.2, 2.0], row, [1.5, 0.5, -0.5]])
+        target = np.array([2, cls, 0])
+        kw = dict(reduction="none", label_smoothing=smoothing)
+        e_loss, e_grad = quiet(torch_loss, torch, "cross_entropy", logits, target, -1,
+                               with_grad=True, **kw)
+        got = lm.cross_entropy(logits, target, **kw)
+        np.testing.assert_allclose(got, e_loss, equal_nan=True, rtol=rtol_for(np.float64))
+        loss, grad = lm.cross_entropy_with_grad(logits, target, **kw)
+        np.testing.assert_allclose(loss, e_loss, equal_nan=True, rtol=rtol_for(np.float64))
+        np.testing.assert_allclose(grad, e_grad, equal_nan=True, rtol=rtol_for(np.float64),
+                                   atol=1e-15)
+
+    @pytest.mark.parametrize("reduction", ["sum", "mean"])
+    def test_masked_row_poisons_reduction_like_torch(self, torch, reduction):
+        logits = np.array([[0.3, -1.2, 2.0], [-INF, -INF, -INF]])
+        target = np.array([2, 0])
+        expected = quiet(torch_loss, torch, "cross_entropy", logits, target, -1, reduction=reduction)
+        np.testing.assert_array_equal(lm.cross_entropy(logits, target, reduction=reduction), expected)
+
+    def test_masked_row_ignored_is_harmless(self, torch):
+        # a fully masked row whose target is ignore_index contributes nothing (torch: 0)
+        logits = np.array([[0.3, -1.2, 2.0], [-INF, -INF, -INF]])
+        target = np.array([2, -100])
+        for reduction in ("none", "sum", "mean"):
+            expected = quiet(torch_loss, torch, "cross_entropy", logits, target, -1,
+                             reduction=reduction)
+            np.testing.assert_allclose(lm.cross_entropy(logits, target, reduction=reduction),
+                                       expected, rtol=rtol_for(np.float64))
+
+    @pytest.mark.parametrize("row", [[3e38, -3e38, 0.0], [-3e38, -3e38, -3e38], [3e38] * 3,
+                                     [np.finfo(np.float32).max, 0, 1]],
+                             ids=["spread", "all_neg", "all_pos", "f32max"])
+    def test_cross_entropy_float32_extremes(self, torch, row):
+        logits = np.array([row, [0.5, 1.0, -1.0]], dtype=np.float32)
+        target = np.array([1, 0])
+        expected = quiet(torch_loss, torch, "cross_entropy", logits, target, -1, reduction="none")
+        got = lm.cross_entropy(logits, target, reduction="none")
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, quiet(expected.astype, np.float32), equal_nan=True,
+                                   rtol=rtol_for(np.float32))
+
+    @pytest.mark.parametrize("smoothing", [0.0, 0.1], ids=["ls0", "ls0.1"])
+    @pytest.mark.parametrize("offset", [1e4, 1e8, 1e12, 1e15],
+                             ids=["1e4", "1e8", "1e12", "1e15"])
+    def test_cross_entropy_large_offset_closed_form(self, offset, smoothing):
+        # offset + {0, 1, -2} is exact in float64; the loss is shift-invariant, so it must
+        # equal the loss of [0, 1, -2] to a few ulps (log_softmax = (x - max) - log(sum))
+        base = np.array([[0.0, 1.0, -2.0]])
+        t = np.array([2])
+        expected = np_cross_entropy(base, t, label_smoothing=smoothing)
+        got = lm.cross_entropy(base + offset, t, label_smoothing=smoothing)
+        assert got == pytest.approx(expected, rel=rtol_for(np.float64))
+        loss, grad = lm.cross_entropy_with_grad(base + offset, t, label_smoothing=smoothing)
+        assert loss == pytest.approx(expected, rel=rtol_for(np.float64))
+        _, grad0 = lm.cross_entropy_with_grad(base, t, label_smoothing=smoothing)
+        np.testing.assert_allclose(grad, grad0, rtol=rtol_for(np.float64), atol=1e-15)
+
+    def test_nll_loss_with_minus_inf_log_prob(self, torch):
+        lp = np.array([[0.0, -INF], [-INF, 0.0]])
+        t = np.array([1, 1])
+        expected = torch_loss(torch, "nll_loss", lp, t, -1, reduction="none")
+        np.testing.assert_array_equal(lm.nll_loss(lp, t, reduction="none"), expected)
+
+    def test_probability_target_with_masked_logit(self, torch):
+        # zero probability on a masked class: torch gives 0 * -inf = nan
+        logits = np.array([[0.0, -INF, 1.0]])
+        target = np.array([[0.5, 0.0, 0.5]])
+        expected = quiet(torch_loss, torch, "cross_entropy", logits, target, -1, reduction="none")
+        np.testing.assert_allclose(lm.cross_entropy(logits, target, reduction="none"), expected,
+                                   equal_nan=True, rtol=rtol_for(np.float64))
+
+
+# ---------------------------------------------------------------------------
+# Special functions: closed forms for special rows
+# ---------------------------------------------------------------------------
+class TestSpecialClosedForms:
+    def test_all_minus_inf_row(self):
+        x = np.array([[-INF, -INF], [0.0, 0.0]])
+        np.testing.assert_array_equal(lm.logsumexp(x, axis=1), [-INF, np.log(2.0)])
+        sm = lm.softmax(x, axis=1)
+        lsm = lm.log_softmax(x, axis=1)
+        # as scipy: nan for the fully masked row, ordinary values for the other
+        assert np.isnan(sm[0]).all() and np.isnan(lsm[0]).all()
+        np.testing.assert_array_equal(sm[1], [0.5, 0.5])
+        np.testing.assert_allclose(lsm[1], [-np.log(2.0)] * 2, rtol=rtol_for(np.float64))
+
+    def test_nan_stays_in_its_row(self):
+        x = np.array([[NAN, 0.0], [1.0, 2.0]])
+        lse = lm.logsumexp(x, axis=1)
+        assert np.isnan(lse[0])
+        assert lse[1] == pytest.approx(np.logaddexp(1.0, 2.0), rel=rtol_for(np.float64))
+        sm = lm.softmax(x, axis=1)
+        assert np.isnan(sm[0]).all()
+        np.testing.assert_allclose(sm[1], sps.softmax([1.0, 2.0]), rtol=rtol_for(np.float64))
+
+    def test_no_overflow_at_1e308(self):
+        assert lm.logsumexp(np.array([1e308, 1e308])) == 1e308
+        np.testing.assert_array_equal(lm.softmax(np.array([1e308, 1e308])), [0.5, 0.5])
+        np.testing.assert_array_equal(lm.softmax(np.array([1e308, -1e308])), [1.0, 0.0])
+
+    def test_no_underflow_to_minus_inf(self):
+        # all terms underflow exp() without the max shift
+        got = lm.logsumexp(np.array([-1000.0, -1000.0]))
+        assert got == pytest.approx(-1000.0 + np.log(2.0), rel=rtol_for(np.float64))
+        got = lm.log_softmax(np.array([-1e4, -1e4 - 1.0]))
+        np.testing.assert_allclose(got, sps.log_softmax([0.0, -1.0]), rtol=rtol_for(np.float64))
+
+    def test_float32_no_overflow(self):
+        x = np.array([3e38, 3e38], dtype=np.float32)
+        got = lm.logsumexp(x)
+        assert got.dtype == np.float32
+        assert got == np.float32(3e38)
+        np.testing.assert_array_equal(lm.softmax(x), np.array([0.5, 0.5], np.float32))
+
+
+# ---------------------------------------------------------------------------
+# Single class, single row, 0-d
+# ---------------------------------------------------------------------------
+class TestDegenerateShapes:
+    @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+    def test_single_class_special(self, rng, dtype):
+        x = rng.standard_normal((4, 1)).astype(dtype)
+        np.testing.assert_allclose(lm.logsumexp(x, axis=1), x[:, 0], rtol=rtol_for(dtype))
+        np.testing.assert_array_equal(lm.softmax(x, axis=1), np.ones((4, 1), dtype))
+        np.testing.assert_array_equal(lm.log_softmax(x, axis=1), np.zeros((4, 1), dtype))
+
+    @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+    @pytest.mark.parametrize("kind", ["index", "prob"])
+    def test_single_class_losses(self, torch, rng, kind, reduction):
+        x = rng.standard_normal((4, 1))
+        target = np.zeros(4, dtype=np.int64) if kind == "index" else np.ones((4, 1))
+        e_loss, e_grad = torch_loss(torch, "cross_entropy", x, target, -1, with_grad=True,
+                                    reduction=reduction)
+        loss, grad = lm.cross_entropy_with_grad(x, target, reduction=reduction)
+        np.testing.assert_array_equal(loss, e_loss)  # exactly 0
+        np.testing.assert_allclose(grad, e_grad, atol=1e-15)
+        np.testing.assert_array_equal(lm.cross_entropy(x, target, reduction=reduction), e_loss)
+
+    def test_single_class_out_of_range(self, rng):
+        with pytest.raises(IndexError, match="target"):
+            lm.cross_entropy(rng.standard_normal((3, 1)), np.array([0, 1, 0]))
+
+    def test_single_row(self, torch, rng):
+        x = rng.standard_normal((1, 6))
+        t = np.array([4])
+        e_loss, e_grad = torch_loss(torch, "cross_entropy", x, t, -1, with_grad=True)
+        loss, grad = lm.cross_entropy_with_grad(x, t)
+        assert loss == pytest.approx(e_loss, rel=rtol_for(np.float64))
+        np.testing.assert_allclose(grad, e_grad, rtol=rtol_for(np.float64), atol=1e-15)
+
+    def test_single_sample_1d(self, torch, rng):
+        x = rng.standard_normal(6)
+        for t in (np.array(3), 3, np.int32(3)):
+            got = lm.cross_entropy(x, t, reduction="none")
+            assert np.shape(got) == ()
+            assert got == pytest.approx(-sps.log_softmax(x)[3], rel=rtol_for(np.float64))
+
+    @pytest.mark.parametrize("axis", [None, 0, -1], ids=lambda a: f"axis{a}")
+    def test_zero_dim_logsumexp_b(self, axis):
+        got = lm.logsumexp(np.array(1.5), axis=axis, b=np.array(2.0))
+        expected = sps.logsumexp(np.array(1.5), axis=axis, b=np.array(2.0))
+        assert np.ndim(got) == 0
+        assert got == pytest.approx(expected, rel=rtol_for(np.float64))
+
+    def test_keepdims_zero_dim(self):
+        got = lm.logsumexp(np.array(1.5), keepdims=True)
+        expected = sps.logsumexp(np.array(1.5), keepdims=True)
+        assert np.shape(got) == np.shape(expected)
+        np.testing.assert_allclose(got, expected, rtol=rtol_for(np.float64))
+
+
+# ---------------------------------------------------------------------------
+# Empty arrays
+# ---------------------------------------------------------------------------
+class TestEmpty:
+    @pytest.mark.parametrize("kind", ["index", "prob"])
+    def test_cross_entropy_empty_batch(self, torch, kind):
+        x = np.zeros((0, 3))
+        target = np.zeros(0, dtype=np.int64) if kind == "index" else np.zeros((0, 3))
+        for reduction in ("none", "sum", "mean"):
+            expected = torch_loss(torch, "cross_entropy", x, target, -1, reduction=reduction)
+            got = lm.cross_entropy(x, target, reduction=reduction)
+            assert np.shape(got) == np.shape(expected)
+            np.testing.assert_array_equal(got, expected)  # [], 0.0, nan as torch
+            loss, grad = lm.cross_entropy_with_grad(x, target, reduction=reduction)
+            np.testing.assert_array_equal(loss, expected)
+            assert grad.shape == (0, 3)
+
+    def test_nll_loss_empty_batch(self, torch):
+        x = np.zeros((0, 3))
+        target = np.zeros(0, dtype=np.int64)
+        for reduction in ("none", "sum", "mean"):
+            expected = torch_loss(torch, "nll_loss", x, target, -1, reduction=reduction)
+            np.testing.assert_array_equal(lm.nll_loss(x, target, reduction=reduction), expected)
+
+    def test_kl_empty_batch(self):
+        got = lm.kl_divergence(np.zeros((0, 3)), np.zeros((0, 3)))
+        assert got.shape == (0,)
+
+    def test_kl_empty_class_axis_is_empty_sum(self):
+        # sum over an empty axis is 0 (rel_entr(...).sum() agrees); a clear ValueError is
+        # also acceptable by the hardening policy
+        p = np.zeros((3, 0))
+        try:
+            got = lm.kl_divergence(p, p)
+        except ValueError as exc:
+            assert "p" in str(exc) or "axis" in str(exc)
+        else:
+            np.testing.assert_array_equal(got, sps.rel_entr(p, p).sum(-1))
+
+    @pytest.mark.parametrize("pk", [[], np.zeros((0, 3))], ids=["1d", "0x3"])
+    def test_entropy_empty_as_scipy(self, pk):
+        expected = quiet(sst.entropy, pk)
+        got = lm.entropy(pk)
+        assert np.shape(got) == np.shape(expected)
+        np.testing.assert_array_equal(got, expected)
+
+    def test_entropy_zero_sum_is_nan_as_scipy(self):
+        expected = quiet(sst.entropy, [0.0, 0.0])
+        assert np.isnan(expected)
+        assert np.isnan(lm.entropy([0.0, 0.0]))
+
+
+# ---------------------------------------------------------------------------
+# KL validation switch
+# ---------------------------------------------------------------------------
+class TestKLValidation:
+    @pytest.mark.parametrize("bad", ["p_negative", "q_negative", "p_nan", "q_nan"])
+    def test_validate_default_rejects(self, bad):
+        p = np.array([0.5, 0.5])
+        q = np.array([0.25, 0.75])
+        which, what = bad.split("_")
+        arr = p if which == "p" else q
+        arr[0] = -0.1 if what == "negative" else NAN
+        with pytest.raises(ValueError, match=rf"\b{which}\b"):
+            lm.kl_divergence(p, q)
+
+    def test_validate_false_skips_the_check(self):
+        p = np.array([0.5, 0.5])
+        q = np.array([0.25, 0.75])
+        q2 = q.copy()
+        q2[0] = NAN
+        got = lm.kl_divergence(p, q2, validate=False)
+        assert np.isnan(got)  # nan propagates once the check is off
+        assert lm.kl_divergence(p, q, validate=False) == pytest.approx(
+            sps.rel_entr(p, q).sum(), rel=rtol_for(np.float64))
+
+
+# ---------------------------------------------------------------------------
+# Outputs are fresh arrays; inputs are never touched
+# ---------------------------------------------------------------------------
+class TestNoAliasing:
+    def test_grad_is_new_array(self, rng):
+        x = rng.standard_normal((4, 3))
+        t = np.array([0, 1, 2, 0])
+        x_copy = x.copy()
+        _, grad = lm.cross_entropy_with_grad(x, t)
+        assert not np.shares_memory(grad, x)
+        np.testing.assert_array_equal(x, x_copy)
+        grad[...] = 123.0  # writable, and writing to it does not touch x
+        np.testing.assert_array_equal(x, x_copy)
+
+    @pytest.mark.parametrize("func", ["softmax", "log_softmax"])
+    def test_softmax_output_is_new_array(self, rng, func):
+        x = rng.standard_normal((4, 3))
+        out = getattr(lm, func)(x, axis=1)
+        assert not np.shares_memory(out, x)
+        assert out.flags.writeable
+
+    def test_reduction_none_matches_rows(self, rng):
+        # each row's loss only depends on its row
+        x = rng.standard_normal((5, 4))
+        t = rng.integers(0, 4, size=5)
+        full = lm.cross_entropy(x, t, reduction="none")
+        for i in range(5):
+            np.testing.assert_allclose(full[i], np_cross_entropy(x[i], t[i], reduction="none"),
+                                       **tol(np.float64, 4))
