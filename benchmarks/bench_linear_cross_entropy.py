@@ -18,6 +18,7 @@ torch's CPU allocator does not, so torch gets no figure) lands in
 
     pytest benchmarks/bench_linear_cross_entropy.py          # the table
     python benchmarks/bench_linear_cross_entropy.py          # medians, peaks, ratios
+                                                              # (interleaved rounds)
 
 ``LOSSMLE_BENCH_LCE_SHAPE=NxdxV`` (e.g. ``1024x256x8000``) shrinks the case.
 """
@@ -142,31 +143,37 @@ def bench_linear_cross_entropy(benchmark, inputs, reference, impl, mode):
     benchmark.pedantic(fn, args=inputs, rounds=3, iterations=1, warmup_rounds=0)
 
 
-def main():
-    """Median of 3 runs and peak memory per implementation, with ratios to naive."""
+def main(rounds=5):
+    """Median time and peak memory per implementation, with ratios to naive.
+
+    The rounds interleave the implementations (A B C A B C ...), so a change
+    in machine load during the run hits all of them alike.
+    """
     inputs = make_inputs()
     reference = float(naive_loss(*inputs))
     print(f"linear cross-entropy, N x d x V = {' x '.join(map(str, SHAPE))}, float32, "
-          f"lossmle threads {lossmle.get_num_threads()}")
+          f"lossmle threads {lossmle.get_num_threads()}, {rounds} interleaved rounds")
     for mode in ("loss", "grad"):
-        rows = {}
+        fns = {}
         for impl in ("lossmle", "naive", "torch"):
             try:
-                fn = IMPLS[(impl, mode)]()
+                fns[impl] = IMPLS[(impl, mode)]()
             except ImportError:
                 continue
-            assert np.isclose(float(fn(*inputs)), reference, rtol=1e-4)
-            times = []
-            for _ in range(3):
+            assert np.isclose(float(fns[impl](*inputs)), reference, rtol=1e-4)  # + warm-up
+        times = {impl: [] for impl in fns}
+        for _ in range(rounds):
+            for impl, fn in fns.items():
                 t0 = time.perf_counter()
                 fn(*inputs)
-                times.append(time.perf_counter() - t0)
-            peak = peak_mib(fn, *inputs) if impl != "torch" else float("nan")
-            rows[impl] = (float(np.median(times)), peak)
+                times[impl].append(time.perf_counter() - t0)
+        rows = {impl: (float(np.median(times[impl])),
+                       peak_mib(fn, *inputs) if impl != "torch" else float("nan"))
+                for impl, fn in fns.items()}
         base_t, base_m = rows["naive"]
         for impl, (t, m) in rows.items():
             print(f"  {mode:4} {impl:8} median {t:7.3f} s  ({t / base_t:5.2f} x naive)   "
-                  f"peak {m:8.1f} MiB  ({m / base_m:6.3f} x naive)")
+                  f"peak {m:8.1f} MiB  ({m / base_m:6.3f} x naive)", flush=True)
 
 
 if __name__ == "__main__":
