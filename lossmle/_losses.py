@@ -79,6 +79,8 @@ def _prepare(x, target, axis, weight, ignore_index, reduction, label_smoothing,
     x = as_float_array(x, x_name)
     if x.ndim == 0:
         raise ValueError(f"{x_name} must have at least one dimension (the class axis)")
+    if axis is None:  # normalize_axes would read None as "every axis"
+        raise TypeError("axis must be an int (the class axis), got None")
     (ax,) = normalize_axes(axis, x.ndim, allow_tuple=False)
     n_classes = x.shape[ax]
     if n_classes == 0:
