@@ -287,6 +287,16 @@ class TestEmpty:
         assert np.shape(got) == np.shape(expected)
         same(got, expected)
 
+    @pytest.mark.parametrize("func", ["softmax", "log_softmax"])
+    def test_empty_axis_with_nothing_to_compute_returns_empty(self, func):
+        # (0, 0) over axis 0: no row at all, so nothing is undefined -> an empty result
+        # (scipy raises from inside np.max here, yet returns [] for its (2, 0) twin)
+        for shape, axis in [((0, 0), 0), ((0, 0), 1), ((3, 0, 0), 1)]:
+            got = getattr(lm, func)(np.zeros(shape), axis=axis)
+            assert got.shape == shape and got.dtype == np.float64
+        with pytest.raises(ValueError, match="empty axis"):  # rows exist: undefined
+            getattr(lm, func)(np.zeros((3, 0)), axis=1)
+
     @pytest.mark.parametrize("case", EMPTY_CASES[:6], ids=_eid)
     def test_entropy_and_kl_as_scipy(self, case):
         shape, axis = case
