@@ -24,6 +24,14 @@
 #   ``prange``), provided the threads do not write to one output row.
 # * nan propagates (a row holding a nan gives nan), +inf gives +inf, a row of
 #   only -inf has log-sum-exp -inf, as scipy.special.logsumexp.
+# * Contiguous rows (stride 1) take a vectorised path (lossmle/_simd.h, which
+#   the .pxd includes; it is installed with the package and cythonize puts
+#   its directory on the C include path).  Call ``simd_init()`` once, at the
+#   import of your module (it needs the GIL and returns the variant's name:
+#   "avx512", "avx2" or "baseline"), to select the CPU's best variant; without
+#   it the portable baseline runs.  The variants agree to rounding; float32
+#   rows on the fast path are accurate to (well beyond) float32 precision,
+#   not bit for bit the scalar double code.
 #
 # Helpers (all ``noexcept nogil``):
 #   double row_max(const floating* x, Py_ssize_t n, Py_ssize_t stride)
@@ -49,6 +57,10 @@
 #       OUT out = x - logsumexp(x), precise at the maximum; in place allowed
 #       as for row_softmax.
 #
+#   str simd_init()                           (needs the GIL; call at import)
+#       select this extension's SIMD variant (the LOSSMLE_SIMD environment
+#       variable may lower it); returns its name.
+#
 # The private path ``from lossmle._rowops cimport ...`` reaches the same
 # functions; this file is the stable, documented surface.
 
@@ -59,4 +71,5 @@ from lossmle._rowops cimport (
     row_logsumexp_signed,
     row_softmax,
     row_log_softmax,
+    simd_init,
 )

@@ -34,7 +34,15 @@ from cython.parallel cimport prange
 from cython cimport floating
 from libc.math cimport exp, log, log1p, isfinite, NAN
 
-from lossmle._rowops cimport row_logsumexp
+from lossmle._rowops cimport row_logsumexp, simd_init
+
+
+def _simd_init():
+    """(Re)select this module's SIMD variant (reads LOSSMLE_SIMD); returns its name."""
+    return simd_init()
+
+
+_simd_init()  # row_logsumexp's vectorised path: the CPU's best variant
 
 
 cdef inline void merge_one(double* m, double* c, double* s,

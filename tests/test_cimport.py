@@ -36,10 +36,12 @@ DOWNSTREAM_PYX = textwrap.dedent('''
     # the documented public surface ...
     from lossmle cimport (
         row_max, row_logsumexp, row_logsumexp_online, row_logsumexp_signed,
-        row_softmax, row_log_softmax,
+        row_softmax, row_log_softmax, simd_init,
     )
     # ... also reachable as attributes of the cimported package
     cimport lossmle
+
+    SIMD = simd_init()  # this extension's vectorised variant, once at import
 
 
     def reduce_rows(const floating[:, :] x, int which, double[::1] out):
@@ -137,6 +139,10 @@ def test_pxd_files_ship_with_the_package():
     # what a downstream build needs next to the installed package
     for name in ("__init__.pxd", "_rowops.pxd"):
         assert os.path.isfile(os.path.join(PKG_DIR, name)), name
+
+
+def test_simd_init_selects_a_variant(downstream):
+    assert downstream.SIMD in ("avx512", "avx2", "baseline")
 
 
 LAYOUTS = {
