@@ -20,7 +20,9 @@ torch's CPU allocator does not, so torch gets no figure) lands in
     python benchmarks/bench_linear_cross_entropy.py          # medians, peaks, ratios
                                                               # (interleaved rounds)
 
-``LOSSMLE_BENCH_LCE_SHAPE=NxdxV`` (e.g. ``1024x256x8000``) shrinks the case.
+``LOSSMLE_BENCH_LCE_SHAPE=NxdxV`` (e.g. ``1024x256x8000``) shrinks the case;
+for the script, ``LOSSMLE_BENCH_LCE_IMPLS=lossmle,naive`` and
+``LOSSMLE_BENCH_LCE_ROUNDS=3`` shorten it ("naive" is always needed).
 """
 import os
 import sys
@@ -143,7 +145,11 @@ def bench_linear_cross_entropy(benchmark, inputs, reference, impl, mode):
     benchmark.pedantic(fn, args=inputs, rounds=3, iterations=1, warmup_rounds=0)
 
 
-def main(rounds=5):
+MAIN_IMPLS = [s for s in os.environ.get("LOSSMLE_BENCH_LCE_IMPLS", "lossmle,naive,torch")
+              .split(",") if s]
+
+
+def main(rounds=int(os.environ.get("LOSSMLE_BENCH_LCE_ROUNDS", "5"))):
     """Median time and peak memory per implementation, with ratios to naive.
 
     The rounds interleave the implementations (A B C A B C ...), so a change
@@ -155,7 +161,7 @@ def main(rounds=5):
           f"lossmle threads {lossmle.get_num_threads()}, {rounds} interleaved rounds")
     for mode in ("loss", "grad"):
         fns = {}
-        for impl in ("lossmle", "naive", "torch"):
+        for impl in MAIN_IMPLS:
             try:
                 fns[impl] = IMPLS[(impl, mode)]()
             except ImportError:
