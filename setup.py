@@ -61,11 +61,13 @@ extensions = [
         include_dirs=[np.get_include(), "lossmle"],
         depends=["lossmle/_simd.h", "lossmle/_simd_impl.h", "lossmle/_omp_compat.h",
                  "lossmle/_rowops.pxd"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
+        # only lossmle._simd instantiates the per-ISA SIMD variants (see _simd.h)
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
+        + ([("LM_SIMD_IMPLEMENT", "1")] if name == "_simd" else []),
         extra_compile_args=extra_compile,
         extra_link_args=list(omp[1]),
     )
-    for name in ("_special_kernels", "_loss_kernels", "_divergence_kernels", "_parallel",
+    for name in ("_simd", "_special_kernels", "_loss_kernels", "_divergence_kernels", "_parallel",
                  "_training_kernels", "_streaming_kernels")
 ]
 

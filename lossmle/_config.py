@@ -23,10 +23,32 @@ def config():
     }
 
 
+_KERNEL_MODULES = ("_special_kernels", "_loss_kernels", "_divergence_kernels")
+
+
+def _kernel_modules():
+    import importlib
+    return [importlib.import_module(f"lossmle.{name}") for name in _KERNEL_MODULES]
+
+
 def simd_path():
-    """The SIMD code path the kernels use on this CPU."""
-    getter = getattr(_parallel, "simd_path", None)
-    return getter() if getter is not None else "scalar"
+    """The SIMD code path the kernels use: 'avx512', 'avx2' or 'baseline'.
+
+    Chosen at import from what the CPU supports; the environment variable
+    ``LOSSMLE_SIMD`` (avx512, avx2, baseline) can lower it.
+    """
+    return _kernel_modules()[0].SIMD_PATH
+
+
+def reselect_simd():
+    """Re-read ``LOSSMLE_SIMD`` and re-select every kernel module's SIMD path.
+
+    For tests and benchmarks that compare paths in one process; returns the
+    path now in use.
+    """
+    paths = {module._simd_init() for module in _kernel_modules()}
+    assert len(paths) == 1, paths
+    return paths.pop()
 
 
 def show_config():

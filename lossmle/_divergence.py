@@ -102,14 +102,16 @@ def kl_divergence(p, q, axis=-1, *, base=None, keepdims=False, validate=True,
     """
     base = _check_base(base)
     p, q = _pair(p, q, "p", "q")
-    out, (bad_p, bad_q) = _reduce_rows(_k.kl_rows, [p, q], axis, keepdims, base,
-                                       n_threads, bool(validate)) \
-        if p.size else (_empty_reduction(p, axis, keepdims), (0, 0))
-    for name, bad in (("p", bad_p), ("q", bad_q)):
-        if bad:
-            raise ValueError(f"{name} must hold probabilities, but {bad} of its "
-                             f"distributions contain negative or nan entries "
-                             f"(pass validate=False to skip this check)")
+    out, bad_rows = _reduce_rows(_k.kl_rows, [p, q], axis, keepdims, base,
+                                 n_threads, bool(validate)) \
+        if p.size else (_empty_reduction(p, axis, keepdims), 0)
+    if bad_rows:
+        # the error path only: find which argument to name
+        with np.errstate(invalid="ignore"):
+            name = "p" if not np.all(p >= 0) else "q"
+        raise ValueError(f"{name} must hold probabilities, but some of its entries are "
+                         f"negative or nan ({bad_rows} distribution(s) affected; "
+                         f"pass validate=False to skip this check)")
     return out
 
 

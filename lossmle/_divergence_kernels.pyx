@@ -11,11 +11,26 @@ in double.
 
 The KL loop also counts entries that are negative or nan when asked to
 (``validate``), in the same pass; the Python layer raises on a non-zero count,
-so a bad probability never turns into a silent number.
+so a bad probability never turns into a silent number.  Contiguous rows take
+the vectorised ``lm_kl`` (p log(p/q) with a vectorised log); a row with any
+entry outside its fast domain (p or q negative, nan, inf, p > 0 with q = 0,
+p/q not a normal number) is redone by the scalar loop, which defines those.
 """
 from cython.parallel cimport prange
 from cython cimport floating
 from libc.math cimport log, INFINITY, NAN
+
+from lossmle._rowops cimport simd_init, lm_kl_d, lm_kl_f
+
+
+def _simd_init():
+    """(Re)select this module's SIMD variant (reads LOSSMLE_SIMD); returns its name."""
+    global SIMD_PATH
+    SIMD_PATH = simd_init()
+    return SIMD_PATH
+
+
+SIMD_PATH = _simd_init()
 
 
 cdef inline double rel_entr(double x, double y) noexcept nogil:
@@ -40,6 +55,35 @@ cdef inline double entr(double x) noexcept nogil:
     return -INFINITY
 
 
+cdef inline bint kl_row(const floating* p, Py_ssize_t ps, const floating* q,
+                        Py_ssize_t qs, Py_ssize_t n, bint validate,
+                        floating* out) noexcept nogil:
+    """out = sum rel_entr(p, q) over the row; returns True if p or q held a
+    negative or nan entry (checked only when validate), flagged through the
+    return so the caller can count bad rows."""
+    cdef Py_ssize_t j
+    cdef double s = 0.0, pj, qj, n_special = 1.0
+    cdef bint bad_p = False, bad_q = False
+    if ps == 1 and qs == 1:
+        if floating is double:
+            s = lm_kl_d(p, q, n, &n_special)
+        else:
+            s = lm_kl_f(p, q, n, &n_special)
+        if n_special == 0:       # every entry regular: nothing negative or nan
+            out[0] = <floating>s
+            return False
+        s = 0.0
+    for j in range(n):
+        pj = p[j * ps]
+        qj = q[j * qs]
+        if validate:
+            bad_p = bad_p | (not (pj >= 0))
+            bad_q = bad_q | (not (qj >= 0))
+        s += rel_entr(pj, qj)
+    out[0] = <floating>s
+    return bad_p or bad_q
+
+
 cdef inline double row_sum(const floating* x, Py_ssize_t n, Py_ssize_t stride) noexcept nogil:
     cdef Py_ssize_t j
     cdef double s = 0.0
@@ -52,38 +96,20 @@ def kl_rows(const floating[:, :, :] p, const floating[:, :, :] q, floating[:, :]
             bint validate, int n_threads):
     """out = sum rel_entr(p, q) over axis 1.  p, q: IN; out: OUT.
 
-    Returns (bad_p, bad_q): how many rows of p and of q hold a negative or nan
-    entry (0, 0 when validate is False).
+    Returns how many rows hold a negative or nan entry in p or q (0 when
+    validate is False).
     """
     cdef Py_ssize_t n = p.shape[1], n_inner = p.shape[2]
     cdef Py_ssize_t n_rows = p.shape[0] * n_inner
     cdef Py_ssize_t ps = p.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t qs = q.strides[1] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t r, o, i, j
-    cdef Py_ssize_t bad_p = 0, bad_q = 0
-    cdef const floating* pr
-    cdef const floating* qr
-    cdef double s, pj, qj
-    cdef bint row_bad_p, row_bad_q
+    cdef Py_ssize_t r, o, i
+    cdef Py_ssize_t bad_rows = 0
     for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         o = r // n_inner
         i = r % n_inner
-        pr = &p[o, 0, i]
-        qr = &q[o, 0, i]
-        s = 0.0
-        row_bad_p = False
-        row_bad_q = False
-        for j in range(n):
-            pj = pr[j * ps]
-            qj = qr[j * qs]
-            if validate:
-                row_bad_p = row_bad_p | (not (pj >= 0))
-                row_bad_q = row_bad_q | (not (qj >= 0))
-            s = s + rel_entr(pj, qj)
-        out[o, i] = <floating>s
-        bad_p += row_bad_p
-        bad_q += row_bad_q
-    return bad_p, bad_q
+        bad_rows += kl_row(&p[o, 0, i], ps, &q[o, 0, i], qs, n, validate, &out[o, i])
+    return bad_rows
 
 
 def entropy_rows(const floating[:, :, :] pk, floating[:, :] out, int n_threads):

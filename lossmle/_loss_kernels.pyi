@@ -27,3 +27,5 @@ def nll_rows(
     ignore_index: int, loss: NDArray[np.float64], row_weight: NDArray[np.float64],
     n_threads: int,
 ) -> None: ...
+
+SIMD_PATH: str

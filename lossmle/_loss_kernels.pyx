@@ -49,10 +49,12 @@ from lossmle._rowops cimport (
 
 def _simd_init():
     """(Re)select this module's SIMD variant (reads LOSSMLE_SIMD); returns its name."""
-    return simd_init()
+    global SIMD_PATH
+    SIMD_PATH = simd_init()
+    return SIMD_PATH
 
 
-_simd_init()
+SIMD_PATH = _simd_init()
 
 # Contiguous rows are processed in blocks of this many values: the block's
 # max, then its exps against the running max, while it sits in L1 - so each
@@ -211,7 +213,11 @@ cdef inline void ce_class_row(const floating* x, Py_ssize_t n, Py_ssize_t xs, in
         else:
             lm_ce_grad_f(x, g, n, st.m, st.log_s, op.grad_scale * (op.keep * wy + op.spread * op.w_total),
                          op.grad_scale * op.spread, w)
-        g[y] = <floating>(g[y] - op.grad_scale * op.keep * wy)
+        # the target's entry again, in double: p_y - 1 cancels, and a float32
+        # p_y would leave only its rounding error (6e-8) of a 1e-6 gradient
+        p = exp((x[y] - st.m) - st.log_s)
+        g[y] = <floating>(op.grad_scale * ((op.keep * wy + op.spread * op.w_total) * p
+                                           - (op.spread + op.keep) * wy))
         return
     for k in range(n):
         p = exp((x[k * xs] - st.m) - st.log_s)

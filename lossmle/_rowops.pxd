@@ -17,11 +17,13 @@
 #   baseline runs.
 
 from cython cimport floating
+from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.math cimport exp, log, log1p, fabs, INFINITY, NAN, isfinite
 
 
 cdef extern from "_simd.h" nogil:
-    const char* lm_simd_init()
+    void lm_simd_bind(const void* ref)
+    bint lm_simd_ready()
     double lm_max_d(const double* x, Py_ssize_t n)
     double lm_max_f(const float* x, Py_ssize_t n)
     double lm_sumexp_below_d(const double* x, Py_ssize_t n, double m, double* c)
@@ -49,9 +51,56 @@ cdef extern from "_simd.h" nogil:
     int LM_SHORT_MAX
 
 
+# Training primitives (issue 6; the last section of _simd_impl.h): double
+# exp/log and double sums for both dtypes; see each function's comment there
+# for which special values turn its result non-finite.
+cdef extern from "_simd.h" nogil:
+    double lm_ent_sums_d(const double* x, Py_ssize_t n, double inv_t, double m, double* s)
+    double lm_ent_sums_f(const float* x, Py_ssize_t n, double inv_t, double m, double* s)
+    double lm_kl_logit_sums_d(const double* p, const double* q, Py_ssize_t n, double inv_t,
+                              double ma, double mb, double* sums)
+    double lm_kl_logit_sums_f(const float* p, const float* q, Py_ssize_t n, double inv_t,
+                              double ma, double mb, double* sums)
+    void lm_kl_logit_grad_d(const double* p, const double* q, Py_ssize_t n, double inv_t,
+                            double ma, double mb, double log_sa, double log_sb, double c,
+                            double scale, double* gq, double* gp)
+    void lm_kl_logit_grad_f(const float* p, const float* q, Py_ssize_t n, double inv_t,
+                            double ma, double mb, double log_sa, double log_sb, double c,
+                            double scale, float* gq, float* gp)
+    double lm_js_logit_sum_d(const double* p, const double* q, Py_ssize_t n, double inv_t,
+                             double lse_a, double lse_b)
+    double lm_js_logit_sum_f(const float* p, const float* q, Py_ssize_t n, double inv_t,
+                             double lse_a, double lse_b)
+    double lm_bce_logits_d(const double* x, const double* t, const double* w,
+                           const double* pw, Py_ssize_t n, double scale, double* loss,
+                           double* grad, int* special)
+    double lm_bce_logits_f(const float* x, const float* t, const double* w,
+                           const double* pw, Py_ssize_t n, double scale, float* loss,
+                           float* grad, int* special)
+    double lm_rank_count_d(const double* x, Py_ssize_t n, double xy, Py_ssize_t y)
+    double lm_rank_count_f(const float* x, Py_ssize_t n, double xy, Py_ssize_t y)
+    double lm_mul_sum_d(const double* a, const double* b, Py_ssize_t n)
+    double lm_mul_sum_f(const float* a, const float* b, Py_ssize_t n)
+    double lm_sum_d(const double* a, Py_ssize_t n)
+    double lm_sum_f(const float* a, Py_ssize_t n)
+    void lm_softmax_bwd_d(const double* g, const double* y, double* out, Py_ssize_t n,
+                          double dot)
+    void lm_softmax_bwd_f(const float* g, const float* y, float* out, Py_ssize_t n,
+                          double dot)
+    void lm_log_softmax_bwd_d(const double* g, const double* z, double* out, Py_ssize_t n,
+                              double total)
+    void lm_log_softmax_bwd_f(const float* g, const float* z, float* out, Py_ssize_t n,
+                              double total)
+
+
 cdef inline str simd_init():
-    """Select the SIMD variant (LOSSMLE_SIMD may lower it); returns its name."""
-    return lm_simd_init().decode()
+    """Bind this module to the SIMD variants compiled in lossmle._simd, (re)selecting
+    the variant (LOSSMLE_SIMD may lower it); returns its name.  Call it once at
+    import: until then every helper here takes its exact scalar path."""
+    from lossmle import _simd
+    name = _simd.select()
+    lm_simd_bind(PyCapsule_GetPointer(_simd.TABLE_REF, b"lossmle._simd.table_ref"))
+    return name
 
 
 # ---- vectorised primitives over contiguous rows, one name for both dtypes ----
@@ -161,7 +210,7 @@ cdef inline double row_logsumexp(const floating* x, Py_ssize_t n,
     row -> -inf (log of an empty sum), exactly as the direct formula gives.
     """
     cdef double m, c, s
-    if stride == 1:
+    if stride == 1 and lm_simd_ready():
         m = fast_max(x, n)
         if isfinite(m):
             s = fast_sumexp_below(x, n, m, &c)
@@ -251,7 +300,7 @@ cdef inline void row_softmax(const floating* x, Py_ssize_t x_stride,
     """out = exp(x - max) / sum(exp(x - max)) (scipy.special.softmax)."""
     cdef Py_ssize_t j
     cdef double m, s = 0.0, e
-    if x_stride == 1 and out_stride == 1:
+    if x_stride == 1 and out_stride == 1 and lm_simd_ready():
         m = fast_max(x, n)
         if isfinite(m):
             if floating is double:
@@ -286,7 +335,7 @@ cdef inline void row_log_softmax(const floating* x, Py_ssize_t x_stride,
     """
     cdef Py_ssize_t j
     cdef double m, c, s, lse
-    if x_stride == 1 and out_stride == 1:
+    if x_stride == 1 and out_stride == 1 and lm_simd_ready():
         m = fast_max(x, n)
         if isfinite(m):
             s = fast_sumexp_below(x, n, m, &c)

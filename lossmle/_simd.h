@@ -9,14 +9,18 @@
  * (no -march=native: a wheel must run on any x86-64).  Everything else, the
  * loops over rows, threading, special values, stays in Cython.
  *
- * Dispatch: lm_simd_init() chooses the best variant this CPU supports, or the
- * one named by the environment variable LOSSMLE_SIMD (avx512, avx2, baseline)
- * when that is lower, so tests can run every path on one machine.  On non-x86
+ * Dispatch: lm_simd_select() (in lossmle._simd) chooses the best variant this
+ * CPU supports, or the one named by the environment variable LOSSMLE_SIMD
+ * (avx512, avx2, baseline) when that is lower, so tests can run every path on
+ * one machine.  Other modules call lm_simd_bind() with that module's capsule
+ * (``simd_init()`` in _rowops.pxd does it).  On non-x86
  * or other compilers only the portable baseline exists.
  *
  * Accuracy: lm_exp_neg and lm_log_normal are within ~1 ulp (Cody-Waite
  * reduction with a split ln 2, degree-13 / atanh-series polynomials), the
- * float exp within ~1 ulp of float; sums are in double.
+ * float exp within ~1 ulp of float; sums are in double.  The training
+ * primitives (the last section of _simd_impl.h) use the double exp/log for
+ * both dtypes.
  */
 #ifndef LOSSMLE_SIMD_H
 #define LOSSMLE_SIMD_H
@@ -108,7 +112,7 @@ LM_INLINE float lm_expf_core(float xs)
     const float ln2_lo = 1.428606765330187045e-06f;
     const float log2e = 1.44269502162933349609f;
     const float shifter = 12582912.0f;                  /* 1.5 * 2^23 */
-    xs = xs < -87.0f ? -87.0f : xs;
+    xs = xs < -87.33f ? -87.33f : xs;                   /* ln(FLT_MIN) = -87.3365 */
     float kd = xs * log2e + shifter;
     uint32_t ki = lm_bitsf(kd);
     kd -= shifter;
@@ -121,7 +125,8 @@ LM_INLINE float lm_expf_neg(float x)
 {
     int tiny = x < -87.0f;
     float y = lm_expf_core(tiny ? x + 16.635532333438686f : x);  /* + 24 ln 2 */
-    return tiny ? y * 5.9604644775390625e-08f : y;               /* 2^-24 */
+    /* below ln(2^-150) the exact result rounds to 0 (the clamp would not) */
+    return tiny ? (x < -103.972f ? 0.0f : y * 5.9604644775390625e-08f) : y;  /* 2^-24 */
 }
 
 LM_INLINE float lm_expf_neg_sum(float x)
@@ -166,6 +171,12 @@ LM_INLINE double lm_log1p_pos(double u)
     return lm_log_normal(w) + corr;
 }
 
+/* ---- the variants: compiled once, in the extension lossmle._simd ----
+ * Only the translation unit that defines LM_SIMD_IMPLEMENT (lossmle/_simd.pyx)
+ * instantiates the per-ISA functions and their tables; every other module
+ * binds to that module's table through a capsule (lm_simd_bind), so the
+ * heavy code is compiled once, and a re-selection switches every module. */
+#ifdef LM_SIMD_IMPLEMENT
 /* ---- the variants ---- */
 #if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(_M_X64))
 #define LM_X86 1
@@ -254,6 +265,7 @@ LM_INLINE double lm_log1p_pos(double u)
 #undef LM_ISA
 #undef LM_TARGET
 #endif /* LM_X86 */
+#endif /* LM_SIMD_IMPLEMENT */
 
 /* ---- dispatch ---- */
 #define LM_TABLE_FIELDS(T, S)                                                      \
@@ -268,7 +280,22 @@ LM_INLINE double lm_log1p_pos(double u)
     double (*dot_##S)(const T *, const double *, ptrdiff_t, double, double *);     \
     double (*kl_##S)(const T *, const T *, ptrdiff_t, double *);                   \
     void (*short_rows_##S)(const T *, ptrdiff_t, ptrdiff_t, int, double *, T *,    \
-                           unsigned char *);
+                           unsigned char *);                                       \
+    /* training primitives (issue 6) */                                            \
+    double (*ent_sums_##S)(const T *, ptrdiff_t, double, double, double *);        \
+    double (*kl_logit_sums_##S)(const T *, const T *, ptrdiff_t, double, double,   \
+                                double, double *);                                 \
+    void (*kl_logit_grad_##S)(const T *, const T *, ptrdiff_t, double, double,     \
+                              double, double, double, double, double, T *, T *);   \
+    double (*js_logit_sum_##S)(const T *, const T *, ptrdiff_t, double, double,    \
+                               double);                                            \
+    double (*bce_logits_##S)(const T *, const T *, const double *, const double *, \
+                             ptrdiff_t, double, T *, T *, int *);                  \
+    double (*rank_count_##S)(const T *, ptrdiff_t, double, ptrdiff_t);            \
+    double (*mul_sum_##S)(const T *, const T *, ptrdiff_t);                        \
+    double (*sum_##S)(const T *, ptrdiff_t);                                       \
+    void (*softmax_bwd_##S)(const T *, const T *, T *, ptrdiff_t, double);         \
+    void (*log_softmax_bwd_##S)(const T *, const T *, T *, ptrdiff_t, double);
 
 typedef struct {
     const char *name;
@@ -276,11 +303,16 @@ typedef struct {
     LM_TABLE_FIELDS(float, f)
 } lm_table_t;
 
+#ifdef LM_SIMD_IMPLEMENT
 #define LM_TABLE_ENTRIES(S, ISA)                                                   \
     lm_max_##S##_##ISA, lm_sumexp_below_##S##_##ISA, lm_sumexp_##S##_##ISA,         \
         lm_expwrite_##S##_##ISA, lm_divide_##S##_##ISA, lm_shift_##S##_##ISA,       \
         lm_ce_grad_##S##_##ISA, lm_dot_##S##_##ISA, lm_kl_##S##_##ISA,              \
-        lm_short_rows_##S##_##ISA
+        lm_short_rows_##S##_##ISA,                                                  \
+        lm_ent_sums_##S##_##ISA, lm_kl_logit_sums_##S##_##ISA,                      \
+        lm_kl_logit_grad_##S##_##ISA, lm_js_logit_sum_##S##_##ISA,                  \
+        lm_bce_logits_##S##_##ISA, lm_rank_count_##S##_##ISA, lm_mul_sum_##S##_##ISA, \
+        lm_sum_##S##_##ISA, lm_softmax_bwd_##S##_##ISA, lm_log_softmax_bwd_##S##_##ISA
 
 static const lm_table_t lm_table_baseline = {
     "baseline", LM_TABLE_ENTRIES(d, baseline), LM_TABLE_ENTRIES(f, baseline)};
@@ -291,10 +323,10 @@ static const lm_table_t lm_table_avx512 = {
     "avx512", LM_TABLE_ENTRIES(d, avx512), LM_TABLE_ENTRIES(f, avx512)};
 #endif
 
-static const lm_table_t *lm_simd = &lm_table_baseline;
+static const lm_table_t *lm_simd_current = &lm_table_baseline;
 
 /* Pick the variant; returns its name.  Safe to call more than once. */
-static const char *lm_simd_init(void)
+static const char *lm_simd_select(void)
 {
     const char *want = getenv("LOSSMLE_SIMD");
     int cap = 2; /* 2 avx512, 1 avx2, 0 baseline: the most the user allows */
@@ -302,20 +334,33 @@ static const char *lm_simd_init(void)
         if (strcmp(want, "avx2") == 0) cap = 1;
         else if (strcmp(want, "baseline") == 0 || strcmp(want, "scalar") == 0) cap = 0;
     }
-    lm_simd = &lm_table_baseline;
+    lm_simd_current = &lm_table_baseline;
 #if LM_X86
     __builtin_cpu_init();
     if (cap >= 2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw")) {
-        lm_simd = &lm_table_avx512;
+        lm_simd_current = &lm_table_avx512;
     } else if (cap >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-        lm_simd = &lm_table_avx2;
+        lm_simd_current = &lm_table_avx2;
     }
 #else
     (void)cap;
 #endif
-    return lm_simd->name;
+    return lm_simd_current->name;
 }
+
+/* What the capsule lossmle._simd.TABLE_REF carries: where the current table is. */
+static const void *lm_simd_table_ref(void) { return (const void *)&lm_simd_current; }
+static const lm_table_t *const *lm_simd_ref = &lm_simd_current;
+#else
+static const lm_table_t *const *lm_simd_ref = NULL;
+#endif /* LM_SIMD_IMPLEMENT */
+
+/* Bind this module to the implementing module's table (the capsule's pointer). */
+static void lm_simd_bind(const void *ref) { lm_simd_ref = (const lm_table_t *const *)ref; }
+/* False until bound: callers then take their scalar paths. */
+static int lm_simd_ready(void) { return lm_simd_ref != NULL; }
+#define lm_simd (*lm_simd_ref)
 
 /* Thin wrappers with one name per (operation, dtype) for Cython. */
 #define LM_WRAPPERS(T, S)                                                          \
@@ -339,7 +384,35 @@ static const char *lm_simd_init(void)
     { return lm_simd->kl_##S(p, q, n, bad); }                                       \
     LM_INLINE void lm_short_rows_##S(const T *x, ptrdiff_t r, ptrdiff_t c, int mode, \
                                      double *o_row, T *o, unsigned char *sp)       \
-    { lm_simd->short_rows_##S(x, r, c, mode, o_row, o, sp); }
+    { lm_simd->short_rows_##S(x, r, c, mode, o_row, o, sp); }                        \
+    /* training primitives (issue 6) */                                            \
+    LM_INLINE double lm_ent_sums_##S(const T *x, ptrdiff_t n, double it, double m,  \
+                                     double *s)                                    \
+    { return lm_simd->ent_sums_##S(x, n, it, m, s); }                               \
+    LM_INLINE double lm_kl_logit_sums_##S(const T *p, const T *q, ptrdiff_t n,      \
+                                          double it, double ma, double mb, double *s) \
+    { return lm_simd->kl_logit_sums_##S(p, q, n, it, ma, mb, s); }                  \
+    LM_INLINE void lm_kl_logit_grad_##S(const T *p, const T *q, ptrdiff_t n, double it, \
+                                        double ma, double mb, double lsa, double lsb, \
+                                        double c, double sc, T *gq, T *gp)          \
+    { lm_simd->kl_logit_grad_##S(p, q, n, it, ma, mb, lsa, lsb, c, sc, gq, gp); }   \
+    LM_INLINE double lm_js_logit_sum_##S(const T *p, const T *q, ptrdiff_t n,       \
+                                         double it, double la, double lb)          \
+    { return lm_simd->js_logit_sum_##S(p, q, n, it, la, lb); }                      \
+    LM_INLINE double lm_bce_logits_##S(const T *x, const T *t, const double *w,     \
+                                       const double *pw, ptrdiff_t n, double sc,    \
+                                       T *l, T *g, int *sp)                         \
+    { return lm_simd->bce_logits_##S(x, t, w, pw, n, sc, l, g, sp); }               \
+    LM_INLINE double lm_rank_count_##S(const T *x, ptrdiff_t n, double xy, ptrdiff_t y) \
+    { return lm_simd->rank_count_##S(x, n, xy, y); }                                \
+    LM_INLINE double lm_mul_sum_##S(const T *a, const T *b, ptrdiff_t n)           \
+    { return lm_simd->mul_sum_##S(a, b, n); }                                       \
+    LM_INLINE double lm_sum_##S(const T *a, ptrdiff_t n) { return lm_simd->sum_##S(a, n); } \
+    LM_INLINE void lm_softmax_bwd_##S(const T *g, const T *y, T *o, ptrdiff_t n, double d) \
+    { lm_simd->softmax_bwd_##S(g, y, o, n, d); }                                    \
+    LM_INLINE void lm_log_softmax_bwd_##S(const T *g, const T *z, T *o, ptrdiff_t n, \
+                                          double t)                                \
+    { lm_simd->log_softmax_bwd_##S(g, z, o, n, t); }
 
 LM_WRAPPERS(double, d)
 LM_WRAPPERS(float, f)

@@ -229,6 +229,237 @@ static LM_TARGET void LM_FN(lm_short_rows)(const LM_T *x, ptrdiff_t n_rows, ptrd
 #undef LM_SHORT_CASES
 #undef LM_SHORT_BODY
 
+/* ==========================================================================
+ * Training primitives (issue 6, lossmle/_training_kernels.pyx).
+ *
+ * Whatever LM_T is, every value here is widened to double and every exp is
+ * the double lm_exp_neg / lm_exp_neg_sum (within ~1 ulp of double), every
+ * log the double lm_log_normal / lm_log1p_pos (~1 ulp), every sum a double
+ * `omp simd` reduction: the divergences cancel (KL of two near-equal rows is
+ * a small difference of O(1) terms), so a float exp would cost ~1e-7
+ * absolute.  As above, nothing here treats nan or inf specially: each
+ * function documents which result turns non-finite (or which flag is set)
+ * so that the caller can redo the row with its exact scalar code before it
+ * has written anything.
+ * ========================================================================== */
+
+/* Entropy sums of a = inv_t * x against m >= every a: returns
+ * u = sum e * (a - m) over the a > -inf and (OUT) s = sum e, e = exp(a - m)
+ * (0 below exp's double range: s >= 1 holds the term at the max).  A nan
+ * entry makes s nan. */
+static LM_TARGET double LM_FN(lm_ent_sums)(const LM_T *x, ptrdiff_t n, double inv_t, double m,
+                                           double *s_out)
+{
+    double s = 0.0, u = 0.0;
+    ptrdiff_t j;
+#pragma omp simd reduction(+ : s, u)
+    for (j = 0; j < n; j++) {
+        double d = (double)x[j] * inv_t - m;
+        double e = lm_exp_neg_sum(d);
+        s += e;
+        u += e > 0.0 ? e * d : 0.0;
+    }
+    *s_out = s;
+    return s == s ? u : s;
+}
+
+/* KL sums of two logit rows, a = inv_t * p and b = inv_t * q, against
+ * ma >= every a and mb >= every b:  sums[0] = sa = sum exp(a - ma),
+ * sums[1] = sb = sum exp(b - mb), and the return value
+ * w = sum exp(a - ma) * ((a - ma) - (b - mb)) over the a > -inf, so that
+ * KL = w / sa + log(sb) - log(sa).  nan anywhere, or b = -inf where a is
+ * finite (KL = +inf), makes the result or a sum non-finite. */
+static LM_TARGET double LM_FN(lm_kl_logit_sums)(const LM_T *p, const LM_T *q, ptrdiff_t n,
+                                                double inv_t, double ma, double mb,
+                                                double *sums)
+{
+    double sa = 0.0, sb = 0.0, w = 0.0;
+    ptrdiff_t j;
+#pragma omp simd reduction(+ : sa, sb, w)
+    for (j = 0; j < n; j++) {
+        double da = (double)p[j] * inv_t - ma;
+        double db = (double)q[j] * inv_t - mb;
+        double ea = lm_exp_neg_sum(da);
+        sa += ea;
+        sb += lm_exp_neg_sum(db);
+        w += da >= -1.7976931348623157e308 ? ea * (da - db) : 0.0;
+    }
+    sums[0] = sa;
+    sums[1] = sb;
+    return w;
+}
+
+/* Gradients of KL(softmax(a) || softmax(b)) times scale, given the row's
+ * ma, mb, log sa, log sb and c = w / sa of lm_kl_logit_sums (all finite):
+ *   gq = scale * inv_t * (Q - P),  gp = scale * inv_t * P * ((a - ma) - (b - mb) - c)
+ * with P = exp((a - ma) - log sa), Q = exp((b - mb) - log sb) (gp = 0 where
+ * P = 0, as the scalar code: P * (-inf) is not a gradient).  P and Q use
+ * the exp of LM_T (a float gradient takes float's exp, within ~1 ulp of
+ * float: its argument's rounding to float moves P by at most ~2e-8
+ * absolute, since P = e^x and |x| e^x <= 1/e); the rest is double.  gq or gp
+ * may be NULL (not both); either may be exactly p or q (element j is read
+ * before it is written). */
+#define LM_KLG_BODY(GQ, GP)                                                       \
+    _Pragma("omp simd")                                                           \
+    for (j = 0; j < n; j++) {                                                     \
+        double da = (double)p[j] * inv_t - ma;                                    \
+        double db = (double)q[j] * inv_t - mb;                                    \
+        double pk = (double)LM_EXPNEG((LM_T)(da - log_sa));                       \
+        if (GQ) {                                                                 \
+            double qk = (double)LM_EXPNEG((LM_T)(db - log_sb));                   \
+            gq[j] = (LM_T)(k * (qk - pk));                                        \
+        }                                                                         \
+        if (GP) gp[j] = (LM_T)(pk > 0.0 ? k * pk * ((da - db) - c) : 0.0);       \
+    }
+
+static LM_TARGET void LM_FN(lm_kl_logit_grad)(const LM_T *p, const LM_T *q, ptrdiff_t n,
+                                              double inv_t, double ma, double mb,
+                                              double log_sa, double log_sb, double c,
+                                              double scale, LM_T *gq, LM_T *gp)
+{
+    const double k = scale * inv_t;
+    ptrdiff_t j;
+    if (gp == NULL) {
+        LM_KLG_BODY(1, 0)
+    } else if (gq == NULL) {
+        LM_KLG_BODY(0, 1)
+    } else {
+        LM_KLG_BODY(1, 1)
+    }
+}
+#undef LM_KLG_BODY
+
+/* Jensen-Shannon sum of two logit rows given their log-normalisers:
+ * sum P (lp - lm) + Q (lq - lm), lp = inv_t p - lse_a, lq = inv_t q - lse_b,
+ * lm = log(1/2) + max + log1p(exp(min - max)) = log((P + Q) / 2).  Any
+ * -inf, inf or nan entry makes the result nan. */
+static LM_TARGET double LM_FN(lm_js_logit_sum)(const LM_T *p, const LM_T *q, ptrdiff_t n,
+                                               double inv_t, double lse_a, double lse_b)
+{
+    double s = 0.0;
+    ptrdiff_t j;
+#pragma omp simd reduction(+ : s)
+    for (j = 0; j < n; j++) {
+        double lp = (double)p[j] * inv_t - lse_a;
+        double lq = (double)q[j] * inv_t - lse_b;
+        double hi = lp > lq ? lp : lq, lo = lp > lq ? lq : lp;
+        double lm = -0.6931471805599453 + hi + lm_log1p_pos(lm_exp_neg(lo - hi));
+        s += lm_exp_neg(lp) * (lp - lm) + lm_exp_neg(lq) * (lq - lm);
+    }
+    return s;
+}
+
+/* Binary cross-entropy with logits, elementwise over n contiguous values:
+ *   l = w * (pw * t * softplus(-x) + (1 - t) * softplus(x)),
+ *   softplus(+-x) = max(+-x, 0) + log1p(exp(-|x|)),
+ *   grad = scale * w * ((1 - t) * sigmoid(x) - pw * t * sigmoid(-x)),
+ * sigmoid from the same e = exp(-|x|): 1 / (1 + e) on x's side, e / (1 + e)
+ * on the other.  w and pw (double, NULL together: weights 1); loss and grad
+ * may be NULL.  Returns the sum of l.  If x holds a nan or an inf, nothing
+ * is written and *special = 1 (the caller's exact code defines those). */
+#define LM_BCE_BODY(WT, LS, GR)                                                   \
+    _Pragma("omp simd reduction(+ : acc)")                                        \
+    for (j = 0; j < n; j++) {                                                     \
+        double xv = (double)x[j], tv = (double)t[j];                              \
+        double wv = WT ? w[j] : 1.0, pv = WT ? pw[j] : 1.0;                       \
+        double ax = xv < 0.0 ? -xv : xv;                                          \
+        double e = lm_exp_neg(-ax);                                               \
+        double tail = lm_log1p_pos(e);                                            \
+        double sp_pos = (xv > 0.0 ? xv : 0.0) + tail;                             \
+        double sp_neg = (xv < 0.0 ? -xv : 0.0) + tail;                            \
+        double l = wv * (pv * tv * sp_neg + (1.0 - tv) * sp_pos);                 \
+        acc += l;                                                                 \
+        if (LS) loss[j] = (LM_T)l;                                                \
+        if (GR) {                                                                 \
+            double r = 1.0 / (1.0 + e), er = e * r;                               \
+            double sig = xv >= 0.0 ? r : er, sig_neg = xv >= 0.0 ? er : r;        \
+            grad[j] = (LM_T)(scale * wv * ((1.0 - tv) * sig - pv * tv * sig_neg)); \
+        }                                                                         \
+    }
+
+static LM_TARGET double LM_FN(lm_bce_logits)(const LM_T *x, const LM_T *t, const double *w,
+                                             const double *pw, ptrdiff_t n, double scale,
+                                             LM_T *loss, LM_T *grad, int *special)
+{
+    double acc = 0.0, chk = 0.0;
+    ptrdiff_t j;
+#pragma omp simd reduction(+ : chk)
+    for (j = 0; j < n; j++) chk += (double)x[j] - (double)x[j];
+    if (chk != 0.0) {
+        *special = 1;
+        return 0.0;
+    }
+    *special = 0;
+    if (w == NULL) {
+        if (loss == NULL && grad != NULL) { LM_BCE_BODY(0, 0, 1) }
+        else if (loss != NULL && grad == NULL) { LM_BCE_BODY(0, 1, 0) }
+        else if (loss != NULL) { LM_BCE_BODY(0, 1, 1) }
+        else { LM_BCE_BODY(0, 0, 0) }
+    } else {
+        if (loss == NULL && grad != NULL) { LM_BCE_BODY(1, 0, 1) }
+        else if (loss != NULL && grad == NULL) { LM_BCE_BODY(1, 1, 0) }
+        else if (loss != NULL) { LM_BCE_BODY(1, 1, 1) }
+        else { LM_BCE_BODY(1, 0, 0) }
+    }
+    return acc;
+}
+#undef LM_BCE_BODY
+
+/* How many x[j] > xy, plus how many x[j] == xy with j < y (a stable
+ * descending rank); exact (a count below 2^53). */
+static LM_TARGET double LM_FN(lm_rank_count)(const LM_T *x, ptrdiff_t n, double xy,
+                                             ptrdiff_t y)
+{
+    double c = 0.0;
+    ptrdiff_t j;
+#pragma omp simd reduction(+ : c)
+    for (j = 0; j < n; j++) {
+        double v = (double)x[j];
+        c += (v > xy || (v == xy && j < y)) ? 1.0 : 0.0;
+    }
+    return c;
+}
+
+/* sum of a * b, in double. */
+static LM_TARGET double LM_FN(lm_mul_sum)(const LM_T *a, const LM_T *b, ptrdiff_t n)
+{
+    double s = 0.0;
+    ptrdiff_t j;
+#pragma omp simd reduction(+ : s)
+    for (j = 0; j < n; j++) s += (double)a[j] * (double)b[j];
+    return s;
+}
+
+/* sum of a, in double. */
+static LM_TARGET double LM_FN(lm_sum)(const LM_T *a, ptrdiff_t n)
+{
+    double s = 0.0;
+    ptrdiff_t j;
+#pragma omp simd reduction(+ : s)
+    for (j = 0; j < n; j++) s += (double)a[j];
+    return s;
+}
+
+/* softmax backward: out = y * (g - dot); out may be exactly g or y. */
+static LM_TARGET void LM_FN(lm_softmax_bwd)(const LM_T *g, const LM_T *y, LM_T *out,
+                                            ptrdiff_t n, double dot)
+{
+    ptrdiff_t j;
+#pragma omp simd
+    for (j = 0; j < n; j++) out[j] = (LM_T)((double)y[j] * ((double)g[j] - dot));
+}
+
+/* log_softmax backward: out = g - exp(z) * total for z <= 0 (the caller
+ * checks max(z) <= 0); out may be exactly g or z. */
+static LM_TARGET void LM_FN(lm_log_softmax_bwd)(const LM_T *g, const LM_T *z, LM_T *out,
+                                                ptrdiff_t n, double total)
+{
+    ptrdiff_t j;
+#pragma omp simd
+    for (j = 0; j < n; j++) out[j] = (LM_T)((double)g[j] - lm_exp_neg((double)z[j]) * total);
+}
+/* ---- end of the training primitives ---- */
+
 #undef LM_FN
 #undef LM_CAT3
 #undef LM_CAT3_

@@ -26,10 +26,12 @@ from lossmle._rowops cimport (
 
 def _simd_init():
     """(Re)select this module's SIMD variant (reads LOSSMLE_SIMD); returns its name."""
-    return simd_init()
+    global SIMD_PATH
+    SIMD_PATH = simd_init()
+    return SIMD_PATH
 
 
-_simd_init()
+SIMD_PATH = _simd_init()
 
 
 cdef inline bint _short_layout(const floating[:, :, :] x, Py_ssize_t out_row_stride,
@@ -85,6 +87,12 @@ def logsumexp_rows(const floating[:, :, :] a, floating[:, :] out, int n_threads)
     if _short_layout(a, out.strides[0] * n, out.strides[0]):
         with nogil:
             _short_rows_parallel(a, &out[0, 0], SHORT_LSE, n_threads)
+        return
+    if n_threads == 1:
+        with nogil:
+            for r in range(n_rows):
+                out[r // n_inner, r % n_inner] = <floating>row_logsumexp(
+                    &a[r // n_inner, 0, r % n_inner], n, stride)
         return
     for r in prange(n_rows, schedule='static', num_threads=n_threads,
                     nogil=True):

@@ -118,3 +118,12 @@ def torch():
 @pytest.fixture
 def mpmath():
     return pytest.importorskip("mpmath")
+
+
+def same_package_cwd():
+    """A working directory from which ``python -m lossmle`` in a subprocess
+    imports the very lossmle these tests import (installed or built in place),
+    never an unbuilt source tree that happens to be the current directory."""
+    import os
+    import lossmle
+    return os.path.dirname(os.path.dirname(os.path.abspath(lossmle.__file__)))

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from lossmle import _bench
+from conftest import same_package_cwd
 
 # tiny and fast: no bandwidth probe beyond 1 MiB, no repeated calls per sample
 FAST = ["--rounds", "2", "--sample-ms", "0", "--bandwidth-mib", "1"]
@@ -230,6 +231,7 @@ def test_plot_writes_a_png(capsys, tmp_path):
 
 def test_python_dash_m_dispatches_to_bench():
     proc = subprocess.run([sys.executable, "-m", "lossmle", "bench", "--help"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=120,
+                          cwd=same_package_cwd())
     assert proc.returncode == 0, proc.stderr
     assert "usage: lossmle bench" in proc.stdout

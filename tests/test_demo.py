@@ -16,6 +16,7 @@ import pytest
 import scipy.special as sps
 
 from lossmle import _demo
+from conftest import same_package_cwd
 
 LOG = math.log
 KL_PQ = 0.5 * LOG(9 / 8)  # 1/2 log(1/2 / 2/3) + 1/2 log(1/2 / 1/3)
@@ -38,7 +39,7 @@ def printed(tmp_path_factory):
     png = tmp_path_factory.mktemp("demo") / "kl.png"
     args = ["demo"] + (["--plot", str(png)] if _has_matplotlib() else [])
     res = subprocess.run([sys.executable, "-m", "lossmle", *args], capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=120, cwd=same_package_cwd())
     assert res.returncode == 0, res.stderr
     return parse(res.stdout), res.stdout, png
 

@@ -18,6 +18,7 @@ import scipy.special as sps
 
 import lossmle as lm
 from lossmle import ConvergenceWarning, SoftmaxRegression
+from conftest import same_package_cwd
 
 TIGHT = dict(tol=1e-10, max_iter=2000)
 
@@ -206,7 +207,8 @@ def test_works_without_sklearn():
         "assert not any(k.startswith('sklearn') and sys.modules[k] is not None"
         " for k in sys.modules)\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=same_package_cwd())
     assert res.returncode == 0, res.stderr
 
 

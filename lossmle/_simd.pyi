@@ -1,0 +1,7 @@
+# Stub for the compiled module lossmle/_simd.pyx: the one compiled copy of the
+# SIMD variants; kernel modules bind to TABLE_REF (see _simd.h).
+from typing import Any
+
+TABLE_REF: Any  # a PyCapsule named "lossmle._simd.table_ref"
+
+def select() -> str: ...
