@@ -26,6 +26,9 @@ def _check_base(base):
 
 def _pair(p, q, p_name, q_name):
     """p and q in one float dtype, broadcast together (views, no copies)."""
+    if (type(p) is np.ndarray and type(q) is np.ndarray and p.shape == q.shape
+            and p.dtype == q.dtype):  # the common case, without broadcast_arrays' cost
+        return as_float_array(p, p_name), as_float_array(q, q_name)
     dtype = common_float_dtype((p, p_name), (q, q_name))
     p = as_float_array(p, p_name, dtype)
     q = as_float_array(q, q_name, dtype)

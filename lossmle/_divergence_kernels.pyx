@@ -105,10 +105,17 @@ def kl_rows(const floating[:, :, :] p, const floating[:, :, :] q, floating[:, :]
     cdef Py_ssize_t qs = q.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t r, o, i
     cdef Py_ssize_t bad_rows = 0
-    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-        o = r // n_inner
-        i = r % n_inner
-        bad_rows += kl_row(&p[o, 0, i], ps, &q[o, 0, i], qs, n, validate, &out[o, i])
+    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+        with nogil:
+            for r in range(n_rows):
+                o = r // n_inner
+                i = r % n_inner
+                bad_rows += kl_row(&p[o, 0, i], ps, &q[o, 0, i], qs, n, validate, &out[o, i])
+    else:
+        for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+            o = r // n_inner
+            i = r % n_inner
+            bad_rows += kl_row(&p[o, 0, i], ps, &q[o, 0, i], qs, n, validate, &out[o, i])
     return bad_rows
 
 
@@ -120,15 +127,27 @@ def entropy_rows(const floating[:, :, :] pk, floating[:, :] out, int n_threads):
     cdef Py_ssize_t r, o, i, j
     cdef const floating* pr
     cdef double s, total
-    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-        o = r // n_inner
-        i = r % n_inner
-        pr = &pk[o, 0, i]
-        total = row_sum(pr, n, ps)
-        s = 0.0
-        for j in range(n):
-            s = s + entr(pr[j * ps] / total)
-        out[o, i] = <floating>s
+    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+        with nogil:
+            for r in range(n_rows):
+                o = r // n_inner
+                i = r % n_inner
+                pr = &pk[o, 0, i]
+                total = row_sum(pr, n, ps)
+                s = 0.0
+                for j in range(n):
+                    s = s + entr(pr[j * ps] / total)
+                out[o, i] = <floating>s
+    else:
+        for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+            o = r // n_inner
+            i = r % n_inner
+            pr = &pk[o, 0, i]
+            total = row_sum(pr, n, ps)
+            s = 0.0
+            for j in range(n):
+                s = s + entr(pr[j * ps] / total)
+            out[o, i] = <floating>s
 
 
 def relative_entropy_rows(const floating[:, :, :] pk, const floating[:, :, :] qk,
@@ -142,14 +161,28 @@ def relative_entropy_rows(const floating[:, :, :] pk, const floating[:, :, :] qk
     cdef const floating* pr
     cdef const floating* qr
     cdef double s, p_total, q_total
-    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-        o = r // n_inner
-        i = r % n_inner
-        pr = &pk[o, 0, i]
-        qr = &qk[o, 0, i]
-        p_total = row_sum(pr, n, ps)
-        q_total = row_sum(qr, n, qs)
-        s = 0.0
-        for j in range(n):
-            s = s + rel_entr(pr[j * ps] / p_total, qr[j * qs] / q_total)
-        out[o, i] = <floating>s
+    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+        with nogil:
+            for r in range(n_rows):
+                o = r // n_inner
+                i = r % n_inner
+                pr = &pk[o, 0, i]
+                qr = &qk[o, 0, i]
+                p_total = row_sum(pr, n, ps)
+                q_total = row_sum(qr, n, qs)
+                s = 0.0
+                for j in range(n):
+                    s = s + rel_entr(pr[j * ps] / p_total, qr[j * qs] / q_total)
+                out[o, i] = <floating>s
+    else:
+        for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+            o = r // n_inner
+            i = r % n_inner
+            pr = &pk[o, 0, i]
+            qr = &qk[o, 0, i]
+            p_total = row_sum(pr, n, ps)
+            q_total = row_sum(qr, n, qs)
+            s = 0.0
+            for j in range(n):
+                s = s + rel_entr(pr[j * ps] / p_total, qr[j * qs] / q_total)
+            out[o, i] = <floating>s

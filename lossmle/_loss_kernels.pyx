@@ -292,18 +292,35 @@ def cross_entropy_class_rows(const floating[:, :, :] logits,
     elif (2 <= n_classes <= LM_SHORT_MAX and n_inner == 1 and xs == 1
           and logits.strides[0] == n_classes * item and target.strides[0] == 8):
         n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
-        for r in prange(n_blocks, schedule='static', num_threads=n_threads, nogil=True):
-            start = r * SHORT_BLOCK
-            ce_class_short_block(&logits[start, 0, 0],
-                                 min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n_classes,
-                                 &target[start, 0], &op, &loss[start, 0],
-                                 &row_weight[start, 0])
+        if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+            with nogil:
+                for r in range(n_blocks):
+                    start = r * SHORT_BLOCK
+                    ce_class_short_block(&logits[start, 0, 0],
+                                         min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n_classes,
+                                         &target[start, 0], &op, &loss[start, 0],
+                                         &row_weight[start, 0])
+        else:
+            for r in prange(n_blocks, schedule='static', num_threads=n_threads, nogil=True):
+                start = r * SHORT_BLOCK
+                ce_class_short_block(&logits[start, 0, 0],
+                                     min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n_classes,
+                                     &target[start, 0], &op, &loss[start, 0],
+                                     &row_weight[start, 0])
         return
-    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-        g = &grad[r // n_inner, 0, r % n_inner] if gs != 0 or grad is not None else NULL
-        ce_class_row(&logits[r // n_inner, 0, r % n_inner], n_classes, xs,
-                     target[r // n_inner, r % n_inner], &op, g, gs,
-                     &loss[r // n_inner, r % n_inner], &row_weight[r // n_inner, r % n_inner])
+    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+        with nogil:
+            for r in range(n_rows):
+                g = &grad[r // n_inner, 0, r % n_inner] if gs != 0 or grad is not None else NULL
+                ce_class_row(&logits[r // n_inner, 0, r % n_inner], n_classes, xs,
+                             target[r // n_inner, r % n_inner], &op, g, gs,
+                             &loss[r // n_inner, r % n_inner], &row_weight[r // n_inner, r % n_inner])
+    else:
+        for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+            g = &grad[r // n_inner, 0, r % n_inner] if gs != 0 or grad is not None else NULL
+            ce_class_row(&logits[r // n_inner, 0, r % n_inner], n_classes, xs,
+                         target[r // n_inner, r % n_inner], &op, g, gs,
+                         &loss[r // n_inner, r % n_inner], &row_weight[r // n_inner, r % n_inner])
 
 
 cdef inline void ce_prob_row(const floating* x, Py_ssize_t n, Py_ssize_t xs,
@@ -347,12 +364,21 @@ def cross_entropy_prob_rows(const floating[:, :, :] logits,
         w = &weight[0]
     if want_grad:
         gs = grad.strides[1] // <Py_ssize_t>sizeof(floating)
-    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-        ce_prob_row(&logits[r // n_inner, 0, r % n_inner], n_classes, xs,
-                    &target[r // n_inner, 0, r % n_inner], ts, w, keep, spread,
-                    grad_scale,
-                    &grad[r // n_inner, 0, r % n_inner] if want_grad else NULL, gs,
-                    &loss[r // n_inner, r % n_inner])
+    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+        with nogil:
+            for r in range(n_rows):
+                ce_prob_row(&logits[r // n_inner, 0, r % n_inner], n_classes, xs,
+                            &target[r // n_inner, 0, r % n_inner], ts, w, keep, spread,
+                            grad_scale,
+                            &grad[r // n_inner, 0, r % n_inner] if want_grad else NULL, gs,
+                            &loss[r // n_inner, r % n_inner])
+    else:
+        for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+            ce_prob_row(&logits[r // n_inner, 0, r % n_inner], n_classes, xs,
+                        &target[r // n_inner, 0, r % n_inner], ts, w, keep, spread,
+                        grad_scale,
+                        &grad[r // n_inner, 0, r % n_inner] if want_grad else NULL, gs,
+                        &loss[r // n_inner, r % n_inner])
 
 
 def nll_rows(const floating[:, :, :] log_probs, const int64_t[:, :] target,
@@ -367,14 +393,28 @@ def nll_rows(const floating[:, :, :] log_probs, const int64_t[:, :] target,
     cdef double wy
     if weight is not None:
         w = &weight[0]
-    for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-        o = r // n_inner
-        i = r % n_inner
-        y = target[o, i]
-        if y == ignore_index:
-            loss[o, i] = 0.0
-            row_weight[o, i] = 0.0
-        else:
-            wy = w[y] if w != NULL else 1.0
-            loss[o, i] = -wy * log_probs[o, y, i]
-            row_weight[o, i] = wy
+    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+        with nogil:
+            for r in range(n_rows):
+                o = r // n_inner
+                i = r % n_inner
+                y = target[o, i]
+                if y == ignore_index:
+                    loss[o, i] = 0.0
+                    row_weight[o, i] = 0.0
+                else:
+                    wy = w[y] if w != NULL else 1.0
+                    loss[o, i] = -wy * log_probs[o, y, i]
+                    row_weight[o, i] = wy
+    else:
+        for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+            o = r // n_inner
+            i = r % n_inner
+            y = target[o, i]
+            if y == ignore_index:
+                loss[o, i] = 0.0
+                row_weight[o, i] = 0.0
+            else:
+                wy = w[y] if w != NULL else 1.0
+                loss[o, i] = -wy * log_probs[o, y, i]
+                row_weight[o, i] = wy

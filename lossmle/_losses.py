@@ -1,4 +1,5 @@
 """cross_entropy, nll_loss and cross_entropy_with_grad with torch.nn.functional semantics."""
+import math
 import numbers
 import operator
 
@@ -40,6 +41,8 @@ def _check_weight(weight, n_classes):
 
 
 def _check_ignore_index(ignore_index):
+    if type(ignore_index) is int and _INT64.min <= ignore_index <= _INT64.max:
+        return ignore_index
     if isinstance(ignore_index, (bool, np.bool_)):
         raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
     try:
@@ -52,6 +55,8 @@ def _check_ignore_index(ignore_index):
 
 
 def _check_label_smoothing(label_smoothing):
+    if label_smoothing == 0.0 and type(label_smoothing) in (float, int):
+        return 0.0
     if not isinstance(label_smoothing, numbers.Real):  # as torch: no strings
         raise TypeError(
             f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
@@ -137,16 +142,28 @@ def _mean_denominator(p):
 def _reduce(p, loss, row_weight):
     """Apply the reduction to the per-row losses (double) and cast to the input dtype."""
     dtype = p.x.dtype
-    # float32 results may overflow to inf, as torch's do: no warning for that
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        if p.reduction == "none":
+    if p.reduction == "none":
+        # float32 results may overflow to inf, as torch's do: no warning for that
+        with np.errstate(over="ignore"):
             return loss.reshape(p.target.shape if p.class_target else
                                 p.x.shape[:p.axis] + p.x.shape[p.axis + 1:]).astype(dtype)
-        total = np.sum(loss)  # pairwise summation
-        if p.reduction == "sum":
-            return dtype.type(total)
-        denom = np.sum(row_weight) if row_weight is not None else _mean_denominator(p)
-        return dtype.type(total / denom)
+    total = float(np.add.reduce(loss, axis=None))  # pairwise summation
+    if p.reduction == "sum":
+        return _to_dtype(total, dtype)
+    denom = float(np.add.reduce(row_weight, axis=None)) if row_weight is not None \
+        else _mean_denominator(p)
+    if denom == 0:  # every target ignored (or weighted 0): 0/0 = nan, as torch
+        return dtype.type(math.nan if total == 0 or total != total
+                          else math.copysign(math.inf, total))
+    return _to_dtype(total / denom, dtype)
+
+
+def _to_dtype(value, dtype):
+    """A Python float as a numpy scalar of ``dtype``; float32 overflow gives inf quietly."""
+    # float32 overflows at FLT_MAX + half an ulp
+    if dtype == np.float32 and abs(value) >= 3.4028235677973366e38:
+        return np.float32(math.copysign(math.inf, value))
+    return dtype.type(value)
 
 
 def _run(p, want_grad):

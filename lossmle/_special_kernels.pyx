@@ -72,10 +72,16 @@ cdef void _short_rows_parallel(const floating[:, :, :] x, floating* out, int mod
     cdef Py_ssize_t n = x.shape[1], n_rows = x.shape[0]
     cdef Py_ssize_t n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
     cdef Py_ssize_t blk, start, per_row = 1 if mode == SHORT_LSE else n
-    for blk in prange(n_blocks, schedule='static', num_threads=n_threads):
-        start = blk * SHORT_BLOCK
-        _short_block(&x[start, 0, 0], min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
-                     mode, out + start * per_row)
+    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+        for blk in range(n_blocks):
+            start = blk * SHORT_BLOCK
+            _short_block(&x[start, 0, 0], min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
+                         mode, out + start * per_row)
+    else:
+        for blk in prange(n_blocks, schedule='static', num_threads=n_threads):
+            start = blk * SHORT_BLOCK
+            _short_block(&x[start, 0, 0], min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
+                         mode, out + start * per_row)
 
 
 def logsumexp_rows(const floating[:, :, :] a, floating[:, :] out, int n_threads):
@@ -88,17 +94,18 @@ def logsumexp_rows(const floating[:, :, :] a, floating[:, :] out, int n_threads)
         with nogil:
             _short_rows_parallel(a, &out[0, 0], SHORT_LSE, n_threads)
         return
-    if n_threads == 1:
+    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
         with nogil:
             for r in range(n_rows):
-                out[r // n_inner, r % n_inner] = <floating>row_logsumexp(
-                    &a[r // n_inner, 0, r % n_inner], n, stride)
-        return
-    for r in prange(n_rows, schedule='static', num_threads=n_threads,
-                    nogil=True):
-        o = r // n_inner
-        i = r % n_inner
-        out[o, i] = <floating>row_logsumexp(&a[o, 0, i], n, stride)
+                o = r // n_inner
+                i = r % n_inner
+                out[o, i] = <floating>row_logsumexp(&a[o, 0, i], n, stride)
+    else:
+        for r in prange(n_rows, schedule='static', num_threads=n_threads,
+                        nogil=True):
+            o = r // n_inner
+            i = r % n_inner
+            out[o, i] = <floating>row_logsumexp(&a[o, 0, i], n, stride)
 
 
 cdef inline void _signed_row(const floating[:, :, :] a, const floating[:, :, :] b,
@@ -127,10 +134,16 @@ def logsumexp_signed_rows(const floating[:, :, :] a, const floating[:, :, :] b,
     cdef Py_ssize_t a_stride = a.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t b_stride = b.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t r
-    for r in prange(n_rows, schedule='static', num_threads=n_threads,
-                    nogil=True):
-        _signed_row(a, b, out, sign, return_sign, r // n_inner,
-                    r % n_inner, a_stride, b_stride)
+    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+        with nogil:
+            for r in range(n_rows):
+                _signed_row(a, b, out, sign, return_sign, r // n_inner,
+                            r % n_inner, a_stride, b_stride)
+    else:
+        for r in prange(n_rows, schedule='static', num_threads=n_threads,
+                        nogil=True):
+            _signed_row(a, b, out, sign, return_sign, r // n_inner,
+                        r % n_inner, a_stride, b_stride)
 
 
 def softmax_rows(const floating[:, :, :] x, floating[:, :, :] out, int n_threads):
@@ -144,11 +157,18 @@ def softmax_rows(const floating[:, :, :] x, floating[:, :, :] out, int n_threads
         with nogil:
             _short_rows_parallel(x, &out[0, 0, 0], SHORT_SOFTMAX, n_threads)
         return
-    for r in prange(n_rows, schedule='static', num_threads=n_threads,
-                    nogil=True):
-        o = r // n_inner
-        i = r % n_inner
-        row_softmax(&x[o, 0, i], xs, &out[o, 0, i], os, n)
+    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+        with nogil:
+            for r in range(n_rows):
+                o = r // n_inner
+                i = r % n_inner
+                row_softmax(&x[o, 0, i], xs, &out[o, 0, i], os, n)
+    else:
+        for r in prange(n_rows, schedule='static', num_threads=n_threads,
+                        nogil=True):
+            o = r // n_inner
+            i = r % n_inner
+            row_softmax(&x[o, 0, i], xs, &out[o, 0, i], os, n)
 
 
 def log_softmax_rows(const floating[:, :, :] x, floating[:, :, :] out, int n_threads):
@@ -162,8 +182,15 @@ def log_softmax_rows(const floating[:, :, :] x, floating[:, :, :] out, int n_thr
         with nogil:
             _short_rows_parallel(x, &out[0, 0, 0], SHORT_LOG_SOFTMAX, n_threads)
         return
-    for r in prange(n_rows, schedule='static', num_threads=n_threads,
-                    nogil=True):
-        o = r // n_inner
-        i = r % n_inner
-        row_log_softmax(&x[o, 0, i], xs, &out[o, 0, i], os, n)
+    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+        with nogil:
+            for r in range(n_rows):
+                o = r // n_inner
+                i = r % n_inner
+                row_log_softmax(&x[o, 0, i], xs, &out[o, 0, i], os, n)
+    else:
+        for r in prange(n_rows, schedule='static', num_threads=n_threads,
+                        nogil=True):
+            o = r // n_inner
+            i = r % n_inner
+            row_log_softmax(&x[o, 0, i], xs, &out[o, 0, i], os, n)

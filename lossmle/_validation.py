@@ -41,11 +41,18 @@ def _float_dtype_for(dtype, name):
     raise TypeError(f"{name} must be a real numeric array, got dtype {dtype}")
 
 
+_NATIVE_FLOATS = (np.dtype(np.float64), np.dtype(np.float32))
+
+
 def as_float_array(x, name, dtype=None):
     """``x`` as an aligned, native float32/float64 ndarray (no copy if it already is).
 
     ``dtype`` forces the result dtype (after checking that ``x`` is numeric).
     """
+    # the common case first: a per-call budget of about a microsecond
+    if (dtype is None and type(x) is np.ndarray and x.dtype in _NATIVE_FLOATS
+            and x.flags.aligned):
+        return x
     arr = np.asarray(x)
     target = _float_dtype_for(arr.dtype, name)
     if dtype is not None:
@@ -80,6 +87,8 @@ def _axis_index(axis, ndim, name):
 
 def normalize_axes(axis, ndim, name="axis", allow_tuple=True):
     """``axis`` (None, int or tuple of ints) as a tuple of axes in [0, ndim)."""
+    if type(axis) is int and -ndim <= axis < ndim:  # the common case, fast
+        return (axis % ndim,)
     if axis is None:
         return tuple(range(ndim))
     if isinstance(axis, (tuple, list)):
@@ -94,6 +103,8 @@ def normalize_axes(axis, ndim, name="axis", allow_tuple=True):
 
 def reduced_shape(shape, axes, keepdims):
     """Shape of a reduction of ``shape`` over ``axes``."""
+    if len(axes) == 1 and not keepdims:
+        return shape[:axes[0]] + shape[axes[0] + 1:]
     if keepdims:
         return tuple(1 if d in axes else s for d, s in enumerate(shape))
     return tuple(s for d, s in enumerate(shape) if d not in axes)
@@ -159,5 +170,7 @@ def _check_n_threads(n_threads):
 
 def resolve_threads(n_threads, n_elements):
     """Threads for a kernel over ``n_elements`` values (1 below the threshold)."""
-    n = get_num_threads() if n_threads is None else _check_n_threads(n_threads)
+    if n_threads is None:
+        return 1 if n_elements < PARALLEL_MIN_ELEMENTS else get_num_threads()
+    n = _check_n_threads(n_threads)
     return 1 if n_elements < PARALLEL_MIN_ELEMENTS else n
