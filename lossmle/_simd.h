@@ -20,7 +20,7 @@
  * reduction with a split ln 2, degree-13 / atanh-series polynomials), the
  * float exp within ~1 ulp of float; sums are in double.  The training
  * primitives (the last section of _simd_impl.h) use the double exp/log for
- * both dtypes.
+ * both dtypes, but for the KL gradient's P and Q (LM_T's exp).
  */
 #ifndef LOSSMLE_SIMD_H
 #define LOSSMLE_SIMD_H

@@ -233,7 +233,8 @@ static LM_TARGET void LM_FN(lm_short_rows)(const LM_T *x, ptrdiff_t n_rows, ptrd
  * Training primitives (issue 6, lossmle/_training_kernels.pyx).
  *
  * Whatever LM_T is, every value here is widened to double and every exp is
- * the double lm_exp_neg / lm_exp_neg_sum (within ~1 ulp of double), every
+ * the double lm_exp_neg / lm_exp_neg_sum (within ~1 ulp of double; the one
+ * exception, lm_kl_logit_grad's P and Q, is documented there), every
  * log the double lm_log_normal / lm_log1p_pos (~1 ulp), every sum a double
  * `omp simd` reduction: the divergences cancel (KL of two near-equal rows is
  * a small difference of O(1) terms), so a float exp would cost ~1e-7

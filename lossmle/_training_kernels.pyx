@@ -32,9 +32,37 @@ The KL kernel runs the same recurrence on both rows and adds
 from cython.parallel cimport prange
 from cython cimport floating
 from libc.stdint cimport int64_t
-from libc.math cimport exp, log, log1p, tanh, fabs, NAN, INFINITY
+from libc.math cimport exp, log, log1p, tanh, fabs, NAN, INFINITY, isfinite
+
+from lossmle._rowops cimport (
+    simd_init, lm_simd_ready, fast_max, fast_sumexp, fast_dot, lm_ce_grad_d, lm_ce_grad_f,
+    lm_ent_sums_d, lm_ent_sums_f, lm_kl_logit_sums_d, lm_kl_logit_sums_f,
+    lm_kl_logit_grad_d, lm_kl_logit_grad_f, lm_js_logit_sum_d, lm_js_logit_sum_f,
+    lm_bce_logits_d, lm_bce_logits_f, lm_rank_count_d, lm_rank_count_f,
+    lm_mul_sum_d, lm_mul_sum_f, lm_sum_d, lm_sum_f, lm_softmax_bwd_d, lm_softmax_bwd_f,
+    lm_log_softmax_bwd_d, lm_log_softmax_bwd_f,
+)
+
+
+def _simd_init():
+    """(Re)select this module's SIMD variant (reads LOSSMLE_SIMD); returns its name."""
+    return simd_init()
+
+
+_simd_init()
 
 cdef double LOG_HALF = -0.6931471805599453
+
+# Contiguous rows (stride 1, no soft cap) take vectorised paths (_simd.h):
+# blocks of BLOCK values, the block's max first, then its exps against the
+# running max while the block sits in L1, so a row still comes from memory
+# once.  A row whose fast result is not finite (nan, inf, only -inf...) is
+# redone by the scalar code below, which alone defines the special values;
+# the fast paths decide that before they write any output, so a gradient
+# written over an input (grad_out aliasing the logits) stays safe.
+cdef enum:
+    BLOCK = 2048
+    BCE_BLOCK = 1024
 
 
 # ---------------------------------------------------------------------------
@@ -128,6 +156,116 @@ cdef inline double online_entropy(Online* st) noexcept nogil:
 
 
 # ---------------------------------------------------------------------------
+# Vectorised row statistics (contiguous rows)
+# ---------------------------------------------------------------------------
+cdef inline double ent_sums(const floating* x, Py_ssize_t n, double inv_t, double m,
+                            double* s) noexcept nogil:
+    if floating is double:
+        return lm_ent_sums_d(x, n, inv_t, m, s)
+    else:
+        return lm_ent_sums_f(x, n, inv_t, m, s)
+
+
+cdef inline double rank_count(const floating* x, Py_ssize_t n, double xy,
+                              Py_ssize_t y) noexcept nogil:
+    if floating is double:
+        return lm_rank_count_d(x, n, xy, y)
+    else:
+        return lm_rank_count_f(x, n, xy, y)
+
+
+cdef inline bint online_fast(const floating* x, Py_ssize_t n, double inv_t, Online* st,
+                             bint want_rank, double xy, Py_ssize_t y,
+                             double* above) noexcept nogil:
+    """Online m, s, u of a = inv_t * x over a contiguous row, vectorised, one read.
+
+    With want_rank also (OUT) above = #{j: x_j > xy} + #{j < y: x_j == xy}.
+    Returns False (st undefined) when the row holds nan or +inf or starts
+    with a block of only -inf: the caller's scalar code defines those rows.
+    """
+    cdef Py_ssize_t b0 = 0, nb
+    cdef double m = -INFINITY, s = 0.0, u = 0.0, c = 0.0, bm, sc, bs
+    while b0 < n:
+        nb = min(<Py_ssize_t>BLOCK, n - b0)
+        bm = fast_max(x + b0, nb) * inv_t
+        if bm > m:
+            if m != -INFINITY:
+                sc = exp(m - bm)
+                u = sc * (u + (m - bm) * s)
+                s = sc * s
+            m = bm
+        if not isfinite(m):
+            return False
+        u += ent_sums(x + b0, nb, inv_t, m, &bs)
+        s += bs
+        if want_rank:
+            c += rank_count(x + b0, nb, xy, y - b0)
+        b0 += nb
+    if not (isfinite(s) and isfinite(u)):
+        return False
+    st.m = m
+    st.s = s
+    st.u = u
+    above[0] = c
+    return True
+
+
+cdef struct KLStats:
+    double ma    # max of a = inv_t * p
+    double mb    # max of b = inv_t * q
+    double sa    # sum exp(a - ma)
+    double sb    # sum exp(b - mb)
+    double w     # sum exp(a - ma) ((a - ma) - (b - mb)), a > -inf
+
+
+cdef inline bint kl_stats_fast(const floating* p, const floating* q, Py_ssize_t n,
+                               double inv_t, KLStats* st) noexcept nogil:
+    """KLStats of two contiguous logit rows, vectorised, one read of each.
+
+    When a's maximum moves from ma to ma' the sums scale by exp(ma - ma') and
+    w gains (ma - ma') sa; when b's moves from mb to mb', w gains (mb' - mb) sa.
+    Returns False for rows the scalar kl_row must define (nan, +inf, only
+    -inf in a block-leading p or q, b = -inf where a is finite).
+    """
+    cdef Py_ssize_t b0 = 0, nb
+    cdef double ma = -INFINITY, mb = -INFINITY, sa = 0.0, sb = 0.0, w = 0.0
+    cdef double bma, bmb, sc
+    cdef double sums[2]
+    while b0 < n:
+        nb = min(<Py_ssize_t>BLOCK, n - b0)
+        bma = fast_max(p + b0, nb) * inv_t
+        bmb = fast_max(q + b0, nb) * inv_t
+        if bma > ma:
+            if ma != -INFINITY:
+                sc = exp(ma - bma)
+                w = sc * (w + (ma - bma) * sa)
+                sa = sc * sa
+            ma = bma
+        if bmb > mb:
+            if mb != -INFINITY:
+                w = w + (bmb - mb) * sa
+                sb = sb * exp(mb - bmb)
+            mb = bmb
+        if not (isfinite(ma) and isfinite(mb)):
+            return False
+        if floating is double:
+            w += lm_kl_logit_sums_d(p + b0, q + b0, nb, inv_t, ma, mb, sums)
+        else:
+            w += lm_kl_logit_sums_f(p + b0, q + b0, nb, inv_t, ma, mb, sums)
+        sa += sums[0]
+        sb += sums[1]
+        b0 += nb
+    if not (isfinite(sa) and isfinite(sb) and isfinite(w)):
+        return False
+    st.ma = ma
+    st.mb = mb
+    st.sa = sa
+    st.sb = sb
+    st.w = w
+    return True
+
+
+# ---------------------------------------------------------------------------
 # Divergences from logits
 #
 # Every row body lives in a cdef function: its locals (the Online structs
@@ -139,8 +277,11 @@ cdef inline double online_entropy(Online* st) noexcept nogil:
 cdef inline double entropy_row(const floating* xr, Py_ssize_t n, Py_ssize_t xs,
                                double inv_t, double cap) noexcept nogil:
     cdef Py_ssize_t j
-    cdef double v
+    cdef double v, unused
     cdef Online st
+    if (xs == 1 and cap <= 0 and lm_simd_ready()
+            and online_fast(xr, n, inv_t, &st, False, 0.0, 0, &unused)):
+        return online_entropy(&st)
     online_init(&st)
     for j in range(n):
         v = xf(xr[j * xs], inv_t, cap)
@@ -175,9 +316,23 @@ cdef inline double kl_row(const floating* pr, Py_ssize_t ps,
                           double grad_scale) noexcept nogil:
     """KL of one row pair; gradients written when gq / gp are not NULL."""
     cdef Py_ssize_t j
-    cdef double va, vb, e, v = 0.0, pk, qk, kl, dq, dp
+    cdef double va, vb, e, v = 0.0, pk, qk, kl, dq, dp, log_sa, log_sb, c
     cdef bint bad = False, inf_kl = False
     cdef Online sa, sb
+    cdef KLStats ks
+    if (ps == 1 and qs == 1 and cap <= 0 and (gq == NULL or gqs == 1)
+            and (gp == NULL or gps == 1) and lm_simd_ready() and kl_stats_fast(pr, qr, n, inv_t, &ks)):
+        log_sa = log(ks.sa)
+        log_sb = log(ks.sb)
+        c = ks.w / ks.sa
+        if gq != NULL or gp != NULL:
+            if floating is double:
+                lm_kl_logit_grad_d(pr, qr, n, inv_t, ks.ma, ks.mb, log_sa, log_sb, c,
+                                   grad_scale, gq, gp)
+            else:
+                lm_kl_logit_grad_f(pr, qr, n, inv_t, ks.ma, ks.mb, log_sa, log_sb, c,
+                                   grad_scale, gq, gp)
+        return c + (log_sb - log_sa)
     online_init(&sa)
     online_init(&sb)
     for j in range(n):
@@ -278,8 +433,18 @@ cdef inline double js_row(const floating* pr, Py_ssize_t ps,
                           const floating* qr, Py_ssize_t qs, Py_ssize_t n,
                           double inv_t, double cap) noexcept nogil:
     cdef Py_ssize_t j
-    cdef double va, vb, lp, lq, lm, hi, lo, s = 0.0, lse_a, lse_b
+    cdef double va, vb, lp, lq, lm, hi, lo, s = 0.0, lse_a, lse_b, unused
     cdef Online sa, sb
+    if (ps == 1 and qs == 1 and cap <= 0 and lm_simd_ready()
+            and online_fast(pr, n, inv_t, &sa, False, 0.0, 0, &unused)
+            and online_fast(qr, n, inv_t, &sb, False, 0.0, 0, &unused)):
+        if floating is double:
+            s = lm_js_logit_sum_d(pr, qr, n, inv_t, online_lse(&sa), online_lse(&sb))
+        else:
+            s = lm_js_logit_sum_f(pr, qr, n, inv_t, online_lse(&sa), online_lse(&sb))
+        if isfinite(s):
+            return 0.5 * s
+        s = 0.0
     online_init(&sa)
     online_init(&sb)
     for j in range(n):
@@ -330,6 +495,95 @@ def js_logits_rows(const floating[:, :, :] p, const floating[:, :, :] q,
 # ---------------------------------------------------------------------------
 # Binary cross-entropy with logits (elementwise, over 2-D (rows, last) views)
 # ---------------------------------------------------------------------------
+cdef struct BCEArgs:
+    # one row of bce_logits_rows: pointers and element strides (NULL: absent)
+    const void* w
+    Py_ssize_t ws
+    const void* pw
+    Py_ssize_t pws
+    const void* sw
+    Py_ssize_t sws
+    double grad_scale
+
+
+cdef inline double bce_scalar(const floating* x, Py_ssize_t xs, const floating* t,
+                              Py_ssize_t ts, const BCEArgs* a, Py_ssize_t j0, Py_ssize_t n,
+                              floating* loss, Py_ssize_t ls, floating* grad,
+                              Py_ssize_t gs) noexcept nogil:
+    """Elements j0 .. j0 + n - 1 of one row, exactly (the definition); returns their sum."""
+    cdef Py_ssize_t j
+    cdef double xv, tv, w, pw, tail, sp_pos, sp_neg, l, acc = 0.0, sig
+    cdef const floating* wr = <const floating*>a.w
+    cdef const floating* pwr = <const floating*>a.pw
+    cdef const floating* swr = <const floating*>a.sw
+    for j in range(j0, j0 + n):
+        xv = x[j * xs]
+        tv = t[j * ts]
+        w = wr[j * a.ws] if wr != NULL else 1.0
+        if swr != NULL:
+            w = w * swr[j * a.sws]
+        pw = pwr[j * a.pws] if pwr != NULL else 1.0
+        tail = log1p_exp_neg_abs(xv)
+        sp_pos = (xv if xv > 0 else 0.0) + tail   # softplus(x)  = -log(1 - sigmoid(x))
+        sp_neg = (-xv if xv < 0 else 0.0) + tail  # softplus(-x) = -log(sigmoid(x))
+        l = w * (pw * tv * sp_neg + (1.0 - tv) * sp_pos)
+        acc = acc + l
+        if grad != NULL:
+            sig = sigmoid(xv)
+            grad[j * gs] = <floating>(a.grad_scale * w * (
+                (1.0 - tv) * sig - pw * tv * sigmoid(-xv)))
+        if loss != NULL:
+            loss[j * ls] = <floating>l
+    return acc
+
+
+cdef double bce_row(const floating* x, Py_ssize_t xs, const floating* t, Py_ssize_t ts,
+                    const BCEArgs* a, Py_ssize_t n, floating* loss, Py_ssize_t ls,
+                    floating* grad, Py_ssize_t gs) noexcept nogil:
+    """One row of bce_logits_rows; returns the sum of its losses.
+
+    Contiguous rows go block by block through the vectorised lm_bce_logits
+    (weights gathered into double blocks first); a block whose logits hold
+    nan or inf, which that function reports before writing, is done exactly.
+    """
+    cdef double wb[BCE_BLOCK]
+    cdef double pwb[BCE_BLOCK]
+    cdef const floating* wr = <const floating*>a.w
+    cdef const floating* pwr = <const floating*>a.pw
+    cdef const floating* swr = <const floating*>a.sw
+    cdef bint weighted = wr != NULL or pwr != NULL or swr != NULL
+    cdef bint fast = (xs == 1 and ts == 1 and (loss == NULL or ls == 1)
+                      and (grad == NULL or gs == 1) and lm_simd_ready())
+    cdef Py_ssize_t b0 = 0, nb, j
+    cdef int special
+    cdef double acc = 0.0, wv
+    while b0 < n:
+        nb = min(<Py_ssize_t>BCE_BLOCK, n - b0)
+        special = 1
+        if fast:
+            if weighted:
+                for j in range(nb):
+                    wv = wr[(b0 + j) * a.ws] if wr != NULL else 1.0
+                    if swr != NULL:
+                        wv = wv * swr[(b0 + j) * a.sws]
+                    wb[j] = wv
+                    pwb[j] = pwr[(b0 + j) * a.pws] if pwr != NULL else 1.0
+            if floating is double:
+                acc += lm_bce_logits_d(x + b0, t + b0, wb if weighted else NULL,
+                                       pwb if weighted else NULL, nb, a.grad_scale,
+                                       (loss + b0) if loss != NULL else NULL,
+                                       (grad + b0) if grad != NULL else NULL, &special)
+            else:
+                acc += lm_bce_logits_f(x + b0, t + b0, wb if weighted else NULL,
+                                       pwb if weighted else NULL, nb, a.grad_scale,
+                                       (loss + b0) if loss != NULL else NULL,
+                                       (grad + b0) if grad != NULL else NULL, &special)
+        if special:
+            acc += bce_scalar(x, xs, t, ts, a, b0, nb, loss, ls, grad, gs)
+        b0 += nb
+    return acc
+
+
 def bce_logits_rows(const floating[:, :] x, const floating[:, :] t,
                     const floating[:, :] weight, const floating[:, :] pos_weight,
                     const floating[:, :] sample_weight,
@@ -343,37 +597,73 @@ def bce_logits_rows(const floating[:, :] x, const floating[:, :] t,
     grad = grad_scale * d loss / d x (or None).
     """
     cdef Py_ssize_t n_rows = x.shape[0], n = x.shape[1]
+    cdef Py_ssize_t item = sizeof(floating)
     cdef bint has_w = weight is not None, has_pw = pos_weight is not None
     cdef bint has_sw = sample_weight is not None
     cdef bint want_loss = loss is not None, want_grad = grad is not None
-    cdef Py_ssize_t r, j
-    cdef double xv, tv, w, pw, tail, sp_pos, sp_neg, l, acc, sig
+    cdef Py_ssize_t xs = x.strides[1] // item, ts = t.strides[1] // item
+    cdef Py_ssize_t ls = 0, gs = 0, ws = 0, pws = 0, sws = 0
+    cdef Py_ssize_t r
+    if want_loss:
+        ls = loss.strides[1] // item
+    if want_grad:
+        gs = grad.strides[1] // item
+    if has_w:
+        ws = weight.strides[1] // item
+    if has_pw:
+        pws = pos_weight.strides[1] // item
+    if has_sw:
+        sws = sample_weight.strides[1] // item
     for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-        acc = 0.0
-        for j in range(n):
-            xv = x[r, j]
-            tv = t[r, j]
-            w = weight[r, j] if has_w else 1.0
-            if has_sw:
-                w = w * sample_weight[r, j]
-            pw = pos_weight[r, j] if has_pw else 1.0
-            tail = log1p_exp_neg_abs(xv)
-            sp_pos = (xv if xv > 0 else 0.0) + tail   # softplus(x)  = -log(1 - sigmoid(x))
-            sp_neg = (-xv if xv < 0 else 0.0) + tail  # softplus(-x) = -log(sigmoid(x))
-            l = w * (pw * tv * sp_neg + (1.0 - tv) * sp_pos)
-            acc = acc + l
-            if want_grad:
-                sig = sigmoid(xv)
-                grad[r, j] = <floating>(grad_scale * w * (
-                    (1.0 - tv) * sig - pw * tv * sigmoid(-xv)))
-            if want_loss:
-                loss[r, j] = <floating>l
-        row_loss[r] = acc
+        row_loss[r] = bce_rows_one(&x[r, 0], xs, &t[r, 0], ts,
+                                   &weight[r, 0] if has_w else NULL, ws,
+                                   &pos_weight[r, 0] if has_pw else NULL, pws,
+                                   &sample_weight[r, 0] if has_sw else NULL, sws,
+                                   grad_scale, n,
+                                   &loss[r, 0] if want_loss else NULL, ls,
+                                   &grad[r, 0] if want_grad else NULL, gs)
+
+
+cdef double bce_rows_one(const floating* x, Py_ssize_t xs, const floating* t, Py_ssize_t ts,
+                         const floating* w, Py_ssize_t ws, const floating* pw,
+                         Py_ssize_t pws, const floating* sw, Py_ssize_t sws,
+                         double grad_scale, Py_ssize_t n, floating* loss, Py_ssize_t ls,
+                         floating* grad, Py_ssize_t gs) noexcept nogil:
+    """bce_row with its arguments in a struct local to this call (thread-private)."""
+    cdef BCEArgs a
+    a.w = w
+    a.ws = ws
+    a.pw = pw
+    a.pws = pws
+    a.sw = sw
+    a.sws = sws
+    a.grad_scale = grad_scale
+    return bce_row(x, xs, t, ts, &a, n, loss, ls, grad, gs)
 
 
 # ---------------------------------------------------------------------------
 # softmax / log_softmax backward
 # ---------------------------------------------------------------------------
+cdef inline void softmax_backward_row(const floating* gr, Py_ssize_t gs,
+                                     const floating* yr, Py_ssize_t ys,
+                                     floating* orow, Py_ssize_t os,
+                                     Py_ssize_t n) noexcept nogil:
+    """out = y * (g - sum(g * y)) of one row (out may alias g or y exactly)."""
+    cdef Py_ssize_t j
+    cdef double dot = 0.0, yj
+    if gs == 1 and ys == 1 and os == 1 and lm_simd_ready():
+        if floating is double:
+            lm_softmax_bwd_d(gr, yr, orow, n, lm_mul_sum_d(gr, yr, n))
+        else:
+            lm_softmax_bwd_f(gr, yr, orow, n, lm_mul_sum_f(gr, yr, n))
+        return
+    for j in range(n):
+        dot = dot + <double>gr[j * gs] * yr[j * ys]
+    for j in range(n):
+        yj = yr[j * ys]
+        orow[j * os] = <floating>(yj * (gr[j * gs] - dot))
+
+
 def softmax_backward_rows(const floating[:, :, :] g, const floating[:, :, :] y,
                           floating[:, :, :] out, int n_threads):
     """out = y * (g - sum(g * y)) per row.  g, y: IN; out: OUT (may alias g or y)."""
@@ -382,23 +672,35 @@ def softmax_backward_rows(const floating[:, :, :] g, const floating[:, :, :] y,
     cdef Py_ssize_t gs = g.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t ys = y.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t os = out.strides[1] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t r, o, i, j
-    cdef const floating* gr
-    cdef const floating* yr
-    cdef floating* orow
-    cdef double dot, yj
+    cdef Py_ssize_t r, o, i
     for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         o = r // n_inner
         i = r % n_inner
-        gr = &g[o, 0, i]
-        yr = &y[o, 0, i]
-        orow = &out[o, 0, i]
-        dot = 0.0
-        for j in range(n):
-            dot = dot + <double>gr[j * gs] * yr[j * ys]
-        for j in range(n):
-            yj = yr[j * ys]
-            orow[j * os] = <floating>(yj * (gr[j * gs] - dot))
+        softmax_backward_row(&g[o, 0, i], gs, &y[o, 0, i], ys, &out[o, 0, i], os, n)
+
+
+cdef inline void log_softmax_backward_row(const floating* gr, Py_ssize_t gs,
+                                         const floating* zr, Py_ssize_t zs,
+                                         floating* orow, Py_ssize_t os,
+                                         Py_ssize_t n) noexcept nogil:
+    """out = g - exp(z) * sum(g) of one row (out may alias g or z exactly).
+
+    The vectorised exp covers z <= 0 (a log-softmax output); any other row,
+    or a strided one, takes libm's exp.
+    """
+    cdef Py_ssize_t j
+    cdef double total = 0.0, gj
+    if gs == 1 and zs == 1 and os == 1 and lm_simd_ready() and fast_max(zr, n) <= 0:
+        if floating is double:
+            lm_log_softmax_bwd_d(gr, zr, orow, n, lm_sum_d(gr, n))
+        else:
+            lm_log_softmax_bwd_f(gr, zr, orow, n, lm_sum_f(gr, n))
+        return
+    for j in range(n):
+        total = total + gr[j * gs]
+    for j in range(n):
+        gj = gr[j * gs]
+        orow[j * os] = <floating>(gj - exp(<double>zr[j * zs]) * total)
 
 
 def log_softmax_backward_rows(const floating[:, :, :] g, const floating[:, :, :] z,
@@ -409,23 +711,11 @@ def log_softmax_backward_rows(const floating[:, :, :] g, const floating[:, :, :]
     cdef Py_ssize_t gs = g.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t zs = z.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t os = out.strides[1] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t r, o, i, j
-    cdef const floating* gr
-    cdef const floating* zr
-    cdef floating* orow
-    cdef double total, gj
+    cdef Py_ssize_t r, o, i
     for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
         o = r // n_inner
         i = r % n_inner
-        gr = &g[o, 0, i]
-        zr = &z[o, 0, i]
-        orow = &out[o, 0, i]
-        total = 0.0
-        for j in range(n):
-            total = total + gr[j * gs]
-        for j in range(n):
-            gj = gr[j * gs]
-            orow[j * os] = <floating>(gj - exp(<double>zr[j * zs]) * total)
+        log_softmax_backward_row(&g[o, 0, i], gs, &z[o, 0, i], zs, &out[o, 0, i], os, n)
 
 
 # ---------------------------------------------------------------------------
@@ -529,18 +819,81 @@ def masked_softmax_rows(const floating[:, :, :] x, const unsigned char[:, :, :] 
 # ---------------------------------------------------------------------------
 # Cross-entropy / NLL with sample weights, masks and soft-capping
 # ---------------------------------------------------------------------------
+cdef struct CEStats:
+    double m        # row max
+    double log_s    # log(sum(exp(x - m)))
+    double d_wx     # sum_c w[c] (x[c] - m)   (label smoothing)
+
+
+cdef inline bint ce_stats_fast(const floating* x, Py_ssize_t n, const double* w,
+                               bint want_wx, CEStats* st) noexcept nogil:
+    """m, log_s and (want_wx) d_wx of a contiguous logits row: vectorised, one read.
+
+    As _loss_kernels.row_stats_fast: block max, then the block's exps against
+    the running max (sum w (x - m) re-centred when the max moves).  Returns
+    False for rows holding nan or +inf, or starting with a block of only
+    -inf: the scalar code defines those.
+    """
+    cdef Py_ssize_t b0 = 0, nb
+    cdef double m = -INFINITY, s = 0.0, bm, d = 0.0, w_seen = 0.0, w_block
+    while b0 < n:
+        nb = min(<Py_ssize_t>BLOCK, n - b0)
+        bm = fast_max(x + b0, nb)
+        if bm > m:
+            if m != -INFINITY:
+                s = s * exp(m - bm)
+                d = d - w_seen * (bm - m)
+            m = bm
+        if not isfinite(m):
+            return False
+        s += fast_sumexp(x + b0, nb, m)
+        if want_wx:
+            d += fast_dot(x + b0, (w + b0) if w != NULL else NULL, nb, m, &w_block)
+            w_seen += w_block
+        b0 += nb
+    if not isfinite(s):
+        return False
+    st.m = m
+    st.log_s = log(s)
+    st.d_wx = d
+    return True
+
+
 cdef inline void ce_ex_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classes,
-                           int64_t y, const double* w, double sw,
+                           int64_t y, const double* w, double w_all, double sw,
                            const unsigned char* mr, Py_ssize_t ms,
                            double eps, double cap,
                            floating* g, Py_ssize_t gs, double grad_scale,
                            double* loss, double* row_weight) noexcept nogil:
-    """One row of cross_entropy_ex_rows (mr / g may be NULL); loss, row_weight OUT."""
+    """One row of cross_entropy_ex_rows (mr / g may be NULL); loss, row_weight OUT.
+
+    w_all = sum(w) (n_classes without w).  A contiguous row without mask or
+    cap takes the vectorised path (its loss needs x[y], read before the
+    gradient is written: g may be x itself).
+    """
     cdef Py_ssize_t k, n_on = 0
     cdef double keep = 1.0 - eps, wk, wy, v, w_on = 0.0, swx = 0.0, lse, xy
-    cdef double pk, gk, spread, row_loss
+    cdef double pk, gk, spread, row_loss, alpha
     cdef bint bad = False
     cdef Online st
+    cdef CEStats cs
+    if (sw != 0 and mr == NULL and cap <= 0 and xs == 1 and (g == NULL or gs == 1)
+            and lm_simd_ready() and ce_stats_fast(x, n_classes, w, eps > 0, &cs)):
+        wy = w[y] if w != NULL else 1.0
+        spread = eps / n_classes
+        row_loss = keep * wy * ((cs.m - x[y]) + cs.log_s)
+        if eps > 0:
+            row_loss = row_loss + spread * (w_all * cs.log_s - cs.d_wx)
+        loss[0] = sw * row_loss
+        row_weight[0] = sw * wy
+        if g != NULL:
+            alpha = grad_scale * sw * (keep * wy + spread * w_all)
+            if floating is double:
+                lm_ce_grad_d(x, g, n_classes, cs.m, cs.log_s, alpha, grad_scale * sw * spread, w)
+            else:
+                lm_ce_grad_f(x, g, n_classes, cs.m, cs.log_s, alpha, grad_scale * sw * spread, w)
+            g[y] = <floating>(g[y] - grad_scale * sw * keep * wy)
+        return
     if sw != 0:
         online_init(&st)
         for k in range(n_classes):
@@ -614,11 +967,14 @@ def cross_entropy_ex_rows(const floating[:, :, :] logits, const int64_t[:, :] ta
     cdef const double* w = NULL
     cdef bint has_sw = sample_weight is not None, has_mask = mask is not None
     cdef bint want_grad = grad is not None
-    cdef Py_ssize_t r, o, i
+    cdef Py_ssize_t r, o, i, k
     cdef int64_t y
-    cdef double sw
+    cdef double sw, w_all = n_classes
     if weight is not None:
         w = &weight[0]
+        w_all = 0.0
+        for k in range(n_classes):
+            w_all += w[k]
     if has_mask:
         ms = mask.strides[1]
     if want_grad:
@@ -630,7 +986,7 @@ def cross_entropy_ex_rows(const floating[:, :, :] logits, const int64_t[:, :] ta
         sw = sample_weight[o, i] if has_sw else 1.0
         if y == ignore_index:
             sw = 0.0  # takes no part, exactly like a zero sample weight
-        ce_ex_row(&logits[o, 0, i], xs, n_classes, y, w, sw,
+        ce_ex_row(&logits[o, 0, i], xs, n_classes, y, w, w_all, sw,
                   &mask[o, 0, i] if has_mask else NULL, ms, label_smoothing, cap,
                   &grad[o, 0, i] if want_grad else NULL, gs, grad_scale,
                   &loss[o, i], &row_weight[o, i])
@@ -689,11 +1045,23 @@ cdef inline void eval_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classes
     """One row of evaluate_rows; every result through an OUT pointer."""
     cdef Py_ssize_t k
     cdef int64_t above = 0
-    cdef double v, xy = 0.0, lse
+    cdef double v, xy = 0.0, lse, n_above
     cdef bint has_nan = False, pos_inf = False
     cdef Online st
     if valid:
         xy = xf(x[y * xs], 1.0, cap)
+    if (xs == 1 and cap <= 0 and lm_simd_ready()
+            and online_fast(x, n_classes, 1.0, &st, valid, xy, y, &n_above)):
+        lse = online_lse(&st)
+        entropy[0] = online_entropy(&st)
+        lse_out[0] = lse
+        if valid:
+            nll[0] = lse - xy
+            rank[0] = <int64_t>n_above
+        else:
+            nll[0] = NAN
+            rank[0] = -1
+        return
     online_init(&st)
     for k in range(n_classes):
         v = xf(x[k * xs], 1.0, cap)
