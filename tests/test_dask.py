@@ -136,8 +136,10 @@ def test_bad_input():
 @pytest.fixture(scope="module")
 def client():
     distributed = pytest.importorskip("dask.distributed")
+    # loopback only, and a free port for the dashboard (8787 may be taken)
     cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0", silence_logs=50)
+                                       host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                       silence_logs=50)
     c = distributed.Client(cluster)
     yield c
     c.close()
