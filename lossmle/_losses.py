@@ -55,7 +55,7 @@ def _check_ignore_index(ignore_index):
 
 
 def _check_label_smoothing(label_smoothing):
-    if label_smoothing == 0.0 and type(label_smoothing) in (float, int):
+    if type(label_smoothing) in (float, int) and label_smoothing == 0.0:
         return 0.0
     if not isinstance(label_smoothing, numbers.Real):  # as torch: no strings
         raise TypeError(
