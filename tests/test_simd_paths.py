@@ -98,3 +98,31 @@ def test_show_config_names_the_path(capsys):
     out = capsys.readouterr().out
     assert _config.simd_path() in PATHS
     assert re.search(rf"^\s*simd: {_config.simd_path()}$", out, flags=re.M), out
+
+
+def test_threadpoolctl_sees_and_limits_the_pool():
+    """The kernels' OpenMP pool is the one threadpoolctl reports and limits."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    apis = {info["user_api"] for info in threadpoolctl.threadpool_info()}
+    assert "openmp" in apis
+    before = lm.get_num_threads()
+    with threadpoolctl.threadpool_limits(1, user_api="openmp"):
+        assert lm.get_num_threads() == 1
+    assert lm.get_num_threads() == before
+
+
+def test_set_num_threads_is_process_wide_and_validated():
+    before = lm.get_num_threads()
+    try:
+        lm.set_num_threads(1)
+        assert lm.get_num_threads() == 1
+        x = np.random.default_rng(3).normal(size=(600, 500))   # above the threading threshold
+        np.testing.assert_array_equal(lm.logsumexp(x, axis=-1),
+                                      lm.logsumexp(x, axis=-1, n_threads=2))
+        with pytest.raises(ValueError, match="n_threads"):
+            lm.set_num_threads(0)
+        with pytest.raises(TypeError, match="n_threads"):
+            lm.set_num_threads(1.5)
+    finally:
+        lm.set_num_threads(None)
+    assert lm.get_num_threads() == before
