@@ -184,29 +184,9 @@ LM_INLINE double lm_log1p_pos(double u)
 #define LM_X86 0
 #endif
 
-#define LM_DECLARE_VARIANT_SET                                                     \
-    /* nothing: the functions are defined by _simd_impl.h */
-
 #define LM_ISA baseline
 #define LM_TARGET
-#define LM_T double
-#define LM_SFX d
-#define LM_EXPNEG lm_exp_neg
-#define LM_EXPNEG_SUM lm_exp_neg_sum
-#include "_simd_impl.h"
-#undef LM_T
-#undef LM_SFX
-#undef LM_EXPNEG
-#undef LM_EXPNEG_SUM
-#define LM_T float
-#define LM_SFX f
-#define LM_EXPNEG lm_expf_neg
-#define LM_EXPNEG_SUM lm_expf_neg_sum
-#include "_simd_impl.h"
-#undef LM_T
-#undef LM_SFX
-#undef LM_EXPNEG
-#undef LM_EXPNEG_SUM
+#include "_simd_impl.h"  /* both dtypes */
 #undef LM_ISA
 #undef LM_TARGET
 
@@ -221,47 +201,13 @@ LM_INLINE double lm_log1p_pos(double u)
 
 #define LM_ISA avx512
 #define LM_TARGET LM_TARGET_AVX512
-#define LM_T double
-#define LM_SFX d
-#define LM_EXPNEG lm_exp_neg
-#define LM_EXPNEG_SUM lm_exp_neg_sum
-#include "_simd_impl.h"
-#undef LM_T
-#undef LM_SFX
-#undef LM_EXPNEG
-#undef LM_EXPNEG_SUM
-#define LM_T float
-#define LM_SFX f
-#define LM_EXPNEG lm_expf_neg
-#define LM_EXPNEG_SUM lm_expf_neg_sum
-#include "_simd_impl.h"
-#undef LM_T
-#undef LM_SFX
-#undef LM_EXPNEG
-#undef LM_EXPNEG_SUM
+#include "_simd_impl.h"  /* both dtypes */
 #undef LM_ISA
 #undef LM_TARGET
 
 #define LM_ISA avx2
 #define LM_TARGET LM_TARGET_AVX2
-#define LM_T double
-#define LM_SFX d
-#define LM_EXPNEG lm_exp_neg
-#define LM_EXPNEG_SUM lm_exp_neg_sum
-#include "_simd_impl.h"
-#undef LM_T
-#undef LM_SFX
-#undef LM_EXPNEG
-#undef LM_EXPNEG_SUM
-#define LM_T float
-#define LM_SFX f
-#define LM_EXPNEG lm_expf_neg
-#define LM_EXPNEG_SUM lm_expf_neg_sum
-#include "_simd_impl.h"
-#undef LM_T
-#undef LM_SFX
-#undef LM_EXPNEG
-#undef LM_EXPNEG_SUM
+#include "_simd_impl.h"  /* both dtypes */
 #undef LM_ISA
 #undef LM_TARGET
 #endif /* LM_X86 */

@@ -1,6 +1,7 @@
 /* One instruction-set variant of lossmle's contiguous-row primitives.
  *
- * Included by _simd.h once per (ISA, dtype): LM_ISA names the variant,
+ * Included by _simd.h once per ISA (it then includes itself once per dtype):
+ * LM_ISA names the variant,
  * LM_TARGET is its function attribute, LM_T the element type (float or
  * double) with LM_SFX its suffix (f or d) and LM_EXPNEG the matching exp for
  * arguments <= 0.  Every sum is accumulated in double.  Loops are written
@@ -12,6 +13,28 @@
  * _rowops.pxd detect a non-finite result and redo that row with the exact
  * scalar code, so special values follow one definition only.
  */
+
+#ifndef LM_T
+/* Included by _simd.h once per ISA: instantiate this file for both dtypes. */
+#define LM_T double
+#define LM_SFX d
+#define LM_EXPNEG lm_exp_neg
+#define LM_EXPNEG_SUM lm_exp_neg_sum
+#include "_simd_impl.h"
+#undef LM_T
+#undef LM_SFX
+#undef LM_EXPNEG
+#undef LM_EXPNEG_SUM
+#define LM_T float
+#define LM_SFX f
+#define LM_EXPNEG lm_expf_neg
+#define LM_EXPNEG_SUM lm_expf_neg_sum
+#include "_simd_impl.h"
+#undef LM_T
+#undef LM_SFX
+#undef LM_EXPNEG
+#undef LM_EXPNEG_SUM
+#else /* LM_T: one (ISA, dtype) instance */
 
 #define LM_CAT3_(a, b, c) a##_##b##_##c
 #define LM_CAT3(a, b, c) LM_CAT3_(a, b, c)
@@ -464,3 +487,5 @@ static LM_TARGET void LM_FN(lm_log_softmax_bwd)(const LM_T *g, const LM_T *z, LM
 #undef LM_FN
 #undef LM_CAT3
 #undef LM_CAT3_
+
+#endif /* LM_T */
