@@ -5,8 +5,8 @@ import numpy as np
 
 from . import _divergence_kernels as _k
 from ._validation import (
-    as_float_array, common_float_dtype, normalize_axes, reduced_shape,
-    resolve_threads, rows_view,
+    as_float_array, check_out, common_float_dtype, deliver, normalize_axes,
+    reduced_shape, resolve_threads, rows_view,
 )
 
 __all__ = ["kl_divergence", "entropy"]
@@ -59,7 +59,7 @@ def _reduce_rows(kernel, arrays, axis, keepdims, base, n_threads, *args):
 
 
 def kl_divergence(p, q, axis=-1, *, base=None, keepdims=False, validate=True,
-                  n_threads=None):
+                  out=None, n_threads=None):
     r"""Kullback-Leibler divergence ``D_KL(p || q) = sum p log(p / q)`` along ``axis``.
 
     One value per distribution, with no renormalisation of ``p`` or ``q``
@@ -79,6 +79,9 @@ def kl_divergence(p, q, axis=-1, *, base=None, keepdims=False, validate=True,
         If True (default) a negative or nan entry in ``p`` or ``q`` raises
         ValueError.  False skips that check (a little faster); such entries
         then follow ``rel_entr`` (negative -> inf, nan -> nan).
+    out : ndarray, optional
+        Where to write the result: exactly its shape and dtype, writable,
+        sharing no memory with the inputs.  Returned in place of a new array.
     n_threads : int or None, optional
         Threads for large inputs (None: :func:`lossmle.get_num_threads`).
 
@@ -105,6 +108,7 @@ def kl_divergence(p, q, axis=-1, *, base=None, keepdims=False, validate=True,
     """
     base = _check_base(base)
     p, q = _pair(p, q, "p", "q")
+    user_out = out
     out, bad_rows = _reduce_rows(_k.kl_rows, [p, q], axis, keepdims, base,
                                  n_threads, bool(validate)) \
         if p.size else (_empty_reduction(p, axis, keepdims), 0)
@@ -115,7 +119,16 @@ def kl_divergence(p, q, axis=-1, *, base=None, keepdims=False, validate=True,
         raise ValueError(f"{name} must hold probabilities, but some of its entries are "
                          f"negative or nan ({bad_rows} distribution(s) affected; "
                          f"pass validate=False to skip this check)")
-    return out
+    return _into(out, user_out, [(p, "p"), (q, "q")])
+
+
+def _into(result, out, inputs):
+    """Deliver a reduction into the caller's ``out`` (validated) or as is."""
+    if out is None:
+        return result
+    result = np.asarray(result)
+    check_out(out, result.shape, result.dtype, inputs)
+    return deliver(result, out)
 
 
 def _empty_reduction(x, axis, keepdims):
@@ -125,7 +138,7 @@ def _empty_reduction(x, axis, keepdims):
     return out[()] if out.ndim == 0 else out
 
 
-def entropy(pk, qk=None, base=None, axis=0, *, keepdims=False, n_threads=None):
+def entropy(pk, qk=None, base=None, axis=0, *, keepdims=False, out=None, n_threads=None):
     r"""Shannon entropy of ``pk``, or relative entropy ``D(pk || qk)``, as scipy.stats.
 
     Same semantics and results as :func:`scipy.stats.entropy`: ``pk`` (and
@@ -144,6 +157,9 @@ def entropy(pk, qk=None, base=None, axis=0, *, keepdims=False, n_threads=None):
         The axis holding each distribution (default 0, as scipy); None: all.
     keepdims : bool, optional
         Keep the reduced axes as size-one dimensions.
+    out : ndarray, optional
+        Where to write the result: exactly its shape and dtype, writable,
+        sharing no memory with the inputs.  Returned in place of a new array.
     n_threads : int or None, optional
         Threads for large inputs (None: :func:`lossmle.get_num_threads`).
 
@@ -170,5 +186,7 @@ def entropy(pk, qk=None, base=None, axis=0, *, keepdims=False, n_threads=None):
     else:
         arrays, kernel = list(_pair(pk, qk, "pk", "qk")), _k.relative_entropy_rows
     if arrays[0].size == 0:
-        return _empty_reduction(arrays[0], axis, keepdims)
-    return _reduce_rows(kernel, arrays, axis, keepdims, base, n_threads)[0]
+        result = _empty_reduction(arrays[0], axis, keepdims)
+    else:
+        result = _reduce_rows(kernel, arrays, axis, keepdims, base, n_threads)[0]
+    return _into(result, out, [(a, name) for a, name in zip(arrays, ("pk", "qk"))])

@@ -16,10 +16,10 @@ __all__ = ["kl_divergence", "entropy"]
 def kl_divergence(
     p: ArrayLike, q: ArrayLike, axis: _Axis = -1, *, base: float | None = None,
     keepdims: bool = False, validate: bool = True,
-    n_threads: SupportsIndex | None = None,
+    out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> _Result: ...
 def entropy(
     pk: ArrayLike, qk: ArrayLike | None = None, base: float | None = None,
     axis: _Axis = 0, *, keepdims: bool = False,
-    n_threads: SupportsIndex | None = None,
+    out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> _Result: ...

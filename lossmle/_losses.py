@@ -6,7 +6,9 @@ import operator
 import numpy as np
 
 from . import _loss_kernels as _k
-from ._validation import as_float_array, normalize_axes, resolve_threads, rows_view
+from ._validation import (
+    as_float_array, check_out, deliver, normalize_axes, resolve_threads, rows_view,
+)
 
 __all__ = ["cross_entropy", "cross_entropy_with_grad", "nll_loss"]
 
@@ -129,6 +131,16 @@ def _prepare(x, target, axis, weight, ignore_index, reduction, label_smoothing,
     return p
 
 
+def _check_loss_out(out, p, x_given, target_given):
+    """``out=`` is for reduction='none': the per-position losses."""
+    if out is None:
+        return
+    if p.reduction != "none":
+        raise ValueError(f"out is only for reduction='none', got reduction={p.reduction!r}")
+    check_out(out, p.x.shape[:p.axis] + p.x.shape[p.axis + 1:], p.x.dtype,
+              [(x_given, "the input"), (target_given, "target"), (p.x, "the input")])
+
+
 def _mean_denominator(p):
     """What reduction='mean' divides by (torch): summed target weight, or rows."""
     if not p.class_target:
@@ -147,7 +159,8 @@ def _reduce(p, loss, row_weight):
         with np.errstate(over="ignore"):
             return loss.reshape(p.target.shape if p.class_target else
                                 p.x.shape[:p.axis] + p.x.shape[p.axis + 1:]).astype(dtype)
-    total = float(np.add.reduce(loss, axis=None))  # pairwise summation
+    with np.errstate(over="ignore", invalid="ignore"):  # inf/nan sums are quiet, as torch
+        total = float(np.add.reduce(loss, axis=None))  # pairwise summation
     if p.reduction == "sum":
         return _to_dtype(total, dtype)
     denom = float(np.add.reduce(row_weight, axis=None)) if row_weight is not None \
@@ -207,9 +220,14 @@ _SHARED_PARAMS = """    axis : int, optional
     n_threads : int or None, optional
         Threads for large inputs (None: :func:`lossmle.get_num_threads`)."""
 
+_OUT_PARAM = """
+    out : ndarray, optional
+        With ``reduction='none'`` only: where to write the per-position losses
+        (exactly their shape and dtype, writable, no overlap with the inputs)."""
+
 
 def cross_entropy(logits, target, axis=-1, *, weight=None, ignore_index=-100,
-                  reduction="mean", label_smoothing=0.0, n_threads=None):
+                  reduction="mean", label_smoothing=0.0, out=None, n_threads=None):
     """Cross-entropy between softmax(logits) and a target, as torch's ``cross_entropy``.
 
     The negative log-likelihood of the targets under the categorical model
@@ -248,7 +266,8 @@ def cross_entropy(logits, target, axis=-1, *, weight=None, ignore_index=-100,
     """
     p = _prepare(logits, target, axis, weight, ignore_index, reduction,
                  label_smoothing, n_threads, "logits", allow_prob_target=True)
-    return _run(p, want_grad=False)[0]
+    _check_loss_out(out, p, logits, target)
+    return deliver(_run(p, want_grad=False)[0], out)
 
 
 def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_index=-100,
@@ -292,7 +311,7 @@ def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_inde
 
 
 def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
-             reduction="mean", n_threads=None):
+             reduction="mean", out=None, n_threads=None):
     """Negative log-likelihood of class indices given log-probabilities (torch's ``nll_loss``).
 
     Parameters
@@ -303,7 +322,7 @@ def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
         Class indices shaped like ``log_probs`` without the class axis.
     axis : int, optional
         The class axis (default -1; ``axis=1`` is torch's layout).
-    weight, ignore_index, reduction, n_threads
+    weight, ignore_index, reduction, out, n_threads
         As :func:`cross_entropy`.
 
     Returns
@@ -320,13 +339,15 @@ def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
     """
     p = _prepare(log_probs, target, axis, weight, ignore_index, reduction, 0.0,
                  n_threads, "log_probs", allow_prob_target=False)
+    _check_loss_out(out, p, log_probs, target)
     loss = np.empty((p.x3.shape[0], p.x3.shape[2]), dtype=np.float64)
     row_weight = np.empty_like(loss)
     _k.nll_rows(p.x3, p.target3, p.weight, p.ignore_index, loss, row_weight,
                 p.n_threads)
-    return _reduce(p, loss, row_weight)
+    return deliver(_reduce(p, loss, row_weight), out)
 
 
-cross_entropy.__doc__ = cross_entropy.__doc__.replace("{shared}", _SHARED_PARAMS)
+cross_entropy.__doc__ = cross_entropy.__doc__.replace("{shared}",
+                                                      _SHARED_PARAMS + _OUT_PARAM)
 cross_entropy_with_grad.__doc__ = cross_entropy_with_grad.__doc__.replace(
     "{shared}", _SHARED_PARAMS)

@@ -17,7 +17,7 @@ def cross_entropy(
     logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
     weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     reduction: _Reduction = "mean", label_smoothing: float = 0.0,
-    n_threads: SupportsIndex | None = None,
+    out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> _Result: ...
 @overload
 def cross_entropy_with_grad(
@@ -36,5 +36,5 @@ def cross_entropy_with_grad(
 def nll_loss(
     log_probs: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
     weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
-    reduction: _Reduction = "mean", n_threads: SupportsIndex | None = None,
+    reduction: _Reduction = "mean", out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> _Result: ...

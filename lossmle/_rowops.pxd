@@ -297,12 +297,15 @@ cdef inline double row_logsumexp_online(const floating* x, Py_ssize_t n,
 cdef inline void row_softmax(const floating* x, Py_ssize_t x_stride,
                              floating* out, Py_ssize_t out_stride,
                              Py_ssize_t n) noexcept nogil:
-    """out = exp(x - max) / sum(exp(x - max)) (scipy.special.softmax)."""
+    """out = exp(x - max) / sum(exp(x - max)) (scipy.special.softmax); out may be x."""
     cdef Py_ssize_t j
     cdef double m, s = 0.0, e
     if x_stride == 1 and out_stride == 1 and lm_simd_ready():
         m = fast_max(x, n)
-        if isfinite(m):
+        # in place (out == x), a nan found only by the exp pass would leave no
+        # input for the exact redo: check the row first (one more exp pass)
+        if isfinite(m) and (<const void*>out != <const void*>x
+                            or isfinite(fast_sumexp(x, n, m))):
             if floating is double:
                 s = lm_expwrite_d(x, out, n, m)
             else:

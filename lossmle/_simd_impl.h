@@ -190,8 +190,8 @@ static LM_TARGET double LM_FN(lm_kl)(const LM_T *p, const LM_T *q, ptrdiff_t n,
  * vectorise, so each SIMD lane takes one row.  mode 0: out_row[r] =
  * logsumexp(row); mode 1: out = softmax(row); mode 2: out = log_softmax(row).
  * mode 3: out_row[r] = log(sum(exp(row - max))) (logsumexp less the max).
- * Rows holding nan or +-inf get special[r] = 1 and are left for the caller's
- * exact scalar path; the others get 0. */
+ * Rows holding nan or +-inf get special[r] = 1 and are left (unwritten) for
+ * the caller's exact scalar path; the others get 0. */
 #define LM_SHORT_BODY(NC, MODE)                                                  \
     _Pragma("omp simd")                                                          \
     for (r = 0; r < n_rows; r++) {                                               \
@@ -214,11 +214,16 @@ static LM_TARGET double LM_FN(lm_kl)(const LM_T *p, const LM_T *q, ptrdiff_t n,
         } else if (MODE == 3) {                                                  \
             out_row[r] = lm_log1p_pos((c - 1.0) + s);                            \
         } else if (MODE == 1) {                                                  \
+            /* special rows are not written: out may be x itself (in place), */  \
+            /* and the caller's exact redo must still read the input */          \
             double total = c + s;                                                \
-            for (k = 0; k < NC; k++) out[r * NC + k] = (LM_T)(e[k] / total);     \
+            if (fin == 0.0)                                                      \
+                for (k = 0; k < NC; k++) out[r * NC + k] = (LM_T)(e[k] / total); \
         } else {                                                                 \
             double lse = lm_log1p_pos((c - 1.0) + s);                            \
-            for (k = 0; k < NC; k++) out[r * NC + k] = (LM_T)(((double)row[k] - m) - lse); \
+            if (fin == 0.0)                                                      \
+                for (k = 0; k < NC; k++)                                         \
+                    out[r * NC + k] = (LM_T)(((double)row[k] - m) - lse);        \
         }                                                                        \
     }
 

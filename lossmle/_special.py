@@ -3,8 +3,8 @@ import numpy as np
 
 from . import _special_kernels as _k
 from ._validation import (
-    alloc_transform_out, as_float_array, common_float_dtype, normalize_axes,
-    reduced_shape, resolve_threads, rows_view,
+    alloc_transform_out, as_float_array, check_out, common_float_dtype, deliver,
+    normalize_axes, reduced_shape, resolve_threads, rows_view,
 )
 
 __all__ = ["logsumexp", "softmax", "log_softmax"]
@@ -15,7 +15,7 @@ def _scalar_or_array(out):
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
-              n_threads=None):
+              out=None, n_threads=None):
     """Compute ``log(sum(b * exp(a)))`` along ``axis``, stably.
 
     Same semantics and results as :func:`scipy.special.logsumexp`, computed
@@ -37,6 +37,9 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
     return_sign : bool, optional
         If True return ``(res, sgn)`` with ``res = log|sum|`` and ``sgn`` its
         sign (+1, 0, -1).  If False a negative sum gives nan.
+    out : ndarray, optional
+        Where to write ``res``: exactly its shape and dtype, writable, sharing
+        no memory with ``a`` or ``b``.  Returned in place of a new array.
     n_threads : int or None, optional
         Threads for large inputs (None: :func:`lossmle.get_num_threads`).
 
@@ -82,12 +85,14 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
             raise ValueError(
                 f"b with shape {b.shape} cannot be broadcast to a with shape "
                 f"{a.shape}") from None
+    user_out = out
     if a.ndim == 0:
         a = a.reshape(1)
         b = None if b is None else b.reshape(1)
     axes = normalize_axes(axis, a.ndim)
     out_shape = reduced_shape(a.shape, axes, keepdims)
     dtype = a.dtype
+    check_out(user_out, out_shape, dtype, [(a, "a"), (b, "b")])
     if a.size == 0:
         out = np.full(out_shape, -np.inf, dtype=dtype)
         sgn = np.sign(out)  # -1, as scipy
@@ -108,13 +113,16 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
             _k.logsumexp_signed_rows(a3, b3, out, sgn, return_sign, n_threads)
         out = out.reshape(out_shape)
         sgn = sgn.reshape(out_shape) if return_sign else None
+    res = deliver(out, user_out) if user_out is not None else _scalar_or_array(out)
     if return_sign:
-        return _scalar_or_array(out), _scalar_or_array(sgn)
-    return _scalar_or_array(out)
+        return res, _scalar_or_array(sgn)
+    return res
 
 
-def _transform(x, axis, kernel, name, n_threads):
+def _transform(x, axis, kernel, name, n_threads, user_out):
+    given = x
     x = as_float_array(x, "x")
+    check_out(user_out, x.shape, x.dtype, [(given, "x"), (x, "x")], inplace_ok=True)
     scalar_in = x.ndim == 0
     if scalar_in:
         x = x.reshape(1)
@@ -122,15 +130,22 @@ def _transform(x, axis, kernel, name, n_threads):
     x3, perm = rows_view(x, axes)
     if x3.shape[1] == 0 and x.size == 0 and x3.shape[0] * x3.shape[2] > 0:
         raise ValueError(f"{name} of x over an empty axis (shape {x.shape}) is undefined")
-    out, out3 = alloc_transform_out(x.shape, x3.shape, perm, x.dtype)
+    if user_out is not None and perm is None and user_out.flags.c_contiguous \
+            and not scalar_in:
+        # straight into the caller's buffer (a view; in place when it is x)
+        out, out3 = user_out, user_out.reshape(x3.shape)
+    else:
+        out, out3 = alloc_transform_out(x.shape, x3.shape, perm, x.dtype)
     if x.size:
         kernel(x3, out3, resolve_threads(n_threads, x.size))
+    if user_out is not None:
+        return out if out is user_out else deliver(out.reshape(user_out.shape), user_out)
     if scalar_in:
         return out.reshape(())[()]
     return out
 
 
-def softmax(x, axis=None, *, n_threads=None):
+def softmax(x, axis=None, *, out=None, n_threads=None):
     r"""Compute the softmax ``exp(x) / sum(exp(x))`` along ``axis``.
 
     Same semantics and results as :func:`scipy.special.softmax`.
@@ -143,6 +158,10 @@ def softmax(x, axis=None, *, n_threads=None):
     axis : None or int or tuple of ints, optional
         Axis or axes the probabilities sum to one over.  None (default): the
         whole array.
+    out : ndarray, optional
+        Where to write the result: same shape as ``x``, the result's dtype,
+        writable; it may be ``x`` itself (in place) but may not overlap it
+        otherwise.  Returned in place of a new array.
     n_threads : int or None, optional
         Threads for large inputs (None: :func:`lossmle.get_num_threads`).
 
@@ -163,10 +182,10 @@ def softmax(x, axis=None, *, n_threads=None):
     >>> softmax([0.0, 0.0, 0.0, 0.0]).tolist()
     [0.25, 0.25, 0.25, 0.25]
     """
-    return _transform(x, axis, _k.softmax_rows, "softmax", n_threads)
+    return _transform(x, axis, _k.softmax_rows, "softmax", n_threads, out)
 
 
-def log_softmax(x, axis=None, *, n_threads=None):
+def log_softmax(x, axis=None, *, out=None, n_threads=None):
     r"""Compute ``log(softmax(x))`` along ``axis``, accurately.
 
     Same semantics as :func:`scipy.special.log_softmax`, and more precise at
@@ -179,6 +198,10 @@ def log_softmax(x, axis=None, *, n_threads=None):
         float16 in float32).
     axis : None or int or tuple of ints, optional
         Axis or axes to normalise over.  None (default): the whole array.
+    out : ndarray, optional
+        Where to write the result: same shape as ``x``, the result's dtype,
+        writable; it may be ``x`` itself (in place) but may not overlap it
+        otherwise.  Returned in place of a new array.
     n_threads : int or None, optional
         Threads for large inputs (None: :func:`lossmle.get_num_threads`).
 
@@ -205,4 +228,4 @@ def log_softmax(x, axis=None, *, n_threads=None):
     >>> float(log_softmax([0.0, -40.0])[0])
     -4.248354255291589e-18
     """
-    return _transform(x, axis, _k.log_softmax_rows, "log_softmax", n_threads)
+    return _transform(x, axis, _k.log_softmax_rows, "log_softmax", n_threads, out)

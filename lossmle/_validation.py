@@ -15,7 +15,7 @@ from . import _parallel
 __all__ = [
     "as_float_array", "common_float_dtype", "normalize_axes", "rows_view",
     "alloc_transform_out", "reduced_shape", "resolve_threads",
-    "set_num_threads", "get_num_threads",
+    "set_num_threads", "get_num_threads", "check_out", "deliver",
 ]
 
 # Below this many elements a kernel runs on one thread: OpenMP's start-up
@@ -174,3 +174,40 @@ def resolve_threads(n_threads, n_elements):
         return 1 if n_elements < PARALLEL_MIN_ELEMENTS else get_num_threads()
     n = _check_n_threads(n_threads)
     return 1 if n_elements < PARALLEL_MIN_ELEMENTS else n
+
+
+def check_out(out, shape, dtype, inputs, inplace_ok=False):
+    """Validate a caller's ``out=`` buffer (None passes through).
+
+    It must be a writable ndarray of exactly ``shape`` and ``dtype``, and share
+    no memory with the ``(array, name)`` pairs in ``inputs`` - except, where
+    ``inplace_ok``, by being that very array (same memory, shape and strides).
+    """
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
+    if out.shape != tuple(shape):
+        raise ValueError(f"out has shape {out.shape}, but the result has shape {tuple(shape)}")
+    if out.dtype != dtype:
+        raise TypeError(f"out has dtype {out.dtype}, but the result has dtype {dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    for x, name in inputs:
+        if not isinstance(x, np.ndarray) or not np.may_share_memory(out, x):
+            continue
+        same = (inplace_ok and out.shape == x.shape and out.strides == x.strides
+                and out.__array_interface__["data"][0] == x.__array_interface__["data"][0])
+        if not same and np.shares_memory(out, x):
+            raise ValueError(
+                f"out overlaps {name} without being {name} itself"
+                + (" (exact overlap, i.e. in place, is allowed)" if inplace_ok else ""))
+    return out
+
+
+def deliver(result, out):
+    """Return ``result``, or copy it into ``out`` and return ``out``."""
+    if out is None:
+        return result
+    np.copyto(out, result, casting="no")
+    return out

@@ -12,7 +12,7 @@ _SCT = TypeVar("_SCT", bound=np.generic)
 __all__ = [
     "as_float_array", "common_float_dtype", "normalize_axes", "rows_view",
     "alloc_transform_out", "reduced_shape", "resolve_threads",
-    "set_num_threads", "get_num_threads",
+    "set_num_threads", "get_num_threads", "check_out", "deliver",
 ]
 
 PARALLEL_MIN_ELEMENTS: int
@@ -38,3 +38,8 @@ def alloc_transform_out(
 def set_num_threads(n_threads: SupportsIndex | None) -> None: ...
 def get_num_threads() -> int: ...
 def resolve_threads(n_threads: SupportsIndex | None, n_elements: int) -> int: ...
+def check_out(
+    out: NDArray[Any] | None, shape: tuple[int, ...], dtype: np.dtype[Any],
+    inputs: Sequence[tuple[object, str]], inplace_ok: bool = False,
+) -> NDArray[Any] | None: ...
+def deliver(result: Any, out: NDArray[Any] | None) -> Any: ...
