@@ -234,13 +234,14 @@ def _scalar(dtype, value):
 
 def _row_result(rows, dtype, shape, reduction, denom):
     """Reduce double per-row values: 'none' -> array, else a scalar of ``dtype``."""
-    if reduction == "none":
-        out = rows.reshape(shape).astype(dtype)
-        return out[()] if out.ndim == 0 else out
-    total = np.sum(rows)
-    if reduction == "sum":
-        return _scalar(dtype, total)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # values near the float range overflow to inf quietly, as torch's do
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if reduction == "none":
+            out = rows.reshape(shape).astype(dtype)
+            return out[()] if out.ndim == 0 else out
+        total = np.sum(rows)
+        if reduction == "sum":
+            return _scalar(dtype, total)
         return _scalar(dtype, total / denom)
 
 
@@ -569,11 +570,10 @@ def _bce_run(logits, target, weight, pos_weight, sample_weight, reduction, n_thr
     if reduction == "none":
         value = loss.reshape(x.shape)
         value = value[()] if value.ndim == 0 else value
-    elif reduction == "sum":
-        value = dtype.type(np.sum(row_loss))
     else:
-        with np.errstate(invalid="ignore", divide="ignore"):
-            value = dtype.type(np.sum(row_loss) / denom)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            value = dtype.type(np.sum(row_loss) if reduction == "sum"
+                               else np.sum(row_loss) / denom)
     if want_grad:
         return value, _finish_buffer(grad, scratch)
     return value
@@ -1251,7 +1251,8 @@ def evaluate_logits(logits, target, axis=-1, *, k=5, ignore_index=-100,
     for kk in ks:
         metrics[f"top{kk}_accuracy"] = (rank >= 0) & (rank < kk)
     metrics["entropy"] = ent
-    metrics["z_loss"] = lse * lse
+    with np.errstate(over="ignore"):   # lse ~ 1e308 squares to inf, quietly
+        metrics["z_loss"] = lse * lse
     if reduction == "none":
         result = {}
         for name, val in metrics.items():
@@ -1267,10 +1268,10 @@ def evaluate_logits(logits, target, axis=-1, *, k=5, ignore_index=-100,
     count = int(valid.sum())
     result = {}
     for name, val in metrics.items():
-        total = np.sum(val[valid], dtype=np.float64)
-        if reduction == "mean":
-            with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            total = np.sum(val[valid], dtype=np.float64)
+            if reduction == "mean":
                 total = total / count if count else np.nan
-        result[name] = dtype.type(total)
+            result[name] = dtype.type(total)
     result["count"] = count
     return result
