@@ -6,8 +6,12 @@ the grid; one module-scoped dask.distributed.LocalCluster (2 worker
 processes) runs the same computations across processes (states pickled
 between them).  Skips cleanly without dask (the optional extra).
 """
+import os
+
 import numpy as np
 import pytest
+
+from conftest import same_package_cwd
 
 da = pytest.importorskip("dask.array")
 special = pytest.importorskip("scipy.special")
@@ -136,10 +140,18 @@ def test_bad_input():
 @pytest.fixture(scope="module")
 def client():
     distributed = pytest.importorskip("dask.distributed")
-    # loopback only, and a free port for the dashboard (8787 may be taken)
-    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                       silence_logs=50)
+    # Worker processes start in the current directory: from a source checkout
+    # (CI runs the tests from one) they would import its unbuilt lossmle/ and
+    # never finish a task.  Start them where the tested lossmle lives.
+    here = os.getcwd()
+    os.chdir(same_package_cwd())
+    try:
+        # loopback only, and a free port for the dashboard (8787 may be taken)
+        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
+                                           processes=True, host="127.0.0.1",
+                                           dashboard_address="127.0.0.1:0", silence_logs=50)
+    finally:
+        os.chdir(here)
     c = distributed.Client(cluster)
     yield c
     c.close()
@@ -154,11 +166,15 @@ def test_on_local_cluster(client):
     p /= p.sum(axis=1, keepdims=True)
     q = np.roll(p, 1, axis=1)
     X = da.from_array(x, chunks=(50, 60))
-    lse, ce, kl = client.compute([
+    futures = client.compute([
         lmd.logsumexp(X, axis=-1),
         lmd.cross_entropy(X, y, reduction="mean"),
         lmd.kl_divergence(da.from_array(p, chunks=(70, 80)), q),
-    ], sync=True)
+    ])
+    # a bounded wait: a broken worker must fail the test, not hang CI
+    from dask.distributed import wait
+    wait(futures, timeout=120)
+    lse, ce, kl = client.gather(futures)
     close(lse, special.logsumexp(x, axis=-1))
     close(ce, ce_oracle(x, y, "mean"), scale=1000)
     close(kl, special.rel_entr(p, q).sum(axis=-1), scale=1)
