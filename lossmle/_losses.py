@@ -131,6 +131,12 @@ def _prepare(x, target, axis, weight, ignore_index, reduction, label_smoothing,
     return p
 
 
+def _check_extended(reduction, out):
+    """out= with the sample-weight / mask path: reduction='none' only."""
+    if out is not None and reduction != "none":
+        raise ValueError(f"out is only for reduction='none', got reduction={reduction!r}")
+
+
 def _check_loss_out(out, p, x_given, target_given):
     """``out=`` is for reduction='none': the per-position losses."""
     if out is None:
@@ -220,6 +226,17 @@ _SHARED_PARAMS = """    axis : int, optional
     n_threads : int or None, optional
         Threads for large inputs (None: :func:`lossmle.get_num_threads`)."""
 
+_EXTENDED_PARAMS = """
+    sample_weight : array_like, optional
+        Per-position weights (shaped like ``target``, finite, >= 0), class
+        indices only; 'mean' becomes ``sum(sw * w[y] * loss) / sum(sw * w[y])``.
+        Computed by :func:`lossmle.weighted_cross_entropy`.
+    where : array_like of bool, optional
+        Class mask shaped like (or broadcast to) ``logits``: masked classes take
+        no part; a fully masked row contributes nothing (class indices only).
+    logit_softcap : float, optional
+        Use ``cap * tanh(logits / cap)`` as the logits (class indices only)."""
+
 _OUT_PARAM = """
     out : ndarray, optional
         With ``reduction='none'`` only: where to write the per-position losses
@@ -227,7 +244,8 @@ _OUT_PARAM = """
 
 
 def cross_entropy(logits, target, axis=-1, *, weight=None, ignore_index=-100,
-                  reduction="mean", label_smoothing=0.0, out=None, n_threads=None):
+                  reduction="mean", label_smoothing=0.0, sample_weight=None, where=None,
+                  logit_softcap=None, out=None, n_threads=None):
     """Cross-entropy between softmax(logits) and a target, as torch's ``cross_entropy``.
 
     The negative log-likelihood of the targets under the categorical model
@@ -264,6 +282,13 @@ def cross_entropy(logits, target, axis=-1, *, weight=None, ignore_index=-100,
     >>> round(float(cross_entropy(logits, np.array([0, 1]))), 6)
     0.409968
     """
+    if sample_weight is not None or where is not None or logit_softcap is not None:
+        from ._training import weighted_cross_entropy
+        _check_extended(reduction, out)
+        return deliver(weighted_cross_entropy(
+            logits, target, axis, sample_weight=sample_weight, weight=weight,
+            ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+            where=where, logit_softcap=logit_softcap, n_threads=n_threads), out)
     p = _prepare(logits, target, axis, weight, ignore_index, reduction,
                  label_smoothing, n_threads, "logits", allow_prob_target=True)
     _check_loss_out(out, p, logits, target)
@@ -271,7 +296,8 @@ def cross_entropy(logits, target, axis=-1, *, weight=None, ignore_index=-100,
 
 
 def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_index=-100,
-                            reduction="mean", label_smoothing=0.0, n_threads=None):
+                            reduction="mean", label_smoothing=0.0, sample_weight=None,
+                            where=None, logit_softcap=None, grad_out=None, n_threads=None):
     """Cross-entropy and its gradient with respect to the logits, in one fused pass.
 
     Parameters
@@ -305,13 +331,20 @@ def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_inde
     >>> grad.tolist()
     [[-0.5, 0.5]]
     """
+    if (sample_weight is not None or where is not None or logit_softcap is not None
+            or grad_out is not None):
+        from ._training import weighted_cross_entropy_with_grad
+        return weighted_cross_entropy_with_grad(
+            logits, target, axis, sample_weight=sample_weight, weight=weight,
+            ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
+            where=where, logit_softcap=logit_softcap, grad_out=grad_out, n_threads=n_threads)
     p = _prepare(logits, target, axis, weight, ignore_index, reduction,
                  label_smoothing, n_threads, "logits", allow_prob_target=True)
     return _run(p, want_grad=True)
 
 
 def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
-             reduction="mean", out=None, n_threads=None):
+             reduction="mean", sample_weight=None, out=None, n_threads=None):
     """Negative log-likelihood of class indices given log-probabilities (torch's ``nll_loss``).
 
     Parameters
@@ -322,7 +355,7 @@ def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
         Class indices shaped like ``log_probs`` without the class axis.
     axis : int, optional
         The class axis (default -1; ``axis=1`` is torch's layout).
-    weight, ignore_index, reduction, out, n_threads
+    weight, ignore_index, reduction, sample_weight, out, n_threads
         As :func:`cross_entropy`.
 
     Returns
@@ -337,6 +370,12 @@ def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
     >>> float(nll_loss(np.log([[0.5, 0.5], [0.25, 0.75]]), np.array([0, 1])))
     0.4904146265058631
     """
+    if sample_weight is not None:
+        from ._training import weighted_nll_loss
+        _check_extended(reduction, out)
+        return deliver(weighted_nll_loss(
+            log_probs, target, axis, sample_weight=sample_weight, weight=weight,
+            ignore_index=ignore_index, reduction=reduction, n_threads=n_threads), out)
     p = _prepare(log_probs, target, axis, weight, ignore_index, reduction, 0.0,
                  n_threads, "log_probs", allow_prob_target=False)
     _check_loss_out(out, p, log_probs, target)
@@ -347,7 +386,9 @@ def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
     return deliver(_reduce(p, loss, row_weight), out)
 
 
-cross_entropy.__doc__ = cross_entropy.__doc__.replace("{shared}",
-                                                      _SHARED_PARAMS + _OUT_PARAM)
+cross_entropy.__doc__ = cross_entropy.__doc__.replace(
+    "{shared}", _SHARED_PARAMS + _EXTENDED_PARAMS + _OUT_PARAM)
 cross_entropy_with_grad.__doc__ = cross_entropy_with_grad.__doc__.replace(
-    "{shared}", _SHARED_PARAMS)
+    "{shared}", _SHARED_PARAMS + _EXTENDED_PARAMS + """
+    grad_out : ndarray, optional
+        Where to write the gradient (may be ``logits`` itself).""")

@@ -17,24 +17,24 @@ def cross_entropy(
     logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
     weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     reduction: _Reduction = "mean", label_smoothing: float = 0.0,
-    out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
+    sample_weight: ArrayLike | None = None, where: ArrayLike | None = None, logit_softcap: float | None = None, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> _Result: ...
 @overload
 def cross_entropy_with_grad(
     logits: NDArray[_SCT], target: ArrayLike, axis: SupportsIndex = -1, *,
     weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     reduction: _Reduction = "mean", label_smoothing: float = 0.0,
-    n_threads: SupportsIndex | None = None,
+    sample_weight: ArrayLike | None = None, where: ArrayLike | None = None, logit_softcap: float | None = None, grad_out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> tuple[_Result, NDArray[_SCT]]: ...
 @overload
 def cross_entropy_with_grad(
     logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
     weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     reduction: _Reduction = "mean", label_smoothing: float = 0.0,
-    n_threads: SupportsIndex | None = None,
+    sample_weight: ArrayLike | None = None, where: ArrayLike | None = None, logit_softcap: float | None = None, grad_out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> tuple[_Result, NDArray[np.floating[Any]]]: ...
 def nll_loss(
     log_probs: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
     weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
-    reduction: _Reduction = "mean", out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
+    reduction: _Reduction = "mean", sample_weight: ArrayLike | None = None, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> _Result: ...

@@ -15,7 +15,7 @@ def _scalar_or_array(out):
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
-              out=None, n_threads=None):
+              where=None, out=None, n_threads=None):
     """Compute ``log(sum(b * exp(a)))`` along ``axis``, stably.
 
     Same semantics and results as :func:`scipy.special.logsumexp`, computed
@@ -37,6 +37,10 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
     return_sign : bool, optional
         If True return ``(res, sgn)`` with ``res = log|sum|`` and ``sgn`` its
         sign (+1, 0, -1).  If False a negative sum gives nan.
+    where : array_like of bool, optional
+        Only entries where it is True take part (broadcast against ``a``); a
+        row with none gives -inf.  See :func:`lossmle.masked_logsumexp`.
+        Not combinable with ``b`` or ``return_sign``.
     out : ndarray, optional
         Where to write ``res``: exactly its shape and dtype, writable, sharing
         no memory with ``a`` or ``b``.  Returned in place of a new array.
@@ -73,6 +77,13 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
     >>> logsumexp([1, 2], b=[1, -1], return_sign=True)
     (np.float64(1.5413248546129181), np.float64(-1.0))
     """
+    if where is not None:
+        if b is not None or return_sign:
+            raise ValueError("where cannot be combined with b or return_sign; "
+                             "use b=where for a 0/1 weighting instead")
+        from ._training import masked_logsumexp
+        return deliver(masked_logsumexp(a, axis, keepdims, where=where, n_threads=n_threads),
+                       out)
     if b is None:
         a = as_float_array(a, "a")
     else:
@@ -145,7 +156,7 @@ def _transform(x, axis, kernel, name, n_threads, user_out):
     return out
 
 
-def softmax(x, axis=None, *, out=None, n_threads=None):
+def softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     r"""Compute the softmax ``exp(x) / sum(exp(x))`` along ``axis``.
 
     Same semantics and results as :func:`scipy.special.softmax`.
@@ -158,6 +169,10 @@ def softmax(x, axis=None, *, out=None, n_threads=None):
     axis : None or int or tuple of ints, optional
         Axis or axes the probabilities sum to one over.  None (default): the
         whole array.
+    where : array_like of bool, optional
+        Only entries where it is True take part; masked entries get
+        probability 0 (log-probability -inf), as does a fully masked row.
+        See :func:`lossmle.masked_softmax`.
     out : ndarray, optional
         Where to write the result: same shape as ``x``, the result's dtype,
         writable; it may be ``x`` itself (in place) but may not overlap it
@@ -182,10 +197,13 @@ def softmax(x, axis=None, *, out=None, n_threads=None):
     >>> softmax([0.0, 0.0, 0.0, 0.0]).tolist()
     [0.25, 0.25, 0.25, 0.25]
     """
+    if where is not None:
+        from ._training import masked_softmax
+        return deliver(masked_softmax(x, axis, where=where, n_threads=n_threads), out)
     return _transform(x, axis, _k.softmax_rows, "softmax", n_threads, out)
 
 
-def log_softmax(x, axis=None, *, out=None, n_threads=None):
+def log_softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     r"""Compute ``log(softmax(x))`` along ``axis``, accurately.
 
     Same semantics as :func:`scipy.special.log_softmax`, and more precise at
@@ -198,6 +216,10 @@ def log_softmax(x, axis=None, *, out=None, n_threads=None):
         float16 in float32).
     axis : None or int or tuple of ints, optional
         Axis or axes to normalise over.  None (default): the whole array.
+    where : array_like of bool, optional
+        Only entries where it is True take part; masked entries get
+        probability 0 (log-probability -inf), as does a fully masked row.
+        See :func:`lossmle.masked_log_softmax`.
     out : ndarray, optional
         Where to write the result: same shape as ``x``, the result's dtype,
         writable; it may be ``x`` itself (in place) but may not overlap it
@@ -228,4 +250,7 @@ def log_softmax(x, axis=None, *, out=None, n_threads=None):
     >>> float(log_softmax([0.0, -40.0])[0])
     -4.248354255291589e-18
     """
+    if where is not None:
+        from ._training import masked_log_softmax
+        return deliver(masked_log_softmax(x, axis, where=where, n_threads=n_threads), out)
     return _transform(x, axis, _k.log_softmax_rows, "log_softmax", n_threads, out)

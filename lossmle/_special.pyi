@@ -18,24 +18,24 @@ __all__ = ["logsumexp", "softmax", "log_softmax"]
 def logsumexp(
     a: ArrayLike, axis: _Axis = None, b: ArrayLike | None = None,
     keepdims: bool = False, return_sign: Literal[False] = False, *,
-    out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
+    where: ArrayLike | None = None, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> _Result: ...
 @overload
 def logsumexp(
     a: ArrayLike, axis: _Axis, b: ArrayLike | None, keepdims: bool,
-    return_sign: Literal[True], *, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
+    return_sign: Literal[True], *, where: ArrayLike | None = None, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> tuple[_Result, _Result]: ...
 @overload
 def logsumexp(
     a: ArrayLike, axis: _Axis = None, b: ArrayLike | None = None,
     keepdims: bool = False, *, return_sign: Literal[True],
-    out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
+    where: ArrayLike | None = None, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> tuple[_Result, _Result]: ...
 @overload
 def logsumexp(
     a: ArrayLike, axis: _Axis = None, b: ArrayLike | None = None,
     keepdims: bool = False, return_sign: bool = False, *,
-    out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
+    where: ArrayLike | None = None, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> _Result | tuple[_Result, _Result]: ...
 
 # float32/float64 arrays keep their dtype (a 0-d array gives a numpy scalar of
@@ -43,17 +43,17 @@ def logsumexp(
 # float32 for float16.
 @overload
 def softmax(
-    x: NDArray[_SCT], axis: _Axis = None, *, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
+    x: NDArray[_SCT], axis: _Axis = None, *, where: ArrayLike | None = None, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> NDArray[_SCT]: ...
 @overload
 def softmax(
-    x: ArrayLike, axis: _Axis = None, *, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
+    x: ArrayLike, axis: _Axis = None, *, where: ArrayLike | None = None, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> _Result: ...
 @overload
 def log_softmax(
-    x: NDArray[_SCT], axis: _Axis = None, *, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
+    x: NDArray[_SCT], axis: _Axis = None, *, where: ArrayLike | None = None, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> NDArray[_SCT]: ...
 @overload
 def log_softmax(
-    x: ArrayLike, axis: _Axis = None, *, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
+    x: ArrayLike, axis: _Axis = None, *, where: ArrayLike | None = None, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> _Result: ...
