@@ -19,6 +19,7 @@ p/q not a normal number) is redone by the scalar loop, which defines those.
 from cython.parallel cimport prange
 from cython cimport floating
 from libc.math cimport log, INFINITY, NAN
+from libc.float cimport DBL_MAX, DBL_MIN
 
 from lossmle._rowops cimport simd_init, lm_kl_d, lm_kl_f
 
@@ -35,8 +36,13 @@ SIMD_PATH = _simd_init()
 
 cdef inline double rel_entr(double x, double y) noexcept nogil:
     """scipy.special.rel_entr: x log(x/y); 0 at x == 0 <= y; inf elsewhere; nan in, nan out."""
+    cdef double r
     if x > 0 and y > 0:
-        return x * log(x / y)
+        r = x / y
+        if r > DBL_MAX or r < DBL_MIN:
+            # x / y overflowed or went subnormal (y or x tiny): the logs apart
+            return x * (log(x) - log(y))
+        return x * log(r)
     if x == 0 and y >= 0:
         return 0.0        # the 0 * log(0 / q) = 0 convention
     if x != x or y != y:
