@@ -7,6 +7,8 @@ processes) runs the same computations across processes (states pickled
 between them).  Skips cleanly without dask (the optional extra).
 """
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -137,47 +139,58 @@ def test_bad_input():
 # ---------------------------------------------------------------------------
 # across processes: dask.distributed.LocalCluster, 2 workers
 # ---------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def client():
-    distributed = pytest.importorskip("dask.distributed")
-    # Worker processes start in the current directory: from a source checkout
-    # (CI runs the tests from one) they would import its unbuilt lossmle/ and
-    # never finish a task.  Start them where the tested lossmle lives.
-    here = os.getcwd()
-    os.chdir(same_package_cwd())
-    try:
-        # loopback only, and a free port for the dashboard (8787 may be taken)
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1,
-                                           processes=True, host="127.0.0.1",
-                                           dashboard_address="127.0.0.1:0", silence_logs=50)
-    finally:
-        os.chdir(here)
-    c = distributed.Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
+_CLUSTER_SCRIPT = """
+import sys
+import numpy as np
+import dask.array as da
+import dask.distributed as dd
+import lossmle.dask as lmd
+
+if __name__ == "__main__":
+    data = np.load(sys.argv[1])
+    x, y, p, q = data["x"], data["y"], data["p"], data["q"]
+    # loopback only, and a free port for the dashboard (8787 may be taken)
+    with dd.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                         host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                         silence_logs=50) as cluster, dd.Client(cluster) as client:
+        X = da.from_array(x, chunks=(50, 60))
+        futures = client.compute([
+            lmd.logsumexp(X, axis=-1),
+            lmd.cross_entropy(X, y, reduction="mean"),
+            lmd.kl_divergence(da.from_array(p, chunks=(70, 80)), q),
+        ])
+        dd.wait(futures, timeout=120)
+        lse, ce, kl = client.gather(futures)
+    np.savez(sys.argv[2], lse=lse, ce=ce, kl=kl)
+"""
 
 
-def test_on_local_cluster(client):
+def test_on_local_cluster(tmp_path):
+    """2 worker processes (states and chunks pickled between them).
+
+    The cluster runs in a script of its own: its worker processes are spawned
+    from a plain __main__ (not pytest's), started in a directory where only
+    the tested lossmle can be imported, and the whole run is time-bounded.
+    """
+    pytest.importorskip("dask.distributed")
     rng = np.random.default_rng(7)
     x = rng.normal(scale=10, size=(200, 300))
     y = rng.integers(0, 300, size=200)
     p = rng.random((200, 300))
     p /= p.sum(axis=1, keepdims=True)
     q = np.roll(p, 1, axis=1)
-    X = da.from_array(x, chunks=(50, 60))
-    futures = client.compute([
-        lmd.logsumexp(X, axis=-1),
-        lmd.cross_entropy(X, y, reduction="mean"),
-        lmd.kl_divergence(da.from_array(p, chunks=(70, 80)), q),
-    ])
-    # a bounded wait: a broken worker must fail the test, not hang CI
-    from dask.distributed import wait
-    wait(futures, timeout=120)
-    lse, ce, kl = client.gather(futures)
-    close(lse, special.logsumexp(x, axis=-1))
-    close(ce, ce_oracle(x, y, "mean"), scale=1000)
-    close(kl, special.rel_entr(p, q).sum(axis=-1), scale=1)
+    np.savez(tmp_path / "in.npz", x=x, y=y, p=p, q=q)
+    script = tmp_path / "cluster_run.py"
+    script.write_text(_CLUSTER_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=same_package_cwd())
+    res = subprocess.run([sys.executable, str(script), str(tmp_path / "in.npz"),
+                          str(tmp_path / "out.npz")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = np.load(tmp_path / "out.npz")
+    close(out["lse"], special.logsumexp(x, axis=-1))
+    close(out["ce"], ce_oracle(x, y, "mean"), scale=1000)
+    close(out["kl"], special.rel_entr(p, q).sum(axis=-1), scale=1)
 
 
 def test_docstring_examples_run():
