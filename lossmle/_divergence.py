@@ -53,7 +53,8 @@ def _reduce_rows(kernel, arrays, axis, keepdims, base, n_threads, *args):
     if views[0].shape[1] > 0 and out.size > 0:  # an empty sum is 0
         result = kernel(*views, out, *args, resolve_threads(n_threads, x.size))
     if base is not None:
-        out /= math.log(base)
+        with np.errstate(over="ignore"):   # a change of base may overflow to inf, quietly
+            out /= math.log(base)
     out = out.reshape(out_shape)
     return (out[()] if out.ndim == 0 else out), result
 

@@ -273,3 +273,19 @@ class TestEntropyVsScipy:
         assert lm.entropy([0.5, 0.5], [1 / 3, 2 / 3]) == pytest.approx(
             TestKLClosedForms.COIN, rel=rtol_for(np.float64))
         assert lm.entropy([1.0, 0.0]) == 0.0
+
+
+def test_kl_terms_with_ratio_out_of_range_match_mpmath():
+    """p/q overflowing (q subnormal) or underflowing: the logs are taken apart."""
+    mpmath = pytest.importorskip("mpmath")
+    for p_val, q_val in [(1.0, 2.22507386e-311), (5e-324, 7.5), (1e-310, 1e300)]:
+        want = float(mpmath.mpf(p_val) * (mpmath.log(mpmath.mpf(p_val))
+                                          - mpmath.log(mpmath.mpf(q_val))))
+        got = lm.kl_divergence(np.array([p_val]), np.array([q_val]))
+        assert got == pytest.approx(want, rel=1e-13, abs=1e-320)
+
+
+def test_kl_base_change_overflows_quietly():
+    # the pyproject turns warnings into errors: an escaping RuntimeWarning fails here
+    got = lm.kl_divergence([1e306], [1e306 * np.exp(-100)], base=1.5)
+    assert got == np.inf     # 1e306 * 100 / log(1.5) > DBL_MAX
