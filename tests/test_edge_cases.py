@@ -312,3 +312,12 @@ class TestNoAliasing:
         for i in range(5):
             np.testing.assert_allclose(full[i], np_cross_entropy(x[i], t[i], reduction="none"),
                                        **tol(np.float64, 4))
+
+
+def test_label_smoothing_near_the_float_maximum_closed_form():
+    """logits (1e308, 0), target 0, eps = 0.25: per row the smoothing term is
+    eps/C * sum_c (lse - x_c) = 0.125 * 1e308 and the NLL term (lse - x_0) is 0,
+    so the mean is 1.25e307 exactly; torch's -sum(log_softmax) overflows to inf."""
+    x = np.array([[1e308, 0.0], [1e308, 0.0]])
+    got = lm.cross_entropy(x, np.array([0, 0]), label_smoothing=0.25)
+    assert got == pytest.approx(0.125 * 1e308, rel=1e-15)

@@ -292,6 +292,13 @@ class TestLosses:
             rows if kw["reduction"] != "none" else 1)
         if t.dtype.kind == "f" and kw["reduction"] == "mean" and kw.get("weight") is not None:
             return  # torch's weighted mean of probability targets: covered by the parity grid
+        if (np.all(np.isfinite(x)) and np.all(np.isfinite(t)) and scale_of(x) > 1e300
+                and not np.all(np.isfinite(e_loss))):
+            # near the float maximum torch's own sums (e.g. -sum(log_softmax) for
+            # label smoothing) overflow to inf, so it is no oracle there; lossmle
+            # keeps every term relative to the row max. Still: a loss, never nan.
+            assert not np.any(np.isnan(loss)) and np.all(np.asarray(loss) >= 0)
+            return
         agree(loss, e_loss, dtype, scale)
         if name == "cross_entropy_with_grad":
             grad = got[1]
