@@ -127,3 +127,19 @@ def same_package_cwd():
     import os
     import lossmle
     return os.path.dirname(os.path.dirname(os.path.abspath(lossmle.__file__)))
+
+
+def _hypothesis_profile():
+    """CI (CI=true) runs hypothesis derandomized: the same seeded examples every
+    run, so CI's verdict does not depend on a draw; local runs keep exploring."""
+    import os
+    try:
+        from hypothesis import settings
+    except ImportError:
+        return
+    settings.register_profile("ci", derandomize=True)
+    if os.environ.get("CI"):
+        settings.load_profile("ci")
+
+
+_hypothesis_profile()

@@ -9,6 +9,8 @@ input or let a warning escape (pytest turns warnings into errors).
 """
 import warnings
 
+import os
+
 import numpy as np
 import pytest
 import scipy.special as sps
@@ -19,7 +21,9 @@ from hypothesis.extra import numpy as hnp
 
 import lossmle as lm
 
-SETTINGS = settings(max_examples=80, deadline=None, derandomize=False,
+# CI (CI=true) replays a fixed, seeded set of examples, so a submission's
+# verdict does not depend on the draw; elsewhere every run explores anew.
+SETTINGS = settings(max_examples=80, deadline=None, derandomize=bool(os.environ.get("CI")),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.filter_too_much])
 OK = (TypeError, ValueError, IndexError)
