@@ -146,51 +146,39 @@ def logsumexp_signed_rows(const floating[:, :, :] a, const floating[:, :, :] b,
                         r % n_inner, a_stride, b_stride)
 
 
-def softmax_rows(const floating[:, :, :] x, floating[:, :, :] out, int n_threads):
-    """out[o, :, i] = softmax(x[o, :, i]).  x: IN, out: OUT (same shape)."""
-    cdef Py_ssize_t n_inner = x.shape[2], n = x.shape[1]
-    cdef Py_ssize_t n_rows = x.shape[0] * n_inner
+cdef inline void _transform_row(const floating[:, :, :] x, floating[:, :, :] out,
+                                Py_ssize_t r, bint log_space) noexcept nogil:
+    """Row r of softmax_rows (log_space False) or log_softmax_rows (True)."""
+    cdef Py_ssize_t n_inner = x.shape[2], o = r // n_inner, i = r % n_inner
     cdef Py_ssize_t xs = x.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t os = out.strides[1] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t r, o, i
+    if log_space:
+        row_log_softmax(&x[o, 0, i], xs, &out[o, 0, i], os, x.shape[1])
+    else:
+        row_softmax(&x[o, 0, i], xs, &out[o, 0, i], os, x.shape[1])
+
+
+cdef _transform_rows(const floating[:, :, :] x, floating[:, :, :] out, int n_threads,
+                     bint log_space):
+    cdef Py_ssize_t n_rows = x.shape[0] * x.shape[2], r
     if _short_layout(x, out.strides[0], out.strides[1]):
         with nogil:
-            _short_rows_parallel(x, &out[0, 0, 0], SHORT_SOFTMAX, n_threads)
-        return
-    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+            _short_rows_parallel(x, &out[0, 0, 0],
+                                 SHORT_LOG_SOFTMAX if log_space else SHORT_SOFTMAX, n_threads)
+    elif n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
         with nogil:
             for r in range(n_rows):
-                o = r // n_inner
-                i = r % n_inner
-                row_softmax(&x[o, 0, i], xs, &out[o, 0, i], os, n)
+                _transform_row(x, out, r, log_space)
     else:
-        for r in prange(n_rows, schedule='static', num_threads=n_threads,
-                        nogil=True):
-            o = r // n_inner
-            i = r % n_inner
-            row_softmax(&x[o, 0, i], xs, &out[o, 0, i], os, n)
+        for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
+            _transform_row(x, out, r, log_space)
+
+
+def softmax_rows(const floating[:, :, :] x, floating[:, :, :] out, int n_threads):
+    """out[o, :, i] = softmax(x[o, :, i]).  x: IN, out: OUT (same shape; may be x)."""
+    _transform_rows(x, out, n_threads, False)
 
 
 def log_softmax_rows(const floating[:, :, :] x, floating[:, :, :] out, int n_threads):
-    """out[o, :, i] = log_softmax(x[o, :, i]).  x: IN, out: OUT (same shape)."""
-    cdef Py_ssize_t n_inner = x.shape[2], n = x.shape[1]
-    cdef Py_ssize_t n_rows = x.shape[0] * n_inner
-    cdef Py_ssize_t xs = x.strides[1] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t os = out.strides[1] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t r, o, i
-    if _short_layout(x, out.strides[0], out.strides[1]):
-        with nogil:
-            _short_rows_parallel(x, &out[0, 0, 0], SHORT_LOG_SOFTMAX, n_threads)
-        return
-    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
-        with nogil:
-            for r in range(n_rows):
-                o = r // n_inner
-                i = r % n_inner
-                row_log_softmax(&x[o, 0, i], xs, &out[o, 0, i], os, n)
-    else:
-        for r in prange(n_rows, schedule='static', num_threads=n_threads,
-                        nogil=True):
-            o = r // n_inner
-            i = r % n_inner
-            row_log_softmax(&x[o, 0, i], xs, &out[o, 0, i], os, n)
+    """out[o, :, i] = log_softmax(x[o, :, i]).  x: IN, out: OUT (same shape; may be x)."""
+    _transform_rows(x, out, n_threads, True)
