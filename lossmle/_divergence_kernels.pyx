@@ -125,70 +125,48 @@ def kl_rows(const floating[:, :, :] p, const floating[:, :, :] q, floating[:, :]
     return bad_rows
 
 
-def entropy_rows(const floating[:, :, :] pk, floating[:, :] out, int n_threads):
-    """out = sum entr(pk / sum(pk)) over axis 1 (scipy.stats.entropy).  OUT: out."""
+cdef inline double entropy_row(const floating* p, Py_ssize_t ps, const floating* q,
+                               Py_ssize_t qs, Py_ssize_t n) noexcept nogil:
+    """sum entr(p / sum(p)), or with q (not NULL) sum rel_entr(p / sum(p), q / sum(q))."""
+    cdef Py_ssize_t j
+    cdef double s = 0.0, p_total = row_sum(p, n, ps), q_total
+    if q == NULL:
+        for j in range(n):
+            s += entr(p[j * ps] / p_total)
+        return s
+    q_total = row_sum(q, n, qs)
+    for j in range(n):
+        s += rel_entr(p[j * ps] / p_total, q[j * qs] / q_total)
+    return s
+
+
+cdef _entropy_rows(const floating[:, :, :] pk, const floating[:, :, :] qk,
+                   floating[:, :] out, int n_threads, bint relative):
+    """entropy_rows (relative False: qk is not read) or relative_entropy_rows."""
     cdef Py_ssize_t n = pk.shape[1], n_inner = pk.shape[2]
     cdef Py_ssize_t n_rows = pk.shape[0] * n_inner
     cdef Py_ssize_t ps = pk.strides[1] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t r, o, i, j
-    cdef const floating* pr
-    cdef double s, total
+    cdef Py_ssize_t qs = qk.strides[1] // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t r
     if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
         with nogil:
             for r in range(n_rows):
-                o = r // n_inner
-                i = r % n_inner
-                pr = &pk[o, 0, i]
-                total = row_sum(pr, n, ps)
-                s = 0.0
-                for j in range(n):
-                    s = s + entr(pr[j * ps] / total)
-                out[o, i] = <floating>s
+                out[r // n_inner, r % n_inner] = <floating>entropy_row(
+                    &pk[r // n_inner, 0, r % n_inner], ps,
+                    &qk[r // n_inner, 0, r % n_inner] if relative else NULL, qs, n)
     else:
         for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-            o = r // n_inner
-            i = r % n_inner
-            pr = &pk[o, 0, i]
-            total = row_sum(pr, n, ps)
-            s = 0.0
-            for j in range(n):
-                s = s + entr(pr[j * ps] / total)
-            out[o, i] = <floating>s
+            out[r // n_inner, r % n_inner] = <floating>entropy_row(
+                &pk[r // n_inner, 0, r % n_inner], ps,
+                &qk[r // n_inner, 0, r % n_inner] if relative else NULL, qs, n)
+
+
+def entropy_rows(const floating[:, :, :] pk, floating[:, :] out, int n_threads):
+    """out = sum entr(pk / sum(pk)) over axis 1 (scipy.stats.entropy).  OUT: out."""
+    _entropy_rows(pk, pk, out, n_threads, False)
 
 
 def relative_entropy_rows(const floating[:, :, :] pk, const floating[:, :, :] qk,
                           floating[:, :] out, int n_threads):
     """out = sum rel_entr(pk / sum(pk), qk / sum(qk)) over axis 1.  OUT: out."""
-    cdef Py_ssize_t n = pk.shape[1], n_inner = pk.shape[2]
-    cdef Py_ssize_t n_rows = pk.shape[0] * n_inner
-    cdef Py_ssize_t ps = pk.strides[1] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t qs = qk.strides[1] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t r, o, i, j
-    cdef const floating* pr
-    cdef const floating* qr
-    cdef double s, p_total, q_total
-    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
-        with nogil:
-            for r in range(n_rows):
-                o = r // n_inner
-                i = r % n_inner
-                pr = &pk[o, 0, i]
-                qr = &qk[o, 0, i]
-                p_total = row_sum(pr, n, ps)
-                q_total = row_sum(qr, n, qs)
-                s = 0.0
-                for j in range(n):
-                    s = s + rel_entr(pr[j * ps] / p_total, qr[j * qs] / q_total)
-                out[o, i] = <floating>s
-    else:
-        for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-            o = r // n_inner
-            i = r % n_inner
-            pr = &pk[o, 0, i]
-            qr = &qk[o, 0, i]
-            p_total = row_sum(pr, n, ps)
-            q_total = row_sum(qr, n, qs)
-            s = 0.0
-            for j in range(n):
-                s = s + rel_entr(pr[j * ps] / p_total, qr[j * qs] / q_total)
-            out[o, i] = <floating>s
+    _entropy_rows(pk, qk, out, n_threads, True)

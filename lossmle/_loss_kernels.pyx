@@ -381,6 +381,21 @@ def cross_entropy_prob_rows(const floating[:, :, :] logits,
                         &loss[r // n_inner, r % n_inner])
 
 
+cdef inline void nll_row(const floating[:, :, :] log_probs, const int64_t[:, :] target,
+                         const double* w, int64_t ignore_index, double[:, ::1] loss,
+                         double[:, ::1] row_weight, Py_ssize_t o, Py_ssize_t i) noexcept nogil:
+    """One row of nll_rows."""
+    cdef int64_t y = target[o, i]
+    cdef double wy
+    if y == ignore_index:
+        loss[o, i] = 0.0
+        row_weight[o, i] = 0.0
+    else:
+        wy = w[y] if w != NULL else 1.0
+        loss[o, i] = -wy * log_probs[o, y, i]
+        row_weight[o, i] = wy
+
+
 def nll_rows(const floating[:, :, :] log_probs, const int64_t[:, :] target,
              const double[::1] weight, int64_t ignore_index,
              double[:, ::1] loss, double[:, ::1] row_weight, int n_threads):
@@ -388,33 +403,15 @@ def nll_rows(const floating[:, :, :] log_probs, const int64_t[:, :] target,
     cdef Py_ssize_t n_inner = log_probs.shape[2]
     cdef Py_ssize_t n_rows = log_probs.shape[0] * n_inner
     cdef const double* w = NULL
-    cdef Py_ssize_t r, o, i
-    cdef int64_t y
-    cdef double wy
+    cdef Py_ssize_t r
     if weight is not None:
         w = &weight[0]
     if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
         with nogil:
             for r in range(n_rows):
-                o = r // n_inner
-                i = r % n_inner
-                y = target[o, i]
-                if y == ignore_index:
-                    loss[o, i] = 0.0
-                    row_weight[o, i] = 0.0
-                else:
-                    wy = w[y] if w != NULL else 1.0
-                    loss[o, i] = -wy * log_probs[o, y, i]
-                    row_weight[o, i] = wy
+                nll_row(log_probs, target, w, ignore_index, loss, row_weight,
+                        r // n_inner, r % n_inner)
     else:
         for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
-            o = r // n_inner
-            i = r % n_inner
-            y = target[o, i]
-            if y == ignore_index:
-                loss[o, i] = 0.0
-                row_weight[o, i] = 0.0
-            else:
-                wy = w[y] if w != NULL else 1.0
-                loss[o, i] = -wy * log_probs[o, y, i]
-                row_weight[o, i] = wy
+            nll_row(log_probs, target, w, ignore_index, loss, row_weight,
+                    r // n_inner, r % n_inner)
