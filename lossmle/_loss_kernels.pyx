@@ -232,7 +232,7 @@ cdef void ce_class_short_block(const floating* x, Py_ssize_t n_rows, Py_ssize_t 
                                double* loss, double* row_weight) noexcept nogil:
     """Loss of a block of short contiguous rows: log-sum via the across-rows kernel."""
     cdef double log_s[SHORT_BLOCK]
-    cdef unsigned char special[SHORT_BLOCK]
+    cdef double special[SHORT_BLOCK]
     cdef Py_ssize_t r, k
     cdef const floating* row
     cdef double m, d, wy

@@ -45,9 +45,9 @@ cdef extern from "_simd.h" nogil:
     double lm_kl_d(const double* p, const double* q, Py_ssize_t n, double* n_special)
     double lm_kl_f(const float* p, const float* q, Py_ssize_t n, double* n_special)
     void lm_short_rows_d(const double* x, Py_ssize_t n_rows, Py_ssize_t n_cols, int mode,
-                         double* out_row, double* out, unsigned char* special)
+                         double* out_row, double* out, double* special)
     void lm_short_rows_f(const float* x, Py_ssize_t n_rows, Py_ssize_t n_cols, int mode,
-                         double* out_row, float* out, unsigned char* special)
+                         double* out_row, float* out, double* special)
     int LM_SHORT_MAX
 
 
@@ -116,7 +116,7 @@ cdef enum:
 
 cdef inline void short_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
                             double* out_row, floating* out,
-                            unsigned char* special) noexcept nogil:
+                            double* special) noexcept nogil:
     """Across-rows SIMD kernel for n_rows contiguous rows of 2..LM_SHORT_MAX values.
 
     mode SHORT_LSE writes out_row[r]; the others write out (n_rows x n).

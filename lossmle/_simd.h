@@ -36,6 +36,16 @@
 #define LM_INLINE static inline
 #endif
 
+/* Fully unroll a loop over a row of at most 8 values, so that the loop around
+ * it (one row per SIMD lane) can vectorise. */
+#if defined(__clang__)
+#define LM_UNROLL _Pragma("unroll 8")
+#elif defined(__GNUC__)
+#define LM_UNROLL _Pragma("GCC unroll 8")
+#else
+#define LM_UNROLL
+#endif
+
 LM_INLINE uint64_t lm_bits(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
 LM_INLINE double lm_from_bits(uint64_t u) { double x; memcpy(&x, &u, 8); return x; }
 LM_INLINE uint32_t lm_bitsf(float x) { uint32_t u; memcpy(&u, &x, 4); return u; }
@@ -88,14 +98,26 @@ LM_INLINE double lm_exp_core(double xs)
     return lm_exp_poly(r) * lm_from_bits((ki + 1023u) << 52);  /* 2^k, k in [-1022, 0] */
 }
 
-/* exp(x) for x <= 0, subnormal results included: arguments below -708 are
- * shifted by 54 ln 2 and the result scaled by 2^-54 (one rounding); below
- * -745.2 the result is 0, as exp's.  nan -> nan. */
+/* exp(x) for x <= 0, subnormal results included: below -708 the scale 2^k
+ * would leave the normal range, so it is built as 2^(k + 54) and the
+ * product scaled by 2^-54 afterwards, the one rounding into the subnormals
+ * (shifting x itself by 54 ln 2 instead would cost ~1e-13 relative: ln 2 is
+ * not exact).  Below -745.2 the result is 0, as exp's.  nan -> nan. */
 LM_INLINE double lm_exp_neg(double x)
 {
-    int tiny = x < -708.0;
-    double y = lm_exp_core(tiny ? x + 37.42994775023704 : x);  /* + 54 ln 2 */
-    return tiny ? y * 5.551115123125783e-17 : y;                 /* 2^-54 */
+    const double ln2_hi = 6.93147180369123816490e-01;
+    const double ln2_lo = 1.90821492927058770002e-10;
+    const double log2e = 1.44269504088896338700e+00;
+    const double shifter = 6755399441055744.0;          /* 1.5 * 2^52 */
+    double xs = x < -746.0 ? -746.0 : x;                /* keeps -inf out of the bits */
+    int tiny = xs < -708.0;                             /* k < -1021 */
+    double kd = xs * log2e + shifter;
+    uint64_t ki = lm_bits(kd);
+    kd -= shifter;
+    double r = (xs - kd * ln2_hi) - kd * ln2_lo;
+    uint64_t e = (ki + (tiny ? 1023u + 54u : 1023u)) << 52;  /* 2^k or 2^(k+54) */
+    double y = lm_exp_poly(r) * lm_from_bits(e);
+    return tiny ? y * 5.551115123125783e-17 : y;           /* 2^-54 */
 }
 
 /* exp(x) for x <= 0 inside a sum that holds a term >= 1: results below
@@ -120,13 +142,23 @@ LM_INLINE float lm_expf_core(float xs)
     return lm_expf_poly(r) * lm_from_bitsf((ki + 127u) << 23);
 }
 
-/* expf(x) for x <= 0 (and nan -> nan), same scheme in float. */
+/* expf(x) for x <= 0 (and nan -> nan), same scheme in float: below -87 the
+ * scale is 2^(k + 24), the product then scaled by 2^-24. */
 LM_INLINE float lm_expf_neg(float x)
 {
-    int tiny = x < -87.0f;
-    float y = lm_expf_core(tiny ? x + 16.635532333438686f : x);  /* + 24 ln 2 */
-    /* below ln(2^-150) the exact result rounds to 0 (the clamp would not) */
-    return tiny ? (x < -103.972f ? 0.0f : y * 5.9604644775390625e-08f) : y;  /* 2^-24 */
+    const float ln2_hi = 0.693145751953125f;
+    const float ln2_lo = 1.428606765330187045e-06f;
+    const float log2e = 1.44269502162933349609f;
+    const float shifter = 12582912.0f;                  /* 1.5 * 2^23 */
+    float xs = x < -104.0f ? -104.0f : x;               /* below ln(2^-150): 0 */
+    int tiny = xs < -87.0f;                             /* k < -125 */
+    float kd = xs * log2e + shifter;
+    uint32_t ki = lm_bitsf(kd);
+    kd -= shifter;
+    float r = (xs - kd * ln2_hi) - kd * ln2_lo;
+    uint32_t e = (ki + (tiny ? 127u + 24u : 127u)) << 23;  /* 2^k or 2^(k+24) */
+    float y = lm_expf_poly(r) * lm_from_bitsf(e);
+    return tiny ? y * 5.9604644775390625e-08f : y;         /* 2^-24 */
 }
 
 LM_INLINE float lm_expf_neg_sum(float x)
@@ -184,11 +216,19 @@ LM_INLINE double lm_log1p_pos(double u)
 #define LM_X86 0
 #endif
 
+/* LM_HAS_FMA: fused multiply-add is an instruction (not a libm call) */
 #define LM_ISA baseline
 #define LM_TARGET
+#if defined(__FMA__) || defined(__aarch64__)
+#define LM_HAS_FMA 1
+#else
+#define LM_HAS_FMA 0
+#endif
 #include "_simd_impl.h"  /* both dtypes */
 #undef LM_ISA
 #undef LM_TARGET
+#undef LM_HAS_FMA
+#define LM_HAS_FMA 1  /* the x86 variants below all target fma */
 
 #if LM_X86
 #if defined(__clang__)
@@ -226,7 +266,7 @@ LM_INLINE double lm_log1p_pos(double u)
     double (*dot_##S)(const T *, const double *, ptrdiff_t, double, double *);     \
     double (*kl_##S)(const T *, const T *, ptrdiff_t, double *);                   \
     void (*short_rows_##S)(const T *, ptrdiff_t, ptrdiff_t, int, double *, T *,    \
-                           unsigned char *);                                       \
+                           double *);                                              \
     /* training primitives (issue 6) */                                            \
     double (*ent_sums_##S)(const T *, ptrdiff_t, double, double, double *);        \
     double (*kl_logit_sums_##S)(const T *, const T *, ptrdiff_t, double, double,   \
@@ -329,7 +369,7 @@ static int lm_simd_ready(void) { return lm_simd_ref != NULL; }
     LM_INLINE double lm_kl_##S(const T *p, const T *q, ptrdiff_t n, double *bad)   \
     { return lm_simd->kl_##S(p, q, n, bad); }                                       \
     LM_INLINE void lm_short_rows_##S(const T *x, ptrdiff_t r, ptrdiff_t c, int mode, \
-                                     double *o_row, T *o, unsigned char *sp)       \
+                                     double *o_row, T *o, double *sp)              \
     { lm_simd->short_rows_##S(x, r, c, mode, o_row, o, sp); }                        \
     /* training primitives (issue 6) */                                            \
     LM_INLINE double lm_ent_sums_##S(const T *x, ptrdiff_t n, double it, double m,  \

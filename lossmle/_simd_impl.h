@@ -190,71 +190,101 @@ static LM_TARGET double LM_FN(lm_kl)(const LM_T *p, const LM_T *q, ptrdiff_t n,
  * vectorise, so each SIMD lane takes one row.  mode 0: out_row[r] =
  * logsumexp(row); mode 1: out = softmax(row); mode 2: out = log_softmax(row).
  * mode 3: out_row[r] = log(sum(exp(row - max))) (logsumexp less the max).
- * Rows holding nan or +-inf get special[r] = 1 and are left (unwritten) for
- * the caller's exact scalar path; the others get 0. */
+ * Rows holding nan or +-inf (and, for softmax, a value more than 670 below
+ * the row max: its result is below 2^-966, near the subnormals, where the
+ * division trick below could be off in the last bit, and the exp here
+ * skips subnormals) get special[r] = 1: the caller redoes them with the
+ * exact scalar path.  Modes
+ * 1 and 2 store every row unconditionally (a masked store would stop the
+ * vectoriser): a special row gets its own input back, so out may be x
+ * itself (in place) and the caller's redo still reads the input.
+ * Softmax divides by the row sum without a division per value: q = e * y
+ * with y = 1 / total, then one FMA residual step, which gives the correctly
+ * rounded e / total for normal results (Markstein's theorem), so the values
+ * are those of scipy's division. */
 #define LM_SHORT_BODY(NC, MODE)                                                  \
     _Pragma("omp simd")                                                          \
     for (r = 0; r < n_rows; r++) {                                               \
         const LM_T *row = x + r * NC;                                            \
-        double m = (double)row[0], s = 0.0, c = 0.0, fin = 0.0, e[NC];           \
+        double m = (double)row[0], s = 0.0, c = 0.0, fin = 0.0, e[NC], v[NC];    \
+        double tiny = 0.0;                                                       \
         int k;                                                                   \
-        for (k = 1; k < NC; k++) m = (double)row[k] > m ? (double)row[k] : m;    \
-        for (k = 0; k < NC; k++) {                                               \
-            double v = (double)row[k];                                           \
-            int at_max = v == m;                                                 \
-            e[k] = MODE == 1 ? lm_exp_neg(v - m) : lm_exp_neg_sum(v - m);        \
+        LM_UNROLL for (k = 0; k < NC; k++) v[k] = (double)row[k];                          \
+        LM_UNROLL for (k = 1; k < NC; k++) m = v[k] > m ? v[k] : m;                        \
+        LM_UNROLL for (k = 0; k < NC; k++) {                                               \
+            int at_max = v[k] == m;                                              \
+            e[k] = lm_exp_neg_sum(v[k] - m)         ;  \
             s += at_max ? 0.0 : e[k];                                            \
             c += at_max ? 1.0 : 0.0;                                             \
-            fin += v - v;                                                        \
+            fin += v[k] - v[k];                                                  \
+            if (MODE == 1) tiny += (v[k] - m) < -670.0 ? 1.0 : 0.0;              \
         }                                                                        \
-        special[r] = (fin == 0.0) ? 0 : 1;                                       \
+        /* one flag, in double: a narrower type here would make the */         \
+        /* vectoriser take 64 rows per step (a 240 KiB loop body) */            \
+        double bad = (fin != 0.0 || tiny != 0.0) ? 1.0 : 0.0;                   \
+        special[r] = bad;                                                        \
         if (MODE == 0) {                                                         \
             /* log(c + s) = log1p((c - 1) + s): precise when one term dominates */ \
             out_row[r] = m + lm_log1p_pos((c - 1.0) + s);                        \
         } else if (MODE == 3) {                                                  \
             out_row[r] = lm_log1p_pos((c - 1.0) + s);                            \
         } else if (MODE == 1) {                                                  \
-            /* special rows are not written: out may be x itself (in place), */  \
-            /* and the caller's exact redo must still read the input */          \
-            double total = c + s;                                                \
-            if (fin == 0.0)                                                      \
-                for (k = 0; k < NC; k++) out[r * NC + k] = (LM_T)(e[k] / total); \
+            double total = c + s, y = 1.0 / total;                               \
+            LM_UNROLL for (k = 0; k < NC; k++) {                                           \
+                double q = LM_HAS_FMA ? e[k] * y : e[k] / total;                 \
+                if (LM_HAS_FMA)                                                  \
+                    q = __builtin_fma(__builtin_fma(-q, total, e[k]), y, q);     \
+                out[r * NC + k] = bad != 0.0 ? row[k] : (LM_T)q;                \
+            }                                                                    \
         } else {                                                                 \
             double lse = lm_log1p_pos((c - 1.0) + s);                            \
-            if (fin == 0.0)                                                      \
-                for (k = 0; k < NC; k++)                                         \
-                    out[r * NC + k] = (LM_T)(((double)row[k] - m) - lse);        \
+            LM_UNROLL for (k = 0; k < NC; k++)                                             \
+                out[r * NC + k] = bad != 0.0 ? row[k] : (LM_T)((v[k] - m) - lse); \
         }                                                                        \
     }
 
-#define LM_SHORT_CASES(MODE)                                                     \
-    switch (n_cols) {                                                            \
-    case 2: LM_SHORT_BODY(2, MODE) break;                                        \
-    case 3: LM_SHORT_BODY(3, MODE) break;                                        \
-    case 4: LM_SHORT_BODY(4, MODE) break;                                        \
-    case 5: LM_SHORT_BODY(5, MODE) break;                                        \
-    case 6: LM_SHORT_BODY(6, MODE) break;                                        \
-    case 7: LM_SHORT_BODY(7, MODE) break;                                        \
-    case 8: LM_SHORT_BODY(8, MODE) break;                                        \
-    default: for (r = 0; r < n_rows; r++) special[r] = 1;                        \
+/* One function per (n_cols, mode): GCC vectorised the same loop into code
+ * twice as slow when it shared a function with the other cases. */
+#define LM_SHORT_FN(NC, MODE)                                                    \
+    static LM_TARGET __attribute__((noinline)) void                              \
+    LM_FN(lm_short_rows_##NC##_##MODE)(const LM_T *x, ptrdiff_t n_rows,          \
+                                       double *out_row, LM_T *out,               \
+                                       double *special)                          \
+    {                                                                            \
+        ptrdiff_t r;                                                             \
+        LM_SHORT_BODY(NC, MODE)                                                  \
     }
+#define LM_SHORT_FNS(MODE) LM_SHORT_FN(2, MODE) LM_SHORT_FN(3, MODE)              \
+    LM_SHORT_FN(4, MODE) LM_SHORT_FN(5, MODE) LM_SHORT_FN(6, MODE)               \
+    LM_SHORT_FN(7, MODE) LM_SHORT_FN(8, MODE)
+LM_SHORT_FNS(0)
+LM_SHORT_FNS(1)
+LM_SHORT_FNS(2)
+LM_SHORT_FNS(3)
+#undef LM_SHORT_FNS
+#undef LM_SHORT_FN
+
+#define LM_SHORT_CASE(NC)                                                        \
+    case NC:                                                                     \
+        if (mode == 0) LM_FN(lm_short_rows_##NC##_0)(x, n_rows, out_row, out, special); \
+        else if (mode == 1) LM_FN(lm_short_rows_##NC##_1)(x, n_rows, out_row, out, special); \
+        else if (mode == 2) LM_FN(lm_short_rows_##NC##_2)(x, n_rows, out_row, out, special); \
+        else LM_FN(lm_short_rows_##NC##_3)(x, n_rows, out_row, out, special);   \
+        break;
 
 static LM_TARGET void LM_FN(lm_short_rows)(const LM_T *x, ptrdiff_t n_rows, ptrdiff_t n_cols,
                                            int mode, double *out_row, LM_T *out,
-                                           unsigned char *special)
+                                           double *special)
 {
     ptrdiff_t r;
-    if (mode == 0) {
-        LM_SHORT_CASES(0)
-    } else if (mode == 1) {
-        LM_SHORT_CASES(1)
-    } else if (mode == 2) {
-        LM_SHORT_CASES(2)
-    } else {
-        LM_SHORT_CASES(3)
+    switch (n_cols) {
+    LM_SHORT_CASE(2) LM_SHORT_CASE(3) LM_SHORT_CASE(4) LM_SHORT_CASE(5)
+    LM_SHORT_CASE(6) LM_SHORT_CASE(7) LM_SHORT_CASE(8)
+    default:
+        for (r = 0; r < n_rows; r++) special[r] = 1.0;
     }
 }
-#undef LM_SHORT_CASES
+#undef LM_SHORT_CASE
 #undef LM_SHORT_BODY
 
 /* ==========================================================================

@@ -54,7 +54,7 @@ cdef void _short_block(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int m
     mode SHORT_LSE: out has one value per row; otherwise n per row.
     """
     cdef double res[SHORT_BLOCK]
-    cdef unsigned char special[SHORT_BLOCK]
+    cdef double special[SHORT_BLOCK]
     cdef Py_ssize_t r
     short_rows(x, n_rows, n, mode, res, out, special)
     for r in range(n_rows):

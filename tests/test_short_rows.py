@@ -1,0 +1,161 @@
+"""The across-rows kernel for many short rows (2..8 values), on every SIMD path.
+
+Rows of 2..8 contiguous values take a kernel that puts one row in each SIMD
+lane; rows it cannot do exactly (nan, +-inf, and for softmax a value more
+than 670 below the row max, whose result is near the subnormals) are flagged
+and redone by the exact scalar code.  These tests cover every row length on
+both sides of the limit, both dtypes, every dispatch path, in place and not,
+against scipy.special (float64 oracle) and, where the answer is exact, bit
+for bit.
+"""
+import numpy as np
+import pytest
+import scipy.special as sps
+
+import lossmle as lm
+from lossmle import _config
+
+PATHS = ["avx512", "avx2", "baseline"]
+N_COLS = list(range(2, 10))  # 9 is past the kernel's limit: the row-wise path
+N_ROWS = 1000                # several of the kernel's 256-row blocks, and a tail
+
+
+@pytest.fixture(params=PATHS)
+def simd_path(request, monkeypatch):
+    monkeypatch.setenv("LOSSMLE_SIMD", request.param)
+    got = _config.reselect_simd()
+    try:
+        if got != request.param:
+            pytest.skip(f"this CPU has no {request.param} (best: {got})")
+        yield got
+    finally:
+        monkeypatch.delenv("LOSSMLE_SIMD")
+        _config.reselect_simd()
+
+
+def make_rows(n_cols, dtype, seed):
+    """Random rows with special ones sprinkled in (at fixed, spread positions)."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(scale=3.0, size=(N_ROWS, n_cols))
+    x[5, 0] = np.nan
+    x[300, -1] = np.inf
+    x[301, :] = -np.inf
+    x[302, 0] = -np.inf                       # a partly -inf row is ordinary
+    x[303, :] = 7.0                           # ties at the max
+    x[600, 1] = x[600, 0] - 800.0             # exp underflows to 0 / subnormal
+    x[601, 1] = x[601, 0] - 700.0             # softmax value ~1e-304: flagged
+    x[602, 1] = x[602, 0] - 669.0             # just inside the fast range
+    x[999, :] = np.linspace(-1e3, 1e3, n_cols)
+    return x.astype(dtype)
+
+
+TOL = {np.float64: 4e-15, np.float32: 2e-6}
+
+
+def check_close(got, want, dtype, scale=None):
+    """Relative tolerance; plus, where ``scale`` is given, an absolute one of
+    TOL * scale: log_softmax near 0 is x - m - lse, whose error is that of
+    lse (scipy's own is larger there: it takes log(s) without log1p)."""
+    want = want.astype(dtype)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(got[~finite], want[~finite])
+    atol = np.finfo(dtype).tiny if scale is None else TOL[dtype] * scale[finite]
+    err = np.abs(got[finite].astype(np.float64) - want[finite])
+    assert np.all(err <= TOL[dtype] * np.abs(want[finite]) + atol), (
+        f"max error {err.max()} at {np.argmax(err)}")
+
+
+@pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n_cols", N_COLS)
+def test_short_rows_match_scipy(simd_path, n_cols, dtype, n_threads):
+    x = make_rows(n_cols, dtype, n_cols)
+    x64 = x.astype(np.float64)
+    before = x.copy()
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        check_close(lm.logsumexp(x, axis=-1, n_threads=n_threads),
+                    sps.logsumexp(x64, axis=-1), dtype)
+        check_close(lm.softmax(x, axis=-1, n_threads=n_threads),
+                    sps.softmax(x64, axis=-1), dtype)
+        scale = np.broadcast_to(1.0 + np.abs(np.nan_to_num(x64)).max(axis=-1, keepdims=True),
+                                x.shape)
+        check_close(lm.log_softmax(x, axis=-1, n_threads=n_threads),
+                    sps.log_softmax(x64, axis=-1), dtype, scale)
+    np.testing.assert_array_equal(x, before)  # inputs are never written
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n_cols", N_COLS)
+@pytest.mark.parametrize("func", ["softmax", "log_softmax"])
+def test_short_rows_in_place(simd_path, func, n_cols, dtype):
+    """out=x: special rows are redone from the input, which must still be there."""
+    x = make_rows(n_cols, dtype, 100 + n_cols)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        want = getattr(sps, func)(x.astype(np.float64), axis=-1)
+    scale = np.broadcast_to(1.0 + np.abs(np.nan_to_num(x.astype(np.float64))).max(
+        axis=-1, keepdims=True), x.shape)
+    got = getattr(lm, func)(x, axis=-1, out=x)
+    assert got is x
+    check_close(x, want, dtype, scale if func == "log_softmax" else None)
+
+
+# (smallest gap that leaves a sum of 1.0 exact, gap past the normal range,
+#  gap where the result rounds to 0)
+GAPS = {np.float64: (40.0, 708.0, 745.2), np.float32: (20.0, 87.4, 103.98)}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n_cols", N_COLS)
+def test_softmax_where_the_sum_is_one(simd_path, n_cols, dtype):
+    """When the row sum rounds to exactly 1, softmax is exp(x - max) itself.
+
+    Rows [0, -d, ...] with d large enough sum to exactly 1.0, so the answer is
+    exp(-d) (oracle: float64 scipy/libm, rounded to the dtype), and ours may
+    differ only by the vectorised exp's rounding (<= 1 ulp) - also near and
+    in the subnormals, and down to where the result rounds to 0.  (A former
+    exp that shifted x by 54 ln 2 there was 34 ulp off.)
+    """
+    low, normal_end, zero = GAPS[dtype]
+    rng = np.random.default_rng(n_cols)
+    gaps = rng.uniform(low, zero + 1.0, size=(N_ROWS, n_cols))
+    gaps[:, 0] = 0.0
+    gaps[::3, 1:] = rng.uniform(low, normal_end - 40.0, size=gaps[::3, 1:].shape)
+    gaps[::7, 1] = rng.uniform(normal_end - 40.0, zero + 1.0, size=gaps[::7, 1].shape)
+    x = (-gaps).astype(dtype)
+    with np.errstate(under="ignore"):
+        want = sps.softmax(x.astype(np.float64), axis=-1).astype(dtype)
+        assert np.all(np.exp(x).sum(axis=-1) == 1.0)  # the premise
+    assert ((want < np.finfo(dtype).tiny) & (want > 0)).any()  # subnormals are in
+    assert (want == 0).any()
+    np.testing.assert_array_max_ulp(lm.softmax(x, axis=-1), want, maxulp=1)
+
+
+@pytest.mark.parametrize("n_cols", [2, 3, 4, 5, 8])
+def test_softmax_close_to_numpy_division(simd_path, n_cols):
+    """softmax = exp(x - max) / sum, within 4 ulp of NumPy doing exactly that.
+
+    The ulp budget covers exp's rounding (ours vs libm's; 1 ulp of a value at
+    the bottom of its binade can be 2 of the quotient), the sum's and the
+    quotient's; a kernel that, say, dropped a term or divided by the
+    wrong row's sum is off by far more.
+    """
+    rng = np.random.default_rng(n_cols)
+    x = rng.normal(scale=5.0, size=(N_ROWS, n_cols))
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    want = e / e.sum(axis=-1, keepdims=True)
+    np.testing.assert_array_max_ulp(lm.softmax(x, axis=-1), want, maxulp=4)
+
+
+@pytest.mark.parametrize("n_cols", N_COLS)
+def test_softmax_of_ties_is_one_over_count(simd_path, n_cols):
+    """c maxima and negligible others: each maximum gets exactly RN(1 / c)."""
+    rng = np.random.default_rng(n_cols)
+    counts = rng.integers(1, n_cols + 1, size=N_ROWS)
+    x = -40.0 - rng.uniform(0.0, 5.0, size=(N_ROWS, n_cols))  # exp < 2^-57: no change
+    for r, c in enumerate(counts):
+        x[r, rng.permutation(n_cols)[:c]] = 2.5
+    got = lm.softmax(x, axis=-1)
+    at_max = x == 2.5
+    want = np.broadcast_to((1.0 / counts)[:, None], x.shape)
+    np.testing.assert_array_equal(got[at_max], want[at_max])
