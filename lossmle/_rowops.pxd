@@ -213,9 +213,17 @@ cdef inline double row_logsumexp(const floating* x, Py_ssize_t n,
     if stride == 1 and lm_simd_ready():
         m = fast_max(x, n)
         if isfinite(m):
-            s = fast_sumexp_below(x, n, m, &c)
-            if isfinite(s):
-                return log1p(s / c) + log(c) + m
+            if floating is float:
+                # a float result: the double sum's 29 spare bits already keep
+                # a dominant term's precision; not counting the maxima saves
+                # an eighth of the time
+                s = fast_sumexp(x, n, m)
+                if isfinite(s):
+                    return log(s) + m
+            else:
+                s = fast_sumexp_below(x, n, m, &c)
+                if isfinite(s):
+                    return log1p(s / c) + log(c) + m
     m = row_max(x, n, stride)
     if not isfinite(m):
         return m
