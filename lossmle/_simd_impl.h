@@ -52,6 +52,18 @@ static LM_TARGET double LM_FN(lm_max)(const LM_T *x, ptrdiff_t n)
     return (double)m;
 }
 
+/* The exp-bound passes run over a row in chunks of LM_PF_BYTES, each chunk
+ * prefetching as many bytes of what follows the row (see LM_PREFETCH). */
+#define LM_PF_CHUNK ((ptrdiff_t)(LM_PF_BYTES / sizeof(LM_T)))
+#define LM_PF_LOOP_BEGIN(after)                                                  \
+    const char *pf_ = (const char *)(after);                                     \
+    ptrdiff_t j0_;                                                               \
+    for (j0_ = 0; j0_ < n; j0_ += LM_PF_CHUNK) {                                 \
+        const ptrdiff_t end_ = n - j0_ < LM_PF_CHUNK ? n : j0_ + LM_PF_CHUNK;    \
+        const char *pf_end_ = pf_ + (end_ - j0_) * (ptrdiff_t)sizeof(LM_T);     \
+        for (; pf_ < pf_end_; pf_ += 64) LM_PREFETCH(pf_);
+#define LM_PF_LOOP_END }
+
 /* sum of exp(x - m) over x != m, and (OUT) the count of x == m. */
 static LM_TARGET double LM_FN(lm_sumexp_below)(const LM_T *x, ptrdiff_t n, double m,
                                                double *n_at_max)
@@ -59,13 +71,15 @@ static LM_TARGET double LM_FN(lm_sumexp_below)(const LM_T *x, ptrdiff_t n, doubl
     const LM_T mt = (LM_T)m;
     double s = 0.0, c = 0.0;
     ptrdiff_t j;
+    LM_PF_LOOP_BEGIN(x + n)
 #pragma omp simd reduction(+ : s, c)
-    for (j = 0; j < n; j++) {
+    for (j = j0_; j < end_; j++) {
         LM_T e = LM_EXPNEG_SUM(x[j] - mt);
         int at_max = x[j] == mt;
         s += at_max ? 0.0 : (double)e;
         c += at_max ? 1.0 : 0.0;
     }
+    LM_PF_LOOP_END
     *n_at_max = c;
     return s;
 }
@@ -76,10 +90,12 @@ static LM_TARGET double LM_FN(lm_sumexp)(const LM_T *x, ptrdiff_t n, double m)
     const LM_T mt = (LM_T)m;
     double s = 0.0;
     ptrdiff_t j;
+    LM_PF_LOOP_BEGIN(x + n)
 #pragma omp simd reduction(+ : s)
-    for (j = 0; j < n; j++) {
+    for (j = j0_; j < end_; j++) {
         s += (double)LM_EXPNEG_SUM(x[j] - mt);
     }
+    LM_PF_LOOP_END
     return s;
 }
 
@@ -89,12 +105,14 @@ static LM_TARGET double LM_FN(lm_expwrite)(const LM_T *x, LM_T *out, ptrdiff_t n
     const LM_T mt = (LM_T)m;
     double s = 0.0;
     ptrdiff_t j;
+    LM_PF_LOOP_BEGIN(x + n)
 #pragma omp simd reduction(+ : s)
-    for (j = 0; j < n; j++) {
+    for (j = j0_; j < end_; j++) {
         LM_T e = LM_EXPNEG(x[j] - mt);
         out[j] = e;
         s += (double)e;
     }
+    LM_PF_LOOP_END
     return s;
 }
 
@@ -534,6 +552,9 @@ static LM_TARGET void LM_FN(lm_log_softmax_bwd)(const LM_T *g, const LM_T *z, LM
 }
 /* ---- end of the training primitives ---- */
 
+#undef LM_PF_CHUNK
+#undef LM_PF_LOOP_BEGIN
+#undef LM_PF_LOOP_END
 #undef LM_FN
 #undef LM_CAT3
 #undef LM_CAT3_
