@@ -15,13 +15,23 @@ so a bad probability never turns into a silent number.  Contiguous rows take
 the vectorised ``lm_kl`` (p log(p/q) with a vectorised log); a row with any
 entry outside its fast domain (p or q negative, nan, inf, p > 0 with q = 0,
 p/q not a normal number) is redone by the scalar loop, which defines those.
+Many short rows back to back (``n <= KL_SHORT_MAX``) go through
+``lm_kl_rows`` a block at a time instead: one flat vectorised pass over the
+block's terms, then a sum per row.
 """
 from cython.parallel cimport prange
 from cython cimport floating
 from libc.math cimport log, INFINITY, NAN
 from libc.float cimport DBL_MAX, DBL_MIN
 
-from lossmle._rowops cimport simd_init, lm_kl_d, lm_kl_f
+from lossmle._rowops cimport (
+    simd_init, lm_simd_ready, lm_kl_d, lm_kl_f, lm_kl_rows_d, lm_kl_rows_f, SHORT_BLOCK,
+)
+
+# rows up to this long, back to back, take the flat kernel lm_kl_rows: the
+# row-wise lm_kl has nothing to vectorise in a 4-value row (1e6 x 4: 2.7x faster)
+cdef enum:
+    KL_SHORT_MAX = 16
 
 
 def _simd_init():
@@ -98,6 +108,55 @@ cdef inline double row_sum(const floating* x, Py_ssize_t n, Py_ssize_t stride) n
     return s
 
 
+cdef Py_ssize_t _kl_short_block(const floating* p, const floating* q, Py_ssize_t n_rows,
+                                Py_ssize_t n, bint validate, floating* out) noexcept nogil:
+    """KL of n_rows contiguous rows of n values; rows the kernel flags are redone
+    by kl_row, which also counts the invalid ones (returned)."""
+    cdef double res[SHORT_BLOCK]
+    cdef double special[SHORT_BLOCK]
+    cdef Py_ssize_t r, bad_rows = 0
+    if floating is double:
+        lm_kl_rows_d(p, q, n_rows, n, res, special)
+    else:
+        lm_kl_rows_f(p, q, n_rows, n, res, special)
+    for r in range(n_rows):
+        if special[r] != 0:
+            bad_rows += kl_row(p + r * n, 1, q + r * n, 1, n, validate, out + r)
+        else:
+            out[r] = <floating>res[r]
+    return bad_rows
+
+
+cdef inline bint _kl_short_layout(const floating[:, :, :] p, const floating[:, :, :] q,
+                                  floating[:, :] out) noexcept nogil:
+    cdef Py_ssize_t n = p.shape[1], item = sizeof(floating)
+    return (n <= KL_SHORT_MAX and p.shape[2] == 1 and lm_simd_ready()
+            and p.strides[1] == item and q.strides[1] == item
+            and p.strides[0] == n * item and q.strides[0] == n * item
+            and out.strides[0] == item)
+
+
+cdef Py_ssize_t _kl_short_rows(const floating[:, :, :] p, const floating[:, :, :] q,
+                               floating[:, :] out, bint validate, int n_threads):
+    cdef Py_ssize_t n = p.shape[1], n_rows = p.shape[0]
+    cdef Py_ssize_t n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
+    cdef Py_ssize_t blk, start, bad_rows = 0
+    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+        with nogil:
+            for blk in range(n_blocks):
+                start = blk * SHORT_BLOCK
+                bad_rows += _kl_short_block(&p[start, 0, 0], &q[start, 0, 0],
+                                            min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
+                                            validate, &out[start, 0])
+    else:
+        for blk in prange(n_blocks, schedule='static', num_threads=n_threads, nogil=True):
+            start = blk * SHORT_BLOCK
+            bad_rows += _kl_short_block(&p[start, 0, 0], &q[start, 0, 0],
+                                        min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
+                                        validate, &out[start, 0])
+    return bad_rows
+
+
 def kl_rows(const floating[:, :, :] p, const floating[:, :, :] q, floating[:, :] out,
             bint validate, int n_threads):
     """out = sum rel_entr(p, q) over axis 1.  p, q: IN; out: OUT.
@@ -111,6 +170,8 @@ def kl_rows(const floating[:, :, :] p, const floating[:, :, :] q, floating[:, :]
     cdef Py_ssize_t qs = q.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t r, o, i
     cdef Py_ssize_t bad_rows = 0
+    if n_rows > 0 and _kl_short_layout(p, q, out):
+        return _kl_short_rows(p, q, out, validate, n_threads)
     if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
         with nogil:
             for r in range(n_rows):

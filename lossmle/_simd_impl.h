@@ -218,6 +218,51 @@ static LM_TARGET double LM_FN(lm_kl)(const LM_T *p, const LM_T *q, ptrdiff_t n,
     return s;
 }
 
+/* KL of many short contiguous rows (n_cols values each, rows back to back):
+ * out_row[r] = sum of rel_entr(p, q) over row r.  A 4-value row leaves the
+ * row-wise lm_kl nothing to vectorise, so the terms of a run of rows are
+ * computed as one flat vectorised loop, then summed row by row.
+ * special[r] = how many entries of row r need the exact scalar code (the
+ * caller redoes those rows). */
+#define LM_KL_TERMS 512
+static LM_TARGET void LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_t n_rows,
+                                        ptrdiff_t n_cols, double *out_row, double *special)
+{
+    double terms[LM_KL_TERMS], flags[LM_KL_TERMS];
+    ptrdiff_t per = n_cols < LM_KL_TERMS ? LM_KL_TERMS / n_cols : 1;
+    ptrdiff_t r0, r, k, j;
+    if (n_cols > LM_KL_TERMS) {  /* not what this is for: row by row */
+        for (r = 0; r < n_rows; r++)
+            out_row[r] = LM_FN(lm_kl)(p + r * n_cols, q + r * n_cols, n_cols, &special[r]);
+        return;
+    }
+    for (r0 = 0; r0 < n_rows; r0 += per) {
+        ptrdiff_t nr = n_rows - r0 < per ? n_rows - r0 : per, m = nr * n_cols;
+        const LM_T *pp = p + r0 * n_cols, *qq = q + r0 * n_cols;
+#pragma omp simd
+        for (j = 0; j < m; j++) {
+            double pj = (double)pp[j], qj = (double)qq[j];
+            double t = pj / qj;
+            int regular = pj > 0.0 && qj > 0.0 && t >= 2.2250738585072014e-308 &&
+                          t <= 1.7976931348623157e308;
+            int zero = pj == 0.0 && qj >= 0.0;
+            double term = pj * lm_log_normal(regular ? t : 1.0);
+            terms[j] = regular ? term : 0.0;
+            flags[j] = (regular || zero) ? 0.0 : 1.0;
+        }
+        for (r = 0; r < nr; r++) {
+            double s = 0.0, bad = 0.0;
+            for (k = 0; k < n_cols; k++) {
+                s += terms[r * n_cols + k];
+                bad += flags[r * n_cols + k];
+            }
+            out_row[r0 + r] = s;
+            special[r0 + r] = bad;
+        }
+    }
+}
+#undef LM_KL_TERMS
+
 /* Blocks of many short contiguous rows (2 <= n_cols <= LM_SHORT_MAX),
  * vectorised ACROSS rows: inside a 4-wide row there is nothing to
  * vectorise, so each SIMD lane takes one row.  mode 0: out_row[r] =

@@ -159,3 +159,71 @@ def test_softmax_of_ties_is_one_over_count(simd_path, n_cols):
     at_max = x == 2.5
     want = np.broadcast_to((1.0 / counts)[:, None], x.shape)
     np.testing.assert_array_equal(got[at_max], want[at_max])
+
+
+# ---- KL divergence: many short rows take a flat kernel (lm_kl_rows) ----
+
+KL_COLS = [2, 3, 4, 7, 16, 17]  # 16 is the flat kernel's limit, 17 the row-wise path
+
+
+def make_prob_rows(n_cols, dtype, seed):
+    rng = np.random.default_rng(seed)
+    p = rng.random((N_ROWS, n_cols))
+    q = rng.random((N_ROWS, n_cols))
+    p /= p.sum(axis=-1, keepdims=True)
+    q /= q.sum(axis=-1, keepdims=True)
+    p[3, 0] = 0.0                 # 0 log(0 / q) = 0: stays on the fast path
+    p[4, 0], q[4, 0] = 0.0, 0.0   # 0 log(0 / 0) = 0
+    q[257, -1] = 0.0              # p > 0, q == 0: inf (the exact path)
+    p[258, 1] = np.inf            # inf in p
+    q[259, 0] = np.nan            # nan in q
+    p[600, 0] = 1e-310            # subnormal p: the exact path
+    q[601, 1] = 1e-300            # p / q overflows the fast domain
+    p[602, :] = q[602, :]         # KL(p || p) = 0
+    return p.astype(dtype), q.astype(dtype)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n_cols", KL_COLS)
+def test_kl_short_rows_match_scipy(simd_path, n_cols, dtype, n_threads):
+    p, q = make_prob_rows(n_cols, dtype, n_cols)
+    before = (p.copy(), q.copy())
+    p64, q64 = p.astype(np.float64), q.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        want = sps.rel_entr(p64, q64).sum(axis=-1)
+        if dtype == np.float64:  # (in float32, q = 1e-300 is 0: inf is right)
+            # where p / q overflows, rel_entr gives inf; the true value is finite
+            want[601] = (p64[601] * (np.log(p64[601]) - np.log(q64[601]))).sum()
+    got = lm.kl_divergence(p, q, axis=-1, validate=False, n_threads=n_threads)
+    check_close(got, want, dtype, scale=np.ones_like(want))
+    assert got[602] == 0.0
+    np.testing.assert_array_equal(p, before[0])
+    np.testing.assert_array_equal(q, before[1])
+
+
+@pytest.mark.parametrize("n_cols", KL_COLS)
+def test_kl_short_rows_validate(simd_path, n_cols):
+    """A negative or nan entry in any one short row is still caught."""
+    p, q = make_prob_rows(n_cols, np.float64, 7)
+    p[258, 1] = 0.5               # drop the inf: only the planted bad entry remains
+    q[259, 0] = 0.5
+    lm.kl_divergence(p, q, axis=-1)  # valid: no error
+    for row in (0, 255, 256, 999):
+        bad = p.copy()
+        bad[row, n_cols - 1] = -0.1
+        with pytest.raises(ValueError, match="p"):
+            lm.kl_divergence(bad, q, axis=-1)
+        bad = q.copy()
+        bad[row, 0] = np.nan
+        with pytest.raises(ValueError, match="q"):
+            lm.kl_divergence(p, bad, axis=-1)
+
+
+def test_kl_seed_coin_example_many_rows(simd_path):
+    """The seed's coin: D_KL((1/2, 1/2) || (1/3, 2/3)) = 0.0588915178... nats, on every row."""
+    p = np.tile([0.5, 0.5], (N_ROWS, 1))
+    q = np.tile([1 / 3, 2 / 3], (N_ROWS, 1))
+    want = 0.5 * np.log(1.5) + 0.5 * np.log(0.75)  # closed form
+    assert abs(want - 0.0588915178) < 1e-10
+    np.testing.assert_allclose(lm.kl_divergence(p, q, axis=-1), want, rtol=1e-15)
