@@ -68,7 +68,7 @@ extensions = [
         extra_link_args=list(omp[1]),
     )
     for name in ("_simd", "_special_kernels", "_loss_kernels", "_divergence_kernels", "_parallel",
-                 "_training_kernels", "_streaming_kernels")
+                 "_training_kernels", "_streaming_kernels", "_fastpath")
 ]
 
 setup(
