@@ -5,7 +5,7 @@ import operator
 
 import numpy as np
 
-from . import _loss_kernels as _k
+from . import _fastpath, _loss_kernels as _k
 from ._validation import (
     as_float_array, check_out, deliver, normalize_axes, resolve_threads, rows_view,
 )
@@ -282,6 +282,12 @@ def cross_entropy(logits, target, axis=-1, *, weight=None, ignore_index=-100,
     >>> round(float(cross_entropy(logits, np.array([0, 1]))), 6)
     0.409968
     """
+    # small plain inputs: the whole call in compiled code (None: not such a call)
+    res = _fastpath.cross_entropy(logits, target, axis, weight, ignore_index, reduction,
+                                  label_smoothing, sample_weight, where, logit_softcap, out,
+                                  n_threads)
+    if res is not None:
+        return res
     if sample_weight is not None or where is not None or logit_softcap is not None:
         from ._training import weighted_cross_entropy
         _check_extended(reduction, out)
