@@ -489,11 +489,15 @@ def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_s
             return res
         # float(np.add.reduce(loss)): the identity 0.0 plus the pairwise sum
         total = 0.0 + pairwise_sum(loss, n_rows)
+        if total != total:
+            # which nan a sum of nans of both signs gives depends on the operand
+            # order the compiler picked: leave it to the general path (rare)
+            return None
         if red == RED_SUM:
             return _float_scalar(total, kind)
         denom = 0.0 + pairwise_sum(row_weight, n_rows)
         if denom == 0:  # every target ignored: 0/0 = nan, as torch
-            value = NAN if total == 0 or total != total else copysign(INFINITY, total)
+            value = NAN if total == 0 else copysign(INFINITY, total)
             if kind == IS_F64:
                 return PyArray_Scalar(&value, F64, None)
             out_nan = <float>value
