@@ -370,6 +370,9 @@ def test_cross_entropy_float32_overflow_is_inf():
     assert_same(fast, ref)
     assert fast == np.inf
     assert_same(*call_both(lm.cross_entropy, x, y))
+    rows, ref_rows = call_both(lm.cross_entropy, x, y, reduction="none")   # cast to float32
+    assert_same(rows, ref_rows)
+    assert np.isinf(rows).all()
 
 
 def test_cross_entropy_custom_ignore_index(rng):
