@@ -22,5 +22,3 @@ def kl_divergence(
 def entropy(
     pk: Any, qk: Any, base: Any, axis: Any, keepdims: Any, out: Any, n_threads: Any,
 ) -> Any: ...
-
-SIMD_PATH: str

@@ -55,14 +55,10 @@ cdef extern from "numpy/arrayobject.h":
 cnp.import_array()
 
 
-def _simd_init():
-    """(Re)select this module's SIMD variant (reads LOSSMLE_SIMD); returns its name."""
-    global SIMD_PATH
-    SIMD_PATH = simd_init()
-    return SIMD_PATH
-
-
-SIMD_PATH = _simd_init()
+# Bind to lossmle._simd's table.  The binding is to the table's *location*, so
+# lossmle._config.reselect_simd() switches this module's variant as well: the
+# fast path always runs the variant the kernels run.
+simd_init()
 
 # the general path runs smaller inputs on one thread, as every loop here does
 cdef Py_ssize_t MAX_ELEMENTS = _validation.PARALLEL_MIN_ELEMENTS
