@@ -67,6 +67,10 @@ cdef Py_ssize_t NOGIL_MIN_ELEMENTS = 4096
 cdef cnp.dtype F64 = cnp.PyArray_DescrFromType(cnp.NPY_DOUBLE)
 cdef cnp.dtype F32 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT)
 
+# The element type of short_rows' `special` flags, exactly as _rowops.pxd
+# declares it (the one place to follow a change there).
+ctypedef unsigned char special_t
+
 cdef enum:
     NOT_MINE = 0
     IS_F64 = 1
@@ -138,7 +142,7 @@ cdef void _short_block(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int m
                        floating* out) noexcept nogil:
     """_special_kernels._short_block: short rows through the SIMD kernel, nan/inf redone."""
     cdef double res[SHORT_BLOCK]
-    cdef unsigned char special[SHORT_BLOCK]
+    cdef special_t special[SHORT_BLOCK]
     cdef Py_ssize_t r
     short_rows(x, n_rows, n, mode, res, out, special)
     for r in range(n_rows):
@@ -311,7 +315,7 @@ cdef void ce_class_short_block(const floating* x, Py_ssize_t n_rows, Py_ssize_t 
                                double* loss, double* row_weight) noexcept nogil:
     """_loss_kernels.ce_class_short_block with w NULL and no smoothing."""
     cdef double log_s[SHORT_BLOCK]
-    cdef unsigned char special[SHORT_BLOCK]
+    cdef special_t special[SHORT_BLOCK]
     cdef Py_ssize_t r, k
     cdef const floating* row
     cdef double m, keep = 1.0, wy = 1.0
