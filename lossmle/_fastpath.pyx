@@ -69,7 +69,7 @@ cdef cnp.dtype F32 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT)
 
 # The element type of short_rows' `special` flags, exactly as _rowops.pxd
 # declares it (the one place to follow a change there).
-ctypedef unsigned char special_t
+ctypedef double special_t
 
 cdef enum:
     NOT_MINE = 0
