@@ -15,13 +15,16 @@ so a bad probability never turns into a silent number.  Contiguous rows take
 the vectorised ``lm_kl`` (p log(p/q) with a vectorised log); a row with any
 entry outside its fast domain (p or q negative, nan, inf, p > 0 with q = 0,
 p/q not a normal number) is redone by the scalar loop, which defines those.
+
+The row helpers (``rel_entr``, ``entr``, ``kl_row``, ``entropy_row``) live in
+``_kernel_rows.pxd``, one definition shared with ``_fastpath`` (which must
+give these kernels' bits for small inputs).
 """
 from cython.parallel cimport prange
 from cython cimport floating
-from libc.math cimport log, INFINITY, NAN
-from libc.float cimport DBL_MAX, DBL_MIN
 
-from lossmle._rowops cimport simd_init, lm_kl_d, lm_kl_f
+from lossmle._rowops cimport simd_init
+from lossmle._kernel_rows cimport kl_row, entropy_row
 
 
 def _simd_init():
@@ -32,70 +35,6 @@ def _simd_init():
 
 
 SIMD_PATH = _simd_init()
-
-
-cdef inline double rel_entr(double x, double y) noexcept nogil:
-    """scipy.special.rel_entr: x log(x/y); 0 at x == 0 <= y; inf elsewhere; nan in, nan out."""
-    cdef double r
-    if x > 0 and y > 0:
-        r = x / y
-        if r > DBL_MAX or r < DBL_MIN:
-            # x / y overflowed or went subnormal (y or x tiny): the logs apart
-            return x * (log(x) - log(y))
-        return x * log(r)
-    if x == 0 and y >= 0:
-        return 0.0        # the 0 * log(0 / q) = 0 convention
-    if x != x or y != y:
-        return NAN
-    return INFINITY       # p > 0 with q == 0, or a negative argument
-
-
-cdef inline double entr(double x) noexcept nogil:
-    """scipy.special.entr: -x log x; 0 at 0; -inf for x < 0; nan in, nan out."""
-    if x > 0:
-        return -x * log(x)
-    if x == 0:
-        return 0.0
-    if x != x:
-        return NAN
-    return -INFINITY
-
-
-cdef inline bint kl_row(const floating* p, Py_ssize_t ps, const floating* q,
-                        Py_ssize_t qs, Py_ssize_t n, bint validate,
-                        floating* out) noexcept nogil:
-    """out = sum rel_entr(p, q) over the row; returns True if p or q held a
-    negative or nan entry (checked only when validate), flagged through the
-    return so the caller can count bad rows."""
-    cdef Py_ssize_t j
-    cdef double s = 0.0, pj, qj, n_special = 1.0
-    cdef bint bad_p = False, bad_q = False
-    if ps == 1 and qs == 1:
-        if floating is double:
-            s = lm_kl_d(p, q, n, &n_special)
-        else:
-            s = lm_kl_f(p, q, n, &n_special)
-        if n_special == 0:       # every entry regular: nothing negative or nan
-            out[0] = <floating>s
-            return False
-        s = 0.0
-    for j in range(n):
-        pj = p[j * ps]
-        qj = q[j * qs]
-        if validate:
-            bad_p = bad_p | (not (pj >= 0))
-            bad_q = bad_q | (not (qj >= 0))
-        s += rel_entr(pj, qj)
-    out[0] = <floating>s
-    return bad_p or bad_q
-
-
-cdef inline double row_sum(const floating* x, Py_ssize_t n, Py_ssize_t stride) noexcept nogil:
-    cdef Py_ssize_t j
-    cdef double s = 0.0
-    for j in range(n):
-        s += x[j * stride]
-    return s
 
 
 def kl_rows(const floating[:, :, :] p, const floating[:, :, :] q, floating[:, :] out,
@@ -123,21 +62,6 @@ def kl_rows(const floating[:, :, :] p, const floating[:, :, :] q, floating[:, :]
             i = r % n_inner
             bad_rows += kl_row(&p[o, 0, i], ps, &q[o, 0, i], qs, n, validate, &out[o, i])
     return bad_rows
-
-
-cdef inline double entropy_row(const floating* p, Py_ssize_t ps, const floating* q,
-                               Py_ssize_t qs, Py_ssize_t n) noexcept nogil:
-    """sum entr(p / sum(p)), or with q (not NULL) sum rel_entr(p / sum(p), q / sum(q))."""
-    cdef Py_ssize_t j
-    cdef double s = 0.0, p_total = row_sum(p, n, ps), q_total
-    if q == NULL:
-        for j in range(n):
-            s += entr(p[j * ps] / p_total)
-        return s
-    q_total = row_sum(q, n, qs)
-    for j in range(n):
-        s += rel_entr(p[j * ps] / p_total, q[j * qs] / q_total)
-    return s
 
 
 cdef _entropy_rows(const floating[:, :, :] pk, const floating[:, :, :] qk,

@@ -165,11 +165,12 @@ def _reduce(p, loss, row_weight):
         with np.errstate(over="ignore"):
             return loss.reshape(p.target.shape if p.class_target else
                                 p.x.shape[:p.axis] + p.x.shape[p.axis + 1:]).astype(dtype)
-    with np.errstate(over="ignore", invalid="ignore"):  # inf/nan sums are quiet, as torch
-        total = float(np.add.reduce(loss, axis=None))  # pairwise summation
+    # np.add.reduce's pairwise summation, bit for bit, in the one definition the
+    # fast path runs too (lossmle._fastpath); inf/nan sums are quiet, as torch's
+    total = _k.pairwise_total(loss.reshape(-1))
     if p.reduction == "sum":
         return _to_dtype(total, dtype)
-    denom = float(np.add.reduce(row_weight, axis=None)) if row_weight is not None \
+    denom = _k.pairwise_total(row_weight.reshape(-1)) if row_weight is not None \
         else _mean_denominator(p)
     if denom == 0:  # every target ignored (or weighted 0): 0/0 = nan, as torch
         return dtype.type(math.nan if total == 0 or total != total
