@@ -21,13 +21,14 @@ Anything else, and every input that would raise (a class index out of range,
 a negative probability under ``validate``), returns None: the public function
 then runs its general path unchanged, which computes the result again or
 raises its usual error.  Results are bit-identical to the general path: the
-loops below run the same row helpers of ``_rowops.pxd`` with the same
-dispatch (the across-rows kernel for short rows, the per-row helpers
-otherwise) and the same order of summation.  Where a kernel module keeps a
-helper private (``cdef`` in its ``.pyx``) it is mirrored here, named after
-the original; ``tests/test_fastpath.py`` compares every fast path with the
-general path bit for bit, so a kernel change that is not mirrored here fails
-there.
+loops below run the general path's own row helpers - those of ``_rowops.pxd``
+and the kernel modules' block/row helpers of ``_kernel_rows.pxd`` (one
+definition, cimported by both) - with the same dispatch (the across-rows
+kernel for short rows, the per-row helpers otherwise) and the same order of
+summation, ``pairwise_sum`` for the loss reductions included.  What is left
+here is that dispatch for one thread and contiguous rows;
+``tests/test_fastpath.py`` compares every fast path with the general path bit
+for bit, so a change of the kernels' dispatch not followed here fails there.
 
 Outputs are allocated with ``PyArray_EMPTY`` and 0-d results come back as
 numpy scalars (``PyArray_Scalar``), as the general path returns them.  Inputs
@@ -38,13 +39,15 @@ cimport numpy as cnp
 from cython cimport floating
 from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport int64_t
-from libc.math cimport exp, log, INFINITY, NAN, isfinite, fabs, copysign
-from libc.float cimport DBL_MAX, DBL_MIN
+from libc.math cimport INFINITY, NAN, fabs, copysign
 
 from lossmle._rowops cimport (
-    row_logsumexp, row_softmax, row_log_softmax, simd_init, short_rows, fast_max,
-    fast_sumexp, lm_kl_d, lm_kl_f, LM_SHORT_MAX, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX,
-    SHORT_LOG_SOFTMAX, SHORT_LOGSUM,
+    row_logsumexp, row_softmax, row_log_softmax, simd_init, LM_SHORT_MAX, SHORT_LSE,
+    SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
+)
+from lossmle._kernel_rows cimport (
+    short_blocks, ClassOpts, ce_class_row, ce_class_short_blocks, pairwise_sum, kl_row,
+    entropy_row,
 )
 from lossmle import _validation
 
@@ -67,15 +70,10 @@ cdef Py_ssize_t NOGIL_MIN_ELEMENTS = 4096
 cdef cnp.dtype F64 = cnp.PyArray_DescrFromType(cnp.NPY_DOUBLE)
 cdef cnp.dtype F32 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT)
 
-# The element type of short_rows' `special` flags, exactly as _rowops.pxd
-# declares it (the one place to follow a change there).
-ctypedef double special_t
-
 cdef enum:
     NOT_MINE = 0
     IS_F64 = 1
     IS_F32 = 2
-    CE_BLOCK = 2048     # _loss_kernels.CE_BLOCK
 
 
 # ---- what is ours: cheap checks on the raw arguments ----
@@ -138,33 +136,13 @@ cdef inline object _scalar(void* value, int kind):
 
 # ---- logsumexp, softmax, log_softmax (as _special_kernels) ----
 
-cdef void _short_block(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
-                       floating* out) noexcept nogil:
-    """_special_kernels._short_block: short rows through the SIMD kernel, nan/inf redone."""
-    cdef double res[SHORT_BLOCK]
-    cdef special_t special[SHORT_BLOCK]
-    cdef Py_ssize_t r
-    short_rows(x, n_rows, n, mode, res, out, special)
-    for r in range(n_rows):
-        if mode == SHORT_LSE:
-            out[r] = <floating>(row_logsumexp(x + r * n, n, 1) if special[r] else res[r])
-        elif special[r]:
-            if mode == SHORT_SOFTMAX:
-                row_softmax(x + r * n, 1, out + r * n, 1, n)
-            else:
-                row_log_softmax(x + r * n, 1, out + r * n, 1, n)
-
-
 cdef void _rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
                 floating* out) noexcept nogil:
     """mode SHORT_LSE / SHORT_SOFTMAX / SHORT_LOG_SOFTMAX of n_rows contiguous rows,
     dispatched as logsumexp_rows / _transform_rows do with one thread."""
-    cdef Py_ssize_t r, blk, start, per_row = 1 if mode == SHORT_LSE else n
+    cdef Py_ssize_t r
     if 2 <= n <= LM_SHORT_MAX:
-        for blk in range((n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK):
-            start = blk * SHORT_BLOCK
-            _short_block(x + start * n, min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
-                         mode, out + start * per_row)
+        short_blocks(x, n_rows, n, mode, out)
     elif mode == SHORT_LSE:
         for r in range(n_rows):
             out[r] = <floating>row_logsumexp(x + r * n, n, 1)
@@ -249,131 +227,24 @@ def log_softmax(x, axis, where, out, n_threads):
 
 # ---- cross_entropy with class indices (as _loss_kernels, no weight/smoothing) ----
 
-cdef struct RowStats:
-    double m            # row max
-    double log_s        # log(sum(exp(x - m))); nan marks a row whose loss is nan
-
-
-cdef inline bint row_stats_fast(const floating* x, Py_ssize_t n, RowStats* st) noexcept nogil:
-    """_loss_kernels.row_stats_fast without class weights (want_wx False)."""
-    cdef Py_ssize_t b0 = 0, nb
-    cdef double m = -INFINITY, s = 0.0, bm
-    while b0 < n:
-        nb = min(<Py_ssize_t>CE_BLOCK, n - b0)
-        bm = fast_max(x + b0, nb)
-        if bm > m:
-            if m != -INFINITY:
-                s = s * exp(m - bm)
-            m = bm
-        elif bm != bm:
-            return False
-        s += fast_sumexp(x + b0, nb, m)
-        b0 += nb
-    if not (isfinite(m) and isfinite(s)):
-        return False
-    st.m = m
-    st.log_s = log(s)
-    return True
-
-
-cdef inline void row_stats(const floating* x, Py_ssize_t n, RowStats* st) noexcept nogil:
-    """_loss_kernels.row_stats of a contiguous row without class weights."""
-    cdef Py_ssize_t j
-    cdef double m = -INFINITY, s = 0.0, v
-    cdef bint has_nan = False
-    if row_stats_fast(x, n, st):
-        return
-    for j in range(n):
-        v = x[j]
-        has_nan = has_nan | (v != v)
-        if v > m:
-            s = (s * exp(m - v) if m != -INFINITY else 0.0) + 1.0
-            m = v
-        elif m != -INFINITY:
-            s += exp(v - m)
-    st.m = m
-    st.log_s = NAN if has_nan or not isfinite(m) else log(s)
-
-
-cdef inline void ce_class_row(const floating* x, Py_ssize_t n, int64_t y,
-                              int64_t ignore_index, double* loss,
-                              double* row_weight) noexcept nogil:
-    """_loss_kernels.ce_class_row with w NULL, no smoothing (keep 1), no gradient."""
-    cdef RowStats st
-    cdef double keep = 1.0, wy = 1.0
-    if y == ignore_index:
-        loss[0] = 0.0
-        row_weight[0] = 0.0
-        return
-    row_stats(x, n, &st)
-    loss[0] = keep * wy * ((st.m - x[y]) + st.log_s)
-    row_weight[0] = wy
-
-
-cdef void ce_class_short_block(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
-                               const int64_t* y, int64_t ignore_index,
-                               double* loss, double* row_weight) noexcept nogil:
-    """_loss_kernels.ce_class_short_block with w NULL and no smoothing."""
-    cdef double log_s[SHORT_BLOCK]
-    cdef special_t special[SHORT_BLOCK]
-    cdef Py_ssize_t r, k
-    cdef const floating* row
-    cdef double m, keep = 1.0, wy = 1.0
-    short_rows(x, n_rows, n, SHORT_LOGSUM, log_s, <floating*>NULL, special)
-    for r in range(n_rows):
-        row = x + r * n
-        if special[r] or y[r] == ignore_index:
-            ce_class_row(row, n, y[r], ignore_index, loss + r, row_weight + r)
-            continue
-        m = row[0]
-        for k in range(1, n):
-            m = row[k] if row[k] > m else m
-        loss[r] = keep * wy * ((m - row[y[r]]) + log_s[r])
-        row_weight[r] = wy
-
-
 cdef void ce_class_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
                         const int64_t* y, int64_t ignore_index, double* loss,
                         double* row_weight) noexcept nogil:
-    """cross_entropy_class_rows on one thread (contiguous logits and target, no grad)."""
-    cdef Py_ssize_t r, blk, start
+    """cross_entropy_class_rows on one thread (contiguous logits and target, no
+    weight, no smoothing, no grad)."""
+    cdef Py_ssize_t r
+    cdef ClassOpts op
+    op.w = NULL
+    op.w_total = n
+    op.keep = 1.0
+    op.spread = 0.0
+    op.ignore_index = ignore_index
+    op.grad_scale = 1.0     # not read: no gradient
     if 2 <= n <= LM_SHORT_MAX:
-        for blk in range((n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK):
-            start = blk * SHORT_BLOCK
-            ce_class_short_block(x + start * n, min(<Py_ssize_t>SHORT_BLOCK, n_rows - start),
-                                 n, y + start, ignore_index, loss + start, row_weight + start)
+        ce_class_short_blocks(x, n_rows, n, y, &op, loss, row_weight)
     else:
         for r in range(n_rows):
-            ce_class_row(x + r * n, n, y[r], ignore_index, loss + r, row_weight + r)
-
-
-cdef double pairwise_sum(const double* a, Py_ssize_t n) noexcept nogil:
-    """NumPy's pairwise summation (DOUBLE_pairwise_sum, as np.add.reduce of a
-    contiguous float64 array runs it), so a reduction here gives its bits."""
-    cdef Py_ssize_t i, j, n2
-    cdef double res
-    cdef double r[8]
-    if n < 8:
-        res = -0.0
-        for i in range(n):
-            res += a[i]
-        return res
-    if n <= 128:    # PW_BLOCKSIZE
-        for j in range(8):
-            r[j] = a[j]
-        i = 8
-        while i < n - n % 8:
-            for j in range(8):
-                r[j] += a[i + j]
-            i += 8
-        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
-        while i < n:
-            res += a[i]
-            i += 1
-        return res
-    n2 = n // 2
-    n2 -= n2 % 8
-    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2)
+            ce_class_row(x + r * n, n, 1, y[r], &op, NULL, 0, loss + r, row_weight + r)
 
 
 cdef enum:
@@ -487,7 +358,7 @@ def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_s
                 for r in range(n_rows):
                     out32[r] = <float>loss[r]
             return res
-        # float(np.add.reduce(loss)): the identity 0.0 plus the pairwise sum
+        # as _losses._reduce (_loss_kernels.pairwise_total): 0.0 plus the pairwise sum
         total = 0.0 + pairwise_sum(loss, n_rows)
         if total != total:
             # which nan a sum of nans of both signs gives depends on the operand
@@ -510,62 +381,11 @@ def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_s
 
 # ---- kl_divergence and entropy (as _divergence_kernels) ----
 
-cdef inline double rel_entr(double x, double y) noexcept nogil:
-    """_divergence_kernels.rel_entr (scipy.special.rel_entr)."""
-    cdef double r
-    if x > 0 and y > 0:
-        r = x / y
-        if r > DBL_MAX or r < DBL_MIN:
-            return x * (log(x) - log(y))
-        return x * log(r)
-    if x == 0 and y >= 0:
-        return 0.0
-    if x != x or y != y:
-        return NAN
-    return INFINITY
-
-
-cdef inline double entr(double x) noexcept nogil:
-    """_divergence_kernels.entr (scipy.special.entr)."""
-    if x > 0:
-        return -x * log(x)
-    if x == 0:
-        return 0.0
-    if x != x:
-        return NAN
-    return -INFINITY
-
-
-cdef inline bint kl_row(const floating* p, const floating* q, Py_ssize_t n, bint validate,
-                        floating* out) noexcept nogil:
-    """_divergence_kernels.kl_row of contiguous rows: True for a bad (negative/nan) row."""
-    cdef Py_ssize_t j
-    cdef double s = 0.0, pj, qj, n_special = 1.0
-    cdef bint bad_p = False, bad_q = False
-    if floating is double:
-        s = lm_kl_d(p, q, n, &n_special)
-    else:
-        s = lm_kl_f(p, q, n, &n_special)
-    if n_special == 0:
-        out[0] = <floating>s
-        return False
-    s = 0.0
-    for j in range(n):
-        pj = p[j]
-        qj = q[j]
-        if validate:
-            bad_p = bad_p | (not (pj >= 0))
-            bad_q = bad_q | (not (qj >= 0))
-        s += rel_entr(pj, qj)
-    out[0] = <floating>s
-    return bad_p or bad_q
-
-
 cdef Py_ssize_t kl_rows(const floating* p, const floating* q, Py_ssize_t n_rows,
                         Py_ssize_t n, bint validate, floating* out) noexcept nogil:
     cdef Py_ssize_t r, bad_rows = 0
     for r in range(n_rows):
-        bad_rows += kl_row(p + r * n, q + r * n, n, validate, out + r)
+        bad_rows += kl_row(p + r * n, 1, q + r * n, 1, n, validate, out + r)
     return bad_rows
 
 
@@ -621,27 +441,16 @@ def kl_divergence(p, q, axis, base, keepdims, validate, out, n_threads):
     return _scalar(value, kind) if scalar else res
 
 
-cdef inline double entropy_row(const floating* p, Py_ssize_t ps, Py_ssize_t n) noexcept nogil:
-    """_divergence_kernels.entropy_row without qk: sum entr(p / sum(p))."""
-    cdef Py_ssize_t j
-    cdef double s = 0.0, p_total = 0.0
-    for j in range(n):      # _divergence_kernels.row_sum
-        p_total += p[j * ps]
-    for j in range(n):
-        s += entr(p[j * ps] / p_total)
-    return s
-
-
 cdef void entropy_rows(const floating* p, Py_ssize_t n_rows, Py_ssize_t n, bint columns,
                        floating* out) noexcept nogil:
     """Row sums (columns False), or over axis 0 of the n_rows x n array (columns True)."""
     cdef Py_ssize_t r
     if columns:
         for r in range(n):
-            out[r] = <floating>entropy_row(p + r, n, n_rows)
+            out[r] = <floating>entropy_row(p + r, n, <const floating*>NULL, 0, n_rows)
     else:
         for r in range(n_rows):
-            out[r] = <floating>entropy_row(p + r * n, 1, n)
+            out[r] = <floating>entropy_row(p + r * n, 1, <const floating*>NULL, 0, n)
 
 
 def entropy(pk, qk, base, axis, keepdims, out, n_threads):
