@@ -134,6 +134,12 @@ cdef inline object _scalar(void* value, int kind):
     return PyArray_Scalar(value, F64 if kind == IS_F64 else F32, None)
 
 
+cdef inline cnp.ndarray _vector(Py_ssize_t n, int kind):
+    """A new 1-D float64 (IS_F64) or float32 array of n values."""
+    return cnp.PyArray_EMPTY(1, <cnp.npy_intp*>&n, cnp.NPY_DOUBLE if kind == IS_F64
+                             else cnp.NPY_FLOAT, 0)
+
+
 # ---- logsumexp, softmax, log_softmax (as _special_kernels) ----
 
 cdef void _rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
@@ -154,19 +160,21 @@ cdef void _rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
             row_log_softmax(x + r * n, 1, out + r * n, 1, n)
 
 
+cdef inline void _rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,
+                          int mode, void* out) noexcept nogil:
+    if kind == IS_F64:
+        _rows(<const double*>x, n_rows, n, mode, <double*>out)
+    else:
+        _rows(<const float*>x, n_rows, n, mode, <float*>out)
+
+
 cdef inline void _run_rows(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,
                            int mode, void* out):
     if n_rows * n < NOGIL_MIN_ELEMENTS:
-        if kind == IS_F64:
-            _rows(<const double*>x, n_rows, n, mode, <double*>out)
-        else:
-            _rows(<const float*>x, n_rows, n, mode, <float*>out)
+        _rows_of(kind, x, n_rows, n, mode, out)
     else:
         with nogil:
-            if kind == IS_F64:
-                _rows(<const double*>x, n_rows, n, mode, <double*>out)
-            else:
-                _rows(<const float*>x, n_rows, n, mode, <float*>out)
+            _rows_of(kind, x, n_rows, n, mode, out)
 
 
 def logsumexp(a, axis, b, keepdims, return_sign, where, out, n_threads):
@@ -189,7 +197,7 @@ def logsumexp(a, axis, b, keepdims, return_sign, where, out, n_threads):
     if n_rows == 1 and (nd == 1 or axis is None):
         _run_rows(kind, cnp.PyArray_DATA(<cnp.ndarray>a), 1, n, SHORT_LSE, value)
         return _scalar(value, kind)
-    res = cnp.PyArray_EMPTY(1, <cnp.npy_intp*>&n_rows, cnp.NPY_DOUBLE if kind == IS_F64 else cnp.NPY_FLOAT, 0)
+    res = _vector(n_rows, kind)
     _run_rows(kind, cnp.PyArray_DATA(<cnp.ndarray>a), n_rows, n, SHORT_LSE,
               cnp.PyArray_DATA(<cnp.ndarray>res))
     return res
@@ -247,6 +255,15 @@ cdef void ce_class_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
             ce_class_row(x + r * n, n, 1, y[r], &op, NULL, 0, loss + r, row_weight + r)
 
 
+cdef inline void _ce_rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,
+                             const int64_t* y, int64_t ignore_index, double* loss,
+                             double* row_weight) noexcept nogil:
+    if kind == IS_F64:
+        ce_class_rows(<const double*>x, n_rows, n, y, ignore_index, loss, row_weight)
+    else:
+        ce_class_rows(<const float*>x, n_rows, n, y, ignore_index, loss, row_weight)
+
+
 cdef enum:
     RED_NONE = 0
     RED_MEAN = 1
@@ -283,6 +300,7 @@ def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_s
     cdef float* out32
     cdef double* out64
     cdef float out_nan
+    cdef const void* xd
     if (weight is not None or sample_weight is not None or where is not None
             or logit_softcap is not None or out is not None or not _threads_ok(n_threads)):
         return None
@@ -330,25 +348,15 @@ def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_s
             raise MemoryError()
         row_weight = loss + n_rows
     try:
+        xd = cnp.PyArray_DATA(<cnp.ndarray>logits)
         if n_rows * n < NOGIL_MIN_ELEMENTS:
-            if kind == IS_F64:
-                ce_class_rows(<const double*>cnp.PyArray_DATA(<cnp.ndarray>logits), n_rows, n,
-                              ys, ignore, loss, row_weight)
-            else:
-                ce_class_rows(<const float*>cnp.PyArray_DATA(<cnp.ndarray>logits), n_rows, n,
-                              ys, ignore, loss, row_weight)
+            _ce_rows_of(kind, xd, n_rows, n, ys, ignore, loss, row_weight)
         else:
             with nogil:
-                if kind == IS_F64:
-                    ce_class_rows(<const double*>cnp.PyArray_DATA(<cnp.ndarray>logits), n_rows,
-                                  n, ys, ignore, loss, row_weight)
-                else:
-                    ce_class_rows(<const float*>cnp.PyArray_DATA(<cnp.ndarray>logits), n_rows,
-                                  n, ys, ignore, loss, row_weight)
+                _ce_rows_of(kind, xd, n_rows, n, ys, ignore, loss, row_weight)
         if red == RED_NONE:
             # _losses._reduce: the row losses cast to the logits' dtype
-            res = cnp.PyArray_EMPTY(1, <cnp.npy_intp*>&n_rows, cnp.NPY_DOUBLE if kind == IS_F64
-                                    else cnp.NPY_FLOAT, 0)
+            res = _vector(n_rows, kind)
             if kind == IS_F64:
                 out64 = <double*>cnp.PyArray_DATA(<cnp.ndarray>res)
                 for r in range(n_rows):
@@ -389,6 +397,13 @@ cdef Py_ssize_t kl_rows(const floating* p, const floating* q, Py_ssize_t n_rows,
     return bad_rows
 
 
+cdef inline Py_ssize_t _kl_rows_of(int kind, const void* p, const void* q, Py_ssize_t n_rows,
+                                   Py_ssize_t n, bint validate, void* out) noexcept nogil:
+    if kind == IS_F64:
+        return kl_rows(<const double*>p, <const double*>q, n_rows, n, validate, <double*>out)
+    return kl_rows(<const float*>p, <const float*>q, n_rows, n, validate, <float*>out)
+
+
 def kl_divergence(p, q, axis, base, keepdims, validate, out, n_threads):
     """lossmle.kl_divergence for equally shaped plain p and q over the last axis,
     or None when the call is not a plain one (or p or q is invalid under validate)."""
@@ -412,30 +427,15 @@ def kl_divergence(p, q, axis, base, keepdims, validate, out, n_threads):
     elif not _last_axis(axis, nd):
         return None
     scalar = nd == 1 or axis is None
-    if scalar:
-        res = None
-        res_data = value
-    else:
-        res = cnp.PyArray_EMPTY(1, <cnp.npy_intp*>&n_rows, cnp.NPY_DOUBLE if kind == IS_F64
-                                else cnp.NPY_FLOAT, 0)
-        res_data = cnp.PyArray_DATA(<cnp.ndarray>res)
+    res = None if scalar else _vector(n_rows, kind)
+    res_data = <void*>value if scalar else cnp.PyArray_DATA(<cnp.ndarray>res)
+    cdef const void* pd = cnp.PyArray_DATA(pa)
+    cdef const void* qd = cnp.PyArray_DATA(qa)
     if n_rows * n < NOGIL_MIN_ELEMENTS:
-        if kind == IS_F64:
-            bad = kl_rows(<const double*>cnp.PyArray_DATA(pa), <const double*>cnp.PyArray_DATA(qa),
-                          n_rows, n, check, <double*>res_data)
-        else:
-            bad = kl_rows(<const float*>cnp.PyArray_DATA(pa), <const float*>cnp.PyArray_DATA(qa),
-                          n_rows, n, check, <float*>res_data)
+        bad = _kl_rows_of(kind, pd, qd, n_rows, n, check, res_data)
     else:
         with nogil:
-            if kind == IS_F64:
-                bad = kl_rows(<const double*>cnp.PyArray_DATA(pa),
-                              <const double*>cnp.PyArray_DATA(qa), n_rows, n, check,
-                              <double*>res_data)
-            else:
-                bad = kl_rows(<const float*>cnp.PyArray_DATA(pa),
-                              <const float*>cnp.PyArray_DATA(qa), n_rows, n, check,
-                              <float*>res_data)
+            bad = _kl_rows_of(kind, pd, qd, n_rows, n, check, res_data)
     if bad:
         return None     # the general path names the argument in its ValueError
     return _scalar(value, kind) if scalar else res
@@ -451,6 +451,14 @@ cdef void entropy_rows(const floating* p, Py_ssize_t n_rows, Py_ssize_t n, bint 
     else:
         for r in range(n_rows):
             out[r] = <floating>entropy_row(p + r * n, 1, <const floating*>NULL, 0, n)
+
+
+cdef inline void _entropy_rows_of(int kind, const void* p, Py_ssize_t n_rows, Py_ssize_t n,
+                                 bint columns, void* out) noexcept nogil:
+    if kind == IS_F64:
+        entropy_rows(<const double*>p, n_rows, n, columns, <double*>out)
+    else:
+        entropy_rows(<const float*>p, n_rows, n, columns, <float*>out)
 
 
 def entropy(pk, qk, base, axis, keepdims, out, n_threads):
@@ -476,26 +484,12 @@ def entropy(pk, qk, base, axis, keepdims, out, n_threads):
         return None
     n_out = n if columns else n_rows
     scalar = nd == 1 or axis is None
-    if scalar:
-        res = None
-        res_data = value
-    else:
-        res = cnp.PyArray_EMPTY(1, <cnp.npy_intp*>&n_out, cnp.NPY_DOUBLE if kind == IS_F64
-                                else cnp.NPY_FLOAT, 0)
-        res_data = cnp.PyArray_DATA(<cnp.ndarray>res)
+    res = None if scalar else _vector(n_out, kind)
+    res_data = <void*>value if scalar else cnp.PyArray_DATA(<cnp.ndarray>res)
+    cdef const void* pd = cnp.PyArray_DATA(pa)
     if n_rows * n < NOGIL_MIN_ELEMENTS:
-        if kind == IS_F64:
-            entropy_rows(<const double*>cnp.PyArray_DATA(pa), n_rows, n, columns,
-                         <double*>res_data)
-        else:
-            entropy_rows(<const float*>cnp.PyArray_DATA(pa), n_rows, n, columns,
-                         <float*>res_data)
+        _entropy_rows_of(kind, pd, n_rows, n, columns, res_data)
     else:
         with nogil:
-            if kind == IS_F64:
-                entropy_rows(<const double*>cnp.PyArray_DATA(pa), n_rows, n, columns,
-                             <double*>res_data)
-            else:
-                entropy_rows(<const float*>cnp.PyArray_DATA(pa), n_rows, n, columns,
-                             <float*>res_data)
+            _entropy_rows_of(kind, pd, n_rows, n, columns, res_data)
     return _scalar(value, kind) if scalar else res
