@@ -60,7 +60,7 @@ extensions = [
         [f"lossmle/{name}.pyx"],
         include_dirs=[np.get_include(), "lossmle"],
         depends=["lossmle/_simd.h", "lossmle/_simd_impl.h", "lossmle/_omp_compat.h",
-                 "lossmle/_rowops.pxd"],
+                 "lossmle/_rowops.pxd", "lossmle/_kernel_rows.pxd"],
         # only lossmle._simd instantiates the per-ISA SIMD variants (see _simd.h)
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
         + ([("LM_SIMD_IMPLEMENT", "1")] if name == "_simd" else []),
@@ -68,7 +68,7 @@ extensions = [
         extra_link_args=list(omp[1]),
     )
     for name in ("_simd", "_special_kernels", "_loss_kernels", "_divergence_kernels", "_parallel",
-                 "_training_kernels", "_streaming_kernels")
+                 "_training_kernels", "_streaming_kernels", "_fastpath")
 ]
 
 setup(

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from . import _divergence_kernels as _k
+from . import _divergence_kernels as _k, _fastpath
 from ._validation import (
     as_float_array, check_out, common_float_dtype, deliver, normalize_axes,
     reduced_shape, resolve_threads, rows_view,
@@ -107,6 +107,10 @@ def kl_divergence(p, q, axis=-1, *, base=None, keepdims=False, validate=True,
     >>> round(float(kl_divergence([1/3, 2/3], [1/2, 1/2])), 10)
     0.0566330123
     """
+    # small plain inputs: the whole call in compiled code (None: not such a call)
+    res = _fastpath.kl_divergence(p, q, axis, base, keepdims, validate, out, n_threads)
+    if res is not None:
+        return res
     base = _check_base(base)
     p, q = _pair(p, q, "p", "q")
     user_out = out
@@ -181,6 +185,9 @@ def entropy(pk, qk=None, base=None, axis=0, *, keepdims=False, out=None, n_threa
     >>> float(entropy([1/2, 1/2], base=2))
     1.0
     """
+    res = _fastpath.entropy(pk, qk, base, axis, keepdims, out, n_threads)  # small plain pk
+    if res is not None:
+        return res
     base = _check_base(base)
     if qk is None:
         arrays, kernel = [as_float_array(pk, "pk")], _k.entropy_rows

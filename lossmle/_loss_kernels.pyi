@@ -27,5 +27,6 @@ def nll_rows(
     ignore_index: int, loss: NDArray[np.float64], row_weight: NDArray[np.float64],
     n_threads: int,
 ) -> None: ...
+def pairwise_total(a: NDArray[np.float64]) -> float: ...
 
 SIMD_PATH: str

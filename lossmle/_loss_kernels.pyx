@@ -7,9 +7,9 @@ n_inner)`` view with the class axis in the middle (torch's ``(N, C, d1..)``
 is ``n_inner = d1 * ...``; the default last axis is ``n_inner = 1``), and
 ``target`` the matching ``(n_outer, n_inner)`` view.  Per row the kernels
 write the loss (double) and the weight the row carries in a mean (double);
-the Python layer sums those O(rows) arrays pairwise (np.sum) and divides, so a
-mean over millions of rows keeps ~1e-16 relative accuracy and a result never
-depends on the thread count.
+the Python layer sums those O(rows) arrays pairwise (``pairwise_total``:
+NumPy's pairwise summation) and divides, so a mean over millions of rows
+keeps ~1e-16 relative accuracy and a result never depends on the thread count.
 
 Class indices are checked here, before any arithmetic, in one cheap serial
 pass over ``target``: the loop returns the flat position of the first index
@@ -31,6 +31,11 @@ Every difference is taken against the row max before it is summed, never as
 ``lse - x[y]``: with logits of 1e17 the latter cancels to 0 (or inf - inf).
 Many short rows (C <= 8) take an across-rows SIMD kernel for ``L``.
 
+The row helpers of class-index cross-entropy (``row_stats``,
+``ce_class_row``, ``ce_class_short_block(s)``) and ``pairwise_sum`` live in
+``_kernel_rows.pxd``, one definition shared with ``_fastpath`` (which must
+give these kernels' bits for small inputs).
+
 and the gradients ``d loss / d x_k`` with ``p = softmax(x)``:
 
     class target y:  (1 - eps) * w[y] * (p_k - [k == y]) + eps / C * (W p_k - w_k)
@@ -39,11 +44,12 @@ and the gradients ``d loss / d x_k`` with ``p = softmax(x)``:
 from cython.parallel cimport prange
 from cython cimport floating
 from libc.stdint cimport int64_t
-from libc.math cimport exp, log, NAN, INFINITY, isfinite
+from libc.math cimport exp
 
-from lossmle._rowops cimport (
-    simd_init, fast_max, fast_sumexp, fast_dot, lm_ce_grad_d, lm_ce_grad_f,
-    short_rows, LM_SHORT_MAX, SHORT_BLOCK, SHORT_LOGSUM,
+from lossmle._rowops cimport simd_init, LM_SHORT_MAX, SHORT_BLOCK
+from lossmle._kernel_rows cimport (
+    RowStats, row_stats, ClassOpts, ce_class_row, ce_class_short_block, ce_class_short_blocks,
+    pairwise_sum,
 )
 
 
@@ -56,85 +62,9 @@ def _simd_init():
 
 SIMD_PATH = _simd_init()
 
-# Contiguous rows are processed in blocks of this many values: the block's
-# max, then its exps against the running max, while it sits in L1 - so each
-# row comes from memory once, and the exps run vectorised.
-cdef enum:
-    CE_BLOCK = 2048
-
-
 ctypedef fused target_floating:
     float
     double
-
-
-cdef struct RowStats:
-    double m            # row max
-    double log_s        # log(sum(exp(x - m))); nan marks a row whose loss is nan
-    double d_wx         # sum_c w[c] * (x[c] - m)          (label smoothing)
-    double sum_wt       # sum_c w[c] * t'[c]               (probability targets)
-    double d_wtx        # sum_c w[c] * t'[c] * (x[c] - m)  (probability targets)
-
-
-cdef inline bint row_stats_fast(const floating* x, Py_ssize_t n, const double* w,
-                                bint want_wx, RowStats* st) noexcept nogil:
-    """row_stats for a contiguous row: vectorised, block by block, one read.
-
-    Returns False when the row holds nan or +inf, or only -inf: the caller
-    then runs the scalar code, which defines those cases.
-    """
-    cdef Py_ssize_t b0 = 0, nb
-    cdef double m = -INFINITY, s = 0.0, bm, d = 0.0, w_seen = 0.0, w_block
-    while b0 < n:
-        nb = min(<Py_ssize_t>CE_BLOCK, n - b0)
-        bm = fast_max(x + b0, nb)
-        if bm > m:
-            if m != -INFINITY:
-                s = s * exp(m - bm)
-                d = d - w_seen * (bm - m)   # re-centre sum w (x - m) on the new max
-            m = bm
-        elif bm != bm:
-            return False
-        s += fast_sumexp(x + b0, nb, m)
-        if want_wx:
-            d += fast_dot(x + b0, (w + b0) if w != NULL else NULL, nb, m, &w_block)
-            w_seen += w_block
-        b0 += nb
-    if not (isfinite(m) and isfinite(s)):
-        return False
-    st.m = m
-    st.log_s = log(s)
-    st.d_wx = d
-    return True
-
-
-cdef inline void row_stats(const floating* x, Py_ssize_t n, Py_ssize_t stride,
-                           const double* w, bint want_wx, RowStats* st) noexcept nogil:
-    """m, log_s and (want_wx) d_wx of a logits row.
-
-    nan, +inf (inf - inf) and all -inf rows (-inf - -inf) have a nan
-    log_softmax in torch, so their loss is nan: log_s = nan marks them.
-    """
-    cdef Py_ssize_t j
-    cdef double m = -INFINITY, s = 0.0, v, d = 0.0
-    cdef bint has_nan = False
-    if stride == 1 and row_stats_fast(x, n, w, want_wx, st):
-        return
-    for j in range(n):
-        v = x[j * stride]
-        has_nan = has_nan | (v != v)
-        if v > m:
-            # the guard keeps -inf - -inf (nan) out when the first value lands
-            s = (s * exp(m - v) if m != -INFINITY else 0.0) + 1.0
-            m = v
-        elif m != -INFINITY:
-            s += exp(v - m)
-    st.m = m
-    st.log_s = NAN if has_nan or not isfinite(m) else log(s)
-    if want_wx and st.log_s == st.log_s:
-        for j in range(n):
-            d += (w[j] if w != NULL else 1.0) * (x[j * stride] - m)
-    st.d_wx = d
 
 
 cdef inline void row_stats_prob(const floating* x, Py_ssize_t n, Py_ssize_t stride,
@@ -171,88 +101,6 @@ def check_class_indices(const int64_t[:, :] target, Py_ssize_t n_classes,
             if bad >= 0:
                 break
     return bad
-
-
-cdef struct ClassOpts:
-    const double* w         # class weights or NULL
-    double w_total          # sum(w), or C
-    double keep             # 1 - eps
-    double spread           # eps / C
-    int64_t ignore_index
-    double grad_scale       # d reduction / d row loss
-
-
-cdef inline void ce_class_row(const floating* x, Py_ssize_t n, Py_ssize_t xs, int64_t y,
-                              const ClassOpts* op, floating* g, Py_ssize_t gs,
-                              double* loss, double* row_weight) noexcept nogil:
-    """One row of cross_entropy_class_rows (g == NULL: no gradient)."""
-    cdef RowStats st
-    cdef Py_ssize_t k
-    cdef double wy, p, gk
-    cdef const double* w = op.w
-    if y == op.ignore_index:
-        loss[0] = 0.0
-        row_weight[0] = 0.0
-        if g != NULL:
-            for k in range(n):
-                g[k * gs] = 0
-        return
-    row_stats(x, n, xs, w, op.spread > 0, &st)
-    wy = w[y] if w != NULL else 1.0
-    loss[0] = op.keep * wy * ((st.m - x[y * xs]) + st.log_s)
-    if op.spread > 0:
-        loss[0] += op.spread * (op.w_total * st.log_s - st.d_wx)
-    row_weight[0] = wy
-    if g == NULL:
-        return
-    if xs == 1 and gs == 1 and isfinite(st.log_s):
-        # g = alpha * p - beta * w, then the target's -keep * wy
-        if floating is double:
-            lm_ce_grad_d(x, g, n, st.m, st.log_s, op.grad_scale * (op.keep * wy + op.spread * op.w_total),
-                         op.grad_scale * op.spread, w)
-        else:
-            lm_ce_grad_f(x, g, n, st.m, st.log_s, op.grad_scale * (op.keep * wy + op.spread * op.w_total),
-                         op.grad_scale * op.spread, w)
-        # the target's entry again, in double: p_y - 1 cancels, and a float32
-        # p_y would leave only its rounding error (6e-8) of a 1e-6 gradient
-        p = exp((x[y] - st.m) - st.log_s)
-        g[y] = <floating>(op.grad_scale * ((op.keep * wy + op.spread * op.w_total) * p
-                                           - (op.spread + op.keep) * wy))
-        return
-    for k in range(n):
-        p = exp((x[k * xs] - st.m) - st.log_s)
-        gk = op.keep * wy * (p - (1.0 if k == y else 0.0))
-        if op.spread > 0:
-            gk = gk + op.spread * (op.w_total * p - (w[k] if w != NULL else 1.0))
-        g[k * gs] = <floating>(op.grad_scale * gk)
-
-
-cdef void ce_class_short_block(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
-                               const int64_t* y, const ClassOpts* op,
-                               double* loss, double* row_weight) noexcept nogil:
-    """Loss of a block of short contiguous rows: log-sum via the across-rows kernel."""
-    cdef double log_s[SHORT_BLOCK]
-    cdef double special[SHORT_BLOCK]
-    cdef Py_ssize_t r, k
-    cdef const floating* row
-    cdef double m, d, wy
-    short_rows(x, n_rows, n, SHORT_LOGSUM, log_s, <floating*>NULL, special)
-    for r in range(n_rows):
-        row = x + r * n
-        if special[r] or y[r] == op.ignore_index:
-            ce_class_row(row, n, 1, y[r], op, NULL, 0, loss + r, row_weight + r)
-            continue
-        m = row[0]
-        for k in range(1, n):
-            m = row[k] if row[k] > m else m
-        wy = op.w[y[r]] if op.w != NULL else 1.0
-        loss[r] = op.keep * wy * ((m - row[y[r]]) + log_s[r])
-        if op.spread > 0:
-            d = 0.0
-            for k in range(n):
-                d += (op.w[k] if op.w != NULL else 1.0) * (row[k] - m)
-            loss[r] += op.spread * (op.w_total * log_s[r] - d)
-        row_weight[r] = wy
 
 
 def cross_entropy_class_rows(const floating[:, :, :] logits,
@@ -293,13 +141,10 @@ def cross_entropy_class_rows(const floating[:, :, :] logits,
           and logits.strides[0] == n_classes * item and target.strides[0] == 8):
         n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
         if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
-            with nogil:
-                for r in range(n_blocks):
-                    start = r * SHORT_BLOCK
-                    ce_class_short_block(&logits[start, 0, 0],
-                                         min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n_classes,
-                                         &target[start, 0], &op, &loss[start, 0],
-                                         &row_weight[start, 0])
+            if n_rows > 0:  # (no &logits[0, 0, 0] of an empty view)
+                with nogil:
+                    ce_class_short_blocks(&logits[0, 0, 0], n_rows, n_classes, &target[0, 0],
+                                          &op, &loss[0, 0], &row_weight[0, 0])
         else:
             for r in prange(n_blocks, schedule='static', num_threads=n_threads, nogil=True):
                 start = r * SHORT_BLOCK
@@ -415,3 +260,17 @@ def nll_rows(const floating[:, :, :] log_probs, const int64_t[:, :] target,
         for r in prange(n_rows, schedule='static', num_threads=n_threads, nogil=True):
             nll_row(log_probs, target, w, ignore_index, loss, row_weight,
                     r // n_inner, r % n_inner)
+
+
+def pairwise_total(const double[::1] a):
+    """float(np.add.reduce(a)) of a contiguous float64 array, as a Python float.
+
+    The identity 0.0 plus ``_kernel_rows.pairwise_sum`` (NumPy's pairwise
+    summation, bit for bit): the reductions of the per-row losses and row
+    weights, which ``_fastpath`` runs through the same definition.  IN only.
+    """
+    cdef double total = 0.0
+    if a.shape[0] > 0:
+        with nogil:
+            total = 0.0 + pairwise_sum(&a[0], a.shape[0])
+    return total

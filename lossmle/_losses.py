@@ -5,7 +5,7 @@ import operator
 
 import numpy as np
 
-from . import _loss_kernels as _k
+from . import _fastpath, _loss_kernels as _k
 from ._validation import (
     as_float_array, check_out, deliver, normalize_axes, resolve_threads, rows_view,
 )
@@ -165,11 +165,12 @@ def _reduce(p, loss, row_weight):
         with np.errstate(over="ignore"):
             return loss.reshape(p.target.shape if p.class_target else
                                 p.x.shape[:p.axis] + p.x.shape[p.axis + 1:]).astype(dtype)
-    with np.errstate(over="ignore", invalid="ignore"):  # inf/nan sums are quiet, as torch
-        total = float(np.add.reduce(loss, axis=None))  # pairwise summation
+    # np.add.reduce's pairwise summation, bit for bit, in the one definition the
+    # fast path runs too (lossmle._fastpath); inf/nan sums are quiet, as torch's
+    total = _k.pairwise_total(loss.reshape(-1))
     if p.reduction == "sum":
         return _to_dtype(total, dtype)
-    denom = float(np.add.reduce(row_weight, axis=None)) if row_weight is not None \
+    denom = _k.pairwise_total(row_weight.reshape(-1)) if row_weight is not None \
         else _mean_denominator(p)
     if denom == 0:  # every target ignored (or weighted 0): 0/0 = nan, as torch
         return dtype.type(math.nan if total == 0 or total != total
@@ -282,6 +283,12 @@ def cross_entropy(logits, target, axis=-1, *, weight=None, ignore_index=-100,
     >>> round(float(cross_entropy(logits, np.array([0, 1]))), 6)
     0.409968
     """
+    # small plain inputs: the whole call in compiled code (None: not such a call)
+    res = _fastpath.cross_entropy(logits, target, axis, weight, ignore_index, reduction,
+                                  label_smoothing, sample_weight, where, logit_softcap, out,
+                                  n_threads)
+    if res is not None:
+        return res
     if sample_weight is not None or where is not None or logit_softcap is not None:
         from ._training import weighted_cross_entropy
         _check_extended(reduction, out)

@@ -1,7 +1,7 @@
 """logsumexp, softmax and log_softmax: drop-in replacements for scipy.special."""
 import numpy as np
 
-from . import _special_kernels as _k
+from . import _fastpath, _special_kernels as _k
 from ._validation import (
     alloc_transform_out, as_float_array, check_out, common_float_dtype, deliver,
     normalize_axes, reduced_shape, resolve_threads, rows_view,
@@ -77,6 +77,10 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
     >>> logsumexp([1, 2], b=[1, -1], return_sign=True)
     (np.float64(1.5413248546129181), np.float64(-1.0))
     """
+    # small plain arrays: the whole call in compiled code (None: not such a call)
+    res = _fastpath.logsumexp(a, axis, b, keepdims, return_sign, where, out, n_threads)
+    if res is not None:
+        return res
     if where is not None:
         if b is not None or return_sign:
             raise ValueError("where cannot be combined with b or return_sign; "
@@ -197,6 +201,9 @@ def softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     >>> softmax([0.0, 0.0, 0.0, 0.0]).tolist()
     [0.25, 0.25, 0.25, 0.25]
     """
+    res = _fastpath.softmax(x, axis, where, out, n_threads)  # small plain arrays
+    if res is not None:
+        return res
     if where is not None:
         from ._training import masked_softmax
         return deliver(masked_softmax(x, axis, where=where, n_threads=n_threads), out)
@@ -250,6 +257,9 @@ def log_softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     >>> float(log_softmax([0.0, -40.0])[0])
     -4.248354255291589e-18
     """
+    res = _fastpath.log_softmax(x, axis, where, out, n_threads)  # small plain arrays
+    if res is not None:
+        return res
     if where is not None:
         from ._training import masked_log_softmax
         return deliver(masked_log_softmax(x, axis, where=where, n_threads=n_threads), out)

@@ -3,11 +3,13 @@
 Design
 ------
 Three layers: (1) the row helpers in ``_rowops.pxd`` (``noexcept nogil``,
-double accumulation); (2) the loops below, one row per iteration over a
-``(n_outer, n, n_inner)`` view whose middle axis is the reduced one, so any
-single axis of a C-ordered array is reached without a copy; (3) the Python
-layer (``lossmle/_special.py``) that validates, picks the dtype and the
-thread count, allocates the outputs and calls these loops once.
+double accumulation), and ``short_block(s)`` of ``_kernel_rows.pxd`` for
+short rows (shared with ``_fastpath``, which must give these loops' bits);
+(2) the loops below, one row per iteration over a ``(n_outer, n, n_inner)``
+view whose middle axis is the reduced one, so any single axis of a C-ordered
+array is reached without a copy; (3) the Python layer
+(``lossmle/_special.py``) that validates, picks the dtype and the thread
+count, allocates the outputs and calls these loops once.
 
 Every loop here trusts its input: n >= 1, outputs shaped to match, strides in
 whole elements.  Rows run under ``prange(schedule='static')`` so a result
@@ -19,9 +21,9 @@ from libc.math cimport NAN
 
 from lossmle._rowops cimport (
     row_logsumexp, row_logsumexp_signed, row_softmax, row_log_softmax,
-    simd_init, short_rows, LM_SHORT_MAX, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX,
-    SHORT_LOG_SOFTMAX,
+    simd_init, LM_SHORT_MAX, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
 )
+from lossmle._kernel_rows cimport short_block, short_blocks
 
 
 def _simd_init():
@@ -47,41 +49,18 @@ cdef inline bint _short_layout(const floating[:, :, :] x, Py_ssize_t out_row_str
             and out_stride == item)
 
 
-cdef void _short_block(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
-                       floating* out) noexcept nogil:
-    """One block of short rows through the SIMD kernel; nan/inf rows redone exactly.
-
-    mode SHORT_LSE: out has one value per row; otherwise n per row.
-    """
-    cdef double res[SHORT_BLOCK]
-    cdef double special[SHORT_BLOCK]
-    cdef Py_ssize_t r
-    short_rows(x, n_rows, n, mode, res, out, special)
-    for r in range(n_rows):
-        if mode == SHORT_LSE:
-            out[r] = <floating>(row_logsumexp(x + r * n, n, 1) if special[r] else res[r])
-        elif special[r]:
-            if mode == SHORT_SOFTMAX:
-                row_softmax(x + r * n, 1, out + r * n, 1, n)
-            else:
-                row_log_softmax(x + r * n, 1, out + r * n, 1, n)
-
-
 cdef void _short_rows_parallel(const floating[:, :, :] x, floating* out, int mode,
                                int n_threads) noexcept nogil:
     cdef Py_ssize_t n = x.shape[1], n_rows = x.shape[0]
     cdef Py_ssize_t n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
     cdef Py_ssize_t blk, start, per_row = 1 if mode == SHORT_LSE else n
     if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
-        for blk in range(n_blocks):
-            start = blk * SHORT_BLOCK
-            _short_block(&x[start, 0, 0], min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
-                         mode, out + start * per_row)
+        short_blocks(&x[0, 0, 0], n_rows, n, mode, out)
     else:
         for blk in prange(n_blocks, schedule='static', num_threads=n_threads):
             start = blk * SHORT_BLOCK
-            _short_block(&x[start, 0, 0], min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
-                         mode, out + start * per_row)
+            short_block(&x[start, 0, 0], min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
+                        mode, out + start * per_row)
 
 
 def logsumexp_rows(const floating[:, :, :] a, floating[:, :] out, int n_threads):

@@ -1,0 +1,497 @@
+"""Fast paths for small, plain inputs of the public functions (issue #4, "Tiny 8x10").
+
+Design
+------
+A public call on a small array spends far longer in Python than in its
+kernel: validation, ``rows_view``'s reshape, ``np.empty``, the fused-type
+``def`` dispatch and memoryview acquisition of the kernel cost ~4 us, the
+arithmetic of an 8x10 input ~0.1 us.  The functions here take the public
+function's raw arguments and handle only the common case, with C-level checks:
+
+* inputs are exact ``np.ndarray`` of float64 or float32 (native byte order,
+  aligned) with C strides, 1-D or 2-D, at least one element and fewer than
+  ``_validation.PARALLEL_MIN_ELEMENTS`` (so the general path would run them on
+  one thread too);
+* the reduction is over the last axis (or, where the public default is
+  ``axis=None``, over the whole array); every optional argument has its
+  default (``out``, ``where``, ``b``, ``weight``, ... are None);
+* ``n_threads`` is None or an ``int`` >= 1.
+
+Anything else, and every input that would raise (a class index out of range,
+a negative probability under ``validate``), returns None: the public function
+then runs its general path unchanged, which computes the result again or
+raises its usual error.  Results are bit-identical to the general path: the
+loops below run the general path's own row helpers - those of ``_rowops.pxd``
+and the kernel modules' block/row helpers of ``_kernel_rows.pxd`` (one
+definition, cimported by both) - with the same dispatch (the across-rows
+kernel for short rows, the per-row helpers otherwise) and the same order of
+summation, ``pairwise_sum`` for the loss reductions included.  What is left
+here is that dispatch for one thread and contiguous rows;
+``tests/test_fastpath.py`` compares every fast path with the general path bit
+for bit, so a change of the kernels' dispatch not followed here fails there.
+
+Outputs are allocated with ``PyArray_EMPTY`` and 0-d results come back as
+numpy scalars (``PyArray_Scalar``), as the general path returns them.  Inputs
+are only read.  The GIL is released when the work is large enough to pay for
+it (``NOGIL_MIN_ELEMENTS``).
+"""
+cimport numpy as cnp
+from cython cimport floating
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
+from libc.stdint cimport int64_t
+from libc.math cimport INFINITY, NAN, fabs, copysign
+
+from lossmle._rowops cimport (
+    row_logsumexp, row_softmax, row_log_softmax, simd_init, LM_SHORT_MAX, SHORT_LSE,
+    SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
+)
+from lossmle._kernel_rows cimport (
+    short_blocks, ClassOpts, ce_class_row, ce_class_short_blocks, pairwise_sum, kl_row,
+    entropy_row, KL_SHORT_MAX, kl_short_blocks,
+)
+from lossmle import _validation
+
+cdef extern from "numpy/arrayobject.h":
+    # a numpy scalar holding a copy of *data (not declared in numpy's .pxd)
+    object PyArray_Scalar(void* data, cnp.dtype descr, object base)
+
+cnp.import_array()
+
+
+# Bind to lossmle._simd's table.  The binding is to the table's *location*, so
+# lossmle._config.reselect_simd() switches this module's variant as well: the
+# fast path always runs the variant the kernels run.
+simd_init()
+
+# the general path runs smaller inputs on one thread, as every loop here does
+cdef Py_ssize_t MAX_ELEMENTS = _validation.PARALLEL_MIN_ELEMENTS
+# below this many elements the GIL is kept: releasing it costs more than the work
+cdef Py_ssize_t NOGIL_MIN_ELEMENTS = 4096
+cdef cnp.dtype F64 = cnp.PyArray_DescrFromType(cnp.NPY_DOUBLE)
+cdef cnp.dtype F32 = cnp.PyArray_DescrFromType(cnp.NPY_FLOAT)
+
+cdef enum:
+    NOT_MINE = 0
+    IS_F64 = 1
+    IS_F32 = 2
+
+
+# ---- what is ours: cheap checks on the raw arguments ----
+
+cdef inline bint _threads_ok(object n_threads):
+    """None or an int >= 1: what resolve_threads accepts without a word (bool is not)."""
+    return n_threads is None or (type(n_threads) is int and n_threads >= 1)
+
+
+cdef inline int _plain(object x, Py_ssize_t* n_rows, Py_ssize_t* n):
+    """IS_F64 / IS_F32 for an exact, native, aligned 1-D or 2-D float ndarray with C
+    strides and 1 <= size < MAX_ELEMENTS (n_rows x n: its rows); NOT_MINE otherwise."""
+    cdef cnp.ndarray a
+    cdef int kind, nd
+    cdef Py_ssize_t item
+    cdef cnp.npy_intp* shape
+    cdef cnp.npy_intp* strides
+    if type(x) is not cnp.ndarray:
+        return NOT_MINE
+    a = <cnp.ndarray>x
+    kind = cnp.PyArray_TYPE(a)
+    if kind == cnp.NPY_DOUBLE:
+        kind, item = IS_F64, 8
+    elif kind == cnp.NPY_FLOAT:
+        kind, item = IS_F32, 4
+    else:
+        return NOT_MINE
+    if not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISALIGNED(a)):
+        return NOT_MINE
+    nd = cnp.PyArray_NDIM(a)
+    shape = cnp.PyArray_DIMS(a)
+    strides = cnp.PyArray_STRIDES(a)
+    if nd == 1:
+        n_rows[0] = 1
+        n[0] = shape[0]
+        if strides[0] != item:
+            return NOT_MINE
+    elif nd == 2:
+        n_rows[0] = shape[0]
+        n[0] = shape[1]
+        # exactly C strides, even for length-1 axes: then the general path's
+        # (n_rows, n, 1) view has them too, and takes the branches taken here
+        if strides[1] != item or strides[0] != shape[1] * item:
+            return NOT_MINE
+    else:
+        return NOT_MINE
+    if n_rows[0] < 1 or n[0] < 1 or n_rows[0] * n[0] >= MAX_ELEMENTS:
+        return NOT_MINE
+    return kind
+
+
+cdef inline bint _last_axis(object axis, int nd):
+    """axis is an int naming the last axis."""
+    return type(axis) is int and (axis == -1 or axis == nd - 1)
+
+
+cdef inline object _scalar(void* value, int kind):
+    return PyArray_Scalar(value, F64 if kind == IS_F64 else F32, None)
+
+
+cdef inline cnp.ndarray _vector(Py_ssize_t n, int kind):
+    """A new 1-D float64 (IS_F64) or float32 array of n values."""
+    return cnp.PyArray_EMPTY(1, <cnp.npy_intp*>&n, cnp.NPY_DOUBLE if kind == IS_F64
+                             else cnp.NPY_FLOAT, 0)
+
+
+# ---- logsumexp, softmax, log_softmax (as _special_kernels) ----
+
+cdef void _rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
+                floating* out) noexcept nogil:
+    """mode SHORT_LSE / SHORT_SOFTMAX / SHORT_LOG_SOFTMAX of n_rows contiguous rows,
+    dispatched as logsumexp_rows / _transform_rows do with one thread."""
+    cdef Py_ssize_t r
+    if 2 <= n <= LM_SHORT_MAX:
+        short_blocks(x, n_rows, n, mode, out)
+    elif mode == SHORT_LSE:
+        for r in range(n_rows):
+            out[r] = <floating>row_logsumexp(x + r * n, n, 1)
+    elif mode == SHORT_SOFTMAX:
+        for r in range(n_rows):
+            row_softmax(x + r * n, 1, out + r * n, 1, n)
+    else:
+        for r in range(n_rows):
+            row_log_softmax(x + r * n, 1, out + r * n, 1, n)
+
+
+cdef inline void _rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,
+                          int mode, void* out) noexcept nogil:
+    if kind == IS_F64:
+        _rows(<const double*>x, n_rows, n, mode, <double*>out)
+    else:
+        _rows(<const float*>x, n_rows, n, mode, <float*>out)
+
+
+cdef inline void _run_rows(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,
+                           int mode, void* out):
+    if n_rows * n < NOGIL_MIN_ELEMENTS:
+        _rows_of(kind, x, n_rows, n, mode, out)
+    else:
+        with nogil:
+            _rows_of(kind, x, n_rows, n, mode, out)
+
+
+def logsumexp(a, axis, b, keepdims, return_sign, where, out, n_threads):
+    """lossmle.logsumexp(a, axis, b, keepdims, return_sign, where=, out=, n_threads=),
+    or None when the call is not a plain one (the public function then goes on)."""
+    cdef Py_ssize_t n_rows, n
+    cdef int kind
+    cdef double value[1]   # room for one float64 or float32
+    if (b is not None or where is not None or out is not None or keepdims is not False
+            or return_sign is not False or not _threads_ok(n_threads)):
+        return None
+    kind = _plain(a, &n_rows, &n)
+    if kind == NOT_MINE:
+        return None
+    cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>a)
+    if axis is None:            # every axis: one row of all values, a scalar
+        n, n_rows = n * n_rows, 1
+    elif not _last_axis(axis, nd):
+        return None
+    if n_rows == 1 and (nd == 1 or axis is None):
+        _run_rows(kind, cnp.PyArray_DATA(<cnp.ndarray>a), 1, n, SHORT_LSE, value)
+        return _scalar(value, kind)
+    res = _vector(n_rows, kind)
+    _run_rows(kind, cnp.PyArray_DATA(<cnp.ndarray>a), n_rows, n, SHORT_LSE,
+              cnp.PyArray_DATA(<cnp.ndarray>res))
+    return res
+
+
+cdef object _transform(object x, object axis, object where, object out, object n_threads,
+                       int mode):
+    cdef Py_ssize_t n_rows, n
+    cdef int kind
+    if where is not None or out is not None or not _threads_ok(n_threads):
+        return None
+    kind = _plain(x, &n_rows, &n)
+    if kind == NOT_MINE:
+        return None
+    cdef cnp.ndarray arr = <cnp.ndarray>x
+    if axis is None:            # every axis: the whole array is one row
+        n, n_rows = n * n_rows, 1
+    elif not _last_axis(axis, cnp.PyArray_NDIM(arr)):
+        return None
+    res = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(arr), cnp.PyArray_DIMS(arr),
+                            cnp.PyArray_TYPE(arr), 0)
+    _run_rows(kind, cnp.PyArray_DATA(arr), n_rows, n, mode, cnp.PyArray_DATA(<cnp.ndarray>res))
+    return res
+
+
+def softmax(x, axis, where, out, n_threads):
+    """lossmle.softmax(x, axis, where=, out=, n_threads=) or None (not a plain call)."""
+    return _transform(x, axis, where, out, n_threads, SHORT_SOFTMAX)
+
+
+def log_softmax(x, axis, where, out, n_threads):
+    """lossmle.log_softmax(x, axis, where=, out=, n_threads=) or None (not a plain call)."""
+    return _transform(x, axis, where, out, n_threads, SHORT_LOG_SOFTMAX)
+
+
+# ---- cross_entropy with class indices (as _loss_kernels, no weight/smoothing) ----
+
+cdef void ce_class_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
+                        const int64_t* y, int64_t ignore_index, double* loss,
+                        double* row_weight) noexcept nogil:
+    """cross_entropy_class_rows on one thread (contiguous logits and target, no
+    weight, no smoothing, no grad)."""
+    cdef Py_ssize_t r
+    cdef ClassOpts op
+    op.w = NULL
+    op.w_total = n
+    op.keep = 1.0
+    op.spread = 0.0
+    op.ignore_index = ignore_index
+    op.grad_scale = 1.0     # not read: no gradient
+    if 2 <= n <= LM_SHORT_MAX:
+        ce_class_short_blocks(x, n_rows, n, y, &op, loss, row_weight)
+    else:
+        for r in range(n_rows):
+            ce_class_row(x + r * n, n, 1, y[r], &op, NULL, 0, loss + r, row_weight + r)
+
+
+cdef inline void _ce_rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,
+                             const int64_t* y, int64_t ignore_index, double* loss,
+                             double* row_weight) noexcept nogil:
+    if kind == IS_F64:
+        ce_class_rows(<const double*>x, n_rows, n, y, ignore_index, loss, row_weight)
+    else:
+        ce_class_rows(<const float*>x, n_rows, n, y, ignore_index, loss, row_weight)
+
+
+cdef enum:
+    RED_NONE = 0
+    RED_MEAN = 1
+    RED_SUM = 2
+    STACK_ROWS = 256
+
+
+cdef inline object _float_scalar(double value, int kind):
+    """_losses._to_dtype: a numpy scalar; float32 overflow gives inf quietly."""
+    cdef float v32
+    if kind == IS_F64:
+        return PyArray_Scalar(&value, F64, None)
+    if fabs(value) >= 3.4028235677973366e38:    # FLT_MAX + half an ulp
+        v32 = <float>copysign(INFINITY, value)
+    else:
+        v32 = <float>value
+    return PyArray_Scalar(&v32, F32, None)
+
+
+def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
+                  sample_weight, where, logit_softcap, out, n_threads):
+    """lossmle.cross_entropy for 2-D logits and a 1-D int64 class-index target with
+    default options, or None when the call is not a plain one (or would raise)."""
+    cdef Py_ssize_t n_rows, n, r, i
+    cdef int kind, red
+    cdef int64_t ignore, y
+    cdef cnp.ndarray t
+    cdef double loss_stack[STACK_ROWS]
+    cdef double weight_stack[STACK_ROWS]
+    cdef double* loss
+    cdef double* row_weight
+    cdef double total, denom, value
+    cdef const int64_t* ys
+    cdef float* out32
+    cdef double* out64
+    cdef float out_nan
+    cdef const void* xd
+    if (weight is not None or sample_weight is not None or where is not None
+            or logit_softcap is not None or out is not None or not _threads_ok(n_threads)):
+        return None
+    if not (type(label_smoothing) is float and <double>label_smoothing == 0.0
+            or type(label_smoothing) is int and label_smoothing == 0):
+        return None
+    if type(reduction) is not str:
+        return None
+    if reduction == "mean":
+        red = RED_MEAN
+    elif reduction == "sum":
+        red = RED_SUM
+    elif reduction == "none":
+        red = RED_NONE
+    else:
+        return None
+    if type(ignore_index) is not int or not (-0x8000000000000000 <= ignore_index
+                                             <= 0x7fffffffffffffff):
+        return None
+    ignore = ignore_index
+    kind = _plain(logits, &n_rows, &n)
+    if kind == NOT_MINE or cnp.PyArray_NDIM(<cnp.ndarray>logits) != 2 \
+            or not _last_axis(axis, 2):
+        return None
+    # the target: exact int64 (NPY_LONG or NPY_LONGLONG), native, aligned, contiguous
+    if type(target) is not cnp.ndarray:
+        return None
+    t = <cnp.ndarray>target
+    if not ((cnp.PyArray_TYPE(t) == cnp.NPY_LONG or cnp.PyArray_TYPE(t) == cnp.NPY_LONGLONG)
+            and cnp.PyArray_ITEMSIZE(t) == 8 and cnp.PyArray_NDIM(t) == 1
+            and cnp.PyArray_DIMS(t)[0] == n_rows and cnp.PyArray_STRIDES(t)[0] == 8
+            and cnp.PyArray_ISNOTSWAPPED(t) and cnp.PyArray_ISALIGNED(t)):
+        return None
+    ys = <const int64_t*>cnp.PyArray_DATA(t)
+    # _loss_kernels.check_class_indices: a bad index is the general path's IndexError
+    for r in range(n_rows):
+        y = ys[r]
+        if (y < 0 or y >= n) and y != ignore:
+            return None
+    if n_rows <= STACK_ROWS:
+        loss, row_weight = loss_stack, weight_stack
+    else:
+        loss = <double*>PyMem_Malloc(2 * n_rows * sizeof(double))
+        if loss == NULL:
+            raise MemoryError()
+        row_weight = loss + n_rows
+    try:
+        xd = cnp.PyArray_DATA(<cnp.ndarray>logits)
+        if n_rows * n < NOGIL_MIN_ELEMENTS:
+            _ce_rows_of(kind, xd, n_rows, n, ys, ignore, loss, row_weight)
+        else:
+            with nogil:
+                _ce_rows_of(kind, xd, n_rows, n, ys, ignore, loss, row_weight)
+        if red == RED_NONE:
+            # _losses._reduce: the row losses cast to the logits' dtype
+            res = _vector(n_rows, kind)
+            if kind == IS_F64:
+                out64 = <double*>cnp.PyArray_DATA(<cnp.ndarray>res)
+                for r in range(n_rows):
+                    out64[r] = loss[r]
+            else:
+                out32 = <float*>cnp.PyArray_DATA(<cnp.ndarray>res)
+                for r in range(n_rows):
+                    out32[r] = <float>loss[r]
+            return res
+        # as _losses._reduce (_loss_kernels.pairwise_total): 0.0 plus the pairwise sum
+        total = 0.0 + pairwise_sum(loss, n_rows)
+        if total != total:
+            # which nan a sum of nans of both signs gives depends on the operand
+            # order the compiler picked: leave it to the general path (rare)
+            return None
+        if red == RED_SUM:
+            return _float_scalar(total, kind)
+        denom = 0.0 + pairwise_sum(row_weight, n_rows)
+        if denom == 0:  # every target ignored: 0/0 = nan, as torch
+            value = NAN if total == 0 else copysign(INFINITY, total)
+            if kind == IS_F64:
+                return PyArray_Scalar(&value, F64, None)
+            out_nan = <float>value
+            return PyArray_Scalar(&out_nan, F32, None)
+        return _float_scalar(total / denom, kind)
+    finally:
+        if loss != loss_stack:
+            PyMem_Free(loss)
+
+
+# ---- kl_divergence and entropy (as _divergence_kernels) ----
+
+cdef Py_ssize_t kl_rows(const floating* p, const floating* q, Py_ssize_t n_rows,
+                        Py_ssize_t n, bint validate, floating* out) noexcept nogil:
+    cdef Py_ssize_t r, bad_rows = 0
+    if n <= KL_SHORT_MAX:  # as _divergence_kernels.kl_rows (the table is bound)
+        return kl_short_blocks(p, q, n_rows, n, validate, out)
+    for r in range(n_rows):
+        bad_rows += kl_row(p + r * n, 1, q + r * n, 1, n, validate, out + r)
+    return bad_rows
+
+
+cdef inline Py_ssize_t _kl_rows_of(int kind, const void* p, const void* q, Py_ssize_t n_rows,
+                                   Py_ssize_t n, bint validate, void* out) noexcept nogil:
+    if kind == IS_F64:
+        return kl_rows(<const double*>p, <const double*>q, n_rows, n, validate, <double*>out)
+    return kl_rows(<const float*>p, <const float*>q, n_rows, n, validate, <float*>out)
+
+
+def kl_divergence(p, q, axis, base, keepdims, validate, out, n_threads):
+    """lossmle.kl_divergence for equally shaped plain p and q over the last axis,
+    or None when the call is not a plain one (or p or q is invalid under validate)."""
+    cdef Py_ssize_t n_rows, n, q_rows, q_n, bad
+    cdef int kind
+    cdef double value[1]
+    cdef void* res_data
+    cdef bint check = validate is True
+    if (base is not None or keepdims is not False or out is not None
+            or not (validate is True or validate is False) or not _threads_ok(n_threads)):
+        return None
+    kind = _plain(p, &n_rows, &n)
+    if kind == NOT_MINE or _plain(q, &q_rows, &q_n) != kind:
+        return None
+    cdef cnp.ndarray pa = <cnp.ndarray>p, qa = <cnp.ndarray>q
+    cdef int nd = cnp.PyArray_NDIM(pa)
+    if cnp.PyArray_NDIM(qa) != nd or q_rows != n_rows or q_n != n:
+        return None
+    if axis is None:
+        n, n_rows = n * n_rows, 1
+    elif not _last_axis(axis, nd):
+        return None
+    scalar = nd == 1 or axis is None
+    res = None if scalar else _vector(n_rows, kind)
+    res_data = <void*>value if scalar else cnp.PyArray_DATA(<cnp.ndarray>res)
+    cdef const void* pd = cnp.PyArray_DATA(pa)
+    cdef const void* qd = cnp.PyArray_DATA(qa)
+    if n_rows * n < NOGIL_MIN_ELEMENTS:
+        bad = _kl_rows_of(kind, pd, qd, n_rows, n, check, res_data)
+    else:
+        with nogil:
+            bad = _kl_rows_of(kind, pd, qd, n_rows, n, check, res_data)
+    if bad:
+        return None     # the general path names the argument in its ValueError
+    return _scalar(value, kind) if scalar else res
+
+
+cdef void entropy_rows(const floating* p, Py_ssize_t n_rows, Py_ssize_t n, bint columns,
+                       floating* out) noexcept nogil:
+    """Row sums (columns False), or over axis 0 of the n_rows x n array (columns True)."""
+    cdef Py_ssize_t r
+    if columns:
+        for r in range(n):
+            out[r] = <floating>entropy_row(p + r, n, <const floating*>NULL, 0, n_rows)
+    else:
+        for r in range(n_rows):
+            out[r] = <floating>entropy_row(p + r * n, 1, <const floating*>NULL, 0, n)
+
+
+cdef inline void _entropy_rows_of(int kind, const void* p, Py_ssize_t n_rows, Py_ssize_t n,
+                                 bint columns, void* out) noexcept nogil:
+    if kind == IS_F64:
+        entropy_rows(<const double*>p, n_rows, n, columns, <double*>out)
+    else:
+        entropy_rows(<const float*>p, n_rows, n, columns, <float*>out)
+
+
+def entropy(pk, qk, base, axis, keepdims, out, n_threads):
+    """lossmle.entropy(pk) of a plain pk over one axis, or None (not a plain call)."""
+    cdef Py_ssize_t n_rows, n, n_out
+    cdef int kind
+    cdef bint columns = False
+    cdef double value[1]
+    cdef void* res_data
+    if (qk is not None or base is not None or keepdims is not False or out is not None
+            or not _threads_ok(n_threads)):
+        return None
+    kind = _plain(pk, &n_rows, &n)
+    if kind == NOT_MINE:
+        return None
+    cdef cnp.ndarray pa = <cnp.ndarray>pk
+    cdef int nd = cnp.PyArray_NDIM(pa)
+    if axis is None:
+        n, n_rows = n * n_rows, 1
+    elif nd == 2 and type(axis) is int and (axis == 0 or axis == -2):
+        columns = True      # scipy.stats.entropy's default axis
+    elif not _last_axis(axis, nd):
+        return None
+    n_out = n if columns else n_rows
+    scalar = nd == 1 or axis is None
+    res = None if scalar else _vector(n_out, kind)
+    res_data = <void*>value if scalar else cnp.PyArray_DATA(<cnp.ndarray>res)
+    cdef const void* pd = cnp.PyArray_DATA(pa)
+    if n_rows * n < NOGIL_MIN_ELEMENTS:
+        _entropy_rows_of(kind, pd, n_rows, n, columns, res_data)
+    else:
+        with nogil:
+            _entropy_rows_of(kind, pd, n_rows, n, columns, res_data)
+    return _scalar(value, kind) if scalar else res

@@ -1,0 +1,399 @@
+# Row-level helpers shared by the kernel modules and lossmle._fastpath (private).
+#
+# Why here: each helper belongs to one kernel module's general path, and
+# lossmle._fastpath runs the same rows for small plain inputs without the
+# memoryview / fused ``def`` overhead.  Its results must be bit-identical to the
+# general path's, so both run this one definition: ``cdef inline`` (as in
+# ``_rowops.pxd``), compiled into every module that cimports it.  Not part of
+# the public Cython API (``__init__.pxd`` / ``_rowops.pxd``): the signatures
+# follow the kernels' needs and may change with them.  Installed with the
+# package (package-data ``*.pxd``) only because the kernel modules cimport it.
+#
+# Who uses what:
+#   short_block, short_blocks                       _special_kernels (logsumexp_rows,
+#       softmax_rows, log_softmax_rows), _fastpath (logsumexp, softmax, log_softmax)
+#   RowStats, row_stats_fast, row_stats             _loss_kernels (every cross-entropy row)
+#   ClassOpts, ce_class_row, ce_class_short_block,  _loss_kernels (cross_entropy_class_rows),
+#       ce_class_short_blocks                           _fastpath (cross_entropy)
+#   pairwise_sum                                    _loss_kernels.pairwise_total (the
+#       general path's reductions, _losses._reduce), _fastpath (cross_entropy)
+#   rel_entr, entr, kl_row, row_sum, entropy_row    _divergence_kernels, _fastpath
+#       (kl_divergence, entropy)
+#   KL_SHORT_MAX, kl_short_block, kl_short_blocks   _divergence_kernels (kl_rows),
+#                                                       _fastpath (kl_divergence)
+#
+# Every helper trusts its input (n >= 1, as the kernels' own callers check) and
+# is ``noexcept nogil``, pure, safe in ``prange``.
+
+from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.math cimport exp, log, NAN, INFINITY, isfinite
+from libc.float cimport DBL_MAX, DBL_MIN
+
+from lossmle._rowops cimport (
+    row_logsumexp, row_softmax, row_log_softmax, short_rows, fast_max, fast_sumexp,
+    fast_dot, lm_ce_grad_d, lm_ce_grad_f, lm_kl_d, lm_kl_f, lm_kl_rows_d, lm_kl_rows_f,
+    SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOGSUM,
+)
+
+
+# ---- logsumexp, softmax, log_softmax of short rows (_special_kernels) ----
+
+cdef inline void short_block(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
+                             floating* out) noexcept nogil:
+    """One block (<= SHORT_BLOCK) of short contiguous rows through the SIMD kernel;
+    nan/inf rows redone exactly.
+
+    mode SHORT_LSE: out has one value per row; otherwise n per row.
+    """
+    cdef double res[SHORT_BLOCK]
+    cdef double special[SHORT_BLOCK]
+    cdef Py_ssize_t r
+    short_rows(x, n_rows, n, mode, res, out, special)
+    for r in range(n_rows):
+        if mode == SHORT_LSE:
+            out[r] = <floating>(row_logsumexp(x + r * n, n, 1) if special[r] else res[r])
+        elif special[r]:
+            if mode == SHORT_SOFTMAX:
+                row_softmax(x + r * n, 1, out + r * n, 1, n)
+            else:
+                row_log_softmax(x + r * n, 1, out + r * n, 1, n)
+
+
+cdef inline void short_blocks(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
+                              floating* out) noexcept nogil:
+    """short_block over n_rows contiguous rows, block after block on this thread."""
+    cdef Py_ssize_t blk, start, per_row = 1 if mode == SHORT_LSE else n
+    for blk in range((n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK):
+        start = blk * SHORT_BLOCK
+        short_block(x + start * n, min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n, mode,
+                    out + start * per_row)
+
+
+# ---- cross-entropy rows (_loss_kernels) ----
+
+# Contiguous rows are processed in blocks of this many values: the block's
+# max, then its exps against the running max, while it sits in L1 - so each
+# row comes from memory once, and the exps run vectorised.
+cdef enum:
+    CE_BLOCK = 2048
+
+
+cdef struct RowStats:
+    double m            # row max
+    double log_s        # log(sum(exp(x - m))); nan marks a row whose loss is nan
+    double d_wx         # sum_c w[c] * (x[c] - m)          (label smoothing)
+    double sum_wt       # sum_c w[c] * t'[c]               (probability targets)
+    double d_wtx        # sum_c w[c] * t'[c] * (x[c] - m)  (probability targets)
+
+
+cdef inline bint row_stats_fast(const floating* x, Py_ssize_t n, const double* w,
+                                bint want_wx, RowStats* st) noexcept nogil:
+    """row_stats for a contiguous row: vectorised, block by block, one read.
+
+    Returns False when the row holds nan or +inf, or only -inf: the caller
+    then runs the scalar code, which defines those cases.
+    """
+    cdef Py_ssize_t b0 = 0, nb
+    cdef double m = -INFINITY, s = 0.0, bm, d = 0.0, w_seen = 0.0, w_block
+    while b0 < n:
+        nb = min(<Py_ssize_t>CE_BLOCK, n - b0)
+        bm = fast_max(x + b0, nb)
+        if bm > m:
+            if m != -INFINITY:
+                s = s * exp(m - bm)
+                d = d - w_seen * (bm - m)   # re-centre sum w (x - m) on the new max
+            m = bm
+        elif bm != bm:
+            return False
+        s += fast_sumexp(x + b0, nb, m)
+        if want_wx:
+            d += fast_dot(x + b0, (w + b0) if w != NULL else NULL, nb, m, &w_block)
+            w_seen += w_block
+        b0 += nb
+    if not (isfinite(m) and isfinite(s)):
+        return False
+    st.m = m
+    st.log_s = log(s)
+    st.d_wx = d
+    return True
+
+
+cdef inline void row_stats(const floating* x, Py_ssize_t n, Py_ssize_t stride,
+                           const double* w, bint want_wx, RowStats* st) noexcept nogil:
+    """m, log_s and (want_wx) d_wx of a logits row.
+
+    nan, +inf (inf - inf) and all -inf rows (-inf - -inf) have a nan
+    log_softmax in torch, so their loss is nan: log_s = nan marks them.
+    """
+    cdef Py_ssize_t j
+    cdef double m = -INFINITY, s = 0.0, v, d = 0.0
+    cdef bint has_nan = False
+    if stride == 1 and row_stats_fast(x, n, w, want_wx, st):
+        return
+    for j in range(n):
+        v = x[j * stride]
+        has_nan = has_nan | (v != v)
+        if v > m:
+            # the guard keeps -inf - -inf (nan) out when the first value lands
+            s = (s * exp(m - v) if m != -INFINITY else 0.0) + 1.0
+            m = v
+        elif m != -INFINITY:
+            s += exp(v - m)
+    st.m = m
+    st.log_s = NAN if has_nan or not isfinite(m) else log(s)
+    if want_wx and st.log_s == st.log_s:
+        for j in range(n):
+            d += (w[j] if w != NULL else 1.0) * (x[j * stride] - m)
+    st.d_wx = d
+
+
+cdef struct ClassOpts:
+    const double* w         # class weights or NULL
+    double w_total          # sum(w), or C
+    double keep             # 1 - eps
+    double spread           # eps / C
+    int64_t ignore_index
+    double grad_scale       # d reduction / d row loss
+
+
+cdef inline void ce_class_row(const floating* x, Py_ssize_t n, Py_ssize_t xs, int64_t y,
+                              const ClassOpts* op, floating* g, Py_ssize_t gs,
+                              double* loss, double* row_weight) noexcept nogil:
+    """One row of cross_entropy_class_rows (g == NULL: no gradient)."""
+    cdef RowStats st
+    cdef Py_ssize_t k
+    cdef double wy, p, gk
+    cdef const double* w = op.w
+    if y == op.ignore_index:
+        loss[0] = 0.0
+        row_weight[0] = 0.0
+        if g != NULL:
+            for k in range(n):
+                g[k * gs] = 0
+        return
+    row_stats(x, n, xs, w, op.spread > 0, &st)
+    wy = w[y] if w != NULL else 1.0
+    loss[0] = op.keep * wy * ((st.m - x[y * xs]) + st.log_s)
+    if op.spread > 0:
+        loss[0] += op.spread * (op.w_total * st.log_s - st.d_wx)
+    row_weight[0] = wy
+    if g == NULL:
+        return
+    if xs == 1 and gs == 1 and isfinite(st.log_s):
+        # g = alpha * p - beta * w, then the target's -keep * wy
+        if floating is double:
+            lm_ce_grad_d(x, g, n, st.m, st.log_s, op.grad_scale * (op.keep * wy + op.spread * op.w_total),
+                         op.grad_scale * op.spread, w)
+        else:
+            lm_ce_grad_f(x, g, n, st.m, st.log_s, op.grad_scale * (op.keep * wy + op.spread * op.w_total),
+                         op.grad_scale * op.spread, w)
+        # the target's entry again, in double: p_y - 1 cancels, and a float32
+        # p_y would leave only its rounding error (6e-8) of a 1e-6 gradient
+        p = exp((x[y] - st.m) - st.log_s)
+        g[y] = <floating>(op.grad_scale * ((op.keep * wy + op.spread * op.w_total) * p
+                                           - (op.spread + op.keep) * wy))
+        return
+    for k in range(n):
+        p = exp((x[k * xs] - st.m) - st.log_s)
+        gk = op.keep * wy * (p - (1.0 if k == y else 0.0))
+        if op.spread > 0:
+            gk = gk + op.spread * (op.w_total * p - (w[k] if w != NULL else 1.0))
+        g[k * gs] = <floating>(op.grad_scale * gk)
+
+
+cdef inline void ce_class_short_block(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
+                                      const int64_t* y, const ClassOpts* op,
+                                      double* loss, double* row_weight) noexcept nogil:
+    """Loss of a block (<= SHORT_BLOCK) of short contiguous rows: log-sum via the
+    across-rows kernel."""
+    cdef double log_s[SHORT_BLOCK]
+    cdef double special[SHORT_BLOCK]
+    cdef Py_ssize_t r, k
+    cdef const floating* row
+    cdef double m, d, wy
+    short_rows(x, n_rows, n, SHORT_LOGSUM, log_s, <floating*>NULL, special)
+    for r in range(n_rows):
+        row = x + r * n
+        if special[r] or y[r] == op.ignore_index:
+            ce_class_row(row, n, 1, y[r], op, NULL, 0, loss + r, row_weight + r)
+            continue
+        m = row[0]
+        for k in range(1, n):
+            m = row[k] if row[k] > m else m
+        wy = op.w[y[r]] if op.w != NULL else 1.0
+        loss[r] = op.keep * wy * ((m - row[y[r]]) + log_s[r])
+        if op.spread > 0:
+            d = 0.0
+            for k in range(n):
+                d += (op.w[k] if op.w != NULL else 1.0) * (row[k] - m)
+            loss[r] += op.spread * (op.w_total * log_s[r] - d)
+        row_weight[r] = wy
+
+
+cdef inline void ce_class_short_blocks(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
+                                       const int64_t* y, const ClassOpts* op,
+                                       double* loss, double* row_weight) noexcept nogil:
+    """ce_class_short_block over n_rows contiguous rows, block after block on this thread."""
+    cdef Py_ssize_t blk, start
+    for blk in range((n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK):
+        start = blk * SHORT_BLOCK
+        ce_class_short_block(x + start * n, min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
+                             y + start, op, loss + start, row_weight + start)
+
+
+cdef inline double pairwise_sum(const double* a, Py_ssize_t n) noexcept nogil:
+    """NumPy's pairwise summation of n contiguous doubles (DOUBLE_pairwise_sum,
+    which np.add.reduce runs over a contiguous float64 array after its identity
+    0.0: ``0.0 + pairwise_sum(a, n)`` is its result to the bit).
+
+    The reductions of the per-row losses use it (the general path through
+    _loss_kernels.pairwise_total, the fast path directly), so both give one
+    result whatever NumPy's own summation does: ~1e-16 relative error over
+    millions of rows, blocks of 8 accumulators, recursive halves above 128.
+    """
+    cdef Py_ssize_t i, j, n2
+    cdef double res
+    cdef double r[8]
+    if n < 8:
+        res = -0.0
+        for i in range(n):
+            res += a[i]
+        return res
+    if n <= 128:    # PW_BLOCKSIZE
+        for j in range(8):
+            r[j] = a[j]
+        i = 8
+        while i < n - n % 8:
+            for j in range(8):
+                r[j] += a[i + j]
+            i += 8
+        res = ((r[0] + r[1]) + (r[2] + r[3])) + ((r[4] + r[5]) + (r[6] + r[7]))
+        while i < n:
+            res += a[i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return pairwise_sum(a, n2) + pairwise_sum(a + n2, n - n2)
+
+
+# ---- KL divergence and entropy rows (_divergence_kernels) ----
+
+cdef inline double rel_entr(double x, double y) noexcept nogil:
+    """scipy.special.rel_entr: x log(x/y); 0 at x == 0 <= y; inf elsewhere; nan in, nan out."""
+    cdef double r
+    if x > 0 and y > 0:
+        r = x / y
+        if r > DBL_MAX or r < DBL_MIN:
+            # x / y overflowed or went subnormal (y or x tiny): the logs apart
+            return x * (log(x) - log(y))
+        return x * log(r)
+    if x == 0 and y >= 0:
+        return 0.0        # the 0 * log(0 / q) = 0 convention
+    if x != x or y != y:
+        return NAN
+    return INFINITY       # p > 0 with q == 0, or a negative argument
+
+
+cdef inline double entr(double x) noexcept nogil:
+    """scipy.special.entr: -x log x; 0 at 0; -inf for x < 0; nan in, nan out."""
+    if x > 0:
+        return -x * log(x)
+    if x == 0:
+        return 0.0
+    if x != x:
+        return NAN
+    return -INFINITY
+
+
+cdef inline bint kl_row(const floating* p, Py_ssize_t ps, const floating* q,
+                        Py_ssize_t qs, Py_ssize_t n, bint validate,
+                        floating* out) noexcept nogil:
+    """out = sum rel_entr(p, q) over the row; returns True if p or q held a
+    negative or nan entry (checked only when validate), flagged through the
+    return so the caller can count bad rows."""
+    cdef Py_ssize_t j
+    cdef double s = 0.0, pj, qj, n_special = 1.0
+    cdef bint bad_p = False, bad_q = False
+    if ps == 1 and qs == 1:
+        if floating is double:
+            s = lm_kl_d(p, q, n, &n_special)
+        else:
+            s = lm_kl_f(p, q, n, &n_special)
+        if n_special == 0:       # every entry regular: nothing negative or nan
+            out[0] = <floating>s
+            return False
+        s = 0.0
+    for j in range(n):
+        pj = p[j * ps]
+        qj = q[j * qs]
+        if validate:
+            bad_p = bad_p | (not (pj >= 0))
+            bad_q = bad_q | (not (qj >= 0))
+        s += rel_entr(pj, qj)
+    out[0] = <floating>s
+    return bad_p or bad_q
+
+
+# rows up to this long, back to back, take the flat kernel lm_kl_rows: the
+# row-wise lm_kl has nothing to vectorise in a 4-value row (1e6 x 4: 2.7x faster)
+cdef enum:
+    KL_SHORT_MAX = 16
+
+
+cdef inline Py_ssize_t kl_short_block(const floating* p, const floating* q, Py_ssize_t n_rows,
+                                      Py_ssize_t n, bint validate,
+                                      floating* out) noexcept nogil:
+    """KL of n_rows (<= SHORT_BLOCK) contiguous rows of n <= KL_SHORT_MAX values;
+    rows the kernel flags are redone by kl_row, which also counts the invalid
+    ones (returned).  Needs the SIMD table bound (lm_simd_ready())."""
+    cdef double res[SHORT_BLOCK]
+    cdef double special[SHORT_BLOCK]
+    cdef Py_ssize_t r, bad_rows = 0
+    if floating is double:
+        lm_kl_rows_d(p, q, n_rows, n, res, special)
+    else:
+        lm_kl_rows_f(p, q, n_rows, n, res, special)
+    for r in range(n_rows):
+        if special[r] != 0:
+            bad_rows += kl_row(p + r * n, 1, q + r * n, 1, n, validate, out + r)
+        else:
+            out[r] = <floating>res[r]
+    return bad_rows
+
+
+cdef inline Py_ssize_t kl_short_blocks(const floating* p, const floating* q, Py_ssize_t n_rows,
+                                       Py_ssize_t n, bint validate,
+                                       floating* out) noexcept nogil:
+    """kl_short_block over any number of rows, one block after another (one thread)."""
+    cdef Py_ssize_t start = 0, bad_rows = 0
+    while start < n_rows:
+        bad_rows += kl_short_block(p + start * n, q + start * n,
+                                   min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n, validate,
+                                   out + start)
+        start += SHORT_BLOCK
+    return bad_rows
+
+
+cdef inline double row_sum(const floating* x, Py_ssize_t n, Py_ssize_t stride) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef double s = 0.0
+    for j in range(n):
+        s += x[j * stride]
+    return s
+
+
+cdef inline double entropy_row(const floating* p, Py_ssize_t ps, const floating* q,
+                               Py_ssize_t qs, Py_ssize_t n) noexcept nogil:
+    """sum entr(p / sum(p)), or with q (not NULL) sum rel_entr(p / sum(p), q / sum(q))."""
+    cdef Py_ssize_t j
+    cdef double s = 0.0, p_total = row_sum(p, n, ps), q_total
+    if q == NULL:
+        for j in range(n):
+            s += entr(p[j * ps] / p_total)
+        return s
+    q_total = row_sum(q, n, qs)
+    for j in range(n):
+        s += rel_entr(p[j * ps] / p_total, q[j * qs] / q_total)
+    return s

@@ -1,0 +1,647 @@
+"""The small-input fast paths (lossmle/_fastpath.pyx, issue #4 "Tiny 8x10").
+
+For a plain small array the public functions answer from compiled code
+without their general Python path.  What must hold, checked here:
+
+* the fast path really is taken for the plain cases (``_fastpath.<f>`` returns
+  a result, not None) and the public result is BIT-IDENTICAL to the general
+  path's (the same public call with the fast paths switched off), with the
+  same type (numpy scalar or ndarray), dtype and shape - for float64 and
+  float32, 1-D and 2-D, short rows (across-rows SIMD kernel), long rows,
+  several blocks of rows, and rows holding inf, -inf, nan and huge values;
+* results agree with independent oracles (scipy.special, scipy.stats, torch
+  when installed, NumPy written here);
+* every case the fast path does not take (other axes, dtypes, layouts,
+  options, bad input) comes out of the public function exactly as from the
+  general path, errors included (same type, same message);
+* inputs are never written.
+"""
+import contextlib
+import os
+import threading
+
+import numpy as np
+import pytest
+import scipy.special as sps
+import scipy.stats as sst
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import lossmle as lm
+from lossmle import _config, _fastpath
+from lossmle._validation import PARALLEL_MIN_ELEMENTS
+
+from conftest import quiet, tol
+
+DTYPES = [np.float64, np.float32]
+DT_IDS = ["f64", "f32"]
+FAST_NAMES = ("logsumexp", "softmax", "log_softmax", "cross_entropy", "kl_divergence",
+              "entropy")
+
+
+@contextlib.contextmanager
+def general_path():
+    """Switch every fast path off: the public functions run their general path."""
+    saved = {name: getattr(_fastpath, name) for name in FAST_NAMES}
+    try:
+        for name in FAST_NAMES:
+            setattr(_fastpath, name, lambda *args: None)
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(_fastpath, name, fn)
+
+
+def assert_same(fast, ref):
+    """Bit for bit: same type, dtype, shape and bytes (nan payloads included)."""
+    assert type(fast) is type(ref), (type(fast), type(ref))
+    a, b = np.asarray(fast), np.asarray(ref)
+    assert a.dtype == b.dtype and a.shape == b.shape, (a.dtype, b.dtype, a.shape, b.shape)
+    assert a.tobytes() == b.tobytes(), (a, b)
+
+
+def call_both(fn, *args, **kwargs):
+    """(public result, general-path result) of the same call."""
+    fast = fn(*args, **kwargs)
+    with general_path():
+        ref = fn(*args, **kwargs)
+    return fast, ref
+
+
+def errors_alike(fn, *args, **kwargs):
+    """The call raises the same exception (type and message) on both paths."""
+    with pytest.raises(Exception) as fast:
+        fn(*args, **kwargs)
+    with general_path(), pytest.raises(Exception) as ref:
+        fn(*args, **kwargs)
+    assert type(fast.value) is type(ref.value)
+    assert str(fast.value) == str(ref.value)
+    return fast.value
+
+
+class _Sub(np.ndarray):
+    """An ndarray subclass: not the fast path's exact np.ndarray."""
+
+
+def huge(dtype):
+    return 1e300 if dtype == np.float64 else 3e38
+
+
+# rows x columns: 1-D (n,), a single value, the benchmark's 8x10, a column,
+# long rows, short rows (across-rows kernel, n <= 8) in one and in several blocks
+SHAPES = [(10,), (1,), (3,), (1, 1), (8, 10), (3, 1), (5, 4096), (2, 3), (40, 7), (600, 4),
+          (1, 8), (7, 9), (3, 2049)]
+SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
+
+
+def logits(rng, shape, dtype, special):
+    """Normal logits scaled x4, with special values planted in some rows."""
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    flat = x.reshape(-1, shape[-1])
+    if special == "plain":
+        return x
+    rows = flat.shape[0]
+    n = flat.shape[1]
+    h = huge(dtype)
+    plant = {
+        "inf": lambda r: flat[r].__setitem__(n // 2, np.inf),
+        "ninf_row": lambda r: flat[r].__setitem__(slice(None), -np.inf),
+        "ninf_some": lambda r: flat[r].__setitem__(slice(0, max(1, n // 2)), -np.inf),
+        "nan": lambda r: flat[r].__setitem__(n - 1, np.nan),
+        "huge": lambda r: flat[r].__setitem__(slice(None), flat[r] * 0 + h),
+        "mixed_huge": lambda r: flat[r].__setitem__(0, -h),
+    }[special]
+    for r in {0, rows // 2, rows - 1}:
+        plant(r)
+    return x
+
+
+SPECIALS = ["plain", "inf", "ninf_row", "ninf_some", "nan", "huge", "mixed_huge"]
+
+
+# ---------------------------------------------------------------------------
+# logsumexp, softmax, log_softmax
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("special", SPECIALS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=SHAPE_IDS)
+def test_special_functions_bit_identical(shape, dtype, special, rng):
+    x = logits(rng, shape, dtype, special)
+    before = x.copy()
+    for name in ("logsumexp", "softmax", "log_softmax"):
+        public = getattr(lm, name)
+        for axis in (-1, x.ndim - 1, None):
+            fast, ref = call_both(public, x, axis=axis)
+            assert_same(fast, ref)
+            # the fast path itself answered (not a fall-through)
+            if name == "logsumexp":
+                direct = _fastpath.logsumexp(x, axis, None, False, False, None, None, None)
+            else:
+                direct = getattr(_fastpath, name)(x, axis, None, None, None)
+            assert direct is not None
+            assert_same(direct, ref)
+    np.testing.assert_array_equal(x, before)     # never written
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", [(10,), (1, 1), (8, 10), (3, 1), (5, 4096), (600, 4)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_special_functions_match_scipy(shape, dtype, rng):
+    x = logits(rng, shape, dtype, "plain")
+    x64 = x.astype(np.float64)
+    t = tol(dtype, scale=np.abs(x64).max())
+    lse = lm.logsumexp(x, axis=-1)
+    assert np.asarray(lse).dtype == dtype
+    np.testing.assert_allclose(lse, sps.logsumexp(x64, axis=-1), **t)
+    np.testing.assert_allclose(lm.softmax(x, axis=-1), sps.softmax(x64, axis=-1), **t)
+    np.testing.assert_allclose(lm.log_softmax(x, axis=-1), sps.log_softmax(x64, axis=-1), **t)
+    np.testing.assert_allclose(lm.softmax(x), sps.softmax(x64), **t)   # axis=None: all
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_special_values_match_scipy(dtype):
+    h = huge(dtype)
+    x = np.array([[0.0, np.inf, 1.0], [-np.inf, -np.inf, -np.inf], [np.nan, 0.0, 1.0],
+                  [h, h, h], [-np.inf, 0.0, 2.0]], dtype=dtype)
+    x64 = x.astype(np.float64)
+    got = lm.logsumexp(x, axis=-1)
+    assert _fastpath.logsumexp(x, -1, None, False, False, None, None, None) is not None
+    want = quiet(sps.logsumexp, x64, axis=-1)
+    np.testing.assert_allclose(got, want, rtol=tol(dtype)["rtol"])
+    np.testing.assert_allclose(lm.softmax(x, axis=-1), quiet(sps.softmax, x64, axis=-1),
+                               rtol=tol(dtype)["rtol"], atol=0)
+    np.testing.assert_allclose(lm.log_softmax(x, axis=-1)[[1, 2, 4]],
+                               quiet(sps.log_softmax, x64, axis=-1)[[1, 2, 4]],
+                               rtol=tol(dtype)["rtol"], atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_scalar_results_are_numpy_scalars(dtype):
+    x = np.array([1.0, 2.0, 3.0], dtype=dtype)
+    for value in (lm.logsumexp(x), lm.logsumexp(x, axis=-1), lm.logsumexp(x[None], axis=None),
+                  lm.kl_divergence(x / 6, x[::-1] / 6), lm.entropy(x),
+                  lm.cross_entropy(x[None], np.array([2]))):
+        assert type(value) is np.dtype(dtype).type
+    want = np.log(np.exp(1.0) + np.exp(2.0) + np.exp(3.0))
+    np.testing.assert_allclose(float(lm.logsumexp(x)), want, rtol=tol(dtype)["rtol"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_special_functions_fall_through(dtype, rng):
+    """Everything the fast path leaves alone gives the general path's result."""
+    x = logits(rng, (6, 5), dtype, "plain")
+    cases = [
+        (lm.logsumexp, (x,), dict(axis=0)),
+        (lm.logsumexp, (x,), dict(axis=-1, keepdims=True)),
+        (lm.logsumexp, (x,), dict(axis=-1, return_sign=True)),
+        (lm.logsumexp, (x,), dict(axis=-1, b=np.full(5, 0.5, dtype))),
+        (lm.logsumexp, (x,), dict(axis=(0, 1))),
+        (lm.logsumexp, (x,), dict(axis=np.int64(1))),
+        (lm.logsumexp, (x,), dict(axis=-1, n_threads=np.int64(2))),
+        (lm.logsumexp, (x,), dict(axis=-1, where=x > 0)),
+        (lm.logsumexp, (np.asfortranarray(x),), dict(axis=-1)),
+        (lm.logsumexp, (x[:, ::2],), dict(axis=-1)),
+        (lm.logsumexp, (x.tolist(),), dict(axis=-1)),
+        (lm.logsumexp, (x.astype(x.dtype.newbyteorder()),), dict(axis=-1)),
+        (lm.logsumexp, (x.reshape(2, 3, 5),), dict(axis=-1)),
+        (lm.logsumexp, (np.float64(3.0),), {}),
+        (lm.logsumexp, (np.zeros((0, 3), dtype),), dict(axis=-1)),
+        (lm.logsumexp, (np.zeros((3, 0), dtype),), dict(axis=-1)),
+        (lm.softmax, (x,), dict(axis=0)),
+        (lm.softmax, (x.astype(np.float16),), dict(axis=-1)),
+        (lm.softmax, (x.astype(np.int64),), dict(axis=-1)),
+        (lm.softmax, (x.reshape(2, 3, 5),), dict(axis=-1)),
+        (lm.softmax, (np.zeros((0, 3), dtype),), dict(axis=-1)),
+        (lm.log_softmax, (x,), dict(axis=-1, where=x > 0)),
+        (lm.log_softmax, (x[::-1],), dict(axis=-1)),
+        (lm.log_softmax, (x.view(_Sub),), dict(axis=-1)),
+    ]
+    for fn, args, kwargs in cases:
+        fast, ref = call_both(fn, *args, **kwargs)
+        if isinstance(ref, tuple):
+            for f, r in zip(fast, ref):
+                assert_same(f, r)
+        else:
+            assert_same(fast, ref)
+    assert _fastpath.logsumexp(x, 0, None, False, False, None, None, None) is None
+    assert _fastpath.softmax(np.asfortranarray(x), -1, None, None, None) is None
+
+
+def test_out_and_in_place_fall_through(rng):
+    x = logits(rng, (4, 6), np.float64, "plain")
+    out = np.empty(4)
+    assert lm.logsumexp(x, axis=-1, out=out) is out
+    np.testing.assert_allclose(out, sps.logsumexp(x, axis=-1), **tol(np.float64))
+    y = x.copy()
+    assert lm.softmax(y, axis=-1, out=y) is y
+    np.testing.assert_allclose(y, sps.softmax(x, axis=-1), **tol(np.float64))
+
+
+def test_large_inputs_are_left_to_the_general_path():
+    n = PARALLEL_MIN_ELEMENTS // 8
+    x = np.zeros((8, n))
+    assert _fastpath.logsumexp(x, -1, None, False, False, None, None, None) is None
+    assert _fastpath.softmax(x, -1, None, None, None) is None
+    assert _fastpath.kl_divergence(x, x, -1, None, False, True, None, None) is None
+    x = np.zeros((8, n - 1))
+    assert _fastpath.logsumexp(x, -1, None, False, False, None, None, None) is not None
+
+
+# ---------------------------------------------------------------------------
+# n_threads: validated exactly as before
+# ---------------------------------------------------------------------------
+BAD_THREADS = [0, -1, 1.5, True, "2", np.bool_(True)]
+
+
+@pytest.mark.parametrize("n_threads", BAD_THREADS, ids=repr)
+def test_bad_n_threads_raise_as_before(n_threads):
+    x = np.zeros((2, 3))
+    y = np.array([0, 1])
+    p = np.full((2, 3), 1 / 3)
+    for fn, args in [(lm.logsumexp, (x,)), (lm.softmax, (x,)), (lm.log_softmax, (x,)),
+                     (lm.cross_entropy, (x, y)), (lm.kl_divergence, (p, p)),
+                     (lm.entropy, (p,))]:
+        errors_alike(fn, *args, n_threads=n_threads)
+
+
+@pytest.mark.parametrize("n_threads", [None, 1, 2, 64])
+def test_good_n_threads_take_the_fast_path(n_threads, rng):
+    x = logits(rng, (8, 10), np.float64, "plain")
+    assert _fastpath.softmax(x, -1, None, None, n_threads) is not None
+    assert_same(*call_both(lm.softmax, x, axis=-1, n_threads=n_threads))
+
+
+# ---------------------------------------------------------------------------
+# cross_entropy
+# ---------------------------------------------------------------------------
+def ce_oracle(x, y, ignore_index=-100):
+    """Per-row cross-entropy written with scipy.special.log_softmax (in float64)."""
+    logp = quiet(sps.log_softmax, x.astype(np.float64), axis=-1)
+    keep = y != ignore_index
+    rows = np.where(keep, -logp[np.arange(len(y)), np.where(keep, y, 0)], 0.0)
+    return rows, keep
+
+
+CE_SHAPES = [(8, 10), (1, 1), (3, 1), (1, 10), (5, 4096), (7, 2), (9, 8), (300, 3),
+             (129, 9), (1000, 5), (2, 2049)]
+
+
+@pytest.mark.parametrize("special", ["plain", "inf", "ninf_row", "ninf_some", "nan", "huge",
+                                     "mixed_huge"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", CE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cross_entropy_bit_identical(shape, dtype, special, rng):
+    x = logits(rng, shape, dtype, special)
+    y = rng.integers(0, shape[1], shape[0])
+    y[::3] = -100                                   # ignored rows
+    before_x, before_y = x.copy(), y.copy()
+    with general_path():
+        nan_total = bool(np.isnan(lm.cross_entropy(x, y, reduction="sum")))
+    for reduction in ("mean", "sum", "none"):
+        direct = _fastpath.cross_entropy(x, y, -1, None, -100, reduction, 0.0, None, None,
+                                         None, None, None)
+        fast, ref = call_both(lm.cross_entropy, x, y, reduction=reduction)
+        assert_same(fast, ref)
+        # a nan sum of row losses is left to the general path (see the next test)
+        assert (direct is None) == (reduction != "none" and nan_total)
+        if direct is not None:
+            assert_same(direct, ref)
+    np.testing.assert_array_equal(x, before_x)
+    np.testing.assert_array_equal(y, before_y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_cross_entropy_nan_total_is_the_general_paths(dtype):
+    """Rows whose losses are nans of both signs (+inf logit: +nan; all -inf: the
+    x86 default nan, sign bit set): which one their sum gives depends on operand
+    order, so the fast path leaves nan sums and means to the general path."""
+    x = np.full((16, 2), -np.inf, dtype)
+    x[0, 1] = np.inf
+    y = np.zeros(16, np.int64)
+    rows = lm.cross_entropy(x, y, reduction="none")
+    assert np.isnan(rows).all()
+    for reduction in ("sum", "mean"):
+        assert _fastpath.cross_entropy(x, y, -1, None, -100, reduction, 0.0, None, None,
+                                       None, None, None) is None
+        fast, ref = call_both(lm.cross_entropy, x, y, reduction=reduction)
+        assert_same(fast, ref)
+        assert np.isnan(fast)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", [(8, 10), (1, 1), (300, 3), (5, 4096)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_cross_entropy_matches_oracles(shape, dtype, rng):
+    x = logits(rng, shape, dtype, "plain")
+    y = rng.integers(0, shape[1], shape[0])
+    y[1::4] = -100
+    rows, keep = ce_oracle(x, y)
+    t = tol(dtype, scale=np.abs(x).max())
+    np.testing.assert_allclose(lm.cross_entropy(x, y, reduction="none"), rows, **t)
+    np.testing.assert_allclose(lm.cross_entropy(x, y, reduction="sum"), rows.sum(), **t)
+    np.testing.assert_allclose(lm.cross_entropy(x, y), rows.sum() / keep.sum(), **t)
+
+
+def test_cross_entropy_matches_torch(torch):
+    rng = np.random.default_rng(4)
+    for dtype in DTYPES:
+        x = (rng.standard_normal((8, 10)) * 3).astype(dtype)
+        y = rng.integers(0, 10, 8)
+        y[2] = -100
+        want = torch.nn.functional.cross_entropy(torch.from_numpy(x), torch.from_numpy(y))
+        np.testing.assert_allclose(lm.cross_entropy(x, y), want.item(), **tol(dtype, 10))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_cross_entropy_every_target_ignored_is_nan(dtype):
+    x = np.zeros((3, 4), dtype)
+    y = np.full(3, -100)
+    fast, ref = call_both(lm.cross_entropy, x, y)
+    assert_same(fast, ref)
+    assert np.isnan(fast) and type(fast) is np.dtype(dtype).type
+    assert lm.cross_entropy(x, y, reduction="sum") == 0
+
+
+def test_cross_entropy_float32_overflow_is_inf():
+    x = np.array([[-3e38, 3e38], [-3e38, 3e38]], np.float32)
+    y = np.array([0, 0])
+    fast, ref = call_both(lm.cross_entropy, x, y, reduction="sum")
+    assert_same(fast, ref)
+    assert fast == np.inf
+    assert_same(*call_both(lm.cross_entropy, x, y))
+    rows, ref_rows = call_both(lm.cross_entropy, x, y, reduction="none")   # cast to float32
+    assert_same(rows, ref_rows)
+    assert np.isinf(rows).all()
+
+
+def test_cross_entropy_custom_ignore_index(rng):
+    x = logits(rng, (6, 5), np.float64, "plain")
+    y = np.array([0, 7, 4, 7, 1, 2])       # 7 is out of range, but ignored
+    assert _fastpath.cross_entropy(x, y, -1, None, 7, "mean", 0.0, None, None, None, None,
+                                   None) is not None
+    fast, ref = call_both(lm.cross_entropy, x, y, ignore_index=7)
+    assert_same(fast, ref)
+    rows, keep = ce_oracle(x, y, ignore_index=7)
+    np.testing.assert_allclose(fast, rows.sum() / keep.sum(), **tol(np.float64, 10))
+
+
+@pytest.mark.parametrize("label", [5, 10, -1, -101, 2**40])
+def test_cross_entropy_label_out_of_range_raises_as_before(label):
+    x = np.zeros((4, 5))
+    y = np.array([0, 1, label, 2])
+    exc = errors_alike(lm.cross_entropy, x, y)
+    assert isinstance(exc, IndexError)
+    assert str(label) in str(exc)
+
+
+def test_cross_entropy_falls_through(rng):
+    x = logits(rng, (6, 5), np.float64, "plain")
+    x32 = x.astype(np.float32)
+    y = rng.integers(0, 5, 6)
+    p = sps.softmax(rng.standard_normal((6, 5)), axis=-1)
+    cases = [
+        ((x, y.astype(np.int32)), {}),
+        ((x, y.astype(np.uint8)), {}),
+        ((x, y[::-1]), {}),
+        ((x, y.tolist()), {}),
+        ((x, np.r_[y, y][::2]), {}),
+        ((x.tolist(), y), {}),
+        ((np.asfortranarray(x), y), {}),
+        ((x32, y), dict(weight=np.arange(1.0, 6.0))),
+        ((x, y), dict(label_smoothing=0.1)),
+        ((x, y), dict(label_smoothing=np.float64(0.0))),
+        ((x, y), dict(ignore_index=np.int64(-100))),
+        ((x, p), {}),
+        ((x.T.copy(), y), dict(axis=0)),
+        ((x, y), dict(sample_weight=np.ones(6))),
+        ((x, y), dict(where=np.ones((6, 5), bool))),
+        ((x, y), dict(logit_softcap=30.0)),
+        ((x.reshape(3, 2, 5), y.reshape(3, 2)), {}),
+        ((x[0], np.int64(3)), {}),
+        ((x, y), dict(reduction="none", out=np.empty(6))),
+    ]
+    for args, kwargs in cases:
+        assert_same(*call_both(lm.cross_entropy, *args, **kwargs))
+
+
+@pytest.mark.parametrize("bad", [
+    dict(reduction="avg"), dict(reduction=None), dict(axis=None), dict(axis=2),
+    dict(ignore_index=1.5), dict(ignore_index=True), dict(ignore_index=2**70),
+    dict(label_smoothing=-0.1), dict(label_smoothing="0"), dict(weight=np.ones(3)),
+], ids=repr)
+def test_cross_entropy_bad_options_raise_as_before(bad):
+    x = np.zeros((4, 5))
+    y = np.array([0, 1, 2, 3])
+    errors_alike(lm.cross_entropy, x, y, **bad)
+
+
+@pytest.mark.parametrize("args", [
+    (np.zeros((4, 5)), np.array([0.5, 1, 2, 3])),                # float target, wrong shape
+    (np.zeros((4, 5)), np.array([0, 1, 2])),                     # wrong length
+    (np.zeros((4, 5)), np.array([[0, 1, 2, 3]])),                # wrong ndim
+    (np.zeros((4, 5)), np.array(["a", "b", "c", "d"])),          # not numbers
+    (np.zeros((4, 0)), np.array([0, 0, 0, 0])),                  # no classes
+    (np.zeros((4, 5), np.complex128), np.array([0, 1, 2, 3])),   # complex logits
+    (np.float64(1.0), np.int64(0)),                              # 0-d logits
+], ids=["float_target", "length", "ndim", "str", "no_classes", "complex", "0d"])
+def test_cross_entropy_bad_input_raises_as_before(args):
+    errors_alike(lm.cross_entropy, *args)
+
+
+# ---------------------------------------------------------------------------
+# kl_divergence and entropy
+# ---------------------------------------------------------------------------
+def probabilities(rng, shape, dtype, special="plain"):
+    p = rng.random(shape) + 0.01
+    p /= p.sum(-1, keepdims=True)
+    flat = p.reshape(-1, shape[-1])
+    if special == "zeros":
+        flat[0, ::2] = 0
+    elif special == "tiny":
+        flat[-1, 0] = 1e-310 if dtype == np.float64 else 1e-44
+    return p.astype(dtype)
+
+
+DIV_SHAPES = [(10,), (1,), (1, 1), (8, 10), (3, 1), (5, 4096), (40, 7)]
+
+
+@pytest.mark.parametrize("special", ["plain", "zeros", "tiny"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", DIV_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_divergences_bit_identical(shape, dtype, special, rng):
+    p = probabilities(rng, shape, dtype, special)
+    q = probabilities(rng, shape, dtype, "plain")
+    if special == "zeros" and p.size > 2:
+        q.reshape(-1, shape[-1])[-1, 0] = 0          # p > 0 with q == 0: inf
+    before = (p.copy(), q.copy())
+    for axis in (-1, p.ndim - 1, None):
+        for validate in (True, False):
+            assert _fastpath.kl_divergence(p, q, axis, None, False, validate, None,
+                                           None) is not None
+            assert_same(*call_both(lm.kl_divergence, p, q, axis=axis, validate=validate))
+        assert _fastpath.entropy(p, None, None, axis, False, None, None) is not None
+        assert_same(*call_both(lm.entropy, p, axis=axis))
+    assert_same(*call_both(lm.entropy, p))                # scipy's default axis=0
+    if p.ndim == 2:
+        assert _fastpath.entropy(p, None, None, 0, False, None, None) is not None
+    np.testing.assert_array_equal(p, before[0])
+    np.testing.assert_array_equal(q, before[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", [(10,), (8, 10), (5, 4096)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_divergences_match_scipy(shape, dtype, rng):
+    p = probabilities(rng, shape, dtype, "zeros")
+    q = probabilities(rng, shape, dtype)
+    p64, q64 = p.astype(np.float64), q.astype(np.float64)
+    t = tol(dtype)
+    np.testing.assert_allclose(lm.kl_divergence(p, q), sps.rel_entr(p64, q64).sum(-1), **t)
+    np.testing.assert_allclose(lm.entropy(p, axis=-1), sst.entropy(p64, axis=-1), **t)
+    np.testing.assert_allclose(lm.entropy(p), sst.entropy(p64), **t)
+    np.testing.assert_allclose(lm.entropy(p * 3, axis=None), sst.entropy(p64.ravel()), **t)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_kl_invalid_probabilities_raise_as_before(dtype):
+    p = np.full((3, 4), 0.25, dtype)
+    for where, value in [("p", -0.1), ("q", -0.1), ("p", np.nan), ("q", np.nan)]:
+        bad_p, bad_q = p.copy(), p.copy()
+        (bad_p if where == "p" else bad_q)[1, 2] = value
+        assert _fastpath.kl_divergence(bad_p, bad_q, -1, None, False, True, None,
+                                       None) is None
+        exc = errors_alike(lm.kl_divergence, bad_p, bad_q)
+        assert isinstance(exc, ValueError) and str(exc).startswith(where)
+        # validate=False: rel_entr's conventions (inf for negatives, nan for nan)
+        fast, ref = call_both(lm.kl_divergence, bad_p, bad_q, validate=False)
+        assert_same(fast, ref)
+        want = quiet(sps.rel_entr, bad_p.astype(np.float64), bad_q.astype(np.float64)).sum(-1)
+        np.testing.assert_allclose(fast, want, rtol=tol(dtype)["rtol"])
+
+
+def test_divergences_fall_through(rng):
+    p = probabilities(rng, (6, 5), np.float64)
+    q = probabilities(rng, (6, 5), np.float64)
+    cases = [
+        (lm.kl_divergence, (p, q[0]), {}),                      # broadcast
+        (lm.kl_divergence, (p, q.astype(np.float32)), {}),      # mixed dtypes
+        (lm.kl_divergence, (p.astype(np.float32), q), {}),
+        (lm.kl_divergence, (p, q), dict(axis=0)),
+        (lm.kl_divergence, (p, q), dict(base=2)),
+        (lm.kl_divergence, (p, q), dict(keepdims=True)),
+        (lm.kl_divergence, (p, q), dict(validate=1)),
+        (lm.kl_divergence, (p.tolist(), q), {}),
+        (lm.kl_divergence, (np.asfortranarray(p), q), {}),
+        (lm.kl_divergence, (p.reshape(2, 3, 5), q.reshape(2, 3, 5)), {}),
+        (lm.kl_divergence, (np.zeros((0, 3)), np.zeros((0, 3))), {}),
+        (lm.kl_divergence, (np.zeros((3, 0)), np.zeros((3, 0))), {}),
+        (lm.entropy, (p, q), {}),
+        (lm.entropy, (p,), dict(base=2)),
+        (lm.entropy, (p,), dict(keepdims=True)),
+        (lm.entropy, (p,), dict(axis=-1, out=np.empty(6))),
+        (lm.entropy, (p.reshape(2, 3, 5),), dict(axis=1)),
+        (lm.entropy, (p[:, ::2],), dict(axis=-1)),
+    ]
+    for fn, args, kwargs in cases:
+        assert_same(*call_both(fn, *args, **kwargs))
+
+
+@pytest.mark.parametrize("args,kwargs", [
+    ((np.ones((2, 3)), np.ones((2, 4))), {}),
+    ((np.ones((2, 3)), np.ones((2, 3))), dict(axis=2)),
+    ((np.ones((2, 3)), np.ones((2, 3))), dict(base=-1.0)),
+    ((np.ones((2, 3), np.complex128), np.ones((2, 3))), {}),
+], ids=["shape", "axis", "base", "complex"])
+def test_kl_bad_input_raises_as_before(args, kwargs):
+    errors_alike(lm.kl_divergence, *args, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# SIMD paths and threads
+# ---------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["avx512", "avx2", "baseline"])
+def test_every_simd_path_bit_identical(path, monkeypatch, rng):
+    monkeypatch.setenv("LOSSMLE_SIMD", path)
+    try:
+        if _config.reselect_simd() != path:
+            pytest.skip(f"this CPU has no {path}")
+        x = logits(rng, (8, 10), np.float64, "ninf_some")
+        x32 = x.astype(np.float32)
+        y = rng.integers(0, 10, 8)
+        p = probabilities(rng, (8, 10), np.float64)
+        q = probabilities(rng, (8, 10), np.float64)
+        for a in (x, x32, x[:, :5].copy()):
+            for fn in (lm.logsumexp, lm.softmax, lm.log_softmax):
+                assert_same(*call_both(fn, a, axis=-1))
+            assert_same(*call_both(lm.cross_entropy, a, y % a.shape[1]))
+        assert_same(*call_both(lm.kl_divergence, p, q))
+    finally:
+        monkeypatch.delenv("LOSSMLE_SIMD")
+        _config.reselect_simd()
+
+
+def test_concurrent_calls_agree(rng):
+    """Calls from several threads (GIL released above NOGIL_MIN_ELEMENTS) agree."""
+    small = logits(rng, (8, 10), np.float64, "plain")
+    large = logits(rng, (64, 1000), np.float64, "plain")
+    want = {id(a): (lm.logsumexp(a, axis=-1), lm.log_softmax(a, axis=-1)) for a in (small, large)}
+    errors = []
+
+    def work():
+        try:
+            for _ in range(30):
+                for a in (small, large):
+                    lse, ls = lm.logsumexp(a, axis=-1), lm.log_softmax(a, axis=-1)
+                    assert lse.tobytes() == want[id(a)][0].tobytes()
+                    assert ls.tobytes() == want[id(a)][1].tobytes()
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+# ---------------------------------------------------------------------------
+# Property: any plain small input, any values - the fast path is the general path
+# (CI=true replays a fixed set of examples, as tests/test_fuzz_hypothesis.py)
+# ---------------------------------------------------------------------------
+_VALUES = st.one_of(st.floats(-60, 60, width=32),
+                    st.sampled_from([0.0, -0.0, np.inf, -np.inf, np.nan, 1e308, -1e308, 3e38,
+                                     1e-310, 1e-45]),
+                    st.floats(allow_nan=True, allow_infinity=True))
+
+
+@settings(max_examples=150, deadline=None, derandomize=bool(os.environ.get("CI")),
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_property_fast_equals_general(data):
+    dtype = data.draw(st.sampled_from(DTYPES))
+    shape = data.draw(st.one_of(st.tuples(st.integers(1, 12)),
+                                st.tuples(st.integers(1, 300), st.integers(1, 12))))
+    with np.errstate(over="ignore"):
+        x = data.draw(hnp.arrays(np.float64, shape, elements=_VALUES)).astype(dtype)
+    axis = data.draw(st.sampled_from([-1, None]))
+    for fn in (lm.logsumexp, lm.softmax, lm.log_softmax):
+        assert_same(*call_both(fn, x, axis=axis))
+    p = np.abs(x)
+    q = data.draw(hnp.arrays(np.float64, shape, elements=st.floats(0, 1))).astype(dtype)
+    assert_same(*call_both(lm.entropy, p, axis=axis))
+    validate = data.draw(st.booleans())
+    try:
+        fast = lm.kl_divergence(p, q, axis=axis, validate=validate)
+    except ValueError:
+        errors_alike(lm.kl_divergence, p, q, axis=axis, validate=validate)
+    else:
+        with general_path():
+            assert_same(fast, lm.kl_divergence(p, q, axis=axis, validate=validate))
+    if x.ndim == 2:
+        y = data.draw(hnp.arrays(np.int64, shape[:1],
+                                 elements=st.sampled_from([-100, 0, shape[1] - 1]
+                                                          + list(range(shape[1])))))
+        reduction = data.draw(st.sampled_from(["mean", "sum", "none"]))
+        assert_same(*call_both(lm.cross_entropy, x, y, reduction=reduction))
