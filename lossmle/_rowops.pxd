@@ -217,17 +217,11 @@ cdef inline double row_logsumexp(const floating* x, Py_ssize_t n,
     if stride == 1 and lm_simd_ready():
         m = fast_max(x, n)
         if isfinite(m):
-            if floating is float:
-                # a float result: the double sum's 29 spare bits already keep
-                # a dominant term's precision; not counting the maxima saves
-                # an eighth of the time
-                s = fast_sumexp(x, n, m)
-                if isfinite(s):
-                    return log(s) + m
-            else:
-                s = fast_sumexp_below(x, n, m, &c)
-                if isfinite(s):
-                    return log1p(s / c) + log(c) + m
+            # also for float: with the maxima in the sum, a row [0, -30, ...]
+            # lost its result (~1e-12) to the sum's rounding (16384 ulp off)
+            s = fast_sumexp_below(x, n, m, &c)
+            if isfinite(s):
+                return log1p(s / c) + log(c) + m
     m = row_max(x, n, stride)
     if not isfinite(m):
         return m

@@ -64,7 +64,9 @@ static LM_TARGET double LM_FN(lm_max)(const LM_T *x, ptrdiff_t n)
         for (; pf_ < pf_end_; pf_ += 64) LM_PREFETCH(pf_);
 #define LM_PF_LOOP_END }
 
-/* sum of exp(x - m) over x != m, and (OUT) the count of x == m. */
+/* sum of exp(x - m) over x != m, and (OUT) the count of x == m.  For
+ * float, two loops per chunk as in lm_sumexp; the chunk's count is a float
+ * (exact: at most 256). */
 static LM_TARGET double LM_FN(lm_sumexp_below)(const LM_T *x, ptrdiff_t n, double m,
                                                double *n_at_max)
 {
@@ -72,28 +74,52 @@ static LM_TARGET double LM_FN(lm_sumexp_below)(const LM_T *x, ptrdiff_t n, doubl
     double s = 0.0, c = 0.0;
     ptrdiff_t j;
     LM_PF_LOOP_BEGIN(x + n)
+    if (sizeof(LM_T) < sizeof(double)) {
+        LM_T e[LM_PF_BYTES / sizeof(LM_T)], cf = 0;
+#pragma omp simd reduction(+ : cf)
+        for (j = j0_; j < end_; j++) {
+            int at_max = x[j] == mt;
+            e[j - j0_] = at_max ? (LM_T)0 : LM_EXPNEG_SUM(x[j] - mt);
+            cf += at_max ? (LM_T)1 : (LM_T)0;
+        }
+#pragma omp simd reduction(+ : s)
+        for (j = 0; j < end_ - j0_; j++) s += (double)e[j];
+        c += (double)cf;
+    } else {
 #pragma omp simd reduction(+ : s, c)
-    for (j = j0_; j < end_; j++) {
-        LM_T e = LM_EXPNEG_SUM(x[j] - mt);
-        int at_max = x[j] == mt;
-        s += at_max ? 0.0 : (double)e;
-        c += at_max ? 1.0 : 0.0;
+        for (j = j0_; j < end_; j++) {
+            LM_T e = LM_EXPNEG_SUM(x[j] - mt);
+            int at_max = x[j] == mt;
+            s += at_max ? 0.0 : (double)e;
+            c += at_max ? 1.0 : 0.0;
+        }
     }
     LM_PF_LOOP_END
     *n_at_max = c;
     return s;
 }
 
-/* sum of exp(x - m), m >= every x. */
+/* sum of exp(x - m), m >= every x.  For float, the exps of a chunk go to a
+ * buffer first and are summed (in double) in a second loop: in one loop the
+ * double sum set the vector width, so the float exp ran on half-width
+ * vectors. */
 static LM_TARGET double LM_FN(lm_sumexp)(const LM_T *x, ptrdiff_t n, double m)
 {
     const LM_T mt = (LM_T)m;
     double s = 0.0;
     ptrdiff_t j;
     LM_PF_LOOP_BEGIN(x + n)
+    if (sizeof(LM_T) < sizeof(double)) {
+        LM_T e[LM_PF_BYTES / sizeof(LM_T)];
+#pragma omp simd
+        for (j = j0_; j < end_; j++) e[j - j0_] = LM_EXPNEG_SUM(x[j] - mt);
 #pragma omp simd reduction(+ : s)
-    for (j = j0_; j < end_; j++) {
-        s += (double)LM_EXPNEG_SUM(x[j] - mt);
+        for (j = 0; j < end_ - j0_; j++) s += (double)e[j];
+    } else {
+#pragma omp simd reduction(+ : s)
+        for (j = j0_; j < end_; j++) {
+            s += (double)LM_EXPNEG_SUM(x[j] - mt);
+        }
     }
     LM_PF_LOOP_END
     return s;
