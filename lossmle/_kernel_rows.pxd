@@ -33,7 +33,7 @@ from libc.float cimport DBL_MAX, DBL_MIN
 from lossmle._rowops cimport (
     row_logsumexp, row_softmax, row_log_softmax, short_rows, fast_max, fast_sumexp,
     fast_dot, lm_ce_grad_d, lm_ce_grad_f, lm_kl_d, lm_kl_f, lm_kl_rows_d, lm_kl_rows_f,
-    SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOGSUM,
+    lm_entr_d, lm_entr_f, lm_sum_d, lm_sum_f, lm_simd_ready, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOGSUM,
 )
 
 
@@ -386,9 +386,27 @@ cdef inline double row_sum(const floating* x, Py_ssize_t n, Py_ssize_t stride) n
 
 cdef inline double entropy_row(const floating* p, Py_ssize_t ps, const floating* q,
                                Py_ssize_t qs, Py_ssize_t n) noexcept nogil:
-    """sum entr(p / sum(p)), or with q (not NULL) sum rel_entr(p / sum(p), q / sum(q))."""
+    """sum entr(p / sum(p)), or with q (not NULL) sum rel_entr(p / sum(p), q / sum(q)).
+
+    A contiguous p without q takes the vectorised sum and lm_entr (a row with
+    anything outside their fast domain is redone here, exactly).
+    """
     cdef Py_ssize_t j
-    cdef double s = 0.0, p_total = row_sum(p, n, ps), q_total
+    cdef double s = 0.0, p_total, q_total, n_special = 1.0
+    if q == NULL and ps == 1 and lm_simd_ready():
+        if floating is double:
+            p_total = lm_sum_d(p, n)
+        else:
+            p_total = lm_sum_f(p, n)
+        if p_total > 0 and p_total <= DBL_MAX:
+            if floating is double:
+                s = lm_entr_d(p, n, p_total, &n_special)
+            else:
+                s = lm_entr_f(p, n, p_total, &n_special)
+            if n_special == 0:
+                return s
+        s = 0.0
+    p_total = row_sum(p, n, ps)
     if q == NULL:
         for j in range(n):
             s += entr(p[j * ps] / p_total)
