@@ -15,6 +15,7 @@
 #   RowStats, row_stats_fast, row_stats             _loss_kernels (every cross-entropy row)
 #   ClassOpts, ce_class_row, ce_class_short_block,  _loss_kernels (cross_entropy_class_rows),
 #       ce_class_short_blocks                           _fastpath (cross_entropy)
+#   ce_class_short_grad_block                       _loss_kernels (with the gradient)
 #   pairwise_sum                                    _loss_kernels.pairwise_total (the
 #       general path's reductions, _losses._reduce), _fastpath (cross_entropy)
 #   rel_entr, entr, kl_row, row_sum, entropy_row    _divergence_kernels, _fastpath
@@ -33,7 +34,8 @@ from libc.float cimport DBL_MAX, DBL_MIN
 from lossmle._rowops cimport (
     row_logsumexp, row_softmax, row_log_softmax, short_rows, fast_max, fast_sumexp,
     fast_dot, lm_ce_grad_d, lm_ce_grad_f, lm_kl_d, lm_kl_f, lm_kl_rows_d, lm_kl_rows_f,
-    lm_entr_d, lm_entr_f, lm_sum_d, lm_sum_f, lm_simd_ready, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOGSUM,
+    lm_entr_d, lm_entr_f, lm_sum_d, lm_sum_f, lm_simd_ready, SHORT_BLOCK, SHORT_LSE,
+    SHORT_SOFTMAX, SHORT_LOGSUM, SHORT_SOFTMAX_LOGSUM,
 )
 
 
@@ -229,6 +231,41 @@ cdef inline void ce_class_short_block(const floating* x, Py_ssize_t n_rows, Py_s
                 d += (op.w[k] if op.w != NULL else 1.0) * (row[k] - m)
             loss[r] += op.spread * (op.w_total * log_s[r] - d)
         row_weight[r] = wy
+
+
+cdef inline void ce_class_short_grad_block(const floating* x, Py_ssize_t n_rows,
+                                           Py_ssize_t n, const int64_t* y, const ClassOpts* op,
+                                           double* loss, double* row_weight,
+                                           floating* g) noexcept nogil:
+    """Loss and gradient of a block (<= SHORT_BLOCK) of short contiguous rows, for
+    op without class weights or label smoothing; g contiguous like x.
+
+    One pass of the across-rows softmax kernel gives softmax into g and the
+    row's log-sum; g = grad_scale * softmax, then the target's entry again in
+    double from the logits (p_y - 1 would cancel a float32 p_y's rounding, as
+    in ce_class_row).  Rows the kernel flags, and ignored rows, go to ce_class_row.
+    """
+    cdef double log_s[SHORT_BLOCK]
+    cdef double special[SHORT_BLOCK]
+    cdef Py_ssize_t r, k
+    cdef const floating* row
+    cdef floating* grow
+    cdef double m, scale = op.grad_scale
+    short_rows(x, n_rows, n, SHORT_SOFTMAX_LOGSUM, log_s, g, special)
+    for r in range(n_rows):
+        row = x + r * n
+        grow = g + r * n
+        if special[r] or y[r] == op.ignore_index:
+            ce_class_row(row, n, 1, y[r], op, grow, 1, loss + r, row_weight + r)
+            continue
+        m = row[0]
+        for k in range(1, n):
+            m = row[k] if row[k] > m else m
+        loss[r] = (m - row[y[r]]) + log_s[r]
+        row_weight[r] = 1.0
+        for k in range(n):
+            grow[k] = <floating>(scale * grow[k])
+        grow[y[r]] = <floating>(scale * (exp((row[y[r]] - m) - log_s[r]) - 1.0))
 
 
 cdef inline void ce_class_short_blocks(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,

@@ -49,7 +49,7 @@ from libc.math cimport exp
 from lossmle._rowops cimport simd_init, LM_SHORT_MAX, SHORT_BLOCK
 from lossmle._kernel_rows cimport (
     RowStats, row_stats, ClassOpts, ce_class_row, ce_class_short_block, ce_class_short_blocks,
-    pairwise_sum,
+    ce_class_short_grad_block, pairwise_sum,
 )
 
 
@@ -137,6 +137,28 @@ def cross_entropy_class_rows(const floating[:, :, :] logits,
             op.w_total += op.w[k]
     if grad is not None:
         gs = grad.strides[1] // item
+        if (2 <= n_classes <= LM_SHORT_MAX and n_inner == 1 and xs == 1 and gs == 1
+                and logits.strides[0] == n_classes * item and target.strides[0] == 8
+                and grad.strides[0] == n_classes * item and op.w == NULL
+                and op.spread == 0 and n_rows > 0):
+            # many short rows with the gradient: the across-rows softmax
+            n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
+            if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+                with nogil:
+                    for r in range(n_blocks):
+                        start = r * SHORT_BLOCK
+                        ce_class_short_grad_block(
+                            &logits[start, 0, 0], min(<Py_ssize_t>SHORT_BLOCK, n_rows - start),
+                            n_classes, &target[start, 0], &op, &loss[start, 0],
+                            &row_weight[start, 0], &grad[start, 0, 0])
+            else:
+                for r in prange(n_blocks, schedule='static', num_threads=n_threads, nogil=True):
+                    start = r * SHORT_BLOCK
+                    ce_class_short_grad_block(
+                        &logits[start, 0, 0], min(<Py_ssize_t>SHORT_BLOCK, n_rows - start),
+                        n_classes, &target[start, 0], &op, &loss[start, 0],
+                        &row_weight[start, 0], &grad[start, 0, 0])
+            return
     elif (2 <= n_classes <= LM_SHORT_MAX and n_inner == 1 and xs == 1
           and logits.strides[0] == n_classes * item and target.strides[0] == 8):
         n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK

@@ -118,6 +118,7 @@ cdef enum:
     SHORT_SOFTMAX = 1
     SHORT_LOG_SOFTMAX = 2
     SHORT_LOGSUM = 3      # logsumexp less the row max
+    SHORT_SOFTMAX_LOGSUM = 4  # SHORT_SOFTMAX and SHORT_LOGSUM at once
 
 
 cdef inline void short_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
@@ -125,7 +126,8 @@ cdef inline void short_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, 
                             double* special) noexcept nogil:
     """Across-rows SIMD kernel for n_rows contiguous rows of 2..LM_SHORT_MAX values.
 
-    mode SHORT_LSE writes out_row[r]; the others write out (n_rows x n).
+    mode SHORT_LSE writes out_row[r]; the others write out (n_rows x n), and
+    SHORT_SOFTMAX_LOGSUM also out_row[r] = log(sum(exp(row - max))) (as SHORT_LOGSUM).
     special[r] = 1 marks rows (nan/inf) the caller must redo exactly.
     """
     if floating is double:

@@ -325,7 +325,8 @@ static LM_TARGET void LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_t 
  * vectorised ACROSS rows: inside a 4-wide row there is nothing to
  * vectorise, so each SIMD lane takes one row.  mode 0: out_row[r] =
  * logsumexp(row); mode 1: out = softmax(row); mode 2: out = log_softmax(row).
- * mode 3: out_row[r] = log(sum(exp(row - max))) (logsumexp less the max).
+ * mode 3: out_row[r] = log(sum(exp(row - max))) (logsumexp less the max);
+ * mode 4: mode 1 and mode 3 at once (cross-entropy with its gradient).
  * Rows holding nan or +-inf (and, for softmax, a value more than 670 below
  * the row max: its result is below 2^-966, near the subnormals, where the
  * division trick below could be off in the last bit, and the exp here
@@ -353,7 +354,7 @@ static LM_TARGET void LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_t 
             s += at_max ? 0.0 : e[k];                                            \
             c += at_max ? 1.0 : 0.0;                                             \
             fin += v[k] - v[k];                                                  \
-            if (MODE == 1) tiny += (v[k] - m) < -670.0 ? 1.0 : 0.0;              \
+            if (MODE == 1 || MODE == 4) tiny += (v[k] - m) < -670.0 ? 1.0 : 0.0; \
         }                                                                        \
         /* one flag, in double: a narrower type here would make the */         \
         /* vectoriser take 64 rows per step (a 240 KiB loop body) */            \
@@ -364,8 +365,9 @@ static LM_TARGET void LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_t 
             out_row[r] = m + lm_log1p_pos((c - 1.0) + s);                        \
         } else if (MODE == 3) {                                                  \
             out_row[r] = lm_log1p_pos((c - 1.0) + s);                            \
-        } else if (MODE == 1) {                                                  \
+        } else if (MODE == 1 || MODE == 4) {                                     \
             double total = c + s, y = 1.0 / total;                               \
+            if (MODE == 4) out_row[r] = lm_log1p_pos((c - 1.0) + s);             \
             LM_UNROLL for (k = 0; k < NC; k++) {                                           \
                 double q = LM_HAS_FMA ? e[k] * y : e[k] / total;                 \
                 if (LM_HAS_FMA)                                                  \
@@ -397,6 +399,7 @@ LM_SHORT_FNS(0)
 LM_SHORT_FNS(1)
 LM_SHORT_FNS(2)
 LM_SHORT_FNS(3)
+LM_SHORT_FNS(4)
 #undef LM_SHORT_FNS
 #undef LM_SHORT_FN
 
@@ -405,7 +408,8 @@ LM_SHORT_FNS(3)
         if (mode == 0) LM_FN(lm_short_rows_##NC##_0)(x, n_rows, out_row, out, special); \
         else if (mode == 1) LM_FN(lm_short_rows_##NC##_1)(x, n_rows, out_row, out, special); \
         else if (mode == 2) LM_FN(lm_short_rows_##NC##_2)(x, n_rows, out_row, out, special); \
-        else LM_FN(lm_short_rows_##NC##_3)(x, n_rows, out_row, out, special);   \
+        else if (mode == 3) LM_FN(lm_short_rows_##NC##_3)(x, n_rows, out_row, out, special); \
+        else LM_FN(lm_short_rows_##NC##_4)(x, n_rows, out_row, out, special);   \
         break;
 
 static LM_TARGET void LM_FN(lm_short_rows)(const LM_T *x, ptrdiff_t n_rows, ptrdiff_t n_cols,

@@ -258,3 +258,60 @@ def test_dominant_term_keeps_full_precision(simd_path, n_cols, dtype):
     # log_softmax at the maximum is -logsumexp (scipy#19521)
     np.testing.assert_array_max_ulp(lm.log_softmax(x, axis=-1)[:, 0], (-want).astype(dtype),
                                     maxulp=2)
+
+
+# ---- cross-entropy with its gradient: the across-rows softmax (mode 4) ----
+
+def ce_grad_oracle(x, y, reduction, ignore_index=-100):
+    """Loss and gradient from scipy's float64 log_softmax, written out here."""
+    x64 = x.astype(np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        logp = sps.log_softmax(x64, axis=-1)
+    keep = y != ignore_index
+    rows = np.nonzero(keep)[0]
+    losses = np.zeros(len(y))
+    losses[rows] = -logp[rows, y[rows]]
+    grad = np.exp(logp)
+    grad[rows, y[rows]] -= 1.0
+    grad[~keep] = 0.0
+    if reduction == "mean":
+        n_eff = keep.sum()
+        return losses.sum() / n_eff, grad / n_eff
+    if reduction == "sum":
+        return losses.sum(), grad
+    return losses, grad
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n_cols", N_COLS)
+def test_cross_entropy_with_grad_short_rows(simd_path, n_cols, dtype, n_threads, reduction):
+    rng = np.random.default_rng(n_cols)
+    x = rng.normal(scale=3.0, size=(N_ROWS, n_cols))
+    y = rng.integers(0, n_cols, N_ROWS)
+    y[[7, 300, 999]] = -100                   # ignored rows, in several blocks
+    x[600, 1] = x[600, 0] - 800.0             # a flagged row (gap over 670)
+    x[601, :] = 5.0                           # ties
+    x[602, y[602]] = 40.0                     # p_y ~ 1: p_y - 1 must not cancel
+    x = x.astype(dtype)
+    before = x.copy()
+    want_loss, want_grad = ce_grad_oracle(x, y, reduction)
+    loss, grad = lm.cross_entropy_with_grad(x, y, reduction=reduction, n_threads=n_threads)
+    np.testing.assert_array_equal(x, before)
+    rtol = 1e-13 if dtype == np.float64 else 2e-6
+    # per-row losses near 0 (p_y ~ 1): scipy's log_softmax is only absolutely
+    # accurate there (scipy#19521), ours relatively
+    np.testing.assert_allclose(loss, want_loss, rtol=rtol,
+                               atol=1e-15 if dtype == np.float64 else 1e-7)
+    assert grad.dtype == dtype and grad.shape == x.shape
+    # p_y - 1 at the target has an absolute error of a few float64 eps (here
+    # and in the oracle alike), scaled like the gradient
+    grad_scale = 1.0 / (y != -100).sum() if reduction == "mean" else 1.0
+    scale = np.broadcast_to(np.abs(want_grad).max(axis=-1, keepdims=True), x.shape)
+    assert np.all(np.abs(grad - want_grad) <= rtol * scale + 8e-16 * grad_scale)
+    # the target's entry near p_y = 1 keeps its precision: a float32 p_y - 1
+    # would be all rounding (~6e-8 against a gradient of ~1e-17 here)
+    np.testing.assert_allclose(grad[602, y[602]], want_grad[602, y[602]],
+                               rtol=rtol, atol=8e-16 * grad_scale)
+    np.testing.assert_array_equal(grad[[7, 300, 999]], 0.0)
