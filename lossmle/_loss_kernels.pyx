@@ -46,7 +46,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.math cimport exp
 
-from lossmle._rowops cimport simd_init, LM_SHORT_MAX, SHORT_BLOCK
+from lossmle._rowops cimport simd_init, short_rows, LM_SHORT_MAX, SHORT_BLOCK, SHORT_LOGSUM
 from lossmle._kernel_rows cimport (
     RowStats, row_stats, ClassOpts, ce_class_row, ce_class_short_block, ce_class_short_blocks,
     ce_class_short_grad_block, pairwise_sum,
@@ -207,6 +207,38 @@ cdef inline void ce_prob_row(const floating* x, Py_ssize_t n, Py_ssize_t xs,
             - (w[k] if w != NULL else 1.0) * (keep * t[k * ts] + spread)))
 
 
+cdef void ce_prob_short_block(const floating* x, const target_floating* t,
+                              Py_ssize_t n_rows, Py_ssize_t n, const double* w,
+                              double keep, double spread, double* loss) noexcept nogil:
+    """Losses of a block (<= SHORT_BLOCK) of short contiguous rows: the row's
+    log-sum from the across-rows kernel, the rest as row_stats_prob; rows the
+    kernel flags go to ce_prob_row."""
+    cdef double log_s[SHORT_BLOCK]
+    cdef double special[SHORT_BLOCK]
+    cdef Py_ssize_t r, j
+    cdef const floating* row
+    cdef const target_floating* trow
+    cdef double m, wt, swt, d
+    short_rows(x, n_rows, n, SHORT_LOGSUM, log_s, <floating*>NULL, special)
+    for r in range(n_rows):
+        row = x + r * n
+        trow = t + r * n
+        if special[r]:
+            ce_prob_row(row, n, 1, trow, 1, w, keep, spread, 0.0, <floating*>NULL, 0,
+                        loss + r)
+            continue
+        m = row[0]
+        for j in range(1, n):
+            m = row[j] if row[j] > m else m
+        swt = 0.0
+        d = 0.0
+        for j in range(n):
+            wt = (keep * trow[j] + spread) * (w[j] if w != NULL else 1.0)
+            swt += wt
+            d += wt * (row[j] - m)
+        loss[r] = swt * log_s[r] - d
+
+
 def cross_entropy_prob_rows(const floating[:, :, :] logits,
                             const target_floating[:, :, :] target,
                             const double[::1] weight, double label_smoothing,
@@ -223,7 +255,7 @@ def cross_entropy_prob_rows(const floating[:, :, :] logits,
     cdef Py_ssize_t n_rows = logits.shape[0] * n_inner
     cdef Py_ssize_t xs = logits.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t ts = target.strides[1] // <Py_ssize_t>sizeof(target_floating)
-    cdef Py_ssize_t gs = 0, r
+    cdef Py_ssize_t gs = 0, r, start, n_blocks
     cdef const double* w = NULL
     cdef double keep = 1.0 - label_smoothing, spread = label_smoothing / n_classes
     cdef bint want_grad = grad is not None
@@ -231,6 +263,26 @@ def cross_entropy_prob_rows(const floating[:, :, :] logits,
         w = &weight[0]
     if want_grad:
         gs = grad.strides[1] // <Py_ssize_t>sizeof(floating)
+    elif (2 <= n_classes <= LM_SHORT_MAX and n_inner == 1 and xs == 1 and ts == 1
+          and logits.strides[0] == n_classes * <Py_ssize_t>sizeof(floating)
+          and target.strides[0] == n_classes * <Py_ssize_t>sizeof(target_floating)
+          and n_rows > 0):
+        # many short rows, loss only: the across-rows log-sum
+        n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
+        if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+            with nogil:
+                for r in range(n_blocks):
+                    start = r * SHORT_BLOCK
+                    ce_prob_short_block(&logits[start, 0, 0], &target[start, 0, 0],
+                                        min(<Py_ssize_t>SHORT_BLOCK, n_rows - start),
+                                        n_classes, w, keep, spread, &loss[start, 0])
+        else:
+            for r in prange(n_blocks, schedule='static', num_threads=n_threads, nogil=True):
+                start = r * SHORT_BLOCK
+                ce_prob_short_block(&logits[start, 0, 0], &target[start, 0, 0],
+                                    min(<Py_ssize_t>SHORT_BLOCK, n_rows - start),
+                                    n_classes, w, keep, spread, &loss[start, 0])
+        return
     if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
         with nogil:
             for r in range(n_rows):

@@ -315,3 +315,39 @@ def test_cross_entropy_with_grad_short_rows(simd_path, n_cols, dtype, n_threads,
     np.testing.assert_allclose(grad[602, y[602]], want_grad[602, y[602]],
                                rtol=rtol, atol=8e-16 * grad_scale)
     np.testing.assert_array_equal(grad[[7, 300, 999]], 0.0)
+
+
+# ---- cross-entropy with probability targets: the across-rows log-sum ----
+
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1},
+                                     {"weight": "w"}, {"weight": "w", "label_smoothing": 0.2}],
+                         ids=["plain", "smooth", "weight", "weight-smooth"])
+@pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n_cols", N_COLS)
+def test_cross_entropy_prob_short_rows(simd_path, n_cols, dtype, n_threads, options):
+    """Per-row losses -sum_c w_c ((1 - eps) t_c + eps / C) log_softmax(x)_c (torch's
+    definition), oracle from scipy's float64 log_softmax."""
+    rng = np.random.default_rng(n_cols)
+    x = rng.normal(scale=3.0, size=(N_ROWS, n_cols))
+    t = rng.random((N_ROWS, n_cols))
+    t /= t.sum(axis=-1, keepdims=True)
+    x[600, 1] = x[600, 0] - 800.0             # exp underflows
+    x[601, 0] = np.inf                        # flagged: the exact path
+    x[602, :] = -np.inf
+    x = x.astype(dtype)
+    t = t.astype(dtype)
+    kw = dict(options)
+    w = rng.uniform(0.5, 2.0, n_cols)
+    if "weight" in kw:
+        kw["weight"] = w
+    eps = kw.get("label_smoothing", 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        logp = sps.log_softmax(x.astype(np.float64), axis=-1)
+        tt = (1 - eps) * t.astype(np.float64) + eps / n_cols
+        ww = w if "weight" in kw else np.ones(n_cols)
+        want = -(ww * tt * logp).sum(axis=-1)
+    got = lm.cross_entropy(x, t, reduction="none", n_threads=n_threads, **kw)
+    check_close(got, want, dtype, scale=np.broadcast_to(
+        1.0 + np.abs(np.nan_to_num(x.astype(np.float64), posinf=0, neginf=0)).max(axis=-1),
+        want.shape))
