@@ -425,12 +425,14 @@ cdef inline double entropy_row(const floating* p, Py_ssize_t ps, const floating*
                                Py_ssize_t qs, Py_ssize_t n) noexcept nogil:
     """sum entr(p / sum(p)), or with q (not NULL) sum rel_entr(p / sum(p), q / sum(q)).
 
-    A contiguous p without q takes the vectorised sum and lm_entr (a row with
-    anything outside their fast domain is redone here, exactly).
+    A contiguous p of 16 values or more without q takes the vectorised sum
+    and lm_entr (a row with anything outside their fast domain is redone here,
+    exactly); shorter rows stay scalar, where two calls through the dispatch
+    table cost more than they save (1e6 x 4: 12 vs 24 ms).
     """
     cdef Py_ssize_t j
     cdef double s = 0.0, p_total, q_total, n_special = 1.0
-    if q == NULL and ps == 1 and lm_simd_ready():
+    if q == NULL and ps == 1 and n >= 16 and lm_simd_ready():
         if floating is double:
             p_total = lm_sum_d(p, n)
         else:
