@@ -32,7 +32,7 @@ from libc.math cimport exp, log, NAN, INFINITY, isfinite
 from libc.float cimport DBL_MAX, DBL_MIN
 
 from lossmle._rowops cimport (
-    row_logsumexp, row_softmax, row_log_softmax, short_rows, fast_max, fast_sumexp,
+    row_logsumexp, row_softmax, row_log_softmax, row_max, short_rows, fast_max, fast_sumexp,
     fast_dot, lm_ce_grad_d, lm_ce_grad_f, lm_kl_d, lm_kl_f, lm_kl_rows_d, lm_kl_rows_f,
     lm_entr_d, lm_entr_f, lm_sum_d, lm_sum_f, lm_simd_ready, SHORT_BLOCK, SHORT_LSE,
     SHORT_SOFTMAX, SHORT_LOGSUM, SHORT_SOFTMAX_LOGSUM,
@@ -220,9 +220,7 @@ cdef inline void ce_class_short_block(const floating* x, Py_ssize_t n_rows, Py_s
         if special[r] or y[r] == op.ignore_index:
             ce_class_row(row, n, 1, y[r], op, NULL, 0, loss + r, row_weight + r)
             continue
-        m = row[0]
-        for k in range(1, n):
-            m = row[k] if row[k] > m else m
+        m = row_max(row, n, 1)   # a flagged-free row: all finite
         wy = op.w[y[r]] if op.w != NULL else 1.0
         loss[r] = op.keep * wy * ((m - row[y[r]]) + log_s[r])
         if op.spread > 0:
@@ -258,9 +256,7 @@ cdef inline void ce_class_short_grad_block(const floating* x, Py_ssize_t n_rows,
         if special[r] or y[r] == op.ignore_index:
             ce_class_row(row, n, 1, y[r], op, grow, 1, loss + r, row_weight + r)
             continue
-        m = row[0]
-        for k in range(1, n):
-            m = row[k] if row[k] > m else m
+        m = row_max(row, n, 1)   # a flagged-free row: all finite
         loss[r] = (m - row[y[r]]) + log_s[r]
         row_weight[r] = 1.0
         for k in range(n):

@@ -46,7 +46,9 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.math cimport exp
 
-from lossmle._rowops cimport simd_init, short_rows, LM_SHORT_MAX, SHORT_BLOCK, SHORT_LOGSUM
+from lossmle._rowops cimport (
+    simd_init, row_max, short_rows, LM_SHORT_MAX, SHORT_BLOCK, SHORT_LOGSUM,
+)
 from lossmle._kernel_rows cimport (
     RowStats, row_stats, ClassOpts, ce_class_row, ce_class_short_block, ce_class_short_blocks,
     ce_class_short_grad_block, pairwise_sum,
@@ -227,9 +229,7 @@ cdef void ce_prob_short_block(const floating* x, const target_floating* t,
             ce_prob_row(row, n, 1, trow, 1, w, keep, spread, 0.0, <floating*>NULL, 0,
                         loss + r)
             continue
-        m = row[0]
-        for j in range(1, n):
-            m = row[j] if row[j] > m else m
+        m = row_max(row, n, 1)   # a flagged-free row: all finite
         swt = 0.0
         d = 0.0
         for j in range(n):

@@ -143,3 +143,25 @@ def _hypothesis_profile():
 
 
 _hypothesis_profile()
+
+
+# ---------------------------------------------------------------------------
+# Every SIMD dispatch path this CPU has (LOSSMLE_SIMD lowers the choice)
+# ---------------------------------------------------------------------------
+SIMD_PATHS = ["avx512", "avx2", "baseline"]
+
+
+@pytest.fixture(params=SIMD_PATHS)
+def simd_path(request, monkeypatch):
+    """Run the test on one SIMD path (skipped where the CPU lacks it), then
+    restore the default selection."""
+    from lossmle import _config
+    monkeypatch.setenv("LOSSMLE_SIMD", request.param)
+    got = _config.reselect_simd()
+    try:
+        if got != request.param:
+            pytest.skip(f"this CPU has no {request.param} (best: {got})")
+        yield got
+    finally:
+        monkeypatch.delenv("LOSSMLE_SIMD")
+        _config.reselect_simd()

@@ -13,24 +13,9 @@ import pytest
 import scipy.special as sps
 
 import lossmle as lm
-from lossmle import _config
 
-PATHS = ["avx512", "avx2", "baseline"]
 N_COLS = list(range(2, 10))  # 9 is past the kernel's limit: the row-wise path
 N_ROWS = 1000                # several of the kernel's 256-row blocks, and a tail
-
-
-@pytest.fixture(params=PATHS)
-def simd_path(request, monkeypatch):
-    monkeypatch.setenv("LOSSMLE_SIMD", request.param)
-    got = _config.reselect_simd()
-    try:
-        if got != request.param:
-            pytest.skip(f"this CPU has no {request.param} (best: {got})")
-        yield got
-    finally:
-        monkeypatch.delenv("LOSSMLE_SIMD")
-        _config.reselect_simd()
 
 
 def make_rows(n_cols, dtype, seed):

@@ -14,20 +14,7 @@ import scipy.special as sps
 import lossmle as lm
 from lossmle import _config
 
-PATHS = ["avx512", "avx2", "baseline"]
-
-
-@pytest.fixture(params=PATHS)
-def simd_path(request, monkeypatch):
-    monkeypatch.setenv("LOSSMLE_SIMD", request.param)
-    got = _config.reselect_simd()
-    try:
-        if got != request.param:
-            pytest.skip(f"this CPU has no {request.param} (best: {got})")
-        yield got
-    finally:
-        monkeypatch.delenv("LOSSMLE_SIMD")
-        _config.reselect_simd()
+from conftest import SIMD_PATHS as PATHS
 
 
 def np_cross_entropy_rows(x, y):
