@@ -336,3 +336,25 @@ def test_cross_entropy_prob_short_rows(simd_path, n_cols, dtype, n_threads, opti
     check_close(got, want, dtype, scale=np.broadcast_to(
         1.0 + np.abs(np.nan_to_num(x.astype(np.float64), posinf=0, neginf=0)).max(axis=-1),
         want.shape))
+
+
+@pytest.mark.parametrize("n_cols", [3, 9, 1000, 5000])
+def test_log_softmax_float32_within_two_ulp(simd_path, n_cols):
+    """float32 log_softmax (shifted in float arithmetic on long rows) stays within
+    2 ulp of the float64 oracle rounded to float32; at a dominant maximum, of
+    mpmath (scipy is off there)."""
+    rng = np.random.default_rng(n_cols)
+    x = (rng.normal(scale=4.0, size=(64, n_cols))).astype(np.float32)
+    x[0, 0] = x[0].max() + 30.0                 # one dominant term
+    got = lm.log_softmax(x, axis=-1)
+    want = sps.log_softmax(x.astype(np.float64), axis=-1).astype(np.float32)
+    # at the dominant maximum scipy itself is off (scipy#19521): mpmath there
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 40
+    row = [mpmath.mpf(float(v)) for v in x[0]]
+    at_max = np.float32(float(row[0] - mpmath.log(mpmath.fsum([mpmath.exp(v) for v in row]))))
+    # there the result (~1e-13) is the sum of the other terms' exps, which long
+    # float32 rows take in float32 precision (each within an ulp): a few ulp
+    np.testing.assert_array_max_ulp(got[0, 0], at_max, maxulp=2 if n_cols <= 8 else 8)
+    want[0, 0] = got[0, 0]
+    np.testing.assert_array_max_ulp(got, want, maxulp=2)
