@@ -208,6 +208,22 @@ LM_INLINE double lm_log_normal(double x)
     return k * ln2_hi + (two_f + (two_f * s * p + k * ln2_lo));
 }
 
+/* One term of rel_entr(p, q) = p log(p / q) where the vectorised formula
+ * holds (p > 0, q > 0, p/q a normal number), else 0; (OUT) *special = 0 there
+ * and for p == 0 <= q (a term of 0), 1 where the exact scalar code must
+ * decide (negative, nan, inf, q == 0 < p, p/q out of the normal range).
+ * Shared by lm_kl (one row) and lm_kl_rows (a block of short rows). */
+LM_INLINE double lm_rel_entr_term(double p, double q, double *special)
+{
+    double t = p / q;
+    int regular = p > 0.0 && q > 0.0 && t >= 2.2250738585072014e-308 &&
+                  t <= 1.7976931348623157e308;
+    int zero = p == 0.0 && q >= 0.0;
+    double term = p * lm_log_normal(regular ? t : 1.0);
+    *special = (regular || zero) ? 0.0 : 1.0;
+    return regular ? term : 0.0;
+}
+
 /* log1p(u) for u >= 0 finite: log(1 + u) corrected for the rounding of 1 + u. */
 LM_INLINE double lm_log1p_pos(double u)
 {

@@ -281,14 +281,9 @@ static LM_TARGET double LM_FN(lm_kl)(const LM_T *p, const LM_T *q, ptrdiff_t n,
     ptrdiff_t j;
 #pragma omp simd reduction(+ : s, bad)
     for (j = 0; j < n; j++) {
-        double pj = (double)p[j], qj = (double)q[j];
-        double t = pj / qj;
-        int regular = pj > 0.0 && qj > 0.0 && t >= 2.2250738585072014e-308 &&
-                      t <= 1.7976931348623157e308;
-        int zero = pj == 0.0 && qj >= 0.0;
-        double term = pj * lm_log_normal(regular ? t : 1.0);
-        s += regular ? term : 0.0;
-        bad += (regular || zero) ? 0.0 : 1.0;
+        double special;
+        s += lm_rel_entr_term((double)p[j], (double)q[j], &special);
+        bad += special;
     }
     *n_special = bad;
     return s;
@@ -339,16 +334,8 @@ static LM_TARGET void LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_t 
         ptrdiff_t nr = n_rows - r0 < per ? n_rows - r0 : per, m = nr * n_cols;
         const LM_T *pp = p + r0 * n_cols, *qq = q + r0 * n_cols;
 #pragma omp simd
-        for (j = 0; j < m; j++) {
-            double pj = (double)pp[j], qj = (double)qq[j];
-            double t = pj / qj;
-            int regular = pj > 0.0 && qj > 0.0 && t >= 2.2250738585072014e-308 &&
-                          t <= 1.7976931348623157e308;
-            int zero = pj == 0.0 && qj >= 0.0;
-            double term = pj * lm_log_normal(regular ? t : 1.0);
-            terms[j] = regular ? term : 0.0;
-            flags[j] = (regular || zero) ? 0.0 : 1.0;
-        }
+        for (j = 0; j < m; j++)
+            terms[j] = lm_rel_entr_term((double)pp[j], (double)qq[j], &flags[j]);
         for (r = 0; r < nr; r++) {
             double s = 0.0, bad = 0.0;
             for (k = 0; k < n_cols; k++) {
