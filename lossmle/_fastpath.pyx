@@ -25,7 +25,7 @@ loops below run the general path's own row helpers - those of ``_rowops.pxd``
 and the kernel modules' block/row helpers of ``_kernel_rows.pxd`` (one
 definition, cimported by both) - with the same dispatch (the across-rows
 kernel for short rows, the per-row helpers otherwise) and the same order of
-summation, ``pairwise_sum`` for the loss reductions included.  What is left
+summation, ``blocked_sum`` for the loss reductions included.  What is left
 here is that dispatch for one thread and contiguous rows;
 ``tests/test_fastpath.py`` compares every fast path with the general path bit
 for bit, so a change of the kernels' dispatch not followed here fails there.
@@ -46,7 +46,7 @@ from lossmle._rowops cimport (
     SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
 )
 from lossmle._kernel_rows cimport (
-    short_blocks, ClassOpts, ce_class_row, ce_class_short_blocks, pairwise_sum, kl_row,
+    short_blocks, ClassOpts, ce_class_row, ce_class_short_blocks, blocked_sum, kl_row,
     entropy_row, KL_SHORT_MAX, kl_short_blocks,
 )
 from lossmle import _validation
@@ -269,6 +269,8 @@ cdef enum:
     RED_MEAN = 1
     RED_SUM = 2
     STACK_ROWS = 256
+    # block totals of blocked_sum: rows < MAX_ELEMENTS = 2^17, 256 per block
+    STACK_BLOCKS = 512
 
 
 cdef inline object _float_scalar(double value, int kind):
@@ -293,6 +295,7 @@ def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_s
     cdef cnp.ndarray t
     cdef double loss_stack[STACK_ROWS]
     cdef double weight_stack[STACK_ROWS]
+    cdef double block_totals[STACK_BLOCKS]
     cdef double* loss
     cdef double* row_weight
     cdef double total, denom, value
@@ -340,6 +343,8 @@ def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_s
         y = ys[r]
         if (y < 0 or y >= n) and y != ignore:
             return None
+    if n_rows > STACK_ROWS * STACK_BLOCKS:  # (not with MAX_ELEMENTS as it is)
+        return None
     if n_rows <= STACK_ROWS:
         loss, row_weight = loss_stack, weight_stack
     else:
@@ -366,15 +371,15 @@ def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_s
                 for r in range(n_rows):
                     out32[r] = <float>loss[r]
             return res
-        # as _losses._reduce (_loss_kernels.pairwise_total): 0.0 plus the pairwise sum
-        total = 0.0 + pairwise_sum(loss, n_rows)
+        # as _losses._reduce (_loss_kernels.pairwise_total): 0.0 plus the blocked sum
+        total = 0.0 + blocked_sum(loss, n_rows, block_totals)
         if total != total:
             # which nan a sum of nans of both signs gives depends on the operand
             # order the compiler picked: leave it to the general path (rare)
             return None
         if red == RED_SUM:
             return _float_scalar(total, kind)
-        denom = 0.0 + pairwise_sum(row_weight, n_rows)
+        denom = 0.0 + blocked_sum(row_weight, n_rows, block_totals)
         if denom == 0:  # every target ignored: 0/0 = nan, as torch
             value = NAN if total == 0 else copysign(INFINITY, total)
             if kind == IS_F64:

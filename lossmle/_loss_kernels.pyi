@@ -9,8 +9,12 @@ from numpy.typing import NDArray
 _Floats = NDArray[np.floating[Any]]
 
 def check_class_indices(
-    target: NDArray[np.int64], n_classes: int, ignore_index: int,
+    target: NDArray[np.int64], n_classes: int, ignore_index: int, n_threads: int = ...,
 ) -> int: ...
+def cross_entropy_class_total(
+    logits: _Floats, target: NDArray[np.int64], weight: NDArray[np.float64] | None,
+    ignore_index: int, label_smoothing: float, n_threads: int,
+) -> tuple[float, float] | None: ...
 def cross_entropy_class_rows(
     logits: _Floats, target: NDArray[np.int64], weight: NDArray[np.float64] | None,
     ignore_index: int, label_smoothing: float, loss: NDArray[np.float64],

@@ -103,7 +103,8 @@ def _prepare(x, target, axis, weight, ignore_index, reduction, label_smoothing,
     if kind in "iu":
         t = _class_indices(target, index_shape, x_name)
         p.target3 = t.reshape(p.x3.shape[0], p.x3.shape[2])
-        bad = _k.check_class_indices(p.target3, n_classes, p.ignore_index)
+        bad = _k.check_class_indices(p.target3, n_classes, p.ignore_index,
+                                     resolve_threads(n_threads, t.size))
         if bad >= 0:
             label = int(t.reshape(-1)[bad])
             raise IndexError(
@@ -165,13 +166,22 @@ def _reduce(p, loss, row_weight):
         with np.errstate(over="ignore"):
             return loss.reshape(p.target.shape if p.class_target else
                                 p.x.shape[:p.axis] + p.x.shape[p.axis + 1:]).astype(dtype)
-    # np.add.reduce's pairwise summation, bit for bit, in the one definition the
-    # fast path runs too (lossmle._fastpath); inf/nan sums are quiet, as torch's
+    # np.add.reduce's pairwise summation in blocks of 256 rows, then over the
+    # block totals, in the one definition the fast path and the short-row
+    # totals run too; inf/nan sums are quiet, as torch's
     total = _k.pairwise_total(loss.reshape(-1))
     if p.reduction == "sum":
-        return _to_dtype(total, dtype)
+        return _reduce_sums(p, total, None)
     denom = _k.pairwise_total(row_weight.reshape(-1)) if row_weight is not None \
         else _mean_denominator(p)
+    return _reduce_sums(p, total, denom)
+
+
+def _reduce_sums(p, total, denom):
+    """'sum' / 'mean' from the summed row losses and the mean's denominator."""
+    dtype = p.x.dtype
+    if p.reduction == "sum":
+        return _to_dtype(total, dtype)
     if denom == 0:  # every target ignored (or weighted 0): 0/0 = nan, as torch
         return dtype.type(math.nan if total == 0 or total != total
                           else math.copysign(math.inf, total))
@@ -187,6 +197,12 @@ def _to_dtype(value, dtype):
 
 
 def _run(p, want_grad):
+    if p.class_target and not want_grad and p.reduction != "none":
+        # many short rows: the kernel sums the row losses block by block
+        sums = _k.cross_entropy_class_total(p.x3, p.target3, p.weight, p.ignore_index,
+                                            p.label_smoothing, p.n_threads)
+        if sums is not None:
+            return _reduce_sums(p, sums[0], sums[1]), None
     n_rows = (p.x3.shape[0], p.x3.shape[2])
     loss = np.empty(n_rows, dtype=np.float64)
     grad = grad3 = None

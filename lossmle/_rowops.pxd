@@ -19,6 +19,7 @@
 from cython cimport floating
 from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.math cimport exp, log, log1p, fabs, INFINITY, NAN, isfinite
+from libc.stdint cimport int64_t
 
 
 cdef extern from "_simd.h" nogil:
@@ -54,6 +55,10 @@ cdef extern from "_simd.h" nogil:
                          double* out_row, double* out, double* special)
     void lm_short_rows_f(const float* x, Py_ssize_t n_rows, Py_ssize_t n_cols, int mode,
                          double* out_row, float* out, double* special)
+    void lm_short_ce_d(const double* x, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                       const int64_t* target, int64_t ignore, double* loss, double* special)
+    void lm_short_ce_f(const float* x, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                       const int64_t* target, int64_t ignore, double* loss, double* special)
     int LM_SHORT_MAX
 
 
@@ -134,6 +139,21 @@ cdef inline void short_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, 
         lm_short_rows_d(x, n_rows, n, mode, out_row, out, special)
     else:
         lm_short_rows_f(x, n_rows, n, mode, out_row, out, special)
+
+cdef inline void short_ce(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
+                          const int64_t* target, int64_t ignore, double* loss,
+                          double* special) noexcept nogil:
+    """Across-rows SIMD kernel: loss[r] = logsumexp(row r) - row r's value at
+    class target[r], for n_rows contiguous rows of 2..LM_SHORT_MAX values.
+
+    special[r] = 1 marks rows the caller must redo exactly: nan/inf in the row,
+    a target equal to ignore or outside 0..n-1 (loss[r] is then meaningless).
+    """
+    if floating is double:
+        lm_short_ce_d(x, n_rows, n, target, ignore, loss, special)
+    else:
+        lm_short_ce_f(x, n_rows, n, target, ignore, loss, special)
+
 
 cdef inline double fast_max(const floating* x, Py_ssize_t n) noexcept nogil:
     if floating is double:

@@ -313,7 +313,9 @@ LM_INLINE double lm_log1p_pos(double u)
     void (*log_softmax_bwd_##S)(const T *, const T *, T *, ptrdiff_t, double);     \
     void (*kl_rows_##S)(const T *, const T *, ptrdiff_t, ptrdiff_t, double *,       \
                         double *);                                                 \
-    double (*entr_##S)(const T *, ptrdiff_t, double, double *);
+    double (*entr_##S)(const T *, ptrdiff_t, double, double *);                    \
+    void (*short_ce_##S)(const T *, ptrdiff_t, ptrdiff_t, const int64_t *, int64_t,  \
+                         double *, double *);
 
 typedef struct {
     const char *name;
@@ -331,7 +333,7 @@ typedef struct {
         lm_kl_logit_grad_##S##_##ISA, lm_js_logit_sum_##S##_##ISA,                  \
         lm_bce_logits_##S##_##ISA, lm_rank_count_##S##_##ISA, lm_mul_sum_##S##_##ISA, \
         lm_sum_##S##_##ISA, lm_softmax_bwd_##S##_##ISA, lm_log_softmax_bwd_##S##_##ISA, \
-        lm_kl_rows_##S##_##ISA, lm_entr_##S##_##ISA
+        lm_kl_rows_##S##_##ISA, lm_entr_##S##_##ISA, lm_short_ce_##S##_##ISA
 
 static const lm_table_t lm_table_baseline = {
     "baseline", LM_TABLE_ENTRIES(d, baseline), LM_TABLE_ENTRIES(f, baseline)};
@@ -406,6 +408,10 @@ static int lm_simd_ready(void) { return lm_simd_ref != NULL; }
     { lm_simd->kl_rows_##S(p, q, r, c, o, sp); }                                    \
     LM_INLINE double lm_entr_##S(const T *p, ptrdiff_t n, double t, double *bad)    \
     { return lm_simd->entr_##S(p, n, t, bad); }                                     \
+    LM_INLINE void lm_short_ce_##S(const T *x, ptrdiff_t r, ptrdiff_t c,            \
+                                   const int64_t *y, int64_t ig, double *loss,     \
+                                   double *sp)                                     \
+    { lm_simd->short_ce_##S(x, r, c, y, ig, loss, sp); }                            \
     LM_INLINE void lm_short_rows_##S(const T *x, ptrdiff_t r, ptrdiff_t c, int mode, \
                                      double *o_row, T *o, double *sp)              \
     { lm_simd->short_rows_##S(x, r, c, mode, o_row, o, sp); }                        \

@@ -355,6 +355,11 @@ static LM_TARGET void LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_t 
  * logsumexp(row); mode 1: out = softmax(row); mode 2: out = log_softmax(row).
  * mode 3: out_row[r] = log(sum(exp(row - max))) (logsumexp less the max);
  * mode 4: mode 1 and mode 3 at once (cross-entropy with its gradient).
+ * mode 5: out_row[r] = logsumexp(row) - row[target[r]] (cross-entropy of a
+ * class index), computed as (max - row[y]) + log-sum; a target equal to
+ * `ignore` or outside 0..NC-1 flags the row too.  The target's logit is picked
+ * by a select over the row's values, not a gather (the lanes stay in
+ * registers).
  * Rows holding nan or +-inf (and, for softmax, a value more than 670 below
  * the row max: its result is below 2^-966, near the subnormals, where the
  * division trick below could be off in the last bit, and the exp here
@@ -387,6 +392,13 @@ static LM_TARGET void LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_t 
         /* one flag, in double: a narrower type here would make the */         \
         /* vectoriser take 64 rows per step (a 240 KiB loop body) */            \
         double bad = (fin != 0.0 || tiny != 0.0) ? 1.0 : 0.0;                   \
+        if (MODE == 5) {                                                         \
+            int64_t y = target[r];                                               \
+            double xy = 0.0;                                                     \
+            LM_UNROLL for (k = 0; k < NC; k++) xy = y == k ? v[k] : xy;          \
+            bad = (y < 0 || y >= NC || y == ignore) ? 1.0 : bad;                 \
+            out_row[r] = (m - xy) + lm_log1p_pos((c - 1.0) + s);                 \
+        }                                                                        \
         special[r] = bad;                                                        \
         if (MODE == 0) {                                                         \
             /* log(c + s) = log1p((c - 1) + s): precise when one term dominates */ \
@@ -402,7 +414,7 @@ static LM_TARGET void LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_t 
                     q = __builtin_fma(__builtin_fma(-q, total, e[k]), y, q);     \
                 out[r * NC + k] = bad != 0.0 ? row[k] : (LM_T)q;                \
             }                                                                    \
-        } else {                                                                 \
+        } else if (MODE == 2) {                                                  \
             double lse = lm_log1p_pos((c - 1.0) + s);                            \
             LM_UNROLL for (k = 0; k < NC; k++)                                             \
                 out[r * NC + k] = bad != 0.0 ? row[k] : (LM_T)((v[k] - m) - lse); \
@@ -414,6 +426,7 @@ static LM_TARGET void LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_t 
 #define LM_SHORT_FN(NC, MODE)                                                    \
     static LM_TARGET __attribute__((noinline)) void                              \
     LM_FN(lm_short_rows_##NC##_##MODE)(const LM_T *x, ptrdiff_t n_rows,          \
+                                       const int64_t *target, int64_t ignore,    \
                                        double *out_row, LM_T *out,               \
                                        double *special)                          \
     {                                                                            \
@@ -428,21 +441,23 @@ LM_SHORT_FNS(1)
 LM_SHORT_FNS(2)
 LM_SHORT_FNS(3)
 LM_SHORT_FNS(4)
+LM_SHORT_FNS(5)
 #undef LM_SHORT_FNS
 #undef LM_SHORT_FN
 
 #define LM_SHORT_CASE(NC)                                                        \
     case NC:                                                                     \
-        if (mode == 0) LM_FN(lm_short_rows_##NC##_0)(x, n_rows, out_row, out, special); \
-        else if (mode == 1) LM_FN(lm_short_rows_##NC##_1)(x, n_rows, out_row, out, special); \
-        else if (mode == 2) LM_FN(lm_short_rows_##NC##_2)(x, n_rows, out_row, out, special); \
-        else if (mode == 3) LM_FN(lm_short_rows_##NC##_3)(x, n_rows, out_row, out, special); \
-        else LM_FN(lm_short_rows_##NC##_4)(x, n_rows, out_row, out, special);   \
+        if (mode == 0) LM_FN(lm_short_rows_##NC##_0)(x, n_rows, t, ignore, out_row, out, special); \
+        else if (mode == 1) LM_FN(lm_short_rows_##NC##_1)(x, n_rows, t, ignore, out_row, out, special); \
+        else if (mode == 2) LM_FN(lm_short_rows_##NC##_2)(x, n_rows, t, ignore, out_row, out, special); \
+        else if (mode == 3) LM_FN(lm_short_rows_##NC##_3)(x, n_rows, t, ignore, out_row, out, special); \
+        else if (mode == 4) LM_FN(lm_short_rows_##NC##_4)(x, n_rows, t, ignore, out_row, out, special); \
+        else LM_FN(lm_short_rows_##NC##_5)(x, n_rows, t, ignore, out_row, out, special); \
         break;
 
-static LM_TARGET void LM_FN(lm_short_rows)(const LM_T *x, ptrdiff_t n_rows, ptrdiff_t n_cols,
-                                           int mode, double *out_row, LM_T *out,
-                                           double *special)
+static LM_TARGET void LM_FN(lm_short_rows_any)(const LM_T *x, ptrdiff_t n_rows, ptrdiff_t n_cols,
+                                               int mode, const int64_t *t, int64_t ignore,
+                                               double *out_row, LM_T *out, double *special)
 {
     ptrdiff_t r;
     switch (n_cols) {
@@ -451,6 +466,24 @@ static LM_TARGET void LM_FN(lm_short_rows)(const LM_T *x, ptrdiff_t n_rows, ptrd
     default:
         for (r = 0; r < n_rows; r++) special[r] = 1.0;
     }
+}
+
+/* modes 0..4 (no target) */
+static LM_TARGET void LM_FN(lm_short_rows)(const LM_T *x, ptrdiff_t n_rows, ptrdiff_t n_cols,
+                                           int mode, double *out_row, LM_T *out,
+                                           double *special)
+{
+    LM_FN(lm_short_rows_any)(x, n_rows, n_cols, mode < 5 ? mode : 0, NULL, 0, out_row, out,
+                             special);
+}
+
+/* mode 5: loss[r] = logsumexp(row r) - row r's logit at class target[r];
+ * rows whose target is ignore (or outside 0..n_cols-1) are flagged */
+static LM_TARGET void LM_FN(lm_short_ce)(const LM_T *x, ptrdiff_t n_rows, ptrdiff_t n_cols,
+                                         const int64_t *target, int64_t ignore, double *loss,
+                                         double *special)
+{
+    LM_FN(lm_short_rows_any)(x, n_rows, n_cols, 5, target, ignore, loss, NULL, special);
 }
 #undef LM_SHORT_CASE
 #undef LM_SHORT_BODY

@@ -8,6 +8,8 @@ both sides of the limit, both dtypes, every dispatch path, in place and not,
 against scipy.special (float64 oracle) and, where the answer is exact, bit
 for bit.
 """
+import math
+
 import numpy as np
 import pytest
 import scipy.special as sps
@@ -358,3 +360,110 @@ def test_log_softmax_float32_within_two_ulp(simd_path, n_cols):
     np.testing.assert_array_max_ulp(got[0, 0], at_max, maxulp=2 if n_cols <= 8 else 8)
     want[0, 0] = got[0, 0]
     np.testing.assert_array_max_ulp(got, want, maxulp=2)
+
+
+# ---- cross-entropy of class indices, loss only: the across-rows kernel picks
+# the target's logit (mode 5); 'mean'/'sum' sum block by block, no row arrays ----
+
+CE_OPTIONS = {
+    "plain": {},
+    "ignore_collides": {"ignore_index": 1},     # a valid class index, ignored
+    "weight": {"weight": "w"},
+    "smooth": {"label_smoothing": 0.1},
+    "weight_smooth_ignore": {"weight": "w", "label_smoothing": 0.3, "ignore_index": 0},
+}
+
+
+def ce_class_oracle(x, y, n_cols, weight=None, label_smoothing=0.0, ignore_index=-100):
+    """torch's class-index cross-entropy per row, and each row's weight in the
+    mean, from scipy's float64 log_softmax."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        logp = sps.log_softmax(x.astype(np.float64), axis=-1)
+    w = np.ones(n_cols) if weight is None else np.asarray(weight, dtype=np.float64)
+    keep = y != ignore_index
+    rows = np.nonzero(keep)[0]
+    losses = np.zeros(len(y))
+    row_w = np.zeros(len(y))
+    eps = label_smoothing
+    losses[rows] = -(1 - eps) * w[y[rows]] * logp[rows, y[rows]]
+    if eps:
+        losses[rows] -= eps / n_cols * (w * logp[rows]).sum(axis=-1)
+    row_w[rows] = w[y[rows]]
+    return losses, row_w
+
+
+@pytest.mark.parametrize("n_rows", [1000, 70001], ids=["1000rows", "70001rows"])
+@pytest.mark.parametrize("option", list(CE_OPTIONS))
+@pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n_cols", N_COLS)
+def test_cross_entropy_class_short_rows(simd_path, n_cols, dtype, n_threads, option, n_rows):
+    rng = np.random.default_rng(n_cols + n_rows)
+    x = rng.normal(scale=3.0, size=(n_rows, n_cols))
+    y = rng.integers(0, n_cols, n_rows)
+    kw = dict(CE_OPTIONS[option])
+    y[[7, 300, 999]] = kw.get("ignore_index", -100)   # ignored rows, in several blocks
+    x[600, 1] = x[600, 0] - 800.0             # exp underflows
+    x[601, :] = 5.0                           # ties
+    x[602, y[602]] = 40.0                     # p_y ~ 1: a loss of ~1e-17
+    x[603, 0] = -np.inf                       # a partly -inf row
+    y[603] = n_cols - 1
+    x = x.astype(dtype)
+    before, y_before = x.copy(), y.copy()
+    if "weight" in kw:
+        kw["weight"] = rng.uniform(0.5, 2.0, n_cols)
+    losses, row_w = ce_class_oracle(x, y, n_cols, **kw)
+    rtol = 1e-13 if dtype == np.float64 else 2e-6
+    got_none = lm.cross_entropy(x, y, reduction="none", n_threads=n_threads, **kw)
+    np.testing.assert_allclose(got_none, losses.astype(dtype), rtol=rtol,
+                               atol=1e-15 if dtype == np.float64 else 1e-7)
+    got_sum = lm.cross_entropy(x, y, reduction="sum", n_threads=n_threads, **kw)
+    got_mean = lm.cross_entropy(x, y, reduction="mean", n_threads=n_threads, **kw)
+    assert got_sum.dtype == dtype and got_mean.dtype == dtype
+    total = math.fsum(losses)
+    np.testing.assert_allclose(got_sum, total, rtol=rtol)
+    np.testing.assert_allclose(got_mean, total / math.fsum(row_w), rtol=rtol)
+    np.testing.assert_array_equal(x, before)
+    np.testing.assert_array_equal(y, y_before)
+    if dtype == np.float64:
+        # the documented reduction: NumPy's pairwise sum of each 256-row block
+        # of the row losses, then of the block totals - to the bit
+        blocks = [np.add.reduce(got_none[i:i + 256]) for i in range(0, n_rows, 256)]
+        assert got_sum == np.add.reduce(np.array(blocks))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_cross_entropy_class_short_rows_specials(simd_path, dtype):
+    """nan / inf logits give torch's nan / inf, every target ignored gives nan,
+    and a bad index is an IndexError: through the summing kernel (large input)."""
+    rng = np.random.default_rng(3)
+    n_rows = 40000
+    x = rng.normal(size=(n_rows, 4)).astype(dtype)
+    y = rng.integers(0, 4, n_rows)
+    x_nan = x.copy()
+    x_nan[20000, 2] = np.nan
+    assert np.isnan(lm.cross_entropy(x_nan, y))
+    x_inf = x.copy()
+    x_inf[30000, 0] = np.inf                  # +inf logit: an inf - inf row loss
+    y_inf = y.copy()
+    y_inf[30000] = 1
+    assert np.isnan(lm.cross_entropy(x_inf, y_inf, reduction="sum"))
+    x_neg = x.copy()
+    x_neg[123, y[123]] = -np.inf              # the target's logit -inf: loss +inf
+    assert lm.cross_entropy(x_neg, y) == np.inf
+    assert np.isnan(lm.cross_entropy(x, np.full(n_rows, -100)))
+    assert lm.cross_entropy(x, np.full(n_rows, -100), reduction="sum") == 0.0
+    y_bad = y.copy()
+    y_bad[39999] = 4
+    with pytest.raises(IndexError, match="class index 4"):
+        lm.cross_entropy(x, y_bad)
+
+
+@pytest.mark.parametrize("n_cols", [2, 4, 8])
+def test_cross_entropy_class_sum_same_for_any_thread_count(simd_path, n_cols):
+    rng = np.random.default_rng(n_cols)
+    x = rng.normal(scale=4.0, size=(300001, n_cols))
+    y = rng.integers(0, n_cols, 300001)
+    one = lm.cross_entropy(x, y, n_threads=1)
+    assert lm.cross_entropy(x, y, n_threads=2) == one
+    assert lm.cross_entropy(x, y) == one
