@@ -50,11 +50,17 @@ cdef inline void short_block(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
     """
     cdef double res[SHORT_BLOCK]
     cdef double special[SHORT_BLOCK]
+    cdef double* out_row = <double*>out if floating is double else res
     cdef Py_ssize_t r
-    short_rows(x, n_rows, n, mode, res, out, special)
+    # logsumexp of double rows goes straight into out
+    if short_rows(x, n_rows, n, mode, out_row, out, special) == 0:
+        if mode == SHORT_LSE and floating is float:
+            for r in range(n_rows):
+                out[r] = <floating>res[r]
+        return
     for r in range(n_rows):
         if mode == SHORT_LSE:
-            out[r] = <floating>(row_logsumexp(x + r * n, n, 1) if special[r] else res[r])
+            out[r] = <floating>(row_logsumexp(x + r * n, n, 1) if special[r] else out_row[r])
         elif special[r]:
             if mode == SHORT_SOFTMAX:
                 row_softmax(x + r * n, 1, out + r * n, 1, n)
@@ -217,7 +223,10 @@ cdef inline void ce_class_short_block(const floating* x, Py_ssize_t n_rows, Py_s
     if op.w == NULL and op.spread == 0 and op.keep == 1:
         # plain cross-entropy: the kernel picks the target's logit too, so no
         # row is read again here (ignored rows come back flagged)
-        short_ce(x, n_rows, n, y, op.ignore_index, loss, special)
+        if short_ce(x, n_rows, n, y, op.ignore_index, loss, special) == 0:
+            for r in range(n_rows):
+                row_weight[r] = 1.0
+            return
         for r in range(n_rows):
             if special[r]:
                 ce_class_row(x + r * n, n, 1, y[r], op, NULL, 0, loss + r, row_weight + r)

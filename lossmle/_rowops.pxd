@@ -51,13 +51,13 @@ cdef extern from "_simd.h" nogil:
                       double* out_row, double* special)
     double lm_entr_d(const double* p, Py_ssize_t n, double total, double* n_special)
     double lm_entr_f(const float* p, Py_ssize_t n, double total, double* n_special)
-    void lm_short_rows_d(const double* x, Py_ssize_t n_rows, Py_ssize_t n_cols, int mode,
+    double lm_short_rows_d(const double* x, Py_ssize_t n_rows, Py_ssize_t n_cols, int mode,
                          double* out_row, double* out, double* special)
-    void lm_short_rows_f(const float* x, Py_ssize_t n_rows, Py_ssize_t n_cols, int mode,
+    double lm_short_rows_f(const float* x, Py_ssize_t n_rows, Py_ssize_t n_cols, int mode,
                          double* out_row, float* out, double* special)
-    void lm_short_ce_d(const double* x, Py_ssize_t n_rows, Py_ssize_t n_cols,
+    double lm_short_ce_d(const double* x, Py_ssize_t n_rows, Py_ssize_t n_cols,
                        const int64_t* target, int64_t ignore, double* loss, double* special)
-    void lm_short_ce_f(const float* x, Py_ssize_t n_rows, Py_ssize_t n_cols,
+    double lm_short_ce_f(const float* x, Py_ssize_t n_rows, Py_ssize_t n_cols,
                        const int64_t* target, int64_t ignore, double* loss, double* special)
     int LM_SHORT_MAX
 
@@ -126,33 +126,35 @@ cdef enum:
     SHORT_SOFTMAX_LOGSUM = 4  # SHORT_SOFTMAX and SHORT_LOGSUM at once
 
 
-cdef inline void short_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
-                            double* out_row, floating* out,
-                            double* special) noexcept nogil:
+cdef inline double short_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
+                              double* out_row, floating* out,
+                              double* special) noexcept nogil:
     """Across-rows SIMD kernel for n_rows contiguous rows of 2..LM_SHORT_MAX values.
 
     mode SHORT_LSE writes out_row[r]; the others write out (n_rows x n), and
     SHORT_SOFTMAX_LOGSUM also out_row[r] = log(sum(exp(row - max))) (as SHORT_LOGSUM).
-    special[r] = 1 marks rows (nan/inf) the caller must redo exactly.
+    special[r] = 1 marks rows (nan/inf) the caller must redo exactly; returns
+    how many (0: nothing to redo).
     """
     if floating is double:
-        lm_short_rows_d(x, n_rows, n, mode, out_row, out, special)
+        return lm_short_rows_d(x, n_rows, n, mode, out_row, out, special)
     else:
-        lm_short_rows_f(x, n_rows, n, mode, out_row, out, special)
+        return lm_short_rows_f(x, n_rows, n, mode, out_row, out, special)
 
-cdef inline void short_ce(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
-                          const int64_t* target, int64_t ignore, double* loss,
-                          double* special) noexcept nogil:
+cdef inline double short_ce(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
+                            const int64_t* target, int64_t ignore, double* loss,
+                            double* special) noexcept nogil:
     """Across-rows SIMD kernel: loss[r] = logsumexp(row r) - row r's value at
     class target[r], for n_rows contiguous rows of 2..LM_SHORT_MAX values.
 
     special[r] = 1 marks rows the caller must redo exactly: nan/inf in the row,
-    a target equal to ignore or outside 0..n-1 (loss[r] is then meaningless).
+    a target equal to ignore or outside 0..n-1 (loss[r] is then meaningless);
+    returns how many.
     """
     if floating is double:
-        lm_short_ce_d(x, n_rows, n, target, ignore, loss, special)
+        return lm_short_ce_d(x, n_rows, n, target, ignore, loss, special)
     else:
-        lm_short_ce_f(x, n_rows, n, target, ignore, loss, special)
+        return lm_short_ce_f(x, n_rows, n, target, ignore, loss, special)
 
 
 cdef inline double fast_max(const floating* x, Py_ssize_t n) noexcept nogil:

@@ -294,7 +294,7 @@ LM_INLINE double lm_log1p_pos(double u)
                         const double *);                                           \
     double (*dot_##S)(const T *, const double *, ptrdiff_t, double, double *);     \
     double (*kl_##S)(const T *, const T *, ptrdiff_t, double *);                   \
-    void (*short_rows_##S)(const T *, ptrdiff_t, ptrdiff_t, int, double *, T *,    \
+    double (*short_rows_##S)(const T *, ptrdiff_t, ptrdiff_t, int, double *, T *,  \
                            double *);                                              \
     /* training primitives (issue 6) */                                            \
     double (*ent_sums_##S)(const T *, ptrdiff_t, double, double, double *);        \
@@ -314,7 +314,7 @@ LM_INLINE double lm_log1p_pos(double u)
     void (*kl_rows_##S)(const T *, const T *, ptrdiff_t, ptrdiff_t, double *,       \
                         double *);                                                 \
     double (*entr_##S)(const T *, ptrdiff_t, double, double *);                    \
-    void (*short_ce_##S)(const T *, ptrdiff_t, ptrdiff_t, const int64_t *, int64_t,  \
+    double (*short_ce_##S)(const T *, ptrdiff_t, ptrdiff_t, const int64_t *, int64_t, \
                          double *, double *);
 
 typedef struct {
@@ -408,13 +408,13 @@ static int lm_simd_ready(void) { return lm_simd_ref != NULL; }
     { lm_simd->kl_rows_##S(p, q, r, c, o, sp); }                                    \
     LM_INLINE double lm_entr_##S(const T *p, ptrdiff_t n, double t, double *bad)    \
     { return lm_simd->entr_##S(p, n, t, bad); }                                     \
-    LM_INLINE void lm_short_ce_##S(const T *x, ptrdiff_t r, ptrdiff_t c,            \
-                                   const int64_t *y, int64_t ig, double *loss,     \
-                                   double *sp)                                     \
-    { lm_simd->short_ce_##S(x, r, c, y, ig, loss, sp); }                            \
-    LM_INLINE void lm_short_rows_##S(const T *x, ptrdiff_t r, ptrdiff_t c, int mode, \
-                                     double *o_row, T *o, double *sp)              \
-    { lm_simd->short_rows_##S(x, r, c, mode, o_row, o, sp); }                        \
+    LM_INLINE double lm_short_ce_##S(const T *x, ptrdiff_t r, ptrdiff_t c,          \
+                                     const int64_t *y, int64_t ig, double *loss,   \
+                                     double *sp)                                   \
+    { return lm_simd->short_ce_##S(x, r, c, y, ig, loss, sp); }                     \
+    LM_INLINE double lm_short_rows_##S(const T *x, ptrdiff_t r, ptrdiff_t c, int mode, \
+                                       double *o_row, T *o, double *sp)            \
+    { return lm_simd->short_rows_##S(x, r, c, mode, o_row, o, sp); }                \
     /* training primitives (issue 6) */                                            \
     LM_INLINE double lm_ent_sums_##S(const T *x, ptrdiff_t n, double it, double m,  \
                                      double *s)                                    \

@@ -372,66 +372,118 @@ static LM_TARGET void LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_t 
  * with y = 1 / total, then one FMA residual step, which gives the correctly
  * rounded e / total for normal results (Markstein's theorem), so the values
  * are those of scipy's division. */
-#define LM_SHORT_BODY(NC, MODE)                                                  \
-    _Pragma("omp simd")                                                          \
-    for (r = 0; r < n_rows; r++) {                                               \
-        const LM_T *row = x + r * NC;                                            \
-        double m = (double)row[0], s = 0.0, c = 0.0, fin = 0.0, e[NC], v[NC];    \
-        double tiny = 0.0;                                                       \
+#define LM_SHORT_BODY(NC, MODE, N, XV, OUTV, OFF)                                \
+    _Pragma("omp simd reduction(+ : n_bad)")                                     \
+    for (r = 0; r < N; r++) {                                                    \
+        double m, s = 0.0, c = 0.0, fin = 0.0, e[NC], v[NC], lo[NC];             \
+        double tiny = 0.0, log_s = 0.0;                                          \
         int k;                                                                   \
-        LM_UNROLL for (k = 0; k < NC; k++) v[k] = (double)row[k];                          \
-        LM_UNROLL for (k = 1; k < NC; k++) m = v[k] > m ? v[k] : m;                        \
-        LM_UNROLL for (k = 0; k < NC; k++) {                                               \
-            int at_max = v[k] == m;                                              \
-            e[k] = lm_exp_neg_sum(v[k] - m)         ;  \
-            s += at_max ? 0.0 : e[k];                                            \
-            c += at_max ? 1.0 : 0.0;                                             \
-            fin += v[k] - v[k];                                                  \
-            if (MODE == 1 || MODE == 4) tiny += (v[k] - m) < -670.0 ? 1.0 : 0.0; \
+        LM_UNROLL for (k = 0; k < NC; k++) v[k] = (double)XV(r, k, NC);          \
+        m = v[0];                                                                \
+        if (MODE == 0 || MODE == 3 || MODE == 5) {                               \
+            /* only the log-sum: the running max's losers are the NC - 1 */     \
+            /* values besides one maximal one (a tie's twin among them), */     \
+            /* so NC - 1 exps, and log(1 + s) = log1p(s) is precise when */     \
+            /* the max dominates */                                              \
+            LM_UNROLL for (k = 1; k < NC; k++) {                                 \
+                lo[k] = v[k] > m ? m : v[k];                                     \
+                m = v[k] > m ? v[k] : m;                                         \
+            }                                                                    \
+            LM_UNROLL for (k = 0; k < NC; k++) fin += v[k] - v[k];               \
+            LM_UNROLL for (k = 1; k < NC; k++) s += lm_exp_neg_sum(lo[k] - m);   \
+            log_s = lm_log1p_pos(s);                                             \
+        } else {                                                                 \
+            LM_UNROLL for (k = 1; k < NC; k++) m = v[k] > m ? v[k] : m;          \
+            LM_UNROLL for (k = 0; k < NC; k++) {                                 \
+                int at_max = v[k] == m;                                          \
+                e[k] = lm_exp_neg_sum(v[k] - m);                                 \
+                s += at_max ? 0.0 : e[k];                                        \
+                c += at_max ? 1.0 : 0.0;                                         \
+                fin += v[k] - v[k];                                              \
+                if (MODE == 1 || MODE == 4) tiny += (v[k] - m) < -670.0 ? 1.0 : 0.0; \
+            }                                                                    \
         }                                                                        \
         /* one flag, in double: a narrower type here would make the */         \
         /* vectoriser take 64 rows per step (a 240 KiB loop body) */            \
         double bad = (fin != 0.0 || tiny != 0.0) ? 1.0 : 0.0;                   \
         if (MODE == 5) {                                                         \
-            int64_t y = target[r];                                               \
+            int64_t y = target[OFF + r];                                         \
             double xy = 0.0;                                                     \
             LM_UNROLL for (k = 0; k < NC; k++) xy = y == k ? v[k] : xy;          \
             bad = (y < 0 || y >= NC || y == ignore) ? 1.0 : bad;                 \
-            out_row[r] = (m - xy) + lm_log1p_pos((c - 1.0) + s);                 \
+            out_row[OFF + r] = (m - xy) + log_s;                                 \
         }                                                                        \
-        special[r] = bad;                                                        \
+        special[OFF + r] = bad;                                                  \
+        n_bad += bad;                                                            \
         if (MODE == 0) {                                                         \
-            /* log(c + s) = log1p((c - 1) + s): precise when one term dominates */ \
-            out_row[r] = m + lm_log1p_pos((c - 1.0) + s);                        \
+            out_row[OFF + r] = m + log_s;                                        \
         } else if (MODE == 3) {                                                  \
-            out_row[r] = lm_log1p_pos((c - 1.0) + s);                            \
+            out_row[OFF + r] = log_s;                                            \
         } else if (MODE == 1 || MODE == 4) {                                     \
             double total = c + s, y = 1.0 / total;                               \
-            if (MODE == 4) out_row[r] = lm_log1p_pos((c - 1.0) + s);             \
+            if (MODE == 4) out_row[OFF + r] = lm_log1p_pos((c - 1.0) + s);       \
             LM_UNROLL for (k = 0; k < NC; k++) {                                           \
                 double q = LM_HAS_FMA ? e[k] * y : e[k] / total;                 \
                 if (LM_HAS_FMA)                                                  \
                     q = __builtin_fma(__builtin_fma(-q, total, e[k]), y, q);     \
-                out[r * NC + k] = bad != 0.0 ? row[k] : (LM_T)q;                \
+                OUTV(r, k, NC) = bad != 0.0 ? XV(r, k, NC) : (LM_T)q;                \
             }                                                                    \
         } else if (MODE == 2) {                                                  \
             double lse = lm_log1p_pos((c - 1.0) + s);                            \
             LM_UNROLL for (k = 0; k < NC; k++)                                             \
-                out[r * NC + k] = bad != 0.0 ? row[k] : (LM_T)((v[k] - m) - lse); \
+                OUTV(r, k, NC) = bad != 0.0 ? XV(r, k, NC) : (LM_T)((v[k] - m) - lse);   \
         }                                                                        \
     }
 
+/* The loop reads a transposed copy of up to LM_SOA_ROWS rows, xt[k][r]
+ * (every load unit-stride), and modes 1/2/4 write through ot[k][r]. */
+#define LM_SOA_X(r, k, NC) xt[k][r]
+#define LM_SOA_OUT(r, k, NC) ot[k][r]
+#define LM_SOA_ROWS 64
+
+/* GCC 12's value-range pass turns the 2-value row's selects into branches
+ * the vectoriser then refuses (6x slower per row); without it the loop
+ * vectorises.  Other widths are unaffected. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define LM_SHORT_OPT_2 __attribute__((optimize("no-tree-vrp")))
+#else
+#define LM_SHORT_OPT_2
+#endif
+#define LM_SHORT_OPT_3
+#define LM_SHORT_OPT_4
+#define LM_SHORT_OPT_5
+#define LM_SHORT_OPT_6
+#define LM_SHORT_OPT_7
+#define LM_SHORT_OPT_8
+
 /* One function per (n_cols, mode): GCC vectorised the same loop into code
- * twice as slow when it shared a function with the other cases. */
+ * twice as slow when it shared a function with the other cases.  The rows
+ * are first copied transposed, 64 at a time, into a stack buffer: read in
+ * place (x[r * NC + k]) GCC 12 left rows of 2, 5, 6 and 7 values scalar
+ * (5-8x slower per row), and the transposed copy also halved the time of
+ * softmax / log_softmax of rows of 4 and 8 (C harness, one thread). */
 #define LM_SHORT_FN(NC, MODE)                                                    \
-    static LM_TARGET __attribute__((noinline)) void                              \
+    static LM_TARGET LM_SHORT_OPT_##NC __attribute__((noinline)) double          \
     LM_FN(lm_short_rows_##NC##_##MODE)(const LM_T *x, ptrdiff_t n_rows,          \
                                        const int64_t *target, int64_t ignore,    \
                                        double *out_row, LM_T *out,               \
                                        double *special)                          \
     {                                                                            \
-        ptrdiff_t r;                                                             \
-        LM_SHORT_BODY(NC, MODE)                                                  \
+        LM_T xt[NC][LM_SOA_ROWS], ot[NC][LM_SOA_ROWS];                           \
+        ptrdiff_t r, r0, nr;                                                     \
+        double n_bad = 0.0;                                                      \
+        int kk;                                                                  \
+        for (r0 = 0; r0 < n_rows; r0 += LM_SOA_ROWS) {                           \
+            nr = n_rows - r0 < LM_SOA_ROWS ? n_rows - r0 : LM_SOA_ROWS;           \
+            for (r = 0; r < nr; r++)                                             \
+                for (kk = 0; kk < NC; kk++) xt[kk][r] = x[(r0 + r) * NC + kk];   \
+            LM_SHORT_BODY(NC, MODE, nr, LM_SOA_X, LM_SOA_OUT, r0)                \
+            if (MODE == 1 || MODE == 2 || MODE == 4)                             \
+                for (r = 0; r < nr; r++)                                         \
+                    for (kk = 0; kk < NC; kk++)                                  \
+                        out[(r0 + r) * NC + kk] = ot[kk][r];                     \
+        }                                                                        \
+        return n_bad;                                                            \
     }
 #define LM_SHORT_FNS(MODE) LM_SHORT_FN(2, MODE) LM_SHORT_FN(3, MODE)              \
     LM_SHORT_FN(4, MODE) LM_SHORT_FN(5, MODE) LM_SHORT_FN(6, MODE)               \
@@ -447,46 +499,60 @@ LM_SHORT_FNS(5)
 
 #define LM_SHORT_CASE(NC)                                                        \
     case NC:                                                                     \
-        if (mode == 0) LM_FN(lm_short_rows_##NC##_0)(x, n_rows, t, ignore, out_row, out, special); \
-        else if (mode == 1) LM_FN(lm_short_rows_##NC##_1)(x, n_rows, t, ignore, out_row, out, special); \
-        else if (mode == 2) LM_FN(lm_short_rows_##NC##_2)(x, n_rows, t, ignore, out_row, out, special); \
-        else if (mode == 3) LM_FN(lm_short_rows_##NC##_3)(x, n_rows, t, ignore, out_row, out, special); \
-        else if (mode == 4) LM_FN(lm_short_rows_##NC##_4)(x, n_rows, t, ignore, out_row, out, special); \
-        else LM_FN(lm_short_rows_##NC##_5)(x, n_rows, t, ignore, out_row, out, special); \
+        if (mode == 0) n_bad = LM_FN(lm_short_rows_##NC##_0)(x, n_rows, t, ignore, out_row, out, special); \
+        else if (mode == 1) n_bad = LM_FN(lm_short_rows_##NC##_1)(x, n_rows, t, ignore, out_row, out, special); \
+        else if (mode == 2) n_bad = LM_FN(lm_short_rows_##NC##_2)(x, n_rows, t, ignore, out_row, out, special); \
+        else if (mode == 3) n_bad = LM_FN(lm_short_rows_##NC##_3)(x, n_rows, t, ignore, out_row, out, special); \
+        else if (mode == 4) n_bad = LM_FN(lm_short_rows_##NC##_4)(x, n_rows, t, ignore, out_row, out, special); \
+        else n_bad = LM_FN(lm_short_rows_##NC##_5)(x, n_rows, t, ignore, out_row, out, special); \
         break;
 
-static LM_TARGET void LM_FN(lm_short_rows_any)(const LM_T *x, ptrdiff_t n_rows, ptrdiff_t n_cols,
-                                               int mode, const int64_t *t, int64_t ignore,
-                                               double *out_row, LM_T *out, double *special)
+/* Returns how many rows it flagged (0: the caller need not look at special). */
+static LM_TARGET double LM_FN(lm_short_rows_any)(const LM_T *x, ptrdiff_t n_rows,
+                                                 ptrdiff_t n_cols, int mode, const int64_t *t,
+                                                 int64_t ignore, double *out_row, LM_T *out,
+                                                 double *special)
 {
     ptrdiff_t r;
+    double n_bad = (double)n_rows;
     switch (n_cols) {
     LM_SHORT_CASE(2) LM_SHORT_CASE(3) LM_SHORT_CASE(4) LM_SHORT_CASE(5)
     LM_SHORT_CASE(6) LM_SHORT_CASE(7) LM_SHORT_CASE(8)
     default:
         for (r = 0; r < n_rows; r++) special[r] = 1.0;
     }
+    return n_bad;
 }
 
 /* modes 0..4 (no target) */
-static LM_TARGET void LM_FN(lm_short_rows)(const LM_T *x, ptrdiff_t n_rows, ptrdiff_t n_cols,
-                                           int mode, double *out_row, LM_T *out,
-                                           double *special)
+static LM_TARGET double LM_FN(lm_short_rows)(const LM_T *x, ptrdiff_t n_rows, ptrdiff_t n_cols,
+                                             int mode, double *out_row, LM_T *out,
+                                             double *special)
 {
-    LM_FN(lm_short_rows_any)(x, n_rows, n_cols, mode < 5 ? mode : 0, NULL, 0, out_row, out,
-                             special);
+    return LM_FN(lm_short_rows_any)(x, n_rows, n_cols, mode < 5 ? mode : 0, NULL, 0, out_row,
+                                    out, special);
 }
 
 /* mode 5: loss[r] = logsumexp(row r) - row r's logit at class target[r];
  * rows whose target is ignore (or outside 0..n_cols-1) are flagged */
-static LM_TARGET void LM_FN(lm_short_ce)(const LM_T *x, ptrdiff_t n_rows, ptrdiff_t n_cols,
-                                         const int64_t *target, int64_t ignore, double *loss,
-                                         double *special)
+static LM_TARGET double LM_FN(lm_short_ce)(const LM_T *x, ptrdiff_t n_rows, ptrdiff_t n_cols,
+                                           const int64_t *target, int64_t ignore, double *loss,
+                                           double *special)
 {
-    LM_FN(lm_short_rows_any)(x, n_rows, n_cols, 5, target, ignore, loss, NULL, special);
+    return LM_FN(lm_short_rows_any)(x, n_rows, n_cols, 5, target, ignore, loss, NULL, special);
 }
 #undef LM_SHORT_CASE
 #undef LM_SHORT_BODY
+#undef LM_SOA_X
+#undef LM_SOA_OUT
+#undef LM_SOA_ROWS
+#undef LM_SHORT_OPT_2
+#undef LM_SHORT_OPT_3
+#undef LM_SHORT_OPT_4
+#undef LM_SHORT_OPT_5
+#undef LM_SHORT_OPT_6
+#undef LM_SHORT_OPT_7
+#undef LM_SHORT_OPT_8
 
 /* ==========================================================================
  * Training primitives (issue 6, lossmle/_training_kernels.pyx).

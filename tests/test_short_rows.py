@@ -53,11 +53,22 @@ def check_close(got, want, dtype, scale=None):
         f"max error {err.max()} at {np.argmax(err)}")
 
 
+@pytest.mark.parametrize("rows", ["special", "clean"])
 @pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("n_cols", N_COLS)
-def test_short_rows_match_scipy(simd_path, n_cols, dtype, n_threads):
-    x = make_rows(n_cols, dtype, n_cols)
+def test_short_rows_match_scipy(simd_path, n_cols, dtype, n_threads, rows):
+    """'special': every 256-row block holds rows the kernel flags; 'clean':
+    none does (the path that skips the per-row look at the flags); ties and
+    the max in every position either way."""
+    if rows == "special":
+        x = make_rows(n_cols, dtype, n_cols)
+    else:
+        rng = np.random.default_rng(n_cols)
+        x = rng.normal(scale=3.0, size=(N_ROWS, n_cols))
+        x[::7, -1] = x[::7, 0]                # ties at every position
+        x[::11] = np.round(x[::11])
+        x = x.astype(dtype)
     x64 = x.astype(np.float64)
     before = x.copy()
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
