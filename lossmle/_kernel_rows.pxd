@@ -422,11 +422,16 @@ cdef inline Py_ssize_t kl_short_block(const floating* p, const floating* q, Py_s
     ones (returned).  Needs the SIMD table bound (lm_simd_ready())."""
     cdef double res[SHORT_BLOCK]
     cdef double special[SHORT_BLOCK]
+    cdef double n_flagged
     cdef Py_ssize_t r, bad_rows = 0
     if floating is double:
-        lm_kl_rows_d(p, q, n_rows, n, res, special)
+        n_flagged = lm_kl_rows_d(p, q, n_rows, n, res, special)
     else:
-        lm_kl_rows_f(p, q, n_rows, n, res, special)
+        n_flagged = lm_kl_rows_f(p, q, n_rows, n, res, special)
+    if n_flagged == 0:   # no row to redo (nor to validate: every entry regular)
+        for r in range(n_rows):
+            out[r] = <floating>res[r]
+        return 0
     for r in range(n_rows):
         if special[r] != 0:
             bad_rows += kl_row(p + r * n, 1, q + r * n, 1, n, validate, out + r)

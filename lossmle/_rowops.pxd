@@ -45,9 +45,9 @@ cdef extern from "_simd.h" nogil:
     double lm_dot_f(const float* x, const double* w, Py_ssize_t n, double m, double* w_sum)
     double lm_kl_d(const double* p, const double* q, Py_ssize_t n, double* n_special)
     double lm_kl_f(const float* p, const float* q, Py_ssize_t n, double* n_special)
-    void lm_kl_rows_d(const double* p, const double* q, Py_ssize_t n_rows, Py_ssize_t n_cols,
+    double lm_kl_rows_d(const double* p, const double* q, Py_ssize_t n_rows, Py_ssize_t n_cols,
                       double* out_row, double* special)
-    void lm_kl_rows_f(const float* p, const float* q, Py_ssize_t n_rows, Py_ssize_t n_cols,
+    double lm_kl_rows_f(const float* p, const float* q, Py_ssize_t n_rows, Py_ssize_t n_cols,
                       double* out_row, double* special)
     double lm_entr_d(const double* p, Py_ssize_t n, double total, double* n_special)
     double lm_entr_f(const float* p, Py_ssize_t n, double total, double* n_special)

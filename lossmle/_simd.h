@@ -311,11 +311,11 @@ LM_INLINE double lm_log1p_pos(double u)
     double (*sum_##S)(const T *, ptrdiff_t);                                       \
     void (*softmax_bwd_##S)(const T *, const T *, T *, ptrdiff_t, double);         \
     void (*log_softmax_bwd_##S)(const T *, const T *, T *, ptrdiff_t, double);     \
-    void (*kl_rows_##S)(const T *, const T *, ptrdiff_t, ptrdiff_t, double *,       \
-                        double *);                                                 \
+    double (*kl_rows_##S)(const T *, const T *, ptrdiff_t, ptrdiff_t, double *,     \
+                          double *);                                               \
     double (*entr_##S)(const T *, ptrdiff_t, double, double *);                    \
     double (*short_ce_##S)(const T *, ptrdiff_t, ptrdiff_t, const int64_t *, int64_t, \
-                         double *, double *);
+                           double *, double *);
 
 typedef struct {
     const char *name;
@@ -403,9 +403,9 @@ static int lm_simd_ready(void) { return lm_simd_ref != NULL; }
     { return lm_simd->dot_##S(x, w, n, m, ws); }                                    \
     LM_INLINE double lm_kl_##S(const T *p, const T *q, ptrdiff_t n, double *bad)   \
     { return lm_simd->kl_##S(p, q, n, bad); }                                       \
-    LM_INLINE void lm_kl_rows_##S(const T *p, const T *q, ptrdiff_t r, ptrdiff_t c, \
-                                  double *o, double *sp)                           \
-    { lm_simd->kl_rows_##S(p, q, r, c, o, sp); }                                    \
+    LM_INLINE double lm_kl_rows_##S(const T *p, const T *q, ptrdiff_t r, ptrdiff_t c, \
+                                    double *o, double *sp)                         \
+    { return lm_simd->kl_rows_##S(p, q, r, c, o, sp); }                             \
     LM_INLINE double lm_entr_##S(const T *p, ptrdiff_t n, double t, double *bad)    \
     { return lm_simd->entr_##S(p, n, t, bad); }                                     \
     LM_INLINE double lm_short_ce_##S(const T *x, ptrdiff_t r, ptrdiff_t c,          \

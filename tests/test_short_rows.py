@@ -161,7 +161,7 @@ def test_softmax_of_ties_is_one_over_count(simd_path, n_cols):
 
 # ---- KL divergence: many short rows take a flat kernel (lm_kl_rows) ----
 
-KL_COLS = [2, 3, 4, 7, 16, 17]  # 16 is the flat kernel's limit, 17 the row-wise path
+KL_COLS = [2, 3, 4, 5, 6, 7, 8, 16, 17]  # 16 is the flat kernel's limit, 17 the row-wise path
 
 
 def make_prob_rows(n_cols, dtype, seed):
