@@ -28,7 +28,8 @@ from cython cimport floating
 
 from lossmle._rowops cimport simd_init, lm_simd_ready, SHORT_BLOCK
 from lossmle._kernel_rows cimport (
-    kl_row, entropy_row, KL_SHORT_MAX, kl_short_block, kl_short_blocks,
+    kl_row, entropy_row, KL_SHORT_MAX, kl_short_block, kl_short_blocks, ENTR_SHORT_MAX,
+    entropy_short_block, entropy_short_blocks,
 )
 
 
@@ -105,7 +106,22 @@ cdef _entropy_rows(const floating[:, :, :] pk, const floating[:, :, :] qk,
     cdef Py_ssize_t n_rows = pk.shape[0] * n_inner
     cdef Py_ssize_t ps = pk.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t qs = qk.strides[1] // <Py_ssize_t>sizeof(floating)
-    cdef Py_ssize_t r
+    cdef Py_ssize_t r, start, item = sizeof(floating)
+    if (not relative and 2 <= n <= ENTR_SHORT_MAX and n_inner == 1 and n_rows > 0
+            and ps == 1 and pk.strides[1] == item
+            and (pk.strides[0] == n * item or n_rows == 1)
+            and (out.strides[0] == item or n_rows == 1) and lm_simd_ready()):
+        # many short contiguous rows: the across-rows kernel
+        if n_threads == 1:
+            with nogil:
+                entropy_short_blocks(&pk[0, 0, 0], n_rows, n, &out[0, 0])
+        else:
+            for r in prange((n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK, schedule='static',
+                            num_threads=n_threads, nogil=True):
+                start = r * SHORT_BLOCK
+                entropy_short_block(&pk[start, 0, 0], min(<Py_ssize_t>SHORT_BLOCK, n_rows - start),
+                                    n, &out[start, 0])
+        return
     if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
         with nogil:
             for r in range(n_rows):

@@ -42,12 +42,12 @@ from libc.stdint cimport int64_t
 from libc.math cimport INFINITY, NAN, fabs, copysign
 
 from lossmle._rowops cimport (
-    row_logsumexp, row_softmax, row_log_softmax, simd_init, LM_SHORT_MAX, SHORT_LSE,
-    SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
+    row_logsumexp, row_softmax, row_log_softmax, simd_init, lm_simd_ready, LM_SHORT_MAX,
+    SHORT_LSE, SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
 )
 from lossmle._kernel_rows cimport (
     short_blocks, ClassOpts, ce_class_row, ce_class_short_blocks, blocked_sum, kl_row,
-    entropy_row, KL_SHORT_MAX, kl_short_blocks,
+    entropy_row, KL_SHORT_MAX, kl_short_blocks, ENTR_SHORT_MAX, entropy_short_blocks,
 )
 from lossmle import _validation
 
@@ -452,9 +452,13 @@ cdef void entropy_rows(const floating* p, Py_ssize_t n_rows, Py_ssize_t n, bint 
                        floating* out) noexcept nogil:
     """Row sums (columns False), or over axis 0 of the n_rows x n array (columns True)."""
     cdef Py_ssize_t r
-    if columns:
+    if columns and n == 1:   # one column is one contiguous row (as the general path sees it)
+        entropy_rows(p, 1, n_rows, False, out)
+    elif columns:
         for r in range(n):
             out[r] = <floating>entropy_row(p + r, n, <const floating*>NULL, 0, n_rows)
+    elif 2 <= n <= ENTR_SHORT_MAX and lm_simd_ready():  # as _divergence_kernels
+        entropy_short_blocks(p, n_rows, n, out)
     else:
         for r in range(n_rows):
             out[r] = <floating>entropy_row(p + r * n, 1, <const floating*>NULL, 0, n)

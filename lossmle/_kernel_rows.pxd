@@ -20,6 +20,8 @@
 #       general path's reductions, _losses._reduce; the short-row totals), _fastpath
 #   rel_entr, entr, kl_row, row_sum, entropy_row    _divergence_kernels, _fastpath
 #       (kl_divergence, entropy)
+#   ENTR_SHORT_MAX, entropy_short_block(s)          _divergence_kernels (entropy_rows),
+#                                                       _fastpath (entropy)
 #   KL_SHORT_MAX, kl_short_block, kl_short_blocks   _divergence_kernels (kl_rows),
 #                                                       _fastpath (kl_divergence)
 #
@@ -34,7 +36,8 @@ from libc.float cimport DBL_MAX, DBL_MIN
 from lossmle._rowops cimport (
     row_logsumexp, row_softmax, row_log_softmax, row_max, short_rows, fast_max, fast_sumexp,
     fast_dot, short_ce, lm_ce_grad_d, lm_ce_grad_f, lm_kl_d, lm_kl_f, lm_kl_rows_d, lm_kl_rows_f,
-    lm_entr_d, lm_entr_f, lm_sum_d, lm_sum_f, lm_simd_ready, SHORT_BLOCK, SHORT_LSE,
+    lm_entr_d, lm_entr_f, lm_entr_rows_d, lm_entr_rows_f, lm_sum_d, lm_sum_f, lm_simd_ready,
+    SHORT_BLOCK, SHORT_LSE,
     SHORT_SOFTMAX, SHORT_LOGSUM, SHORT_SOFTMAX_LOGSUM,
 )
 
@@ -494,3 +497,40 @@ cdef inline double entropy_row(const floating* p, Py_ssize_t ps, const floating*
     for j in range(n):
         s += rel_entr(p[j * ps] / p_total, q[j * qs] / q_total)
     return s
+
+
+# contiguous rows of 2..ENTR_SHORT_MAX values take the across-rows kernel
+# lm_entr_rows (1e6 x 4: the scalar rows cost a libm log per value)
+cdef enum:
+    ENTR_SHORT_MAX = 8
+
+
+cdef inline void entropy_short_block(const floating* p, Py_ssize_t n_rows, Py_ssize_t n,
+                                     floating* out) noexcept nogil:
+    """entropy_row of n_rows (<= SHORT_BLOCK) contiguous rows of 2 <= n <=
+    ENTR_SHORT_MAX values, into out[r]: the SIMD kernel, the rows it flags
+    redone by entropy_row.  Needs the SIMD table bound (lm_simd_ready())."""
+    cdef double res[SHORT_BLOCK]
+    cdef double special[SHORT_BLOCK]
+    cdef double n_flagged
+    cdef Py_ssize_t r
+    if floating is double:
+        n_flagged = lm_entr_rows_d(p, n_rows, n, res, special)
+    else:
+        n_flagged = lm_entr_rows_f(p, n_rows, n, res, special)
+    for r in range(n_rows):
+        out[r] = <floating>res[r]
+    if n_flagged != 0:
+        for r in range(n_rows):
+            if special[r] != 0:
+                out[r] = <floating>entropy_row(p + r * n, 1, <const floating*>NULL, 0, n)
+
+
+cdef inline void entropy_short_blocks(const floating* p, Py_ssize_t n_rows, Py_ssize_t n,
+                                      floating* out) noexcept nogil:
+    """entropy_short_block over any number of rows, one block after another."""
+    cdef Py_ssize_t blk, start
+    for blk in range((n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK):
+        start = blk * SHORT_BLOCK
+        entropy_short_block(p + start * n, min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
+                            out + start)

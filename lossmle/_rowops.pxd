@@ -51,6 +51,10 @@ cdef extern from "_simd.h" nogil:
                       double* out_row, double* special)
     double lm_entr_d(const double* p, Py_ssize_t n, double total, double* n_special)
     double lm_entr_f(const float* p, Py_ssize_t n, double total, double* n_special)
+    double lm_entr_rows_d(const double* p, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                          double* out_row, double* special)
+    double lm_entr_rows_f(const float* p, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                          double* out_row, double* special)
     double lm_short_rows_d(const double* x, Py_ssize_t n_rows, Py_ssize_t n_cols, int mode,
                          double* out_row, double* out, double* special)
     double lm_short_rows_f(const float* x, Py_ssize_t n_rows, Py_ssize_t n_cols, int mode,

@@ -314,6 +314,7 @@ LM_INLINE double lm_log1p_pos(double u)
     double (*kl_rows_##S)(const T *, const T *, ptrdiff_t, ptrdiff_t, double *,     \
                           double *);                                               \
     double (*entr_##S)(const T *, ptrdiff_t, double, double *);                    \
+    double (*entr_rows_##S)(const T *, ptrdiff_t, ptrdiff_t, double *, double *);  \
     double (*short_ce_##S)(const T *, ptrdiff_t, ptrdiff_t, const int64_t *, int64_t, \
                            double *, double *);
 
@@ -333,7 +334,8 @@ typedef struct {
         lm_kl_logit_grad_##S##_##ISA, lm_js_logit_sum_##S##_##ISA,                  \
         lm_bce_logits_##S##_##ISA, lm_rank_count_##S##_##ISA, lm_mul_sum_##S##_##ISA, \
         lm_sum_##S##_##ISA, lm_softmax_bwd_##S##_##ISA, lm_log_softmax_bwd_##S##_##ISA, \
-        lm_kl_rows_##S##_##ISA, lm_entr_##S##_##ISA, lm_short_ce_##S##_##ISA
+        lm_kl_rows_##S##_##ISA, lm_entr_##S##_##ISA, lm_entr_rows_##S##_##ISA,       \
+        lm_short_ce_##S##_##ISA
 
 static const lm_table_t lm_table_baseline = {
     "baseline", LM_TABLE_ENTRIES(d, baseline), LM_TABLE_ENTRIES(f, baseline)};
@@ -406,6 +408,9 @@ static int lm_simd_ready(void) { return lm_simd_ref != NULL; }
     LM_INLINE double lm_kl_rows_##S(const T *p, const T *q, ptrdiff_t r, ptrdiff_t c, \
                                     double *o, double *sp)                         \
     { return lm_simd->kl_rows_##S(p, q, r, c, o, sp); }                             \
+    LM_INLINE double lm_entr_rows_##S(const T *p, ptrdiff_t r, ptrdiff_t c, double *o, \
+                                      double *sp)                                  \
+    { return lm_simd->entr_rows_##S(p, r, c, o, sp); }                              \
     LM_INLINE double lm_entr_##S(const T *p, ptrdiff_t n, double t, double *bad)    \
     { return lm_simd->entr_##S(p, n, t, bad); }                                     \
     LM_INLINE double lm_short_ce_##S(const T *x, ptrdiff_t r, ptrdiff_t c,          \

@@ -521,6 +521,70 @@ LM_SHORT_FNS(5)
 #undef LM_SHORT_FNS
 #undef LM_SHORT_FN
 
+/* Entropy of many short contiguous rows (scipy.stats.entropy of each):
+ * out_row[r] = sum_k entr(p_k / total), total = the row's sum in order,
+ * with the same transposed 64-row copy as above (one SIMD lane per row).
+ * special[r] = 1 where the exact scalar code must decide (a total that is
+ * not positive and finite; p_k / total negative, nan, inf or subnormal);
+ * returns how many rows that is. */
+#define LM_ENTR_ROWS_FN(NC)                                                      \
+    static LM_TARGET LM_SHORT_OPT_##NC __attribute__((noinline)) double          \
+    LM_FN(lm_entr_rows_##NC)(const LM_T *p, ptrdiff_t n_rows, double *out_row,   \
+                             double *special)                                    \
+    {                                                                            \
+        LM_T pt[NC][LM_SOA_ROWS];                                                \
+        ptrdiff_t r, r0, nr;                                                     \
+        int kk;                                                                  \
+        double n_bad = 0.0;                                                      \
+        for (r0 = 0; r0 < n_rows; r0 += LM_SOA_ROWS) {                           \
+            nr = n_rows - r0 < LM_SOA_ROWS ? n_rows - r0 : LM_SOA_ROWS;           \
+            for (r = 0; r < nr; r++)                                             \
+                for (kk = 0; kk < NC; kk++) pt[kk][r] = p[(r0 + r) * NC + kk];   \
+            _Pragma("omp simd reduction(+ : n_bad)")                             \
+            for (r = 0; r < nr; r++) {                                           \
+                double total = 0.0, s = 0.0, bad = 0.0;                          \
+                int k;                                                           \
+                LM_UNROLL for (k = 0; k < NC; k++) total += (double)pt[k][r];    \
+                int total_ok = total > 0.0 && total <= 1.7976931348623157e308;   \
+                double div = total_ok ? total : 1.0;                             \
+                LM_UNROLL for (k = 0; k < NC; k++) {                             \
+                    double pj = (double)pt[k][r], t = pj / div;                  \
+                    int regular = t >= 2.2250738585072014e-308 &&                \
+                                  t <= 1.7976931348623157e308;                   \
+                    double term = -t * lm_log_normal(regular ? t : 1.0);         \
+                    s += regular ? term : 0.0;                                   \
+                    bad += (regular || pj == 0.0) ? 0.0 : 1.0;                   \
+                }                                                                \
+                bad = (total_ok && bad == 0.0) ? 0.0 : 1.0;                      \
+                out_row[r0 + r] = s;                                             \
+                special[r0 + r] = bad;                                           \
+                n_bad += bad;                                                    \
+            }                                                                    \
+        }                                                                        \
+        return n_bad;                                                            \
+    }
+LM_ENTR_ROWS_FN(2) LM_ENTR_ROWS_FN(3) LM_ENTR_ROWS_FN(4) LM_ENTR_ROWS_FN(5)
+LM_ENTR_ROWS_FN(6) LM_ENTR_ROWS_FN(7) LM_ENTR_ROWS_FN(8)
+#undef LM_ENTR_ROWS_FN
+
+static LM_TARGET double LM_FN(lm_entr_rows)(const LM_T *p, ptrdiff_t n_rows, ptrdiff_t n_cols,
+                                            double *out_row, double *special)
+{
+    ptrdiff_t r;
+    switch (n_cols) {
+    case 2: return LM_FN(lm_entr_rows_2)(p, n_rows, out_row, special);
+    case 3: return LM_FN(lm_entr_rows_3)(p, n_rows, out_row, special);
+    case 4: return LM_FN(lm_entr_rows_4)(p, n_rows, out_row, special);
+    case 5: return LM_FN(lm_entr_rows_5)(p, n_rows, out_row, special);
+    case 6: return LM_FN(lm_entr_rows_6)(p, n_rows, out_row, special);
+    case 7: return LM_FN(lm_entr_rows_7)(p, n_rows, out_row, special);
+    case 8: return LM_FN(lm_entr_rows_8)(p, n_rows, out_row, special);
+    default:
+        for (r = 0; r < n_rows; r++) special[r] = 1.0;
+        return (double)n_rows;
+    }
+}
+
 #define LM_SHORT_CASE(NC)                                                        \
     case NC:                                                                     \
         if (mode == 0) n_bad = LM_FN(lm_short_rows_##NC##_0)(x, n_rows, t, ignore, out_row, out, special); \

@@ -1,10 +1,14 @@
-"""entropy's vectorised row path (lm_sum + lm_entr) on every SIMD path.
+"""entropy's vectorised row paths on every SIMD path.
 
 Contiguous rows without qk take a vectorised sum and a vectorised
--(p/s) log(p/s); a row with anything outside that fast domain (negative, nan,
-inf, a zero or non-finite total, a subnormal p/s) is redone by the exact
-scalar code.  Oracle: scipy.stats.entropy (float64).
+-(p/s) log(p/s) (rows of 16 values or more: lm_sum + lm_entr; rows of 2..8
+values: the across-rows kernel lm_entr_rows, one SIMD lane per row); a row
+with anything outside that fast domain (negative, nan, inf, a zero or
+non-finite total, a subnormal p/s) is redone by the exact scalar code.
+Oracle: scipy.stats.entropy (float64).
 """
+import functools
+
 import numpy as np
 import pytest
 import scipy.stats as sst
@@ -31,7 +35,7 @@ def rows(n_cols, dtype, seed):
 
 @pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("n_cols", [9, 100, 4097])
+@pytest.mark.parametrize("n_cols", [2, 3, 4, 5, 6, 7, 8, 9, 100, 4097])
 def test_entropy_rows_match_scipy(simd_path, n_cols, dtype, n_threads):
     p = rows(n_cols, dtype, n_cols)
     before = p.copy()
@@ -48,3 +52,42 @@ def test_entropy_rows_match_scipy(simd_path, n_cols, dtype, n_threads):
     np.testing.assert_allclose(got[finite], want[finite], rtol=rtol, atol=1e-300)
     assert got[8] == 0.0
     np.testing.assert_allclose(got[9], np.log(n_cols), rtol=rtol)  # closed form
+
+
+@functools.lru_cache(maxsize=None)
+def _many_short_rows(n_cols, dtype):
+    """40001 rows (157 blocks of 256) with the special rows in two of them,
+    and scipy's entropy of each (computed once: it is the slow part)."""
+    n_rows = 40001
+    rng = np.random.default_rng(n_cols)
+    p = rng.random((n_rows, n_cols)) * 3.0
+    special = rows(n_cols, dtype, n_cols).astype(np.float64)[:10]
+    p[1000:1010] = special
+    p[39990:40000] = special
+    p[5000, 0] = 0.0
+    p = p.astype(dtype)
+    with np.errstate(all="ignore"):
+        want = sst.entropy(p.astype(np.float64), axis=-1)
+    p.flags.writeable = False
+    return p, want
+
+
+@pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n_cols", [2, 3, 4, 5, 6, 7, 8])
+def test_entropy_many_short_rows_match_scipy(simd_path, n_cols, dtype, n_threads):
+    """The general path's blocks of 256 rows (in parallel with T2): the special
+    rows sit in a few blocks, the others are clean."""
+    p, want = _many_short_rows(n_cols, dtype)
+    n_rows = len(p)
+    before = p.copy()
+    got = lm.entropy(p, axis=-1, n_threads=n_threads)
+    np.testing.assert_array_equal(p, before)
+    assert got.dtype == dtype and got.shape == (n_rows,)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(got[~finite], want[~finite].astype(dtype))
+    rtol = 5e-14 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(got[finite], want[finite], rtol=rtol, atol=1e-300)
+    # the same bits whatever the thread count
+    np.testing.assert_array_equal(lm.entropy(p, axis=-1, n_threads=3 - n_threads), got)
