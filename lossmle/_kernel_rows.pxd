@@ -35,10 +35,10 @@ from libc.float cimport DBL_MAX, DBL_MIN
 
 from lossmle._rowops cimport (
     row_logsumexp, row_softmax, row_log_softmax, row_max, short_rows, fast_max, fast_sumexp,
-    fast_dot, short_ce, lm_ce_grad_d, lm_ce_grad_f, lm_kl_d, lm_kl_f, lm_kl_rows_d, lm_kl_rows_f,
+    fast_dot, short_ce, short_ce_grad, lm_ce_grad_d, lm_ce_grad_f, lm_kl_d, lm_kl_f, lm_kl_rows_d, lm_kl_rows_f,
     lm_entr_d, lm_entr_f, lm_entr_rows_d, lm_entr_rows_f, lm_sum_d, lm_sum_f, lm_simd_ready,
     SHORT_BLOCK, SHORT_LSE,
-    SHORT_SOFTMAX, SHORT_LOGSUM, SHORT_SOFTMAX_LOGSUM,
+    SHORT_SOFTMAX, SHORT_LOGSUM,
 )
 
 
@@ -260,30 +260,22 @@ cdef inline void ce_class_short_grad_block(const floating* x, Py_ssize_t n_rows,
     """Loss and gradient of a block (<= SHORT_BLOCK) of short contiguous rows, for
     op without class weights or label smoothing; g contiguous like x.
 
-    One pass of the across-rows softmax kernel gives softmax into g and the
-    row's log-sum; g = grad_scale * softmax, then the target's entry again in
-    double from the logits (p_y - 1 would cancel a float32 p_y's rounding, as
-    in ce_class_row).  Rows the kernel flags, and ignored rows, go to ce_class_row.
+    One pass of the across-rows kernel gives each row's loss and gradient
+    (short_ce_grad: the target's entry in double as minus the other classes'
+    share, so p_y - 1 neither cancels nor carries a float32 p_y's rounding).
+    Rows the kernel flags, and ignored rows, go to ce_class_row.
     """
-    cdef double log_s[SHORT_BLOCK]
     cdef double special[SHORT_BLOCK]
-    cdef Py_ssize_t r, k
-    cdef const floating* row
-    cdef floating* grow
-    cdef double m, scale = op.grad_scale
-    short_rows(x, n_rows, n, SHORT_SOFTMAX_LOGSUM, log_s, g, special)
+    cdef Py_ssize_t r
+    if short_ce_grad(x, n_rows, n, y, op.ignore_index, op.grad_scale, loss, g, special) == 0:
+        for r in range(n_rows):
+            row_weight[r] = 1.0
+        return
     for r in range(n_rows):
-        row = x + r * n
-        grow = g + r * n
-        if special[r] or y[r] == op.ignore_index:
-            ce_class_row(row, n, 1, y[r], op, grow, 1, loss + r, row_weight + r)
-            continue
-        m = row_max(row, n, 1)   # a flagged-free row: all finite
-        loss[r] = (m - row[y[r]]) + log_s[r]
-        row_weight[r] = 1.0
-        for k in range(n):
-            grow[k] = <floating>(scale * grow[k])
-        grow[y[r]] = <floating>(scale * (exp((row[y[r]] - m) - log_s[r]) - 1.0))
+        if special[r]:
+            ce_class_row(x + r * n, n, 1, y[r], op, g + r * n, 1, loss + r, row_weight + r)
+        else:
+            row_weight[r] = 1.0
 
 
 cdef inline void ce_class_short_blocks(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,

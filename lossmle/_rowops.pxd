@@ -63,6 +63,12 @@ cdef extern from "_simd.h" nogil:
                        const int64_t* target, int64_t ignore, double* loss, double* special)
     double lm_short_ce_f(const float* x, Py_ssize_t n_rows, Py_ssize_t n_cols,
                        const int64_t* target, int64_t ignore, double* loss, double* special)
+    double lm_short_ce_grad_d(const double* x, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                              const int64_t* target, int64_t ignore, double scale,
+                              double* loss, double* grad, double* special)
+    double lm_short_ce_grad_f(const float* x, Py_ssize_t n_rows, Py_ssize_t n_cols,
+                              const int64_t* target, int64_t ignore, double scale,
+                              double* loss, float* grad, double* special)
     int LM_SHORT_MAX
 
 
@@ -127,7 +133,6 @@ cdef enum:
     SHORT_SOFTMAX = 1
     SHORT_LOG_SOFTMAX = 2
     SHORT_LOGSUM = 3      # logsumexp less the row max
-    SHORT_SOFTMAX_LOGSUM = 4  # SHORT_SOFTMAX and SHORT_LOGSUM at once
 
 
 cdef inline double short_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
@@ -135,8 +140,8 @@ cdef inline double short_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n
                               double* special) noexcept nogil:
     """Across-rows SIMD kernel for n_rows contiguous rows of 2..LM_SHORT_MAX values.
 
-    mode SHORT_LSE writes out_row[r]; the others write out (n_rows x n), and
-    SHORT_SOFTMAX_LOGSUM also out_row[r] = log(sum(exp(row - max))) (as SHORT_LOGSUM).
+    mode SHORT_LSE / SHORT_LOGSUM write out_row[r]; SHORT_SOFTMAX /
+    SHORT_LOG_SOFTMAX write out (n_rows x n).
     special[r] = 1 marks rows (nan/inf) the caller must redo exactly; returns
     how many (0: nothing to redo).
     """
@@ -159,6 +164,20 @@ cdef inline double short_ce(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
         return lm_short_ce_d(x, n_rows, n, target, ignore, loss, special)
     else:
         return lm_short_ce_f(x, n_rows, n, target, ignore, loss, special)
+
+
+cdef inline double short_ce_grad(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
+                                 const int64_t* target, int64_t ignore, double scale,
+                                 double* loss, floating* grad, double* special) noexcept nogil:
+    """short_ce's loss[r], and grad (n_rows x n, contiguous) = scale * (softmax(row)
+    - onehot(target[r])), the target's entry as minus the other classes' share
+    (no cancellation near p = 1).  Flags as short_ce, plus rows whose softmax
+    reaches near the subnormals; returns how many; flagged rows' grad is junk.
+    """
+    if floating is double:
+        return lm_short_ce_grad_d(x, n_rows, n, target, ignore, scale, loss, grad, special)
+    else:
+        return lm_short_ce_grad_f(x, n_rows, n, target, ignore, scale, loss, grad, special)
 
 
 cdef inline double fast_max(const floating* x, Py_ssize_t n) noexcept nogil:

@@ -316,7 +316,9 @@ LM_INLINE double lm_log1p_pos(double u)
     double (*entr_##S)(const T *, ptrdiff_t, double, double *);                    \
     double (*entr_rows_##S)(const T *, ptrdiff_t, ptrdiff_t, double *, double *);  \
     double (*short_ce_##S)(const T *, ptrdiff_t, ptrdiff_t, const int64_t *, int64_t, \
-                           double *, double *);
+                           double *, double *);                                    \
+    double (*short_ce_grad_##S)(const T *, ptrdiff_t, ptrdiff_t, const int64_t *,  \
+                                int64_t, double, double *, T *, double *);
 
 typedef struct {
     const char *name;
@@ -335,7 +337,7 @@ typedef struct {
         lm_bce_logits_##S##_##ISA, lm_rank_count_##S##_##ISA, lm_mul_sum_##S##_##ISA, \
         lm_sum_##S##_##ISA, lm_softmax_bwd_##S##_##ISA, lm_log_softmax_bwd_##S##_##ISA, \
         lm_kl_rows_##S##_##ISA, lm_entr_##S##_##ISA, lm_entr_rows_##S##_##ISA,       \
-        lm_short_ce_##S##_##ISA
+        lm_short_ce_##S##_##ISA, lm_short_ce_grad_##S##_##ISA
 
 static const lm_table_t lm_table_baseline = {
     "baseline", LM_TABLE_ENTRIES(d, baseline), LM_TABLE_ENTRIES(f, baseline)};
@@ -417,6 +419,10 @@ static int lm_simd_ready(void) { return lm_simd_ref != NULL; }
                                      const int64_t *y, int64_t ig, double *loss,   \
                                      double *sp)                                   \
     { return lm_simd->short_ce_##S(x, r, c, y, ig, loss, sp); }                     \
+    LM_INLINE double lm_short_ce_grad_##S(const T *x, ptrdiff_t r, ptrdiff_t c,     \
+                                          const int64_t *y, int64_t ig, double sc, \
+                                          double *loss, T *g, double *sp)          \
+    { return lm_simd->short_ce_grad_##S(x, r, c, y, ig, sc, loss, g, sp); }         \
     LM_INLINE double lm_short_rows_##S(const T *x, ptrdiff_t r, ptrdiff_t c, int mode, \
                                        double *o_row, T *o, double *sp)            \
     { return lm_simd->short_rows_##S(x, r, c, mode, o_row, o, sp); }                \

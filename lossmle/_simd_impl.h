@@ -378,7 +378,7 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
  * vectorise, so each SIMD lane takes one row.  mode 0: out_row[r] =
  * logsumexp(row); mode 1: out = softmax(row); mode 2: out = log_softmax(row).
  * mode 3: out_row[r] = log(sum(exp(row - max))) (logsumexp less the max);
- * mode 4: mode 1 and mode 3 at once (cross-entropy with its gradient).
+ * mode 6: mode 5's loss and its gradient (see lm_short_ce_grad).
  * mode 5: out_row[r] = logsumexp(row) - row[target[r]] (cross-entropy of a
  * class index), computed as (max - row[y]) + log-sum; a target equal to
  * `ignore` or outside 0..NC-1 flags the row too.  The target's logit is picked
@@ -424,17 +424,19 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
                 s += at_max ? 0.0 : e[k];                                        \
                 c += at_max ? 1.0 : 0.0;                                         \
                 fin += v[k] - v[k];                                              \
-                if (MODE == 1 || MODE == 4) tiny += (v[k] - m) < -670.0 ? 1.0 : 0.0; \
+                if (MODE == 1 || MODE == 6)                                      \
+                    tiny += (v[k] - m) < -670.0 ? 1.0 : 0.0;                     \
             }                                                                    \
         }                                                                        \
         /* one flag, in double: a narrower type here would make the */         \
         /* vectoriser take 64 rows per step (a 240 KiB loop body) */            \
         double bad = (fin != 0.0 || tiny != 0.0) ? 1.0 : 0.0;                   \
-        if (MODE == 5) {                                                         \
+        if (MODE == 5 || MODE == 6) {                                            \
             int64_t y = target[OFF + r];                                         \
             double xy = 0.0;                                                     \
             LM_UNROLL for (k = 0; k < NC; k++) xy = y == k ? v[k] : xy;          \
             bad = (y < 0 || y >= NC || y == ignore) ? 1.0 : bad;                 \
+            if (MODE == 6) log_s = lm_log1p_pos((c - 1.0) + s);                  \
             out_row[OFF + r] = (m - xy) + log_s;                                 \
         }                                                                        \
         special[OFF + r] = bad;                                                  \
@@ -443,9 +445,8 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
             out_row[OFF + r] = m + log_s;                                        \
         } else if (MODE == 3) {                                                  \
             out_row[OFF + r] = log_s;                                            \
-        } else if (MODE == 1 || MODE == 4) {                                     \
+        } else if (MODE == 1) {                                                  \
             double total = c + s, y = 1.0 / total;                               \
-            if (MODE == 4) out_row[OFF + r] = lm_log1p_pos((c - 1.0) + s);       \
             LM_UNROLL for (k = 0; k < NC; k++) {                                           \
                 double q = LM_HAS_FMA ? e[k] * y : e[k] / total;                 \
                 if (LM_HAS_FMA)                                                  \
@@ -456,11 +457,18 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
             double lse = lm_log1p_pos((c - 1.0) + s);                            \
             LM_UNROLL for (k = 0; k < NC; k++)                                             \
                 OUTV(r, k, NC) = bad != 0.0 ? XV(r, k, NC) : (LM_T)((v[k] - m) - lse);   \
+        } else if (MODE == 6) {                                                  \
+            int64_t y = target[OFF + r];                                         \
+            double s_other = 0.0, factor = scale / (c + s);                      \
+            LM_UNROLL for (k = 0; k < NC; k++) s_other += y == k ? 0.0 : e[k];   \
+            /* p_y - 1 as minus the other classes' share: no cancellation */     \
+            LM_UNROLL for (k = 0; k < NC; k++)                                   \
+                OUTV(r, k, NC) = (LM_T)(y == k ? -(s_other * factor) : e[k] * factor); \
         }                                                                        \
     }
 
 /* The loop reads a transposed copy of up to LM_SOA_ROWS rows, xt[k][r]
- * (every load unit-stride), and modes 1/2/4 write through ot[k][r]. */
+ * (every load unit-stride), and modes 1, 2 and 6 write through ot[k][r]. */
 #define LM_SOA_X(r, k, NC) xt[k][r]
 #define LM_SOA_OUT(r, k, NC) ot[k][r]
 #define LM_SOA_ROWS 64
@@ -490,7 +498,7 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
     static LM_TARGET LM_SHORT_OPT_##NC __attribute__((noinline)) double          \
     LM_FN(lm_short_rows_##NC##_##MODE)(const LM_T *x, ptrdiff_t n_rows,          \
                                        const int64_t *target, int64_t ignore,    \
-                                       double *out_row, LM_T *out,               \
+                                       double scale, double *out_row, LM_T *out, \
                                        double *special)                          \
     {                                                                            \
         LM_T xt[NC][LM_SOA_ROWS], ot[NC][LM_SOA_ROWS];                           \
@@ -502,7 +510,7 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
             for (r = 0; r < nr; r++)                                             \
                 for (kk = 0; kk < NC; kk++) xt[kk][r] = x[(r0 + r) * NC + kk];   \
             LM_SHORT_BODY(NC, MODE, nr, LM_SOA_X, LM_SOA_OUT, r0)                \
-            if (MODE == 1 || MODE == 2 || MODE == 4)                             \
+            if (MODE == 1 || MODE == 2 || MODE == 6)                             \
                 for (r = 0; r < nr; r++)                                         \
                     for (kk = 0; kk < NC; kk++)                                  \
                         out[(r0 + r) * NC + kk] = ot[kk][r];                     \
@@ -516,8 +524,8 @@ LM_SHORT_FNS(0)
 LM_SHORT_FNS(1)
 LM_SHORT_FNS(2)
 LM_SHORT_FNS(3)
-LM_SHORT_FNS(4)
 LM_SHORT_FNS(5)
+LM_SHORT_FNS(6)
 #undef LM_SHORT_FNS
 #undef LM_SHORT_FN
 
@@ -587,19 +595,20 @@ static LM_TARGET double LM_FN(lm_entr_rows)(const LM_T *p, ptrdiff_t n_rows, ptr
 
 #define LM_SHORT_CASE(NC)                                                        \
     case NC:                                                                     \
-        if (mode == 0) n_bad = LM_FN(lm_short_rows_##NC##_0)(x, n_rows, t, ignore, out_row, out, special); \
-        else if (mode == 1) n_bad = LM_FN(lm_short_rows_##NC##_1)(x, n_rows, t, ignore, out_row, out, special); \
-        else if (mode == 2) n_bad = LM_FN(lm_short_rows_##NC##_2)(x, n_rows, t, ignore, out_row, out, special); \
-        else if (mode == 3) n_bad = LM_FN(lm_short_rows_##NC##_3)(x, n_rows, t, ignore, out_row, out, special); \
-        else if (mode == 4) n_bad = LM_FN(lm_short_rows_##NC##_4)(x, n_rows, t, ignore, out_row, out, special); \
-        else n_bad = LM_FN(lm_short_rows_##NC##_5)(x, n_rows, t, ignore, out_row, out, special); \
+        if (mode == 0) n_bad = LM_FN(lm_short_rows_##NC##_0)(x, n_rows, t, ignore, scale, out_row, out, special); \
+        else if (mode == 1) n_bad = LM_FN(lm_short_rows_##NC##_1)(x, n_rows, t, ignore, scale, out_row, out, special); \
+        else if (mode == 2) n_bad = LM_FN(lm_short_rows_##NC##_2)(x, n_rows, t, ignore, scale, out_row, out, special); \
+        else if (mode == 3) n_bad = LM_FN(lm_short_rows_##NC##_3)(x, n_rows, t, ignore, scale, out_row, out, special); \
+        else if (mode == 5) n_bad = LM_FN(lm_short_rows_##NC##_5)(x, n_rows, t, ignore, scale, out_row, out, special); \
+        else if (mode == 6) n_bad = LM_FN(lm_short_rows_##NC##_6)(x, n_rows, t, ignore, scale, out_row, out, special); \
+        else for (r = 0; r < n_rows; r++) special[r] = 1.0;                      \
         break;
 
 /* Returns how many rows it flagged (0: the caller need not look at special). */
 static LM_TARGET double LM_FN(lm_short_rows_any)(const LM_T *x, ptrdiff_t n_rows,
                                                  ptrdiff_t n_cols, int mode, const int64_t *t,
-                                                 int64_t ignore, double *out_row, LM_T *out,
-                                                 double *special)
+                                                 int64_t ignore, double scale, double *out_row,
+                                                 LM_T *out, double *special)
 {
     ptrdiff_t r;
     double n_bad = (double)n_rows;
@@ -612,13 +621,13 @@ static LM_TARGET double LM_FN(lm_short_rows_any)(const LM_T *x, ptrdiff_t n_rows
     return n_bad;
 }
 
-/* modes 0..4 (no target) */
+/* modes 0..3 (no target; any other mode flags every row) */
 static LM_TARGET double LM_FN(lm_short_rows)(const LM_T *x, ptrdiff_t n_rows, ptrdiff_t n_cols,
                                              int mode, double *out_row, LM_T *out,
                                              double *special)
 {
-    return LM_FN(lm_short_rows_any)(x, n_rows, n_cols, mode < 5 ? mode : 0, NULL, 0, out_row,
-                                    out, special);
+    return LM_FN(lm_short_rows_any)(x, n_rows, n_cols, mode <= 3 ? mode : -1, NULL, 0, 1.0,
+                                    out_row, out, special);
 }
 
 /* mode 5: loss[r] = logsumexp(row r) - row r's logit at class target[r];
@@ -627,7 +636,20 @@ static LM_TARGET double LM_FN(lm_short_ce)(const LM_T *x, ptrdiff_t n_rows, ptrd
                                            const int64_t *target, int64_t ignore, double *loss,
                                            double *special)
 {
-    return LM_FN(lm_short_rows_any)(x, n_rows, n_cols, 5, target, ignore, loss, NULL, special);
+    return LM_FN(lm_short_rows_any)(x, n_rows, n_cols, 5, target, ignore, 1.0, loss, NULL,
+                                    special);
+}
+
+/* mode 6: loss[r] as mode 5, and grad (rows x n_cols) = scale * (softmax(row)
+ * - onehot(target)), the target's entry as minus the other classes' share
+ * (p_y - 1 without cancellation); flags as mode 5 plus mode 1's tiny gap */
+static LM_TARGET double LM_FN(lm_short_ce_grad)(const LM_T *x, ptrdiff_t n_rows,
+                                                ptrdiff_t n_cols, const int64_t *target,
+                                                int64_t ignore, double scale, double *loss,
+                                                LM_T *grad, double *special)
+{
+    return LM_FN(lm_short_rows_any)(x, n_rows, n_cols, 6, target, ignore, scale, loss, grad,
+                                    special);
 }
 #undef LM_SHORT_CASE
 #undef LM_SHORT_BODY

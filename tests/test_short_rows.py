@@ -258,7 +258,7 @@ def test_dominant_term_keeps_full_precision(simd_path, n_cols, dtype):
                                     maxulp=2)
 
 
-# ---- cross-entropy with its gradient: the across-rows softmax (mode 4) ----
+# ---- cross-entropy with its gradient: the across-rows kernel (mode 6) ----
 
 def ce_grad_oracle(x, y, reduction, ignore_index=-100):
     """Loss and gradient from scipy's float64 log_softmax, written out here."""
@@ -292,6 +292,8 @@ def test_cross_entropy_with_grad_short_rows(simd_path, n_cols, dtype, n_threads,
     x[600, 1] = x[600, 0] - 800.0             # a flagged row (gap over 670)
     x[601, :] = 5.0                           # ties
     x[602, y[602]] = 40.0                     # p_y ~ 1: p_y - 1 must not cancel
+    x[603, :] = 0.0
+    x[603, y[603]] = 40.0                     # closed form below
     x = x.astype(dtype)
     before = x.copy()
     want_loss, want_grad = ce_grad_oracle(x, y, reduction)
@@ -313,6 +315,14 @@ def test_cross_entropy_with_grad_short_rows(simd_path, n_cols, dtype, n_threads,
     np.testing.assert_allclose(grad[602, y[602]], want_grad[602, y[602]],
                                rtol=rtol, atol=8e-16 * grad_scale)
     np.testing.assert_array_equal(grad[[7, 300, 999]], 0.0)
+    # p_y - 1 = -(C - 1) e^-40 / (1 + (C - 1) e^-40) ~ -1e-17: a difference
+    # 1 - p_y taken in double would be all rounding (0 or -1.1e-16).  The
+    # across-rows kernel (C <= 8) sums the other classes' share instead; the
+    # row-wise path (C = 9) keeps log(sum) and has torch's 0 here.
+    share = (n_cols - 1) * math.exp(-40.0)
+    if y[603] != -100 and n_cols <= 8:
+        np.testing.assert_allclose(grad[603, y[603]], -share / (1 + share) * grad_scale,
+                                   rtol=1e-14 if dtype == np.float64 else 1e-6)
 
 
 # ---- cross-entropy with probability targets: the across-rows log-sum ----
