@@ -35,10 +35,9 @@ from libc.float cimport DBL_MAX, DBL_MIN
 
 from lossmle._rowops cimport (
     row_logsumexp, row_softmax, row_log_softmax, row_max, short_rows, fast_max, fast_sumexp,
-    fast_dot, short_ce, short_ce_grad, lm_ce_grad_d, lm_ce_grad_f, lm_kl_d, lm_kl_f, lm_kl_rows_d, lm_kl_rows_f,
-    lm_entr_d, lm_entr_f, lm_entr_rows_d, lm_entr_rows_f, lm_sum_d, lm_sum_f, lm_simd_ready,
-    SHORT_BLOCK, SHORT_LSE,
-    SHORT_SOFTMAX, SHORT_LOGSUM,
+    fast_dot, short_ce, short_ce_grad, lm_ce_grad_d, lm_ce_grad_f, lm_kl_d, lm_kl_f,
+    lm_kl_rows_d, lm_kl_rows_f, lm_entr_d, lm_entr_f, lm_entr_rows_d, lm_entr_rows_f,
+    lm_sum_d, lm_sum_f, lm_simd_ready, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOGSUM,
 )
 
 
@@ -341,7 +340,8 @@ cdef inline double blocked_sum(const double* a, Py_ssize_t n, double* totals) no
     if n_blocks <= 1:
         return pairwise_sum(a, n)
     for b in range(n_blocks):
-        totals[b] = pairwise_sum(a + b * SHORT_BLOCK, min(<Py_ssize_t>SHORT_BLOCK, n - b * SHORT_BLOCK))
+        totals[b] = pairwise_sum(a + b * SHORT_BLOCK,
+                                 min(<Py_ssize_t>SHORT_BLOCK, n - b * SHORT_BLOCK))
     return pairwise_sum(totals, n_blocks)
 
 

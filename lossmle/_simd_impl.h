@@ -593,14 +593,16 @@ static LM_TARGET double LM_FN(lm_entr_rows)(const LM_T *p, ptrdiff_t n_rows, ptr
     }
 }
 
+#define LM_SHORT_CALL(NC, M)                                                     \
+    n_bad = LM_FN(lm_short_rows_##NC##_##M)(x, n_rows, t, ignore, scale, out_row, out, special)
 #define LM_SHORT_CASE(NC)                                                        \
     case NC:                                                                     \
-        if (mode == 0) n_bad = LM_FN(lm_short_rows_##NC##_0)(x, n_rows, t, ignore, scale, out_row, out, special); \
-        else if (mode == 1) n_bad = LM_FN(lm_short_rows_##NC##_1)(x, n_rows, t, ignore, scale, out_row, out, special); \
-        else if (mode == 2) n_bad = LM_FN(lm_short_rows_##NC##_2)(x, n_rows, t, ignore, scale, out_row, out, special); \
-        else if (mode == 3) n_bad = LM_FN(lm_short_rows_##NC##_3)(x, n_rows, t, ignore, scale, out_row, out, special); \
-        else if (mode == 5) n_bad = LM_FN(lm_short_rows_##NC##_5)(x, n_rows, t, ignore, scale, out_row, out, special); \
-        else if (mode == 6) n_bad = LM_FN(lm_short_rows_##NC##_6)(x, n_rows, t, ignore, scale, out_row, out, special); \
+        if (mode == 0) LM_SHORT_CALL(NC, 0);                                     \
+        else if (mode == 1) LM_SHORT_CALL(NC, 1);                                \
+        else if (mode == 2) LM_SHORT_CALL(NC, 2);                                \
+        else if (mode == 3) LM_SHORT_CALL(NC, 3);                                \
+        else if (mode == 5) LM_SHORT_CALL(NC, 5);                                \
+        else if (mode == 6) LM_SHORT_CALL(NC, 6);                                \
         else for (r = 0; r < n_rows; r++) special[r] = 1.0;                      \
         break;
 
@@ -652,6 +654,7 @@ static LM_TARGET double LM_FN(lm_short_ce_grad)(const LM_T *x, ptrdiff_t n_rows,
                                     special);
 }
 #undef LM_SHORT_CASE
+#undef LM_SHORT_CALL
 #undef LM_SHORT_BODY
 #undef LM_SOA_X
 #undef LM_SOA_OUT
