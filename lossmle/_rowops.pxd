@@ -51,6 +51,10 @@ cdef extern from "_simd.h" nogil:
                       double* out_row, double* special)
     double lm_entr_d(const double* p, Py_ssize_t n, double total, double* n_special)
     double lm_entr_f(const float* p, Py_ssize_t n, double total, double* n_special)
+    double lm_wdot_d(const double* x, const double* t, Py_ssize_t n, double m, double keep,
+                     double spread, const double* w, double* wt_sum)
+    double lm_wdot_f(const float* x, const float* t, Py_ssize_t n, double m, double keep,
+                     double spread, const double* w, double* wt_sum)
     double lm_entr_rows_d(const double* p, Py_ssize_t n_rows, Py_ssize_t n_cols,
                           double* out_row, double* special)
     double lm_entr_rows_f(const float* p, Py_ssize_t n_rows, Py_ssize_t n_cols,

@@ -315,6 +315,8 @@ LM_INLINE double lm_log1p_pos(double u)
                           double *);                                               \
     double (*entr_##S)(const T *, ptrdiff_t, double, double *);                    \
     double (*entr_rows_##S)(const T *, ptrdiff_t, ptrdiff_t, double *, double *);  \
+    double (*wdot_##S)(const T *, const T *, ptrdiff_t, double, double, double,    \
+                       const double *, double *);                                  \
     double (*short_ce_##S)(const T *, ptrdiff_t, ptrdiff_t, const int64_t *, int64_t, \
                            double *, double *);                                    \
     double (*short_ce_grad_##S)(const T *, ptrdiff_t, ptrdiff_t, const int64_t *,  \
@@ -337,6 +339,7 @@ typedef struct {
         lm_bce_logits_##S##_##ISA, lm_rank_count_##S##_##ISA, lm_mul_sum_##S##_##ISA, \
         lm_sum_##S##_##ISA, lm_softmax_bwd_##S##_##ISA, lm_log_softmax_bwd_##S##_##ISA, \
         lm_kl_rows_##S##_##ISA, lm_entr_##S##_##ISA, lm_entr_rows_##S##_##ISA,       \
+        lm_wdot_##S##_##ISA,                                                        \
         lm_short_ce_##S##_##ISA, lm_short_ce_grad_##S##_##ISA
 
 static const lm_table_t lm_table_baseline = {
@@ -410,6 +413,10 @@ static int lm_simd_ready(void) { return lm_simd_ref != NULL; }
     LM_INLINE double lm_kl_rows_##S(const T *p, const T *q, ptrdiff_t r, ptrdiff_t c, \
                                     double *o, double *sp)                         \
     { return lm_simd->kl_rows_##S(p, q, r, c, o, sp); }                             \
+    LM_INLINE double lm_wdot_##S(const T *x, const T *t, ptrdiff_t n, double m,     \
+                                 double keep, double spread, const double *w,      \
+                                 double *ws)                                       \
+    { return lm_simd->wdot_##S(x, t, n, m, keep, spread, w, ws); }                  \
     LM_INLINE double lm_entr_rows_##S(const T *p, ptrdiff_t r, ptrdiff_t c, double *o, \
                                       double *sp)                                  \
     { return lm_simd->entr_rows_##S(p, r, c, o, sp); }                              \

@@ -271,6 +271,34 @@ static LM_TARGET double LM_FN(lm_dot)(const LM_T *x, const double *w, ptrdiff_t 
     return s;
 }
 
+/* Probability-target cross-entropy's two row sums: returns sum wt_j (x_j - m)
+ * and (OUT) *wt_sum = sum wt_j, with wt_j = (keep t_j + spread) w_j (w NULL:
+ * w_j = 1).  No special cases: 0 * -inf gives nan, as torch's t * log_softmax. */
+static LM_TARGET double LM_FN(lm_wdot)(const LM_T *x, const LM_T *t, ptrdiff_t n, double m,
+                                       double keep, double spread, const double *w,
+                                       double *wt_sum)
+{
+    double s = 0.0, ws = 0.0;
+    ptrdiff_t j;
+    if (w == NULL) {
+#pragma omp simd reduction(+ : s, ws)
+        for (j = 0; j < n; j++) {
+            double wt = keep * (double)t[j] + spread;
+            s += wt * ((double)x[j] - m);
+            ws += wt;
+        }
+    } else {
+#pragma omp simd reduction(+ : s, ws)
+        for (j = 0; j < n; j++) {
+            double wt = (keep * (double)t[j] + spread) * w[j];
+            s += wt * ((double)x[j] - m);
+            ws += wt;
+        }
+    }
+    *wt_sum = ws;
+    return s;
+}
+
 /* sum of rel_entr(p, q) over the row, for entries where the fast formula
  * holds (p > 0, q > 0, p/q a normal number, or p == 0 <= q); (OUT) how many
  * entries need the exact scalar code instead (the caller redoes the row). */

@@ -332,10 +332,11 @@ def test_cross_entropy_with_grad_short_rows(simd_path, n_cols, dtype, n_threads,
                          ids=["plain", "smooth", "weight", "weight-smooth"])
 @pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("n_cols", N_COLS)
+@pytest.mark.parametrize("n_cols", N_COLS + [100, 1000])
 def test_cross_entropy_prob_short_rows(simd_path, n_cols, dtype, n_threads, options):
     """Per-row losses -sum_c w_c ((1 - eps) t_c + eps / C) log_softmax(x)_c (torch's
-    definition), oracle from scipy's float64 log_softmax."""
+    definition), oracle from scipy's float64 log_softmax.  Rows of 100 and 1000
+    values take the row-wise path with its vectorised target sums (lm_wdot)."""
     rng = np.random.default_rng(n_cols)
     x = rng.normal(scale=3.0, size=(N_ROWS, n_cols))
     t = rng.random((N_ROWS, n_cols))
