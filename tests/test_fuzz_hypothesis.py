@@ -296,6 +296,15 @@ class TestLosses:
             rows if kw["reduction"] != "none" else 1)
         if t.dtype.kind == "f" and kw["reduction"] == "mean" and kw.get("weight") is not None:
             return  # torch's weighted mean of probability targets: covered by the parity grid
+        if t.dtype.kind in "iu" and kw["reduction"] == "mean" and c:
+            labels = t.astype(np.int64).reshape(-1)
+            kept = labels[labels != kw["ignore_index"]]
+            w = np.ones(c) if kw.get("weight") is None else np.asarray(kw["weight"], float)
+            if np.sum(w[kept]) == 0:
+                # every target ignored or weighted 0: the mean is 0 / 0 = nan,
+                # as torch's (documented)
+                assert np.isnan(loss) and np.isnan(e_loss)
+                return
         if (np.all(np.isfinite(x)) and np.all(np.isfinite(t)) and scale_of(x) > 1e300
                 and not np.all(np.isfinite(e_loss))):
             # near the float maximum torch's own sums (e.g. -sum(log_softmax) for
