@@ -164,6 +164,17 @@ cdef void _ce_class_block_sums(const floating* x, Py_ssize_t n_rows, Py_ssize_t 
     weight_sum[0] = pairwise_sum(row_weight, n_rows)
 
 
+cdef inline bint _class_short_layout(const floating[:, :, :] logits,
+                                     const int64_t[:, :] target) noexcept nogil:
+    """Many short contiguous rows (2..LM_SHORT_MAX classes, the class axis
+    last, rows back to back) and one contiguous target per row: the layout
+    the across-rows kernel takes."""
+    cdef Py_ssize_t n_classes = logits.shape[1], item = sizeof(floating)
+    return (2 <= n_classes <= LM_SHORT_MAX and logits.shape[2] == 1
+            and logits.strides[1] == item and logits.strides[0] == n_classes * item
+            and target.strides[0] == 8)
+
+
 def cross_entropy_class_total(const floating[:, :, :] logits,
                               const int64_t[:, :] target,
                               const double[::1] weight,
@@ -180,14 +191,11 @@ def cross_entropy_class_total(const floating[:, :, :] logits,
     IN only: logits, target (validated), weight, ignore_index, label_smoothing.
     """
     cdef Py_ssize_t n_classes = logits.shape[1], n_rows = logits.shape[0]
-    cdef Py_ssize_t item = sizeof(floating)
     cdef Py_ssize_t n_blocks, blk, start, nr
     cdef ClassOpts op = _class_opts(weight, n_classes, ignore_index, label_smoothing, 1.0)
     cdef double* block_sums
     cdef double total, weight_total
-    if not (2 <= n_classes <= LM_SHORT_MAX and logits.shape[2] == 1 and n_rows > 0
-            and logits.strides[1] == item and logits.strides[0] == n_classes * item
-            and target.shape[1] == 1 and target.strides[0] == 8):
+    if not (n_rows > 0 and _class_short_layout(logits, target)):
         return None
     n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
     block_sums = <double*>malloc(2 * n_blocks * sizeof(double))
@@ -229,10 +237,9 @@ def cross_entropy_class_rows(const floating[:, :, :] logits,
     cdef floating* g
     if grad is not None:
         gs = grad.strides[1] // item
-        if (2 <= n_classes <= LM_SHORT_MAX and n_inner == 1 and xs == 1 and gs == 1
-                and logits.strides[0] == n_classes * item and target.strides[0] == 8
+        if (n_rows > 0 and _class_short_layout(logits, target) and gs == 1
                 and grad.strides[0] == n_classes * item and op.w == NULL
-                and op.spread == 0 and n_rows > 0):
+                and op.spread == 0):
             # many short rows with the gradient: the across-rows softmax
             n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
             if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
@@ -251,8 +258,7 @@ def cross_entropy_class_rows(const floating[:, :, :] logits,
                         n_classes, &target[start, 0], &op, &loss[start, 0],
                         &row_weight[start, 0], &grad[start, 0, 0])
             return
-    elif (2 <= n_classes <= LM_SHORT_MAX and n_inner == 1 and xs == 1
-          and logits.strides[0] == n_classes * item and target.strides[0] == 8):
+    elif _class_short_layout(logits, target):
         n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
         if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
             if n_rows > 0:  # (no &logits[0, 0, 0] of an empty view)

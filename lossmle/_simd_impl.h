@@ -406,12 +406,11 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
  * vectorise, so each SIMD lane takes one row.  mode 0: out_row[r] =
  * logsumexp(row); mode 1: out = softmax(row); mode 2: out = log_softmax(row).
  * mode 3: out_row[r] = log(sum(exp(row - max))) (logsumexp less the max);
- * mode 6: mode 5's loss and its gradient (see lm_short_ce_grad).
  * mode 5: out_row[r] = logsumexp(row) - row[target[r]] (cross-entropy of a
  * class index), computed as (max - row[y]) + log-sum; a target equal to
  * `ignore` or outside 0..NC-1 flags the row too.  The target's logit is picked
  * by a select over the row's values, not a gather (the lanes stay in
- * registers).
+ * registers).  mode 6: mode 5's loss and its gradient (see lm_short_ce_grad).
  * Rows holding nan or +-inf (and, for softmax, a value more than 670 below
  * the row max: its result is below 2^-966, near the subnormals, where the
  * division trick below could be off in the last bit, and the exp here
@@ -420,8 +419,8 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
  * 1 and 2 store every row unconditionally (a masked store would stop the
  * vectoriser): a special row gets its own input back, so out may be x
  * itself (in place) and the caller's redo still reads the input.
- * Softmax divides by the row sum without a division per value: q = e * y
- * with y = 1 / total, then one FMA residual step, which gives the correctly
+ * Softmax divides by the row sum without a division per value: q = e * inv
+ * with inv = 1 / total, then one FMA residual step, which gives the correctly
  * rounded e / total for normal results (Markstein's theorem), so the values
  * are those of scipy's division. */
 #define LM_SHORT_BODY(NC, MODE, N, XV, OUTV, OFF)                                \
@@ -429,6 +428,7 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
     for (r = 0; r < N; r++) {                                                    \
         double m, s = 0.0, c = 0.0, fin = 0.0, e[NC], v[NC], lo[NC];             \
         double tiny = 0.0, log_s = 0.0;                                          \
+        int64_t y = (MODE == 5 || MODE == 6) ? target[OFF + r] : 0;              \
         int k;                                                                   \
         LM_UNROLL for (k = 0; k < NC; k++) v[k] = (double)XV(r, k, NC);          \
         m = v[0];                                                                \
@@ -460,7 +460,6 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
         /* vectoriser take 64 rows per step (a 240 KiB loop body) */            \
         double bad = (fin != 0.0 || tiny != 0.0) ? 1.0 : 0.0;                   \
         if (MODE == 5 || MODE == 6) {                                            \
-            int64_t y = target[OFF + r];                                         \
             double xy = 0.0;                                                     \
             LM_UNROLL for (k = 0; k < NC; k++) xy = y == k ? v[k] : xy;          \
             bad = (y < 0 || y >= NC || y == ignore) ? 1.0 : bad;                 \
@@ -474,11 +473,11 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
         } else if (MODE == 3) {                                                  \
             out_row[OFF + r] = log_s;                                            \
         } else if (MODE == 1) {                                                  \
-            double total = c + s, y = 1.0 / total;                               \
+            double total = c + s, inv = 1.0 / total;                             \
             LM_UNROLL for (k = 0; k < NC; k++) {                                           \
-                double q = LM_HAS_FMA ? e[k] * y : e[k] / total;                 \
+                double q = LM_HAS_FMA ? e[k] * inv : e[k] / total;               \
                 if (LM_HAS_FMA)                                                  \
-                    q = __builtin_fma(__builtin_fma(-q, total, e[k]), y, q);     \
+                    q = __builtin_fma(__builtin_fma(-q, total, e[k]), inv, q);   \
                 OUTV(r, k, NC) = bad != 0.0 ? XV(r, k, NC) : (LM_T)q;                \
             }                                                                    \
         } else if (MODE == 2) {                                                  \
@@ -486,7 +485,6 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
             LM_UNROLL for (k = 0; k < NC; k++)                                             \
                 OUTV(r, k, NC) = bad != 0.0 ? XV(r, k, NC) : (LM_T)((v[k] - m) - lse);   \
         } else if (MODE == 6) {                                                  \
-            int64_t y = target[OFF + r];                                         \
             double s_other = 0.0, factor = scale / (c + s);                      \
             LM_UNROLL for (k = 0; k < NC; k++) s_other += y == k ? 0.0 : e[k];   \
             /* p_y - 1 as minus the other classes' share: no cancellation */     \
@@ -500,6 +498,10 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
 #define LM_SOA_X(r, k, NC) xt[k][r]
 #define LM_SOA_OUT(r, k, NC) ot[k][r]
 #define LM_SOA_ROWS 64
+/* buf[k][r] = src[(r0 + r) * NC + k] for the nr rows from r0 */
+#define LM_SOA_LOAD(buf, src, NC)                                                \
+    for (r = 0; r < nr; r++)                                                     \
+        for (kk = 0; kk < NC; kk++) buf[kk][r] = src[(r0 + r) * NC + kk];
 
 /* GCC 12's value-range pass turns the 2-value row's selects into branches
  * the vectoriser then refuses (6x slower per row); without it the loop
@@ -535,8 +537,7 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
         int kk;                                                                  \
         for (r0 = 0; r0 < n_rows; r0 += LM_SOA_ROWS) {                           \
             nr = n_rows - r0 < LM_SOA_ROWS ? n_rows - r0 : LM_SOA_ROWS;           \
-            for (r = 0; r < nr; r++)                                             \
-                for (kk = 0; kk < NC; kk++) xt[kk][r] = x[(r0 + r) * NC + kk];   \
+            LM_SOA_LOAD(xt, x, NC)                                               \
             LM_SHORT_BODY(NC, MODE, nr, LM_SOA_X, LM_SOA_OUT, r0)                \
             if (MODE == 1 || MODE == 2 || MODE == 6)                             \
                 for (r = 0; r < nr; r++)                                         \
@@ -574,8 +575,7 @@ LM_SHORT_FNS(6)
         double n_bad = 0.0;                                                      \
         for (r0 = 0; r0 < n_rows; r0 += LM_SOA_ROWS) {                           \
             nr = n_rows - r0 < LM_SOA_ROWS ? n_rows - r0 : LM_SOA_ROWS;           \
-            for (r = 0; r < nr; r++)                                             \
-                for (kk = 0; kk < NC; kk++) pt[kk][r] = p[(r0 + r) * NC + kk];   \
+            LM_SOA_LOAD(pt, p, NC)                                               \
             _Pragma("omp simd reduction(+ : n_bad)")                             \
             for (r = 0; r < nr; r++) {                                           \
                 double total = 0.0, s = 0.0, bad = 0.0;                          \
@@ -687,6 +687,7 @@ static LM_TARGET double LM_FN(lm_short_ce_grad)(const LM_T *x, ptrdiff_t n_rows,
 #undef LM_SOA_X
 #undef LM_SOA_OUT
 #undef LM_SOA_ROWS
+#undef LM_SOA_LOAD
 #undef LM_SHORT_OPT_2
 #undef LM_SHORT_OPT_3
 #undef LM_SHORT_OPT_4
