@@ -12,7 +12,8 @@
 # Who uses what:
 #   short_block, short_blocks                       _special_kernels (logsumexp_rows,
 #       softmax_rows, log_softmax_rows), _fastpath (logsumexp, softmax, log_softmax)
-#   RowStats, row_stats_fast, row_stats             _loss_kernels (every cross-entropy row)
+#   RowStats, row_stats_fast, row_stats             _loss_kernels (every cross-entropy row);
+#                                                       row_stats_fast also _training_kernels
 #   ClassOpts, ce_class_row, ce_class_short_block,  _loss_kernels (cross_entropy_class_rows),
 #       ce_class_short_blocks                           _fastpath (cross_entropy)
 #   ce_class_short_grad_block                       _loss_kernels (with the gradient)

@@ -34,6 +34,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.math cimport exp, log, log1p, tanh, fabs, NAN, INFINITY, isfinite
 
+from lossmle._kernel_rows cimport RowStats, row_stats_fast
 from lossmle._rowops cimport (
     simd_init, lm_simd_ready, fast_max, fast_sumexp, fast_dot, lm_ce_grad_d, lm_ce_grad_f,
     lm_ent_sums_d, lm_ent_sums_f, lm_kl_logit_sums_d, lm_kl_logit_sums_f,
@@ -819,46 +820,6 @@ def masked_softmax_rows(const floating[:, :, :] x, const unsigned char[:, :, :] 
 # ---------------------------------------------------------------------------
 # Cross-entropy / NLL with sample weights, masks and soft-capping
 # ---------------------------------------------------------------------------
-cdef struct CEStats:
-    double m        # row max
-    double log_s    # log(sum(exp(x - m)))
-    double d_wx     # sum_c w[c] (x[c] - m)   (label smoothing)
-
-
-cdef inline bint ce_stats_fast(const floating* x, Py_ssize_t n, const double* w,
-                               bint want_wx, CEStats* st) noexcept nogil:
-    """m, log_s and (want_wx) d_wx of a contiguous logits row: vectorised, one read.
-
-    As _loss_kernels.row_stats_fast: block max, then the block's exps against
-    the running max (sum w (x - m) re-centred when the max moves).  Returns
-    False for rows holding nan or +inf, or starting with a block of only
-    -inf: the scalar code defines those.
-    """
-    cdef Py_ssize_t b0 = 0, nb
-    cdef double m = -INFINITY, s = 0.0, bm, d = 0.0, w_seen = 0.0, w_block
-    while b0 < n:
-        nb = min(<Py_ssize_t>BLOCK, n - b0)
-        bm = fast_max(x + b0, nb)
-        if bm > m:
-            if m != -INFINITY:
-                s = s * exp(m - bm)
-                d = d - w_seen * (bm - m)
-            m = bm
-        if not isfinite(m):
-            return False
-        s += fast_sumexp(x + b0, nb, m)
-        if want_wx:
-            d += fast_dot(x + b0, (w + b0) if w != NULL else NULL, nb, m, &w_block)
-            w_seen += w_block
-        b0 += nb
-    if not isfinite(s):
-        return False
-    st.m = m
-    st.log_s = log(s)
-    st.d_wx = d
-    return True
-
-
 cdef inline void ce_ex_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classes,
                            int64_t y, const double* w, double w_all, double sw,
                            const unsigned char* mr, Py_ssize_t ms,
@@ -876,9 +837,9 @@ cdef inline void ce_ex_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classe
     cdef double pk, gk, spread, row_loss, alpha
     cdef bint bad = False
     cdef Online st
-    cdef CEStats cs
+    cdef RowStats cs
     if (sw != 0 and mr == NULL and cap <= 0 and xs == 1 and (g == NULL or gs == 1)
-            and lm_simd_ready() and ce_stats_fast(x, n_classes, w, eps > 0, &cs)):
+            and lm_simd_ready() and row_stats_fast(x, n_classes, w, eps > 0, &cs)):
         wy = w[y] if w != NULL else 1.0
         spread = eps / n_classes
         row_loss = keep * wy * ((cs.m - x[y]) + cs.log_s)
