@@ -268,9 +268,72 @@ LM_INLINE double lm_log1p_pos(double u)
 #endif
 #define LM_TARGET_AVX2 __attribute__((target("avx2,fma")))
 
+#include <immintrin.h>
+
+/* exp(d) of 8 doubles d <= 0: the AVX-512 variant's exp for float64 rows
+ * (lm_sumexp, lm_sumexp_below, lm_expwrite, lm_ce_grad).  Written in
+ * intrinsics because the two instructions that make it cheap have no
+ * scalar C the vectoriser would turn into them:
+ *  - a 16-entry table of 2^(j/16) held in registers and read with a
+ *    permute (vpermt2pd; a gather from memory costs more than the polynomial
+ *    it saves): x = (16 k' + j) ln2/16 + r, |r| <= ln2/32, so exp(r) needs a
+ *    degree-6 polynomial instead of lm_exp_poly's degree 11 (|r| <= ln2/2);
+ *    each entry is a double plus its residual (t + t_lo, mpmath), added
+ *    where the result is formed;
+ *  - vscalefpd for the 2^k' scale, rounding once into the subnormals and to
+ *    0 below them: one path for every d (lm_exp_neg's semantics, no tiny
+ *    branch and no re-run of a row that reaches it).
+ * C harness, one thread, 4096-value rows in L1: 0.50 ns per value against
+ * 0.61 for the auto-vectorised lm_exp_neg_sum; max error 0.83 ulp over 20M
+ * arguments in [-745, 0] (lm_exp_neg: 1.22 ulp).  -inf -> 0, nan -> nan
+ * (vmaxpd returns its second operand, d, when that is nan).  float rows keep
+ * the scalar-C exp: the same table scheme measured no faster there (the
+ * float exp is already a short polynomial). */
+static inline __attribute__((always_inline)) LM_TARGET_AVX512 __m512d
+lm_exp_neg_pd512(__m512d d)
+{
+    const __m512d t_hi_a = _mm512_setr_pd(
+        1.0, 1.0442737824274138, 1.0905077326652577, 1.1387886347566916,
+        1.189207115002721, 1.241857812073484, 1.2968395546510096, 1.3542555469368927);
+    const __m512d t_hi_b = _mm512_setr_pd(
+        1.4142135623730951, 1.4768261459394993, 1.5422108254079407, 1.6104903319492543,
+        1.681792830507429, 1.7562521603732995, 1.8340080864093424, 1.9152065613971474);
+    const __m512d t_lo_a = _mm512_setr_pd(
+        0.0, 8.551889705537965e-17, -3.046782079812471e-17, 8.912812676025408e-17,
+        3.982015231465646e-17, 4.658027591836937e-17, 2.5382502794888315e-17,
+        7.70094837980299e-17);
+    const __m512d t_lo_b = _mm512_setr_pd(
+        -9.667293313452913e-17, -3.483994556892796e-17, 7.949834809697621e-17,
+        2.4707192569797888e-17, 8.199010020581497e-17, 2.960140695448873e-17,
+        3.283107224245627e-17, -1.0619946056195963e-16);
+    const __m512d shifter = _mm512_set1_pd(6755399441055744.0);   /* 1.5 * 2^52 */
+    /* below -746 the result is 0 whatever the clamp; the clamp keeps k' small */
+    d = _mm512_max_pd(_mm512_set1_pd(-746.0), d);
+    __m512d kd = _mm512_fmadd_pd(d, _mm512_set1_pd(23.083120654223414), shifter); /* 16/ln2 */
+    __m512i j = _mm512_castpd_si512(kd);          /* low 4 bits: k mod 16 */
+    kd = _mm512_sub_pd(kd, shifter);
+    /* ln2/16 split so that kd * hi is exact (hi has 36 bits, |kd| < 2^15) */
+    __m512d r = _mm512_fnmadd_pd(kd, _mm512_set1_pd(0.04332169878489367), d);
+    r = _mm512_fnmadd_pd(kd, _mm512_set1_pd(1.0291218489310676e-13), r);
+    /* exp(r) - 1 = r + r^2 g(r): a minimax fit on |r| <= ln2/32 */
+    __m512d g = _mm512_set1_pd(0.00138890346396658647607);
+    g = _mm512_fmadd_pd(g, r, _mm512_set1_pd(0.00833344993410718535229));
+    g = _mm512_fmadd_pd(g, r, _mm512_set1_pd(0.0416666666649536145539));
+    g = _mm512_fmadd_pd(g, r, _mm512_set1_pd(0.166666666652962227394));
+    g = _mm512_fmadd_pd(g, r, _mm512_set1_pd(0.5));
+    __m512d q = _mm512_fmadd_pd(_mm512_mul_pd(r, r), g, r);
+    __m512d t = _mm512_permutex2var_pd(t_hi_a, j, t_hi_b);
+    __m512d t_lo = _mm512_permutex2var_pd(t_lo_a, j, t_lo_b);
+    __m512d y = _mm512_add_pd(t, _mm512_fmadd_pd(t, q, t_lo));
+    /* 2^floor(kd / 16) = 2^((k - j) / 16), exactly */
+    return _mm512_scalef_pd(y, _mm512_mul_pd(kd, _mm512_set1_pd(0.0625)));
+}
+
 #define LM_ISA avx512
 #define LM_TARGET LM_TARGET_AVX512
+#define LM_EXP_PD512 1  /* _simd_impl.h: float64 exps through lm_exp_neg_pd512 */
 #include "_simd_impl.h"  /* both dtypes */
+#undef LM_EXP_PD512
 #undef LM_ISA
 #undef LM_TARGET
 

@@ -20,7 +20,9 @@
 #define LM_SFX d
 #define LM_EXPNEG lm_exp_neg
 #define LM_EXPNEG_SUM lm_exp_neg_sum
+#define LM_DOUBLE 1
 #include "_simd_impl.h"
+#undef LM_DOUBLE
 #undef LM_T
 #undef LM_SFX
 #undef LM_EXPNEG
@@ -29,7 +31,9 @@
 #define LM_SFX f
 #define LM_EXPNEG lm_expf_neg
 #define LM_EXPNEG_SUM lm_expf_neg_sum
+#define LM_DOUBLE 0
 #include "_simd_impl.h"
+#undef LM_DOUBLE
 #undef LM_T
 #undef LM_SFX
 #undef LM_EXPNEG
@@ -39,6 +43,17 @@
 #define LM_CAT3_(a, b, c) a##_##b##_##c
 #define LM_CAT3(a, b, c) LM_CAT3_(a, b, c)
 #define LM_FN(name) LM_CAT3(name, LM_SFX, LM_ISA)
+
+/* LM_VEXP: this instance's exp-bound loops are the intrinsic ones below
+ * (float64 rows in the AVX-512 variant, lm_exp_neg_pd512 in _simd.h); every
+ * other instance keeps the auto-vectorised loops. */
+#if defined(LM_EXP_PD512) && LM_DOUBLE
+#define LM_VEXP 1
+/* lanes j .. end - 1 of a tail of fewer than 8 */
+#define LM_TAIL_MASK(j, end) ((__mmask8)((1u << ((end) - (j))) - 1u))
+#else
+#define LM_VEXP 0
+#endif
 
 /* max of a row (nan entries are skipped: the caller's sum turns nan). */
 static LM_TARGET double LM_FN(lm_max)(const LM_T *x, ptrdiff_t n)
@@ -82,6 +97,34 @@ static LM_TARGET double LM_FN(lm_sumexp_below)(const LM_T *x, ptrdiff_t n, doubl
     const LM_T mt = (LM_T)m;
     double s = 0.0, c = 0.0;
     ptrdiff_t j;
+#if LM_VEXP
+    {
+    const __m512d mv = _mm512_set1_pd(m);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    long long cnt = 0;
+    LM_PF_LOOP_BEGIN(x + n)
+    for (j = j0_; j + 16 <= end_; j += 16) {
+        __m512d x0 = _mm512_loadu_pd(x + j), x1 = _mm512_loadu_pd(x + j + 8);
+        __mmask8 b0 = _mm512_cmp_pd_mask(x0, mv, _CMP_NEQ_UQ);  /* not at the max */
+        __mmask8 b1 = _mm512_cmp_pd_mask(x1, mv, _CMP_NEQ_UQ);
+        s0 = _mm512_mask_add_pd(s0, b0, s0, lm_exp_neg_pd512(_mm512_sub_pd(x0, mv)));
+        s1 = _mm512_mask_add_pd(s1, b1, s1, lm_exp_neg_pd512(_mm512_sub_pd(x1, mv)));
+        cnt += 16 - __builtin_popcount((unsigned)b0) - __builtin_popcount((unsigned)b1);
+    }
+    for (; j < end_; j += 8) {
+        __mmask8 k = end_ - j >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(j, end_);
+        __m512d x0 = _mm512_maskz_loadu_pd(k, x + j);
+        __mmask8 b0 = _mm512_mask_cmp_pd_mask(k, x0, mv, _CMP_NEQ_UQ);
+        s0 = _mm512_mask_add_pd(s0, b0, s0, lm_exp_neg_pd512(_mm512_sub_pd(x0, mv)));
+        cnt += __builtin_popcount((unsigned)k) - __builtin_popcount((unsigned)b0);
+    }
+    LM_PF_LOOP_END
+    (void)mt;
+    (void)s;
+    *n_at_max = (double)cnt;
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    }
+#endif
     LM_PF_LOOP_BEGIN(x + n)
     if (sizeof(LM_T) < sizeof(double)) {
         LM_T e[LM_PF_BYTES / sizeof(LM_T)], cf = 0;
@@ -117,6 +160,26 @@ static LM_TARGET double LM_FN(lm_sumexp)(const LM_T *x, ptrdiff_t n, double m)
     const LM_T mt = (LM_T)m;
     double s = 0.0;
     ptrdiff_t j;
+#if LM_VEXP
+    {
+    const __m512d mv = _mm512_set1_pd(m);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    LM_PF_LOOP_BEGIN(x + n)
+    for (j = j0_; j + 16 <= end_; j += 16) {
+        s0 = _mm512_add_pd(s0, lm_exp_neg_pd512(_mm512_sub_pd(_mm512_loadu_pd(x + j), mv)));
+        s1 = _mm512_add_pd(s1, lm_exp_neg_pd512(_mm512_sub_pd(_mm512_loadu_pd(x + j + 8), mv)));
+    }
+    for (; j < end_; j += 8) {
+        __mmask8 k = end_ - j >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(j, end_);
+        __m512d e = lm_exp_neg_pd512(_mm512_sub_pd(_mm512_maskz_loadu_pd(k, x + j), mv));
+        s0 = _mm512_mask_add_pd(s0, k, s0, e);
+    }
+    LM_PF_LOOP_END
+    (void)mt;
+    (void)s;
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    }
+#endif
     LM_PF_LOOP_BEGIN(x + n)
     if (sizeof(LM_T) < sizeof(double)) {
         LM_T e[LM_PF_BYTES / sizeof(LM_T)];
@@ -148,6 +211,33 @@ static LM_TARGET double LM_FN(lm_expwrite)(const LM_T *x, LM_T *out, ptrdiff_t n
     double s = 0.0;
     LM_T low = 0;
     ptrdiff_t j;
+#if LM_VEXP
+    {
+    /* one pass: lm_exp_neg_pd512 is exact in the subnormals too */
+    const __m512d mv = _mm512_set1_pd(m);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    (void)tiny;
+    (void)low;
+    (void)s;
+    LM_PF_LOOP_BEGIN(x + n)
+    for (j = j0_; j + 16 <= end_; j += 16) {
+        __m512d e0 = lm_exp_neg_pd512(_mm512_sub_pd(_mm512_loadu_pd(x + j), mv));
+        __m512d e1 = lm_exp_neg_pd512(_mm512_sub_pd(_mm512_loadu_pd(x + j + 8), mv));
+        _mm512_storeu_pd(out + j, e0);
+        _mm512_storeu_pd(out + j + 8, e1);
+        s0 = _mm512_add_pd(s0, e0);
+        s1 = _mm512_add_pd(s1, e1);
+    }
+    for (; j < end_; j += 8) {
+        __mmask8 k = end_ - j >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(j, end_);
+        __m512d e = lm_exp_neg_pd512(_mm512_sub_pd(_mm512_maskz_loadu_pd(k, x + j), mv));
+        _mm512_mask_storeu_pd(out + j, k, e);
+        s0 = _mm512_mask_add_pd(s0, k, s0, e);
+    }
+    LM_PF_LOOP_END
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    }
+#endif
     if ((const void *)out != (const void *)x) {
         LM_PF_LOOP_BEGIN(x + n)
         if (sizeof(LM_T) < sizeof(double)) {
@@ -237,6 +327,19 @@ static LM_TARGET void LM_FN(lm_ce_grad)(const LM_T *x, LM_T *g, ptrdiff_t n, dou
 {
     const LM_T mt = (LM_T)m, lt = (LM_T)log_s;
     ptrdiff_t j;
+#if LM_VEXP
+    const __m512d mv = _mm512_set1_pd(m), lv = _mm512_set1_pd(log_s);
+    const __m512d av = _mm512_set1_pd(alpha), bv = _mm512_set1_pd(beta);
+    (void)mt;
+    (void)lt;
+    for (j = 0; j < n; j += 8) {
+        __mmask8 k = n - j >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(j, n);
+        __m512d d = _mm512_sub_pd(_mm512_sub_pd(_mm512_maskz_loadu_pd(k, x + j), mv), lv);
+        __m512d b = w == NULL ? bv : _mm512_mul_pd(bv, _mm512_maskz_loadu_pd(k, w + j));
+        _mm512_mask_storeu_pd(g + j, k, _mm512_fmsub_pd(av, lm_exp_neg_pd512(d), b));
+    }
+    return;
+#endif
     if (w == NULL) {
 #pragma omp simd
         for (j = 0; j < n; j++) {
@@ -937,6 +1040,10 @@ static LM_TARGET void LM_FN(lm_log_softmax_bwd)(const LM_T *g, const LM_T *z, LM
 #undef LM_PF_MIN_N
 #undef LM_PF_LOOP_BEGIN
 #undef LM_PF_LOOP_END
+#if LM_VEXP
+#undef LM_TAIL_MASK
+#endif
+#undef LM_VEXP
 #undef LM_FN
 #undef LM_CAT3
 #undef LM_CAT3_
