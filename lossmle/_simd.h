@@ -286,9 +286,7 @@ LM_INLINE double lm_log1p_pos(double u)
  * C harness, one thread, 4096-value rows in L1: 0.50 ns per value against
  * 0.61 for the auto-vectorised lm_exp_neg_sum; max error 0.83 ulp over 20M
  * arguments in [-745, 0] (lm_exp_neg: 1.22 ulp).  -inf -> 0, nan -> nan
- * (vmaxpd returns its second operand, d, when that is nan).  float rows keep
- * the scalar-C exp: the same table scheme measured no faster there (the
- * float exp is already a short polynomial). */
+ * (vmaxpd returns its second operand, d, when that is nan). */
 static inline __attribute__((always_inline)) LM_TARGET_AVX512 __m512d
 lm_exp_neg_pd512(__m512d d)
 {
@@ -329,11 +327,49 @@ lm_exp_neg_pd512(__m512d d)
     return _mm512_scalef_pd(y, _mm512_mul_pd(kd, _mm512_set1_pd(0.0625)));
 }
 
+/* expf(d) of 16 floats d <= 0: the float32 rows' exp in the AVX-512 variant,
+ * lm_exp_neg_pd512's scheme in float (the table fits one register, read by
+ * vpermps; a cubic on |r| <= ln2/32; vscalefps).  The table residual is left
+ * out here: with it the loops were ~10% slower, and without it the error is
+ * already below the scalar-C float exp's (max 1.002 ulp against mpmath over
+ * 200k sampled arguments in [-104, 0]; lm_expf_neg: 1.07).  Harness, one
+ * thread, ns per value: sumexp 0.30 -> 0.24, expwrite 0.33-0.36 -> 0.24. */
+static inline __attribute__((always_inline)) LM_TARGET_AVX512 __m512
+lm_expf_neg_ps512(__m512 d)
+{
+    const __m512 table = _mm512_setr_ps(
+        1.0f, 1.0442737340927124f, 1.0905077457427979f, 1.1387885808944702f,
+        1.1892070770263672f, 1.2418577671051025f, 1.2968395948410034f, 1.3542555570602417f,
+        1.4142135381698608f, 1.4768261909484863f, 1.5422108173370361f, 1.610490322113037f,
+        1.6817928552627563f, 1.7562521696090698f, 1.8340080976486206f, 1.9152065515518188f);
+    const __m512 shifter = _mm512_set1_ps(12582912.0f);            /* 1.5 * 2^23 */
+    d = _mm512_max_ps(_mm512_set1_ps(-104.0f), d);                 /* below: 0 */
+    __m512 kd = _mm512_fmadd_ps(d, _mm512_set1_ps(23.083120346069336f), shifter);
+    __m512i j = _mm512_castps_si512(kd);
+    kd = _mm512_sub_ps(kd, shifter);
+    __m512 r = _mm512_fnmadd_ps(kd, _mm512_set1_ps(0.0433197021484375f), d);
+    r = _mm512_fnmadd_ps(kd, _mm512_set1_ps(1.9966364561696537e-06f), r);
+    __m512 g = _mm512_fmadd_ps(_mm512_set1_ps(0.166668625558f), r,
+                               _mm512_set1_ps(0.500009794478f));
+    __m512 q = _mm512_fmadd_ps(_mm512_mul_ps(r, r), g, r);
+    __m512 t = _mm512_permutexvar_ps(j, table);
+    return _mm512_scalef_ps(_mm512_fmadd_ps(t, q, t), _mm512_mul_ps(kd, _mm512_set1_ps(0.0625f)));
+}
+
+/* s_lo += the low 8 floats of e, s_hi += the high 8, in double */
+#define LM_ADD_PS_TO_PD(s_lo, s_hi, e)                                               \
+    do {                                                                             \
+        s_lo = _mm512_add_pd(s_lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));     \
+        s_hi = _mm512_add_pd(s_hi, _mm512_cvtps_pd(_mm256_castpd_ps(                 \
+                                       _mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)))); \
+    } while (0)
+
 #define LM_ISA avx512
 #define LM_TARGET LM_TARGET_AVX512
-#define LM_EXP_PD512 1  /* _simd_impl.h: float64 exps through lm_exp_neg_pd512 */
+#define LM_EXP_PD512 1  /* _simd_impl.h: exps through lm_exp_neg_pd512 / lm_expf_neg_ps512 */
 #include "_simd_impl.h"  /* both dtypes */
 #undef LM_EXP_PD512
+#undef LM_ADD_PS_TO_PD
 #undef LM_ISA
 #undef LM_TARGET
 

@@ -45,12 +45,14 @@
 #define LM_FN(name) LM_CAT3(name, LM_SFX, LM_ISA)
 
 /* LM_VEXP: this instance's exp-bound loops are the intrinsic ones below
- * (float64 rows in the AVX-512 variant, lm_exp_neg_pd512 in _simd.h); every
- * other instance keeps the auto-vectorised loops. */
-#if defined(LM_EXP_PD512) && LM_DOUBLE
+ * (the AVX-512 variant: lm_exp_neg_pd512 / lm_expf_neg_ps512 in _simd.h;
+ * float sums in double, as everywhere); every other instance keeps the
+ * auto-vectorised loops. */
+#if defined(LM_EXP_PD512)
 #define LM_VEXP 1
-/* lanes j .. end - 1 of a tail of fewer than 8 */
+/* lanes j .. end - 1 of a tail of fewer than 8 (16 for float) */
 #define LM_TAIL_MASK(j, end) ((__mmask8)((1u << ((end) - (j))) - 1u))
+#define LM_TAIL_MASK16(j, end) ((__mmask16)((1u << ((end) - (j))) - 1u))
 #else
 #define LM_VEXP 0
 #endif
@@ -97,7 +99,26 @@ static LM_TARGET double LM_FN(lm_sumexp_below)(const LM_T *x, ptrdiff_t n, doubl
     const LM_T mt = (LM_T)m;
     double s = 0.0, c = 0.0;
     ptrdiff_t j;
-#if LM_VEXP
+#if LM_VEXP && !LM_DOUBLE
+    {
+    const __m512 mv = _mm512_set1_ps(mt);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    long long cnt = 0;
+    LM_PF_LOOP_BEGIN(x + n)
+    for (j = j0_; j < end_; j += 16) {
+        __mmask16 k = end_ - j >= 16 ? (__mmask16)0xffff : LM_TAIL_MASK16(j, end_);
+        __m512 x0 = _mm512_maskz_loadu_ps(k, x + j);
+        __mmask16 b0 = _mm512_mask_cmp_ps_mask(k, x0, mv, _CMP_NEQ_UQ);  /* not at the max */
+        __m512 e = _mm512_maskz_mov_ps(b0, lm_expf_neg_ps512(_mm512_sub_ps(x0, mv)));
+        LM_ADD_PS_TO_PD(s0, s1, e);
+        cnt += __builtin_popcount((unsigned)k) - __builtin_popcount((unsigned)b0);
+    }
+    LM_PF_LOOP_END
+    (void)s;
+    *n_at_max = (double)cnt;
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    }
+#elif LM_VEXP
     {
     const __m512d mv = _mm512_set1_pd(m);
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
@@ -160,7 +181,26 @@ static LM_TARGET double LM_FN(lm_sumexp)(const LM_T *x, ptrdiff_t n, double m)
     const LM_T mt = (LM_T)m;
     double s = 0.0;
     ptrdiff_t j;
-#if LM_VEXP
+#if LM_VEXP && !LM_DOUBLE
+    {
+    const __m512 mv = _mm512_set1_ps(mt);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    LM_PF_LOOP_BEGIN(x + n)
+    for (j = j0_; j + 16 <= end_; j += 16) {
+        __m512 e = lm_expf_neg_ps512(_mm512_sub_ps(_mm512_loadu_ps(x + j), mv));
+        LM_ADD_PS_TO_PD(s0, s1, e);
+    }
+    if (j < end_) {
+        __mmask16 k = LM_TAIL_MASK16(j, end_);
+        __m512 e = _mm512_maskz_mov_ps(
+            k, lm_expf_neg_ps512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), mv)));
+        LM_ADD_PS_TO_PD(s0, s1, e);
+    }
+    LM_PF_LOOP_END
+    (void)s;
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    }
+#elif LM_VEXP
     {
     const __m512d mv = _mm512_set1_pd(m);
     __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
@@ -211,7 +251,31 @@ static LM_TARGET double LM_FN(lm_expwrite)(const LM_T *x, LM_T *out, ptrdiff_t n
     double s = 0.0;
     LM_T low = 0;
     ptrdiff_t j;
-#if LM_VEXP
+#if LM_VEXP && !LM_DOUBLE
+    {
+    /* one pass: lm_expf_neg_ps512 is exact in the subnormals too */
+    const __m512 mv = _mm512_set1_ps(mt);
+    __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+    (void)tiny;
+    (void)low;
+    (void)s;
+    LM_PF_LOOP_BEGIN(x + n)
+    for (j = j0_; j + 16 <= end_; j += 16) {
+        __m512 e = lm_expf_neg_ps512(_mm512_sub_ps(_mm512_loadu_ps(x + j), mv));
+        _mm512_storeu_ps(out + j, e);
+        LM_ADD_PS_TO_PD(s0, s1, e);
+    }
+    if (j < end_) {
+        __mmask16 k = LM_TAIL_MASK16(j, end_);
+        __m512 e = _mm512_maskz_mov_ps(
+            k, lm_expf_neg_ps512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), mv)));
+        _mm512_mask_storeu_ps(out + j, k, e);
+        LM_ADD_PS_TO_PD(s0, s1, e);
+    }
+    LM_PF_LOOP_END
+    return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
+    }
+#elif LM_VEXP
     {
     /* one pass: lm_exp_neg_pd512 is exact in the subnormals too */
     const __m512d mv = _mm512_set1_pd(m);
@@ -327,7 +391,7 @@ static LM_TARGET void LM_FN(lm_ce_grad)(const LM_T *x, LM_T *g, ptrdiff_t n, dou
 {
     const LM_T mt = (LM_T)m, lt = (LM_T)log_s;
     ptrdiff_t j;
-#if LM_VEXP
+#if LM_VEXP && LM_DOUBLE  /* float keeps the auto-vectorised loop */
     const __m512d mv = _mm512_set1_pd(m), lv = _mm512_set1_pd(log_s);
     const __m512d av = _mm512_set1_pd(alpha), bv = _mm512_set1_pd(beta);
     (void)mt;
@@ -1042,6 +1106,7 @@ static LM_TARGET void LM_FN(lm_log_softmax_bwd)(const LM_T *g, const LM_T *z, LM
 #undef LM_PF_LOOP_END
 #if LM_VEXP
 #undef LM_TAIL_MASK
+#undef LM_TAIL_MASK16
 #endif
 #undef LM_VEXP
 #undef LM_FN

@@ -116,58 +116,82 @@ def test_set_num_threads_is_process_wide_and_validated():
 
 
 def _ulps_from_exact(mpmath, got, exact):
-    """|got - exact| in units of the last place of the double nearest exact
-    (2^-1074 in the subnormals and at 0); exact: mpmath numbers."""
+    """|got - exact| in units of the last place, in got's dtype, of the value
+    nearest exact (the smallest subnormal at 0); exact: mpmath numbers."""
     diff = np.array([float(abs(mpmath.mpf(float(g)) - e)) for g, e in zip(got.ravel(), exact)])
-    return diff / np.spacing(np.abs(np.array([float(e) for e in exact])))
+    nearest = np.array([float(e) for e in exact]).astype(got.dtype)
+    return diff / np.spacing(np.abs(nearest)).astype(np.float64)
 
 
 # row lengths around the 16-value main loop and the masked tail of the long-row
 # exp loops (and 2061: the prefetch chunks of rows >= 2048 values)
 LONG_ROWS = [9, 16, 17, 23, 31, 300, 2061]
+# per dtype: the gap below which the other terms of a row leave its exp-sum
+# exactly 1, the band whose exps are subnormal, the end of the range
+EXP_SUM_ONE = {np.float64: (50.0, (700.0, 746.0), 760.0),
+               np.float32: (30.0, (85.0, 104.0), 110.0)}
+DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 
 
+def _exp_bound(simd_path, dtype):
+    """Max ulp of the exp each path uses, against mpmath (the design
+    comments in lossmle/_simd.h give the measurements): AVX-512's table exps
+    0.80 (double) and 1.002 (float); the polynomial exps of the other
+    paths up to 1.22 (double; 1.12 seen for float in the subnormals, where
+    the float product is rounded twice)."""
+    if simd_path == "avx512":
+        return 1.0 if dtype == np.float64 else 1.01
+    return 1.25
+
+
+@DTYPES
 @pytest.mark.parametrize("n_cols", LONG_ROWS)
-def test_long_row_exp_within_one_ulp_of_mpmath(simd_path, mpmath, n_cols):
-    """Rows whose exp-sum is exactly 1 (one 0, the rest <= -50): softmax is
-    exp(x) itself and the class-0 cross-entropy gradient too, each within 1 ulp
-    of mpmath's exp, down through the subnormals to where it rounds to 0
-    (AVX-512's table exp: 0.83 ulp at most over 20M arguments; the other
-    paths' polynomial exp up to 1.22 ulp, so 1.25 there).  Catches a less
-    accurate exp, a wrong table entry or scale on any path, and a masked tail
-    lane leaking into the row (the sum would not be 1)."""
-    bound = 1.0 if simd_path == "avx512" else 1.25
+def test_long_row_exp_within_one_ulp_of_mpmath(simd_path, mpmath, n_cols, dtype):
+    """Rows whose exp-sum rounds to 1 (one 0, the rest far below): softmax is
+    exp(x) itself, and the class-0 cross-entropy gradient too, each within
+    the path's exp bound (about 1 ulp) of mpmath's exp, down through the
+    subnormals to where it rounds to 0.  Catches a less accurate exp, a wrong
+    table entry or scale on any path, and a masked tail lane leaking into the
+    row (the sum would not be 1)."""
+    bound = _exp_bound(simd_path, dtype)
+    gap, (sub_lo, sub_hi), end = EXP_SUM_ONE[dtype]
     rng = np.random.default_rng(n_cols)
     n_rows = max(2, 4000 // n_cols)
-    x = -rng.uniform(50.0, 760.0, size=(n_rows, n_cols))
-    x[::2] = -rng.uniform(700.0, 746.0, size=x[::2].shape)   # subnormal results
+    x = -rng.uniform(gap, end, size=(n_rows, n_cols))
+    x[::2] = -rng.uniform(sub_lo, sub_hi, size=x[::2].shape)   # subnormal results
     x[:, 0] = 0.0
     x[1, 1:] = -np.inf
+    x = x.astype(dtype)
     with mpmath.workdps(40):
-        want_exp = [mpmath.exp(mpmath.mpf(float(v))) for v in x.ravel()]
+        # the exact softmax, e_k / (1 + S) with S < 2^-70 (double) / 2^-30
+        # (float): within a tiny fraction of an ulp of e_k itself
+        exps = [[mpmath.exp(mpmath.mpf(float(v))) for v in row] for row in x]
+        want = [e / mpmath.fsum(row) for row in exps for e in row]
         got = lm.softmax(x, axis=-1, n_threads=1)
-        assert _ulps_from_exact(mpmath, got, want_exp).max() <= bound
+        assert _ulps_from_exact(mpmath, got, want).max() <= bound
+        # the gradient's non-target entries are the same softmax values (its
+        # target entry, -S / (1 + S), is not an exp: left to the CE tests)
         _, grad = lm.cross_entropy_with_grad(x, np.zeros(n_rows, dtype=np.intp),
                                              reduction="sum", n_threads=1)
-        want_grad = [e - 1 if j == 0 else e for j, e in
-                     zip(np.tile(np.arange(n_cols), n_rows), want_exp)]
-        assert _ulps_from_exact(mpmath, grad, want_grad).max() <= bound
+        want_off = [w for j, w in zip(np.tile(np.arange(n_cols), n_rows), want) if j]
+        assert _ulps_from_exact(mpmath, grad[:, 1:], want_off).max() <= bound
         inplace = x.copy()
         lm.softmax(inplace, axis=-1, out=inplace)
         np.testing.assert_array_equal(inplace, got)
 
 
+@DTYPES
 @pytest.mark.parametrize("n_cols", LONG_ROWS)
-def test_long_row_softmax_of_two_terms_vs_mpmath(simd_path, mpmath, n_cols):
-    """[0, d, -inf, ...] in any order, d in [-50, 0]: softmax at d is
-    e^d / (1 + e^d) within 2 ulp of mpmath (1 for the exp, 1/2 each for the
-    sum and the division), logsumexp log1p(e^d) within 2 ulp: the exp's
-    accuracy where the sum is not 1, for every lane of the vector loops."""
+def test_long_row_softmax_of_two_terms_vs_mpmath(simd_path, mpmath, n_cols, dtype):
+    """[0, d, -inf, ...] in any order, d in [-50, 0] (float32: [-20, 0]):
+    softmax at d is e^d / (1 + e^d) within 2 ulp of mpmath (about 1 for the
+    exp, 1/2 each for the sum and the division), logsumexp log1p(e^d) within
+    2 ulp: the exp's accuracy where the sum is not 1, in every lane."""
     rng = np.random.default_rng(100 + n_cols)
     n_rows = 400
-    x = np.full((n_rows, n_cols), -np.inf)
+    x = np.full((n_rows, n_cols), -np.inf, dtype=dtype)
     cols = np.array([rng.choice(n_cols, 2, replace=False) for _ in range(n_rows)])
-    d = -rng.uniform(0.0, 50.0, n_rows)
+    d = -rng.uniform(0.0, 50.0 if dtype == np.float64 else 20.0, n_rows).astype(dtype)
     x[np.arange(n_rows), cols[:, 0]] = 0.0
     x[np.arange(n_rows), cols[:, 1]] = d
     with mpmath.workdps(40):
