@@ -72,11 +72,16 @@ static LM_TARGET double LM_FN(lm_max)(const LM_T *x, ptrdiff_t n)
 /* The exp-bound passes run over a row in chunks of LM_PF_BYTES, each chunk
  * prefetching as many bytes of what follows the row (see LM_PREFETCH). */
 #define LM_PF_CHUNK ((ptrdiff_t)(LM_PF_BYTES / sizeof(LM_T)))
-/* Rows shorter than this are not chunked for double (the chunking costs ~7%
- * on 1000-value rows and the prefetch gained nothing there); float is always
- * chunked (its two-loop sums use a chunk-sized buffer) but prefetches only
- * long rows as well. */
-#define LM_PF_MIN_N 2048
+/* Rows shorter than this are neither chunked (double) nor prefetched; float
+ * is always chunked (its two-loop sums use a chunk-sized buffer).  From 128
+ * values on, the next row comes in while this one's exps run: on a VM with
+ * 2 MiB of L2 per core and a slow L3, a C harness (one thread, both variants
+ * interleaved in one binary, medians of 41) took 0.75-0.94x the time for
+ * logsumexp / log_softmax of 300- to 2000-value rows (float 0.85-0.94,
+ * softmax 0.91-1.0) than with the old threshold, 2048 - set on a machine with
+ * 2.8x this memory bandwidth, where 1000-value rows gained nothing.  Lower
+ * thresholds (32, 64) were within that harness's noise (~5%). */
+#define LM_PF_MIN_N 128
 #define LM_PF_LOOP_BEGIN(after)                                                  \
     const char *pf_ = (const char *)(after);                                     \
     const int pf_on_ = n >= LM_PF_MIN_N;                                         \

@@ -124,8 +124,9 @@ def _ulps_from_exact(mpmath, got, exact):
 
 
 # row lengths around the 16-value main loop and the masked tail of the long-row
-# exp loops (and 2061: the prefetch chunks of rows >= 2048 values)
-LONG_ROWS = [9, 16, 17, 23, 31, 300, 2061]
+# exp loops; 127 / 129 either side of the first row that is chunked and prefetched,
+# 2061 many 1 KiB chunks and a ragged last one
+LONG_ROWS = [9, 16, 17, 23, 31, 127, 129, 300, 2061]
 # per dtype: the gap below which the other terms of a row leave its exp-sum
 # exactly 1, the band whose exps are subnormal, the end of the range
 EXP_SUM_ONE = {np.float64: (50.0, (700.0, 746.0), 760.0),
