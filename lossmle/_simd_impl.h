@@ -396,7 +396,29 @@ static LM_TARGET void LM_FN(lm_ce_grad)(const LM_T *x, LM_T *g, ptrdiff_t n, dou
 {
     const LM_T mt = (LM_T)m, lt = (LM_T)log_s;
     ptrdiff_t j;
-#if LM_VEXP && LM_DOUBLE  /* float keeps the auto-vectorised loop */
+#if LM_VEXP && !LM_DOUBLE
+    /* d = (x - m) - log_s and its exp in float, as the loop below; the
+     * affine step alpha e - beta w in double, rounded to float once */
+    const __m512 mv = _mm512_set1_ps(mt), lv = _mm512_set1_ps(lt);
+    const __m512d av = _mm512_set1_pd(alpha), bv = _mm512_set1_pd(beta);
+    for (j = 0; j < n; j += 16) {
+        __mmask16 k = n - j >= 16 ? (__mmask16)0xffff : LM_TAIL_MASK16(j, n);
+        __m512 e = lm_expf_neg_ps512(
+            _mm512_sub_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + j), mv), lv));
+        __m512d e_lo = _mm512_cvtps_pd(_mm512_castps512_ps256(e));
+        __m512d e_hi = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1)));
+        __m512d b_lo = bv, b_hi = bv;
+        if (w != NULL) {
+            b_lo = _mm512_mul_pd(bv, _mm512_maskz_loadu_pd((__mmask8)k, w + j));
+            b_hi = _mm512_mul_pd(bv, _mm512_maskz_loadu_pd((__mmask8)(k >> 8), w + j + 8));
+        }
+        __m256 g_lo = _mm512_cvtpd_ps(_mm512_fmsub_pd(av, e_lo, b_lo));
+        __m256 g_hi = _mm512_cvtpd_ps(_mm512_fmsub_pd(av, e_hi, b_hi));
+        _mm512_mask_storeu_ps(g + j, k, _mm512_castpd_ps(_mm512_insertf64x4(
+            _mm512_castpd256_pd512(_mm256_castps_pd(g_lo)), _mm256_castps_pd(g_hi), 1)));
+    }
+    return;
+#elif LM_VEXP
     const __m512d mv = _mm512_set1_pd(m), lv = _mm512_set1_pd(log_s);
     const __m512d av = _mm512_set1_pd(alpha), bv = _mm512_set1_pd(beta);
     (void)mt;

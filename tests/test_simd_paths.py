@@ -201,3 +201,39 @@ def test_long_row_softmax_of_two_terms_vs_mpmath(simd_path, mpmath, n_cols, dtyp
         assert _ulps_from_exact(mpmath, sm, [v / (1 + v) for v in e]).max() <= 2.0
         lse = lm.logsumexp(x, axis=-1, n_threads=1)
         assert _ulps_from_exact(mpmath, lse, [mpmath.log1p(v) for v in e]).max() <= 2.0
+
+
+@DTYPES
+@pytest.mark.parametrize("n_cols", LONG_ROWS)
+@pytest.mark.parametrize("sample_weight", [False, True], ids=["plain", "sample_weight"])
+def test_long_row_weighted_smoothed_grad_vs_closed_form(simd_path, n_cols, dtype, sample_weight):
+    """cross_entropy_with_grad with class weights and label smoothing on rows
+    of every long-row length, against the closed form in float64 (torch's
+    definition, reduction 'sum'): loss_i = -sum_k t_ik w_k log p_ik with
+    t_ik = (1 - eps) [k == y_i] + eps / C; its gradient
+    sum_k t_ik w_k p_ij - t_ij w_j.  Each lane of the gradient loop takes
+    its own class weight here (a weight read from the wrong lane, or a tail
+    lane, moves the answer by ~eps / C).  The tolerance is a few roundings
+    of the larger term plus |log p| of them: p is exp((x - max) - log-sum),
+    whose argument is rounded once in the logits' dtype."""
+    rng = np.random.default_rng(7 * n_cols + (dtype == np.float32))
+    n_rows, eps = 40, 0.3
+    x = (rng.standard_normal((n_rows, n_cols)) * 3).astype(dtype)
+    y = rng.integers(0, n_cols, n_rows)
+    w = rng.uniform(0.1, 2.0, n_cols)
+    sw = rng.uniform(0.5, 1.5, n_rows) if sample_weight else np.ones(n_rows)
+    kwargs = {"sample_weight": sw} if sample_weight else {}
+    loss, grad = lm.cross_entropy_with_grad(x, y, weight=w.astype(dtype), label_smoothing=eps,
+                                            reduction="sum", n_threads=1, **kwargs)
+    log_p = sps.log_softmax(x.astype(np.float64), axis=-1)
+    t = np.full((n_rows, n_cols), eps / n_cols)
+    t[np.arange(n_rows), y] += 1.0 - eps
+    tw = t * w
+    want_loss = -(sw * (tw * log_p).sum(axis=-1)).sum()
+    p = sps.softmax(x.astype(np.float64), axis=-1)
+    want_grad = sw[:, None] * (tw.sum(axis=-1, keepdims=True) * p - tw)
+    tiny = np.finfo(dtype).eps
+    np.testing.assert_allclose(float(loss), want_loss, rtol=50 * tiny)
+    scale = sw[:, None] * (tw.sum(axis=-1, keepdims=True) * p + tw) * (8 - log_p)
+    assert grad.dtype == dtype
+    assert np.all(np.abs(grad.astype(np.float64) - want_grad) <= tiny * scale)
