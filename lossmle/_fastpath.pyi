@@ -15,6 +15,11 @@ def cross_entropy(
     label_smoothing: Any, sample_weight: Any, where: Any, logit_softcap: Any, out: Any,
     n_threads: Any,
 ) -> Any: ...
+def cross_entropy_with_grad(
+    logits: Any, target: Any, axis: Any, weight: Any, ignore_index: Any, reduction: Any,
+    label_smoothing: Any, sample_weight: Any, where: Any, logit_softcap: Any, grad_out: Any,
+    n_threads: Any,
+) -> Any: ...
 def kl_divergence(
     p: Any, q: Any, axis: Any, base: Any, keepdims: Any, validate: Any, out: Any,
     n_threads: Any,

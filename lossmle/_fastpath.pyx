@@ -43,10 +43,11 @@ from libc.math cimport INFINITY, NAN, fabs, copysign
 
 from lossmle._rowops cimport (
     row_logsumexp, row_softmax, row_log_softmax, simd_init, lm_simd_ready, LM_SHORT_MAX,
-    SHORT_LSE, SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
+    SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
 )
 from lossmle._kernel_rows cimport (
-    short_blocks, ClassOpts, ce_class_row, ce_class_short_blocks, blocked_sum, kl_row,
+    short_blocks, ClassOpts, ce_class_row, ce_class_short_blocks, ce_class_short_grad_block,
+    blocked_sum, kl_row,
     entropy_row, KL_SHORT_MAX, kl_short_blocks, ENTR_SHORT_MAX, entropy_short_blocks,
 )
 from lossmle import _validation
@@ -233,35 +234,48 @@ def log_softmax(x, axis, where, out, n_threads):
     return _transform(x, axis, where, out, n_threads, SHORT_LOG_SOFTMAX)
 
 
-# ---- cross_entropy with class indices (as _loss_kernels, no weight/smoothing) ----
+# ---- cross_entropy (and with its gradient) of class indices, as _loss_kernels ----
+# (no weight, no smoothing)
 
 cdef void ce_class_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
-                        const int64_t* y, int64_t ignore_index, double* loss,
-                        double* row_weight) noexcept nogil:
+                        const int64_t* y, int64_t ignore_index, double grad_scale,
+                        double* loss, double* row_weight, floating* g) noexcept nogil:
     """cross_entropy_class_rows on one thread (contiguous logits and target, no
-    weight, no smoothing, no grad)."""
-    cdef Py_ssize_t r
+    weight, no smoothing); g (contiguous like x) NULL: no gradient."""
+    cdef Py_ssize_t r, start
     cdef ClassOpts op
     op.w = NULL
     op.w_total = n
     op.keep = 1.0
     op.spread = 0.0
     op.ignore_index = ignore_index
-    op.grad_scale = 1.0     # not read: no gradient
+    op.grad_scale = grad_scale     # read only with g
     if 2 <= n <= LM_SHORT_MAX:
-        ce_class_short_blocks(x, n_rows, n, y, &op, loss, row_weight)
+        if g == NULL:
+            ce_class_short_blocks(x, n_rows, n, y, &op, loss, row_weight)
+        else:
+            start = 0
+            while start < n_rows:   # _loss_kernels' block loop
+                ce_class_short_grad_block(x + start * n, min(<Py_ssize_t>SHORT_BLOCK,
+                                                             n_rows - start),
+                                          n, y + start, &op, loss + start,
+                                          row_weight + start, g + start * n)
+                start += SHORT_BLOCK
     else:
         for r in range(n_rows):
-            ce_class_row(x + r * n, n, 1, y[r], &op, NULL, 0, loss + r, row_weight + r)
+            ce_class_row(x + r * n, n, 1, y[r], &op, (g + r * n) if g != NULL else NULL, 1,
+                         loss + r, row_weight + r)
 
 
 cdef inline void _ce_rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,
-                             const int64_t* y, int64_t ignore_index, double* loss,
-                             double* row_weight) noexcept nogil:
+                             const int64_t* y, int64_t ignore_index, double grad_scale,
+                             double* loss, double* row_weight, void* g) noexcept nogil:
     if kind == IS_F64:
-        ce_class_rows(<const double*>x, n_rows, n, y, ignore_index, loss, row_weight)
+        ce_class_rows(<const double*>x, n_rows, n, y, ignore_index, grad_scale, loss,
+                      row_weight, <double*>g)
     else:
-        ce_class_rows(<const float*>x, n_rows, n, y, ignore_index, loss, row_weight)
+        ce_class_rows(<const float*>x, n_rows, n, y, ignore_index, grad_scale, loss,
+                      row_weight, <float*>g)
 
 
 cdef enum:
@@ -285,111 +299,167 @@ cdef inline object _float_scalar(double value, int kind):
     return PyArray_Scalar(&v32, F32, None)
 
 
-def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
-                  sample_weight, where, logit_softcap, out, n_threads):
-    """lossmle.cross_entropy for 2-D logits and a 1-D int64 class-index target with
-    default options, or None when the call is not a plain one (or would raise)."""
-    cdef Py_ssize_t n_rows, n, r, i
-    cdef int kind, red
-    cdef int64_t ignore, y
+cdef struct CeCall:
+    int kind            # IS_F64 / IS_F32
+    int red             # RED_*
+    int64_t ignore
+    Py_ssize_t n_rows, n
+    const int64_t* ys
+    Py_ssize_t n_kept   # targets != ignore
+
+
+cdef bint _ce_plain(object logits, object target, object axis, object weight,
+                    object ignore_index, object reduction, object label_smoothing,
+                    object sample_weight, object where, object logit_softcap, object out,
+                    object n_threads, CeCall* c):
+    """A plain class-index call (2-D logits, 1-D int64 target, default options,
+    every index valid): fill c and return True; else False."""
+    cdef Py_ssize_t r
+    cdef int64_t y
     cdef cnp.ndarray t
+    if (weight is not None or sample_weight is not None or where is not None
+            or logit_softcap is not None or out is not None or not _threads_ok(n_threads)):
+        return False
+    if not (type(label_smoothing) is float and <double>label_smoothing == 0.0
+            or type(label_smoothing) is int and label_smoothing == 0):
+        return False
+    if type(reduction) is not str:
+        return False
+    if reduction == "mean":
+        c.red = RED_MEAN
+    elif reduction == "sum":
+        c.red = RED_SUM
+    elif reduction == "none":
+        c.red = RED_NONE
+    else:
+        return False
+    if type(ignore_index) is not int or not (-0x8000000000000000 <= ignore_index
+                                             <= 0x7fffffffffffffff):
+        return False
+    c.ignore = ignore_index
+    c.kind = _plain(logits, &c.n_rows, &c.n)
+    if c.kind == NOT_MINE or cnp.PyArray_NDIM(<cnp.ndarray>logits) != 2 \
+            or not _last_axis(axis, 2):
+        return False
+    # the target: exact int64 (NPY_LONG or NPY_LONGLONG), native, aligned, contiguous
+    if type(target) is not cnp.ndarray:
+        return False
+    t = <cnp.ndarray>target
+    if not ((cnp.PyArray_TYPE(t) == cnp.NPY_LONG or cnp.PyArray_TYPE(t) == cnp.NPY_LONGLONG)
+            and cnp.PyArray_ITEMSIZE(t) == 8 and cnp.PyArray_NDIM(t) == 1
+            and cnp.PyArray_DIMS(t)[0] == c.n_rows and cnp.PyArray_STRIDES(t)[0] == 8
+            and cnp.PyArray_ISNOTSWAPPED(t) and cnp.PyArray_ISALIGNED(t)):
+        return False
+    c.ys = <const int64_t*>cnp.PyArray_DATA(t)
+    # _loss_kernels.check_class_indices: a bad index is the general path's IndexError
+    c.n_kept = 0
+    for r in range(c.n_rows):
+        y = c.ys[r]
+        if y == c.ignore:
+            continue
+        if y < 0 or y >= c.n:
+            return False
+        c.n_kept += 1
+    if c.n_rows > STACK_ROWS * STACK_BLOCKS:  # (not with MAX_ELEMENTS as it is)
+        return False
+    return True
+
+
+cdef object _ce_run(object logits, const CeCall* c, double grad_scale, void* g):
+    """The row losses (and g) of a plain call, reduced as _losses._reduce does;
+    None for a nan 'sum' / 'mean' (left to the general path)."""
+    cdef Py_ssize_t r
     cdef double loss_stack[STACK_ROWS]
     cdef double weight_stack[STACK_ROWS]
     cdef double block_totals[STACK_BLOCKS]
     cdef double* loss
     cdef double* row_weight
     cdef double total, denom, value
-    cdef const int64_t* ys
     cdef float* out32
     cdef double* out64
     cdef float out_nan
-    cdef const void* xd
-    if (weight is not None or sample_weight is not None or where is not None
-            or logit_softcap is not None or out is not None or not _threads_ok(n_threads)):
-        return None
-    if not (type(label_smoothing) is float and <double>label_smoothing == 0.0
-            or type(label_smoothing) is int and label_smoothing == 0):
-        return None
-    if type(reduction) is not str:
-        return None
-    if reduction == "mean":
-        red = RED_MEAN
-    elif reduction == "sum":
-        red = RED_SUM
-    elif reduction == "none":
-        red = RED_NONE
-    else:
-        return None
-    if type(ignore_index) is not int or not (-0x8000000000000000 <= ignore_index
-                                             <= 0x7fffffffffffffff):
-        return None
-    ignore = ignore_index
-    kind = _plain(logits, &n_rows, &n)
-    if kind == NOT_MINE or cnp.PyArray_NDIM(<cnp.ndarray>logits) != 2 \
-            or not _last_axis(axis, 2):
-        return None
-    # the target: exact int64 (NPY_LONG or NPY_LONGLONG), native, aligned, contiguous
-    if type(target) is not cnp.ndarray:
-        return None
-    t = <cnp.ndarray>target
-    if not ((cnp.PyArray_TYPE(t) == cnp.NPY_LONG or cnp.PyArray_TYPE(t) == cnp.NPY_LONGLONG)
-            and cnp.PyArray_ITEMSIZE(t) == 8 and cnp.PyArray_NDIM(t) == 1
-            and cnp.PyArray_DIMS(t)[0] == n_rows and cnp.PyArray_STRIDES(t)[0] == 8
-            and cnp.PyArray_ISNOTSWAPPED(t) and cnp.PyArray_ISALIGNED(t)):
-        return None
-    ys = <const int64_t*>cnp.PyArray_DATA(t)
-    # _loss_kernels.check_class_indices: a bad index is the general path's IndexError
-    for r in range(n_rows):
-        y = ys[r]
-        if (y < 0 or y >= n) and y != ignore:
-            return None
-    if n_rows > STACK_ROWS * STACK_BLOCKS:  # (not with MAX_ELEMENTS as it is)
-        return None
-    if n_rows <= STACK_ROWS:
+    cdef const void* xd = cnp.PyArray_DATA(<cnp.ndarray>logits)
+    if c.n_rows <= STACK_ROWS:
         loss, row_weight = loss_stack, weight_stack
     else:
-        loss = <double*>PyMem_Malloc(2 * n_rows * sizeof(double))
+        loss = <double*>PyMem_Malloc(2 * c.n_rows * sizeof(double))
         if loss == NULL:
             raise MemoryError()
-        row_weight = loss + n_rows
+        row_weight = loss + c.n_rows
     try:
-        xd = cnp.PyArray_DATA(<cnp.ndarray>logits)
-        if n_rows * n < NOGIL_MIN_ELEMENTS:
-            _ce_rows_of(kind, xd, n_rows, n, ys, ignore, loss, row_weight)
+        if c.n_rows * c.n < NOGIL_MIN_ELEMENTS:
+            _ce_rows_of(c.kind, xd, c.n_rows, c.n, c.ys, c.ignore, grad_scale, loss,
+                        row_weight, g)
         else:
             with nogil:
-                _ce_rows_of(kind, xd, n_rows, n, ys, ignore, loss, row_weight)
-        if red == RED_NONE:
+                _ce_rows_of(c.kind, xd, c.n_rows, c.n, c.ys, c.ignore, grad_scale, loss,
+                            row_weight, g)
+        if c.red == RED_NONE:
             # _losses._reduce: the row losses cast to the logits' dtype
-            res = _vector(n_rows, kind)
-            if kind == IS_F64:
+            res = _vector(c.n_rows, c.kind)
+            if c.kind == IS_F64:
                 out64 = <double*>cnp.PyArray_DATA(<cnp.ndarray>res)
-                for r in range(n_rows):
+                for r in range(c.n_rows):
                     out64[r] = loss[r]
             else:
                 out32 = <float*>cnp.PyArray_DATA(<cnp.ndarray>res)
-                for r in range(n_rows):
+                for r in range(c.n_rows):
                     out32[r] = <float>loss[r]
             return res
         # as _losses._reduce (_loss_kernels.pairwise_total): 0.0 plus the blocked sum
-        total = 0.0 + blocked_sum(loss, n_rows, block_totals)
+        total = 0.0 + blocked_sum(loss, c.n_rows, block_totals)
         if total != total:
             # which nan a sum of nans of both signs gives depends on the operand
             # order the compiler picked: leave it to the general path (rare)
             return None
-        if red == RED_SUM:
-            return _float_scalar(total, kind)
-        denom = 0.0 + blocked_sum(row_weight, n_rows, block_totals)
+        if c.red == RED_SUM:
+            return _float_scalar(total, c.kind)
+        denom = 0.0 + blocked_sum(row_weight, c.n_rows, block_totals)
         if denom == 0:  # every target ignored: 0/0 = nan, as torch
             value = NAN if total == 0 else copysign(INFINITY, total)
-            if kind == IS_F64:
+            if c.kind == IS_F64:
                 return PyArray_Scalar(&value, F64, None)
             out_nan = <float>value
             return PyArray_Scalar(&out_nan, F32, None)
-        return _float_scalar(total / denom, kind)
+        return _float_scalar(total / denom, c.kind)
     finally:
         if loss != loss_stack:
             PyMem_Free(loss)
+
+
+def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
+                  sample_weight, where, logit_softcap, out, n_threads):
+    """lossmle.cross_entropy for 2-D logits and a 1-D int64 class-index target with
+    default options, or None when the call is not a plain one (or would raise)."""
+    cdef CeCall c
+    if not _ce_plain(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
+                     sample_weight, where, logit_softcap, out, n_threads, &c):
+        return None
+    return _ce_run(logits, &c, 1.0, NULL)
+
+
+def cross_entropy_with_grad(logits, target, axis, weight, ignore_index, reduction,
+                            label_smoothing, sample_weight, where, logit_softcap, grad_out,
+                            n_threads):
+    """lossmle.cross_entropy_with_grad for the calls cross_entropy takes here (and
+    grad_out None): (loss, grad), or None."""
+    cdef CeCall c
+    cdef double grad_scale = 1.0
+    cdef cnp.ndarray grad
+    cdef cnp.npy_intp dims[2]
+    if grad_out is not None or not _ce_plain(
+            logits, target, axis, weight, ignore_index, reduction, label_smoothing,
+            sample_weight, where, logit_softcap, None, n_threads, &c):
+        return None
+    if c.red == RED_MEAN:
+        # _losses._run: 1 / _mean_denominator (the kept rows), 0 when there are none
+        grad_scale = 1.0 / <double>c.n_kept if c.n_kept != 0 else 0.0
+    dims[0], dims[1] = c.n_rows, c.n
+    grad = cnp.PyArray_EMPTY(2, dims, cnp.NPY_DOUBLE if c.kind == IS_F64 else cnp.NPY_FLOAT, 0)
+    loss = _ce_run(logits, &c, grad_scale, cnp.PyArray_DATA(grad))
+    if loss is None:
+        return None
+    return loss, grad
 
 
 # ---- kl_divergence and entropy (as _divergence_kernels) ----

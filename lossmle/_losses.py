@@ -354,6 +354,12 @@ def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_inde
     >>> grad.tolist()
     [[-0.5, 0.5]]
     """
+    # small plain inputs: the whole call in compiled code (None: not such a call)
+    res = _fastpath.cross_entropy_with_grad(logits, target, axis, weight, ignore_index,
+                                            reduction, label_smoothing, sample_weight, where,
+                                            logit_softcap, grad_out, n_threads)
+    if res is not None:
+        return res
     if (sample_weight is not None or where is not None or logit_softcap is not None
             or grad_out is not None):
         from ._training import weighted_cross_entropy_with_grad

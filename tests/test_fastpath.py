@@ -36,8 +36,8 @@ from conftest import quiet, tol
 
 DTYPES = [np.float64, np.float32]
 DT_IDS = ["f64", "f32"]
-FAST_NAMES = ("logsumexp", "softmax", "log_softmax", "cross_entropy", "kl_divergence",
-              "entropy")
+FAST_NAMES = ("logsumexp", "softmax", "log_softmax", "cross_entropy",
+              "cross_entropy_with_grad", "kl_divergence", "entropy")
 
 
 @contextlib.contextmanager
@@ -447,6 +447,125 @@ def test_cross_entropy_bad_options_raise_as_before(bad):
 ], ids=["float_target", "length", "ndim", "str", "no_classes", "complex", "0d"])
 def test_cross_entropy_bad_input_raises_as_before(args):
     errors_alike(lm.cross_entropy, *args)
+
+
+# ---------------------------------------------------------------------------
+# cross_entropy_with_grad (the cross_entropy fast path with the gradient)
+# ---------------------------------------------------------------------------
+def assert_same_pair(fast, ref):
+    assert type(fast) is tuple and type(ref) is tuple and len(fast) == len(ref) == 2
+    assert_same(fast[0], ref[0])
+    assert_same(fast[1], ref[1])
+
+
+@pytest.mark.parametrize("special", SPECIALS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", CE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cross_entropy_with_grad_bit_identical(shape, dtype, special, rng):
+    """Loss and gradient bit for bit as the general path's, for short rows (the
+    across-rows kernel, several 256-row blocks), long rows, one class, ignored
+    rows and special values; the fast path really answers (but for a nan sum)."""
+    x = logits(rng, shape, dtype, special)
+    y = rng.integers(0, shape[1], shape[0])
+    y[::3] = -100
+    before_x, before_y = x.copy(), y.copy()
+    with general_path():
+        nan_total = bool(np.isnan(lm.cross_entropy(x, y, reduction="sum")))
+    for reduction in ("mean", "sum", "none"):
+        direct = _fastpath.cross_entropy_with_grad(x, y, -1, None, -100, reduction, 0.0, None,
+                                                   None, None, None, None)
+        fast, ref = call_both(lm.cross_entropy_with_grad, x, y, reduction=reduction)
+        assert_same_pair(fast, ref)
+        assert (direct is None) == (reduction != "none" and nan_total)
+        if direct is not None:
+            assert_same_pair(direct, ref)
+    np.testing.assert_array_equal(x, before_x)
+    np.testing.assert_array_equal(y, before_y)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", [(8, 10), (1, 1), (300, 3), (5, 4096), (7, 2)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_cross_entropy_with_grad_matches_oracles(shape, dtype, rng):
+    """Against the closed form with scipy's softmax: the gradient of the mean is
+    (softmax - onehot) / kept rows on kept rows and 0 on ignored ones."""
+    x = logits(rng, shape, dtype, "plain")
+    y = rng.integers(0, shape[1], shape[0])
+    y[1::4] = -100
+    rows, keep = ce_oracle(x, y)
+    p = sps.softmax(x.astype(np.float64), axis=-1)
+    onehot = np.zeros(shape)
+    onehot[np.arange(shape[0])[keep], y[keep]] = 1.0
+    g_sum = np.where(keep[:, None], p - onehot, 0.0)
+    t = tol(dtype, scale=np.abs(x).max())
+    for reduction, want_loss, want_grad in [
+            ("none", rows, g_sum), ("sum", rows.sum(), g_sum),
+            ("mean", rows.sum() / max(keep.sum(), 1), g_sum / max(keep.sum(), 1))]:
+        loss, grad = lm.cross_entropy_with_grad(x, y, reduction=reduction)
+        assert grad.dtype == dtype and grad.shape == shape
+        np.testing.assert_allclose(loss, want_loss, **t)
+        np.testing.assert_allclose(grad, want_grad, rtol=t["rtol"], atol=t["rtol"])
+
+
+def test_cross_entropy_with_grad_matches_torch(torch):
+    rng = np.random.default_rng(5)
+    for dtype in DTYPES:
+        x = (rng.standard_normal((8, 10)) * 3).astype(dtype)
+        y = rng.integers(0, 10, 8)
+        y[2] = -100
+        xt = torch.from_numpy(x.copy()).requires_grad_(True)
+        want = torch.nn.functional.cross_entropy(xt, torch.from_numpy(y))
+        want.backward()
+        loss, grad = lm.cross_entropy_with_grad(x, y)
+        np.testing.assert_allclose(loss, want.item(), **tol(dtype, 10))
+        np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=tol(dtype, 10)["rtol"],
+                                   atol=tol(dtype, 10)["rtol"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_cross_entropy_with_grad_every_target_ignored(dtype):
+    """'mean' of no kept target: nan loss, zero gradient (torch's), both paths alike."""
+    x = np.zeros((3, 4), dtype)
+    y = np.full(3, -100)
+    fast, ref = call_both(lm.cross_entropy_with_grad, x, y)
+    assert_same_pair(fast, ref)
+    assert np.isnan(fast[0]) and not fast[1].any()
+
+
+def test_cross_entropy_with_grad_falls_through(rng):
+    """Calls the fast path does not take come out as from the general path."""
+    x = logits(rng, (6, 5), np.float64, "plain")
+    y = rng.integers(0, 5, 6)
+    p = sps.softmax(rng.standard_normal((6, 5)), axis=-1)
+    cases = [
+        ((x, y.astype(np.int32)), {}),
+        ((x, y[::-1]), {}),
+        ((x.tolist(), y), {}),
+        ((np.asfortranarray(x), y), {}),
+        ((x, y), dict(weight=np.arange(1.0, 6.0))),
+        ((x, y), dict(label_smoothing=0.1)),
+        ((x, p), {}),
+        ((x.T.copy(), y), dict(axis=0)),
+        ((x, y), dict(sample_weight=np.ones(6))),
+        ((x, y), dict(logit_softcap=30.0)),
+        ((x, y), dict(grad_out=np.empty_like(x))),
+        ((x.reshape(3, 2, 5), y.reshape(3, 2)), {}),
+        ((x, y), dict(n_threads=2)),
+    ]
+    for args, kwargs in cases:
+        assert_same_pair(*call_both(lm.cross_entropy_with_grad, *args, **kwargs))
+
+
+@pytest.mark.parametrize("label", [5, -1, 2**40])
+def test_cross_entropy_with_grad_bad_label_raises_as_before(label):
+    exc = errors_alike(lm.cross_entropy_with_grad, np.zeros((4, 5)), np.array([0, 1, label, 2]))
+    assert isinstance(exc, IndexError)
+
+
+@pytest.mark.parametrize("bad", [dict(reduction="avg"), dict(axis=None), dict(ignore_index=1.5),
+                                 dict(n_threads=0)], ids=repr)
+def test_cross_entropy_with_grad_bad_options_raise_as_before(bad):
+    errors_alike(lm.cross_entropy_with_grad, np.zeros((4, 5)), np.array([0, 1, 2, 3]), **bad)
 
 
 # ---------------------------------------------------------------------------
