@@ -47,7 +47,7 @@ from lossmle._rowops cimport (
 )
 from lossmle._kernel_rows cimport (
     short_blocks, ClassOpts, ce_class_row, ce_class_short_blocks, ce_class_short_grad_block,
-    blocked_sum, kl_row,
+    ce_prob_row, ce_prob_short_block, blocked_sum, kl_row,
     entropy_row, KL_SHORT_MAX, kl_short_blocks, ENTR_SHORT_MAX, entropy_short_blocks,
 )
 from lossmle import _validation
@@ -267,6 +267,14 @@ cdef void ce_class_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
                          loss + r, row_weight + r)
 
 
+cdef inline void _ce_prob_rows_of(int kind, const void* x, const void* t, Py_ssize_t n_rows,
+                                  Py_ssize_t n, double* loss) noexcept nogil:
+    if kind == IS_F64:
+        ce_prob_rows(<const double*>x, <const double*>t, n_rows, n, loss)
+    else:
+        ce_prob_rows(<const float*>x, <const float*>t, n_rows, n, loss)
+
+
 cdef inline void _ce_rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,
                              const int64_t* y, int64_t ignore_index, double grad_scale,
                              double* loss, double* row_weight, void* g) noexcept nogil:
@@ -276,6 +284,24 @@ cdef inline void _ce_rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssiz
     else:
         ce_class_rows(<const float*>x, n_rows, n, y, ignore_index, grad_scale, loss,
                       row_weight, <float*>g)
+
+
+cdef void ce_prob_rows(const floating* x, const floating* t, Py_ssize_t n_rows,
+                       Py_ssize_t n, double* loss) noexcept nogil:
+    """cross_entropy_prob_rows on one thread, loss only (contiguous logits and
+    probabilities of one dtype, no weight, no smoothing)."""
+    cdef Py_ssize_t r, start
+    if 2 <= n <= LM_SHORT_MAX:
+        start = 0
+        while start < n_rows:   # _loss_kernels' block loop
+            ce_prob_short_block(x + start * n, t + start * n,
+                                min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n, NULL,
+                                1.0, 0.0, loss + start)
+            start += SHORT_BLOCK
+    else:
+        for r in range(n_rows):
+            ce_prob_row(x + r * n, n, 1, t + r * n, 1, NULL, 1.0, 0.0, 0.0, <floating*>NULL,
+                        0, loss + r)
 
 
 cdef enum:
@@ -304,17 +330,19 @@ cdef struct CeCall:
     int red             # RED_*
     int64_t ignore
     Py_ssize_t n_rows, n
-    const int64_t* ys
+    const int64_t* ys   # class indices, or NULL: probabilities
+    const void* probs   # the probabilities (same dtype and shape as the logits)
     Py_ssize_t n_kept   # targets != ignore
 
 
 cdef bint _ce_plain(object logits, object target, object axis, object weight,
                     object ignore_index, object reduction, object label_smoothing,
                     object sample_weight, object where, object logit_softcap, object out,
-                    object n_threads, CeCall* c):
-    """A plain class-index call (2-D logits, 1-D int64 target, default options,
-    every index valid): fill c and return True; else False."""
-    cdef Py_ssize_t r
+                    object n_threads, bint allow_probs, CeCall* c):
+    """A plain call (2-D logits; a 1-D int64 target, every index valid, or with
+    allow_probs probabilities of the logits' dtype and shape; default options):
+    fill c and return True; else False."""
+    cdef Py_ssize_t r, t_rows, t_n
     cdef int64_t y
     cdef cnp.ndarray t
     if (weight is not None or sample_weight is not None or where is not None
@@ -341,10 +369,20 @@ cdef bint _ce_plain(object logits, object target, object axis, object weight,
     if c.kind == NOT_MINE or cnp.PyArray_NDIM(<cnp.ndarray>logits) != 2 \
             or not _last_axis(axis, 2):
         return False
-    # the target: exact int64 (NPY_LONG or NPY_LONGLONG), native, aligned, contiguous
     if type(target) is not cnp.ndarray:
         return False
     t = <cnp.ndarray>target
+    c.probs = NULL
+    if allow_probs and cnp.PyArray_TYPE(t) == cnp.PyArray_TYPE(<cnp.ndarray>logits):
+        # probabilities: exactly the logits' dtype, shape and C layout (_plain)
+        if (cnp.PyArray_NDIM(t) == 2 and cnp.PyArray_DIMS(t)[0] == c.n_rows
+                and cnp.PyArray_DIMS(t)[1] == c.n and _plain(t, &t_rows, &t_n) == c.kind):
+            c.probs = cnp.PyArray_DATA(t)
+            c.ys = NULL
+            c.n_kept = c.n_rows
+            return True
+        return False
+    # class indices: exact int64 (NPY_LONG or NPY_LONGLONG), native, aligned, contiguous
     if not ((cnp.PyArray_TYPE(t) == cnp.NPY_LONG or cnp.PyArray_TYPE(t) == cnp.NPY_LONGLONG)
             and cnp.PyArray_ITEMSIZE(t) == 8 and cnp.PyArray_NDIM(t) == 1
             and cnp.PyArray_DIMS(t)[0] == c.n_rows and cnp.PyArray_STRIDES(t)[0] == 8
@@ -387,7 +425,13 @@ cdef object _ce_run(object logits, const CeCall* c, double grad_scale, void* g):
             raise MemoryError()
         row_weight = loss + c.n_rows
     try:
-        if c.n_rows * c.n < NOGIL_MIN_ELEMENTS:
+        if c.probs != NULL:
+            if c.n_rows * c.n < NOGIL_MIN_ELEMENTS:
+                _ce_prob_rows_of(c.kind, xd, c.probs, c.n_rows, c.n, loss)
+            else:
+                with nogil:
+                    _ce_prob_rows_of(c.kind, xd, c.probs, c.n_rows, c.n, loss)
+        elif c.n_rows * c.n < NOGIL_MIN_ELEMENTS:
             _ce_rows_of(c.kind, xd, c.n_rows, c.n, c.ys, c.ignore, grad_scale, loss,
                         row_weight, g)
         else:
@@ -414,7 +458,9 @@ cdef object _ce_run(object logits, const CeCall* c, double grad_scale, void* g):
             return None
         if c.red == RED_SUM:
             return _float_scalar(total, c.kind)
-        denom = 0.0 + blocked_sum(row_weight, c.n_rows, block_totals)
+        # _losses._reduce: the summed row weights, or (probabilities) the rows
+        denom = <double>c.n_rows if c.probs != NULL else \
+            0.0 + blocked_sum(row_weight, c.n_rows, block_totals)
         if denom == 0:  # every target ignored: 0/0 = nan, as torch
             value = NAN if total == 0 else copysign(INFINITY, total)
             if c.kind == IS_F64:
@@ -429,11 +475,12 @@ cdef object _ce_run(object logits, const CeCall* c, double grad_scale, void* g):
 
 def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
                   sample_weight, where, logit_softcap, out, n_threads):
-    """lossmle.cross_entropy for 2-D logits and a 1-D int64 class-index target with
-    default options, or None when the call is not a plain one (or would raise)."""
+    """lossmle.cross_entropy for 2-D logits and a 1-D int64 class-index target (or
+    probabilities shaped and typed as the logits) with default options, or None
+    when the call is not a plain one (or would raise)."""
     cdef CeCall c
     if not _ce_plain(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
-                     sample_weight, where, logit_softcap, out, n_threads, &c):
+                     sample_weight, where, logit_softcap, out, n_threads, True, &c):
         return None
     return _ce_run(logits, &c, 1.0, NULL)
 
@@ -449,7 +496,7 @@ def cross_entropy_with_grad(logits, target, axis, weight, ignore_index, reductio
     cdef cnp.npy_intp dims[2]
     if grad_out is not None or not _ce_plain(
             logits, target, axis, weight, ignore_index, reduction, label_smoothing,
-            sample_weight, where, logit_softcap, None, n_threads, &c):
+            sample_weight, where, logit_softcap, None, n_threads, False, &c):
         return None
     if c.red == RED_MEAN:
         # _losses._run: 1 / _mean_denominator (the kept rows), 0 when there are none

@@ -16,7 +16,10 @@
 #                                                       row_stats_fast also _training_kernels
 #   ClassOpts, ce_class_row, ce_class_short_block,  _loss_kernels (cross_entropy_class_rows),
 #       ce_class_short_blocks                           _fastpath (cross_entropy)
-#   ce_class_short_grad_block                       _loss_kernels (with the gradient)
+#   ce_class_short_grad_block                       _loss_kernels (with the gradient),
+#                                                       _fastpath (cross_entropy_with_grad)
+#   target_floating, row_stats_prob, ce_prob_row,   _loss_kernels (cross_entropy_prob_rows),
+#       ce_prob_short_block                             _fastpath (cross_entropy)
 #   pairwise_sum, blocked_sum                       _loss_kernels (pairwise_total: the
 #       general path's reductions, _losses._reduce; the short-row totals), _fastpath
 #   rel_entr, entr, kl_row, row_sum, entropy_row    _divergence_kernels, _fastpath
@@ -38,7 +41,8 @@ from lossmle._rowops cimport (
     row_logsumexp, row_softmax, row_log_softmax, row_max, short_rows, fast_max, fast_sumexp,
     fast_dot, short_ce, short_ce_grad, lm_ce_grad_d, lm_ce_grad_f, lm_kl_d, lm_kl_f,
     lm_kl_rows_d, lm_kl_rows_f, lm_entr_d, lm_entr_f, lm_entr_rows_d, lm_entr_rows_f,
-    lm_sum_d, lm_sum_f, lm_simd_ready, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOGSUM,
+    lm_sum_d, lm_sum_f, lm_wdot_d, lm_wdot_f, lm_simd_ready, SHORT_BLOCK, SHORT_LSE,
+    SHORT_SOFTMAX, SHORT_LOGSUM,
 )
 
 
@@ -527,3 +531,85 @@ cdef inline void entropy_short_blocks(const floating* p, Py_ssize_t n_rows, Py_s
         start = blk * SHORT_BLOCK
         entropy_short_block(p + start * n, min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
                             out + start)
+
+
+# ---- cross-entropy with probability targets (_loss_kernels) ----
+
+ctypedef fused target_floating:
+    float
+    double
+
+
+cdef inline void row_stats_prob(const floating* x, Py_ssize_t n, Py_ssize_t stride,
+                                const target_floating* t, Py_ssize_t t_stride,
+                                const double* w, double keep, double spread,
+                                RowStats* st) noexcept nogil:
+    """m, log_s, sum_wt and d_wtx of a logits row and its probability row.
+
+    t'[c] = keep * t[c] + spread (keep = 1 - eps, spread = eps / C).
+    """
+    cdef Py_ssize_t j
+    cdef double wt, swt = 0.0, d = 0.0
+    row_stats(x, n, stride, NULL, False, st)
+    if stride == 1 and t_stride == 1 and lm_simd_ready():
+        # both rows contiguous and of one dtype: the vectorised sums (a scalar
+        # loop of two dependent sums was most of the time at 1024x1000)
+        if floating is double and target_floating is double:
+            st.d_wtx = lm_wdot_d(x, t, n, st.m, keep, spread, w, &st.sum_wt)
+            return
+        elif floating is float and target_floating is float:
+            st.d_wtx = lm_wdot_f(x, t, n, st.m, keep, spread, w, &st.sum_wt)
+            return
+    for j in range(n):
+        wt = (keep * t[j * t_stride] + spread) * (w[j] if w != NULL else 1.0)
+        swt += wt
+        d += wt * (x[j * stride] - st.m)    # 0 * -inf = nan, as torch's t * log_softmax
+    st.sum_wt = swt
+    st.d_wtx = d
+
+
+cdef inline void ce_prob_row(const floating* x, Py_ssize_t n, Py_ssize_t xs,
+                             const target_floating* t, Py_ssize_t ts, const double* w,
+                             double keep, double spread, double grad_scale,
+                             floating* g, Py_ssize_t gs, double* loss) noexcept nogil:
+    """One row of cross_entropy_prob_rows (g == NULL: no gradient)."""
+    cdef RowStats st
+    cdef Py_ssize_t k
+    row_stats_prob(x, n, xs, t, ts, w, keep, spread, &st)
+    loss[0] = st.sum_wt * st.log_s - st.d_wtx
+    if g == NULL:
+        return
+    for k in range(n):
+        g[k * gs] = <floating>(grad_scale * (
+            st.sum_wt * exp((x[k * xs] - st.m) - st.log_s)
+            - (w[k] if w != NULL else 1.0) * (keep * t[k * ts] + spread)))
+
+
+cdef inline void ce_prob_short_block(const floating* x, const target_floating* t,
+                                     Py_ssize_t n_rows, Py_ssize_t n, const double* w,
+                                     double keep, double spread, double* loss) noexcept nogil:
+    """Losses of a block (<= SHORT_BLOCK) of short contiguous rows: the row's
+    log-sum from the across-rows kernel, the rest as row_stats_prob; rows the
+    kernel flags go to ce_prob_row."""
+    cdef double log_s[SHORT_BLOCK]
+    cdef double special[SHORT_BLOCK]
+    cdef Py_ssize_t r, j
+    cdef const floating* row
+    cdef const target_floating* trow
+    cdef double m, wt, swt, d
+    short_rows(x, n_rows, n, SHORT_LOGSUM, log_s, <floating*>NULL, special)
+    for r in range(n_rows):
+        row = x + r * n
+        trow = t + r * n
+        if special[r]:
+            ce_prob_row(row, n, 1, trow, 1, w, keep, spread, 0.0, <floating*>NULL, 0,
+                        loss + r)
+            continue
+        m = row_max(row, n, 1)   # a flagged-free row: all finite
+        swt = 0.0
+        d = 0.0
+        for j in range(n):
+            wt = (keep * trow[j] + spread) * (w[j] if w != NULL else 1.0)
+            swt += wt
+            d += wt * (row[j] - m)
+        loss[r] = swt * log_s[r] - d

@@ -35,10 +35,11 @@ Every difference is taken against the row max before it is summed, never as
 ``lse - x[y]``: with logits of 1e17 the latter cancels to 0 (or inf - inf).
 Many short rows (C <= 8) take an across-rows SIMD kernel for ``L``.
 
-The row helpers of class-index cross-entropy (``row_stats``,
-``ce_class_row``, ``ce_class_short_block(s)``) and ``pairwise_sum`` live in
-``_kernel_rows.pxd``, one definition shared with ``_fastpath`` (which must
-give these kernels' bits for small inputs).
+The row helpers of cross-entropy (``row_stats``, ``ce_class_row``,
+``ce_class_short_block(s)``, ``ce_class_short_grad_block``; for probability
+targets ``row_stats_prob``, ``ce_prob_row``, ``ce_prob_short_block``) and
+``pairwise_sum`` live in ``_kernel_rows.pxd``, one definition shared with
+``_fastpath`` (which must give these kernels' bits for small inputs).
 
 and the gradients ``d loss / d x_k`` with ``p = softmax(x)``:
 
@@ -50,13 +51,11 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.math cimport exp
 
-from lossmle._rowops cimport (
-    simd_init, row_max, short_rows, lm_simd_ready, lm_wdot_d, lm_wdot_f, LM_SHORT_MAX,
-    SHORT_BLOCK, SHORT_LOGSUM,
-)
+from lossmle._rowops cimport simd_init, LM_SHORT_MAX, SHORT_BLOCK
 from lossmle._kernel_rows cimport (
     RowStats, row_stats, ClassOpts, ce_class_row, ce_class_short_block, ce_class_short_blocks,
-    ce_class_short_grad_block, pairwise_sum, blocked_sum,
+    ce_class_short_grad_block, pairwise_sum, blocked_sum, target_floating, ce_prob_row,
+    ce_prob_short_block,
 )
 from libc.stdlib cimport malloc, free
 
@@ -69,39 +68,6 @@ def _simd_init():
 
 
 SIMD_PATH = _simd_init()
-
-ctypedef fused target_floating:
-    float
-    double
-
-
-cdef inline void row_stats_prob(const floating* x, Py_ssize_t n, Py_ssize_t stride,
-                                const target_floating* t, Py_ssize_t t_stride,
-                                const double* w, double keep, double spread,
-                                RowStats* st) noexcept nogil:
-    """m, log_s, sum_wt and d_wtx of a logits row and its probability row.
-
-    t'[c] = keep * t[c] + spread (keep = 1 - eps, spread = eps / C).
-    """
-    cdef Py_ssize_t j
-    cdef double wt, swt = 0.0, d = 0.0
-    row_stats(x, n, stride, NULL, False, st)
-    if stride == 1 and t_stride == 1 and lm_simd_ready():
-        # both rows contiguous and of one dtype: the vectorised sums (a scalar
-        # loop of two dependent sums was most of the time at 1024x1000)
-        if floating is double and target_floating is double:
-            st.d_wtx = lm_wdot_d(x, t, n, st.m, keep, spread, w, &st.sum_wt)
-            return
-        elif floating is float and target_floating is float:
-            st.d_wtx = lm_wdot_f(x, t, n, st.m, keep, spread, w, &st.sum_wt)
-            return
-    for j in range(n):
-        wt = (keep * t[j * t_stride] + spread) * (w[j] if w != NULL else 1.0)
-        swt += wt
-        d += wt * (x[j * stride] - st.m)    # 0 * -inf = nan, as torch's t * log_softmax
-    st.sum_wt = swt
-    st.d_wtx = d
-
 
 def check_class_indices(const int64_t[:, :] target, Py_ssize_t n_classes,
                         int64_t ignore_index, int n_threads=1):
@@ -286,53 +252,6 @@ def cross_entropy_class_rows(const floating[:, :, :] logits,
             ce_class_row(&logits[r // n_inner, 0, r % n_inner], n_classes, xs,
                          target[r // n_inner, r % n_inner], &op, g, gs,
                          &loss[r // n_inner, r % n_inner], &row_weight[r // n_inner, r % n_inner])
-
-
-cdef inline void ce_prob_row(const floating* x, Py_ssize_t n, Py_ssize_t xs,
-                             const target_floating* t, Py_ssize_t ts, const double* w,
-                             double keep, double spread, double grad_scale,
-                             floating* g, Py_ssize_t gs, double* loss) noexcept nogil:
-    """One row of cross_entropy_prob_rows (g == NULL: no gradient)."""
-    cdef RowStats st
-    cdef Py_ssize_t k
-    row_stats_prob(x, n, xs, t, ts, w, keep, spread, &st)
-    loss[0] = st.sum_wt * st.log_s - st.d_wtx
-    if g == NULL:
-        return
-    for k in range(n):
-        g[k * gs] = <floating>(grad_scale * (
-            st.sum_wt * exp((x[k * xs] - st.m) - st.log_s)
-            - (w[k] if w != NULL else 1.0) * (keep * t[k * ts] + spread)))
-
-
-cdef void ce_prob_short_block(const floating* x, const target_floating* t,
-                              Py_ssize_t n_rows, Py_ssize_t n, const double* w,
-                              double keep, double spread, double* loss) noexcept nogil:
-    """Losses of a block (<= SHORT_BLOCK) of short contiguous rows: the row's
-    log-sum from the across-rows kernel, the rest as row_stats_prob; rows the
-    kernel flags go to ce_prob_row."""
-    cdef double log_s[SHORT_BLOCK]
-    cdef double special[SHORT_BLOCK]
-    cdef Py_ssize_t r, j
-    cdef const floating* row
-    cdef const target_floating* trow
-    cdef double m, wt, swt, d
-    short_rows(x, n_rows, n, SHORT_LOGSUM, log_s, <floating*>NULL, special)
-    for r in range(n_rows):
-        row = x + r * n
-        trow = t + r * n
-        if special[r]:
-            ce_prob_row(row, n, 1, trow, 1, w, keep, spread, 0.0, <floating*>NULL, 0,
-                        loss + r)
-            continue
-        m = row_max(row, n, 1)   # a flagged-free row: all finite
-        swt = 0.0
-        d = 0.0
-        for j in range(n):
-            wt = (keep * trow[j] + spread) * (w[j] if w != NULL else 1.0)
-            swt += wt
-            d += wt * (row[j] - m)
-        loss[r] = swt * log_s[r] - d
 
 
 def cross_entropy_prob_rows(const floating[:, :, :] logits,

@@ -449,6 +449,71 @@ def test_cross_entropy_bad_input_raises_as_before(args):
     errors_alike(lm.cross_entropy, *args)
 
 
+@pytest.mark.parametrize("special", SPECIALS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", CE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cross_entropy_prob_target_bit_identical(shape, dtype, special, rng):
+    """Probability targets of the logits' dtype and shape: bit for bit as the
+    general path (short rows block by block, long rows, specials in the logits
+    and a zero / one-hot target row), and the fast path really answers."""
+    x = logits(rng, shape, dtype, special)
+    t = rng.random(shape) + 0.01
+    t[0] = 0.0
+    t[-1] = 0.0
+    t[-1, -1] = 1.0
+    t = (t / np.maximum(t.sum(-1, keepdims=True), 1e-300)).astype(dtype)
+    before_x, before_t = x.copy(), t.copy()
+    with general_path():
+        nan_total = bool(np.isnan(lm.cross_entropy(x, t, reduction="sum")))
+    for reduction in ("mean", "sum", "none"):
+        direct = _fastpath.cross_entropy(x, t, -1, None, -100, reduction, 0.0, None, None,
+                                         None, None, None)
+        fast, ref = call_both(lm.cross_entropy, x, t, reduction=reduction)
+        assert_same(fast, ref)
+        assert (direct is None) == (reduction != "none" and nan_total)
+        if direct is not None:
+            assert_same(direct, ref)
+    np.testing.assert_array_equal(x, before_x)
+    np.testing.assert_array_equal(t, before_t)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", [(8, 10), (1, 1), (300, 3), (5, 4096), (7, 2)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_cross_entropy_prob_target_matches_oracles(shape, dtype, rng):
+    """-sum t log_softmax(x) per row (scipy, float64); the mean over rows."""
+    x = logits(rng, shape, dtype, "plain")
+    t = sps.softmax(rng.standard_normal(shape), axis=-1).astype(dtype)
+    rows = -(t.astype(np.float64) * sps.log_softmax(x.astype(np.float64), axis=-1)).sum(-1)
+    tl = tol(dtype, scale=np.abs(x).max())
+    np.testing.assert_allclose(lm.cross_entropy(x, t, reduction="none"), rows, **tl)
+    np.testing.assert_allclose(lm.cross_entropy(x, t, reduction="sum"), rows.sum(), **tl)
+    np.testing.assert_allclose(lm.cross_entropy(x, t), rows.mean(), **tl)
+
+
+def test_cross_entropy_prob_target_falls_through(rng):
+    """Probabilities of another dtype, shape or layout take the general path."""
+    x = logits(rng, (6, 5), np.float64, "plain")
+    t = sps.softmax(rng.standard_normal((6, 5)), axis=-1)
+    cases = [
+        ((x, t.astype(np.float32)), {}),
+        ((x.astype(np.float32), t), {}),
+        ((x, np.asfortranarray(t)), {}),
+        ((x, t[:, ::-1]), {}),
+        ((x, t.tolist()), {}),
+        ((x, t), dict(weight=np.arange(1.0, 6.0))),
+        ((x, t), dict(label_smoothing=0.2)),
+        ((x, t), dict(ignore_index=np.int64(3))),
+    ]
+    for args, kwargs in cases:
+        assert _fastpath.cross_entropy(*args, -1, kwargs.get("weight"),
+                                       kwargs.get("ignore_index", -100), "mean",
+                                       kwargs.get("label_smoothing", 0.0), None, None, None,
+                                       None, None) is None
+        assert_same(*call_both(lm.cross_entropy, *args, **kwargs))
+    errors_alike(lm.cross_entropy, x, t[:5])                 # wrong shape
+
+
 # ---------------------------------------------------------------------------
 # cross_entropy_with_grad (the cross_entropy fast path with the gradient)
 # ---------------------------------------------------------------------------
