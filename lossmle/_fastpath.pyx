@@ -268,11 +268,14 @@ cdef void ce_class_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
 
 
 cdef inline void _ce_prob_rows_of(int kind, const void* x, const void* t, Py_ssize_t n_rows,
-                                  Py_ssize_t n, double* loss) noexcept nogil:
+                                  Py_ssize_t n, double grad_scale, double* loss,
+                                  void* g) noexcept nogil:
     if kind == IS_F64:
-        ce_prob_rows(<const double*>x, <const double*>t, n_rows, n, loss)
+        ce_prob_rows(<const double*>x, <const double*>t, n_rows, n, grad_scale, loss,
+                     <double*>g)
     else:
-        ce_prob_rows(<const float*>x, <const float*>t, n_rows, n, loss)
+        ce_prob_rows(<const float*>x, <const float*>t, n_rows, n, grad_scale, loss,
+                     <float*>g)
 
 
 cdef inline void _ce_rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,
@@ -287,11 +290,17 @@ cdef inline void _ce_rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssiz
 
 
 cdef void ce_prob_rows(const floating* x, const floating* t, Py_ssize_t n_rows,
-                       Py_ssize_t n, double* loss) noexcept nogil:
-    """cross_entropy_prob_rows on one thread, loss only (contiguous logits and
-    probabilities of one dtype, no weight, no smoothing)."""
+                       Py_ssize_t n, double grad_scale, double* loss,
+                       floating* g) noexcept nogil:
+    """cross_entropy_prob_rows on one thread (contiguous logits and probabilities
+    of one dtype, no weight, no smoothing); g (contiguous like x) NULL: no
+    gradient."""
     cdef Py_ssize_t r, start
-    if 2 <= n <= LM_SHORT_MAX:
+    if g != NULL:   # with the gradient every row is a ce_prob_row, as there
+        for r in range(n_rows):
+            ce_prob_row(x + r * n, n, 1, t + r * n, 1, NULL, 1.0, 0.0, grad_scale,
+                        g + r * n, 1, loss + r)
+    elif 2 <= n <= LM_SHORT_MAX:
         start = 0
         while start < n_rows:   # _loss_kernels' block loop
             ce_prob_short_block(x + start * n, t + start * n,
@@ -427,10 +436,10 @@ cdef object _ce_run(object logits, const CeCall* c, double grad_scale, void* g):
     try:
         if c.probs != NULL:
             if c.n_rows * c.n < NOGIL_MIN_ELEMENTS:
-                _ce_prob_rows_of(c.kind, xd, c.probs, c.n_rows, c.n, loss)
+                _ce_prob_rows_of(c.kind, xd, c.probs, c.n_rows, c.n, grad_scale, loss, g)
             else:
                 with nogil:
-                    _ce_prob_rows_of(c.kind, xd, c.probs, c.n_rows, c.n, loss)
+                    _ce_prob_rows_of(c.kind, xd, c.probs, c.n_rows, c.n, grad_scale, loss, g)
         elif c.n_rows * c.n < NOGIL_MIN_ELEMENTS:
             _ce_rows_of(c.kind, xd, c.n_rows, c.n, c.ys, c.ignore, grad_scale, loss,
                         row_weight, g)
@@ -488,18 +497,19 @@ def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_s
 def cross_entropy_with_grad(logits, target, axis, weight, ignore_index, reduction,
                             label_smoothing, sample_weight, where, logit_softcap, grad_out,
                             n_threads):
-    """lossmle.cross_entropy_with_grad for the calls cross_entropy takes here (and
-    grad_out None): (loss, grad), or None."""
+    """lossmle.cross_entropy_with_grad for the calls cross_entropy takes here
+    (class indices or probabilities; grad_out None): (loss, grad), or None."""
     cdef CeCall c
     cdef double grad_scale = 1.0
     cdef cnp.ndarray grad
     cdef cnp.npy_intp dims[2]
     if grad_out is not None or not _ce_plain(
             logits, target, axis, weight, ignore_index, reduction, label_smoothing,
-            sample_weight, where, logit_softcap, None, n_threads, False, &c):
+            sample_weight, where, logit_softcap, None, n_threads, True, &c):
         return None
     if c.red == RED_MEAN:
-        # _losses._run: 1 / _mean_denominator (the kept rows), 0 when there are none
+        # _losses._run: 1 / _mean_denominator (the kept rows - every row for
+        # probabilities), 0 when there are none
         grad_scale = 1.0 / <double>c.n_kept if c.n_kept != 0 else 0.0
     dims[0], dims[1] = c.n_rows, c.n
     grad = cnp.PyArray_EMPTY(2, dims, cnp.NPY_DOUBLE if c.kind == IS_F64 else cnp.NPY_FLOAT, 0)

@@ -548,6 +548,33 @@ def test_cross_entropy_with_grad_bit_identical(shape, dtype, special, rng):
     np.testing.assert_array_equal(y, before_y)
 
 
+@pytest.mark.parametrize("special", SPECIALS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", CE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cross_entropy_with_grad_prob_target_bit_identical(shape, dtype, special, rng):
+    """Probability targets: loss and gradient bit for bit as the general path's,
+    and against the closed form sum(t) softmax - t (scaled by 1 / rows for the
+    mean) where the logits are finite."""
+    x = logits(rng, shape, dtype, special)
+    t = sps.softmax(rng.standard_normal(shape), axis=-1).astype(dtype)
+    t[0] = 0.0
+    with general_path():
+        nan_total = bool(np.isnan(lm.cross_entropy(x, t, reduction="sum")))
+    for reduction in ("mean", "sum", "none"):
+        direct = _fastpath.cross_entropy_with_grad(x, t, -1, None, -100, reduction, 0.0, None,
+                                                   None, None, None, None)
+        fast, ref = call_both(lm.cross_entropy_with_grad, x, t, reduction=reduction)
+        assert_same_pair(fast, ref)
+        assert (direct is None) == (reduction != "none" and nan_total)
+        if special == "plain":
+            t64 = t.astype(np.float64)
+            want = t64.sum(-1, keepdims=True) * sps.softmax(x.astype(np.float64), axis=-1) - t64
+            if reduction == "mean":
+                want /= shape[0]
+            tl = tol(dtype, scale=np.abs(x).max())
+            np.testing.assert_allclose(fast[1], want, rtol=tl["rtol"], atol=tl["rtol"])
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 @pytest.mark.parametrize("shape", [(8, 10), (1, 1), (300, 3), (5, 4096), (7, 2)],
                          ids=lambda s: "x".join(map(str, s)))
@@ -609,13 +636,15 @@ def test_cross_entropy_with_grad_falls_through(rng):
         ((np.asfortranarray(x), y), {}),
         ((x, y), dict(weight=np.arange(1.0, 6.0))),
         ((x, y), dict(label_smoothing=0.1)),
-        ((x, p), {}),
         ((x.T.copy(), y), dict(axis=0)),
         ((x, y), dict(sample_weight=np.ones(6))),
         ((x, y), dict(logit_softcap=30.0)),
         ((x, y), dict(grad_out=np.empty_like(x))),
         ((x.reshape(3, 2, 5), y.reshape(3, 2)), {}),
         ((x, y), dict(n_threads=2)),
+        ((x, p.astype(np.float32)), {}),
+        ((x, np.asfortranarray(p)), {}),
+        ((x, p), dict(label_smoothing=0.1)),
     ]
     for args, kwargs in cases:
         assert_same_pair(*call_both(lm.cross_entropy_with_grad, *args, **kwargs))
