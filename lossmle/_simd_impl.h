@@ -346,12 +346,23 @@ static LM_TARGET double LM_FN(lm_expwrite)(const LM_T *x, LM_T *out, ptrdiff_t n
  * 1/d), for 0 <= out, 1 <= d finite (softmax).  float values (normal
  * numbers once in double) with FMA skip the division: q = e * y, y = 1 / d,
  * then q += (e - q d) y, the correctly rounded e / d for a normal quotient
- * (Markstein's theorem) - 1.7x faster here.  For double the division is as
- * fast as that and needs no care near the subnormals. */
+ * (Markstein's theorem) - 1.7x faster here.  double takes the same steps
+ * when every e of the row is >= 2^-900 (one min pass first; then no step
+ * underflows, so the theorem holds; a C check against the division found no
+ * difference over 3.3e9 random and edge-mantissa pairs), else the division:
+ * vdivpd was 44% of a float64 softmax of 1000-value rows on an Intel AVX-512
+ * VM (16 cycles per 8 values). */
 static LM_TARGET void LM_FN(lm_divide)(LM_T *out, ptrdiff_t n, double d)
 {
     ptrdiff_t j;
-    if (LM_HAS_FMA && sizeof(LM_T) < sizeof(double)) {
+    int markstein = LM_HAS_FMA;
+    if (LM_HAS_FMA && sizeof(LM_T) == sizeof(double)) {
+        LM_T lowest = out[0];
+#pragma omp simd reduction(min : lowest)
+        for (j = 0; j < n; j++) lowest = out[j] < lowest ? out[j] : lowest;
+        markstein = lowest >= (LM_T)0x1p-900;
+    }
+    if (markstein) {
         const double y = 1.0 / d;
 #pragma omp simd
         for (j = 0; j < n; j++) {

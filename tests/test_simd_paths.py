@@ -237,3 +237,30 @@ def test_long_row_weighted_smoothed_grad_vs_closed_form(simd_path, n_cols, dtype
     scale = sw[:, None] * (tw.sum(axis=-1, keepdims=True) * p + tw) * (8 - log_p)
     assert grad.dtype == dtype
     assert np.all(np.abs(grad.astype(np.float64) - want_grad) <= tiny * scale)
+
+
+@pytest.mark.parametrize("n_cols", [9, 17, 33, 300, 2061])
+def test_softmax_division_steps_agree_bitwise(simd_path, n_cols):
+    """float64 softmax divides a row's exps by their sum with two FMA steps
+    (Markstein) when every exp is >= 2^-900, by vdivpd otherwise.  Rows A and
+    B differ in one entry only, whose exp (e^-600 in A: FMA steps; e^-700 in
+    B: division) is absorbed by every partial sum, so both rows have the same
+    exps and sum elsewhere: the two ways must give the same bits there - the
+    correctly rounded quotient, as scipy's division."""
+    rng = np.random.default_rng(n_cols)
+    n_rows = 200
+    v = rng.uniform(-30.0, 0.0, size=(n_rows, n_cols))
+    v[:, 0] = 0.0
+    k = rng.integers(1, n_cols, n_rows)
+    a, b = v.copy(), v.copy()
+    a[np.arange(n_rows), k] = -600.0
+    b[np.arange(n_rows), k] = -700.0
+    sa = lm.softmax(a, axis=-1, n_threads=1)
+    sb = lm.softmax(b, axis=-1, n_threads=1)
+    other = np.ones_like(v, dtype=bool)
+    other[np.arange(n_rows), k] = False
+    np.testing.assert_array_equal(sa[other], sb[other])
+    # and the value itself, against the closed form in NumPy (its own exp and
+    # sum: a few ulps apart)
+    want = np.exp(a) / np.exp(a).sum(axis=-1, keepdims=True)
+    np.testing.assert_allclose(sa[other], want[other], rtol=2e-14, atol=0)
