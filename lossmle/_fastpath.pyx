@@ -347,10 +347,10 @@ cdef struct CeCall:
 cdef bint _ce_plain(object logits, object target, object axis, object weight,
                     object ignore_index, object reduction, object label_smoothing,
                     object sample_weight, object where, object logit_softcap, object out,
-                    object n_threads, bint allow_probs, CeCall* c):
-    """A plain call (2-D logits; a 1-D int64 target, every index valid, or with
-    allow_probs probabilities of the logits' dtype and shape; default options):
-    fill c and return True; else False."""
+                    object n_threads, CeCall* c):
+    """A plain call (2-D logits; a 1-D int64 target, every index valid, or
+    probabilities of the logits' dtype and shape; default options): fill c and
+    return True; else False."""
     cdef Py_ssize_t r, t_rows, t_n
     cdef int64_t y
     cdef cnp.ndarray t
@@ -382,7 +382,7 @@ cdef bint _ce_plain(object logits, object target, object axis, object weight,
         return False
     t = <cnp.ndarray>target
     c.probs = NULL
-    if allow_probs and cnp.PyArray_TYPE(t) == cnp.PyArray_TYPE(<cnp.ndarray>logits):
+    if cnp.PyArray_TYPE(t) == cnp.PyArray_TYPE(<cnp.ndarray>logits):
         # probabilities: exactly the logits' dtype, shape and C layout (_plain)
         if (cnp.PyArray_NDIM(t) == 2 and cnp.PyArray_DIMS(t)[0] == c.n_rows
                 and cnp.PyArray_DIMS(t)[1] == c.n and _plain(t, &t_rows, &t_n) == c.kind):
@@ -489,7 +489,7 @@ def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_s
     when the call is not a plain one (or would raise)."""
     cdef CeCall c
     if not _ce_plain(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
-                     sample_weight, where, logit_softcap, out, n_threads, True, &c):
+                     sample_weight, where, logit_softcap, out, n_threads, &c):
         return None
     return _ce_run(logits, &c, 1.0, NULL)
 
@@ -505,7 +505,7 @@ def cross_entropy_with_grad(logits, target, axis, weight, ignore_index, reductio
     cdef cnp.npy_intp dims[2]
     if grad_out is not None or not _ce_plain(
             logits, target, axis, weight, ignore_index, reduction, label_smoothing,
-            sample_weight, where, logit_softcap, None, n_threads, True, &c):
+            sample_weight, where, logit_softcap, None, n_threads, &c):
         return None
     if c.red == RED_MEAN:
         # _losses._run: 1 / _mean_denominator (the kept rows - every row for
