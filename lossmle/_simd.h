@@ -18,7 +18,8 @@
  *
  * Accuracy: lm_exp_neg and lm_log_normal are within ~1 ulp (Cody-Waite
  * reduction with a split ln 2, degree-13 / atanh-series polynomials), the
- * float exp within ~1 ulp of float; sums are in double.  The training
+ * float exp within ~1 ulp of float, the float64 rows' lm_log1p_pos within
+ * ~0.76 ulp (lm_log_plus); sums are in double.  The training
  * primitives (the last section of _simd_impl.h) use the double exp/log for
  * both dtypes, but for the KL gradient's P and Q (LM_T's exp).
  */
@@ -179,9 +180,25 @@ LM_INLINE float lm_expf_neg_sum(float x)
     return x < -87.0f ? 0.0f : lm_expf_core(x);
 }
 
-/* log(x) for a positive, normal, finite x.  x = 2^k z with z in
- * [sqrt(1/2), sqrt(2)); log z = 2 atanh(f), f = (z - 1) / (z + 1). */
-LM_INLINE double lm_log_normal(double x)
+/* a * b - p exactly, for p = fl(a * b), without an FMA (Dekker's product) */
+LM_INLINE double lm_prod_err(double a, double b, double p)
+{
+    const double split = 134217729.0;  /* 2^27 + 1 */
+    double ta = split * a, ah = ta - (ta - a), al = a - ah;
+    double tb = split * b, bh = tb - (tb - b), bl = b - bh;
+    return ((ah * bh - p) + ah * bl + al * bh) + al * bl;
+}
+
+/* log(x + c) for a positive, normal, finite x, with x = 2^k z, z in
+ * [sqrt(1/2), sqrt(2)): log(z + c') = 2 atanh(f), c' = c 2^-k,
+ * f = (z - 1 + c') / (z + 1 + c').  mode 0: log(x), c unused; otherwise
+ * |c| is below half x's ulp, and mode 3 puts c' into f's numerator only
+ * (~2.3 ulp, one division less than log(x) + c / x), while modes 1 (with
+ * an FMA) and 2 (without: Dekker's product) also undo the rounding of
+ * f's numerator, its denominator and the division, carrying the rest of
+ * 2f beside it: within ~0.76 ulp (3e7 arguments against log1pl), at ~10
+ * more flops. */
+LM_INLINE double lm_log_plus(double x, double c, int mode)
 {
     const double ln2_hi = 6.93147180369123816490e-01;
     const double ln2_lo = 1.90821492927058770002e-10;
@@ -191,7 +208,35 @@ LM_INLINE double lm_log_normal(double x)
     uint64_t kbits = u >> 52;
     double k = lm_from_bits(kbits | 0x4330000000000000ULL) - (4503599627370496.0 + 2048.0);
     double z = lm_from_bits(ix - ((u - 0x8000000000000000ULL) & 0xfff0000000000000ULL));
-    double f = (z - 1.0) / (z + 1.0);
+    double num = z - 1.0;  /* exact: z in [0.7, 1.5) */
+    double d = z + 1.0, c_k = 0.0, e_num = 0.0, two_f_lo = 0.0;
+    if (mode != 0) {
+        /* 2^-k has the exponent field 1023 - k = 3071 - kbits; k >= 1023
+         * (x >= 2^1022.5) gives 0, where c' is far below the result's ulp */
+        uint64_t kc = kbits < 3071u ? kbits : 3071u;
+        double num_hi = num;
+        c_k = c * lm_from_bits((3071u - kc) << 52);
+        num = num_hi + c_k;
+        e_num = c_k - (num - num_hi);  /* exact (Fast2Sum: num_hi is 0 or >= c_k) */
+    }
+    /* 2f as 2 num / d: for a subnormal num (u in lm_log1p_pos) that is num
+     * itself, exactly, where 2 (num / d) would round */
+    double two_f = (2.0 * num) / d;
+    if (mode == 1 || mode == 2) {
+        /* 2f = 2 (num + e_num) / (d + e_d) exactly, with d + e_d == z + c' + 1
+         * (Fast2Sum: z < 2, d - 1 is exact); r = that numerator less two_f
+         * times that denominator, exact but for two_f * e_d's rounding (the
+         * division's remainder is exact with an FMA or Dekker's product).
+         * two_f_lo = r / d, to 2^-5.5 (a line in d on [1.7, 2.42]), is
+         * added to the small terms, below two_f's own rounding */
+        double e_d = (z - (d - 1.0)) + c_k;
+        double q = two_f * d;
+        double r = mode == 1 ? __builtin_fma(-two_f, d, 2.0 * num)
+                             : (2.0 * num - q) - lm_prod_err(two_f, d, q);
+        r += 2.0 * e_num - two_f * e_d;
+        two_f_lo = r * (0.976173893 - 0.23592431 * d);
+    }
+    double f = 0.5 * two_f;
     double s = f * f;
     /* sum_{i>=0} s^i / (2i + 1), |s| <= 0.0295, to s^10 */
     double p = 1.0 / 21.0;
@@ -204,9 +249,13 @@ LM_INLINE double lm_log_normal(double x)
     p = p * s + 1.0 / 7.0;
     p = p * s + 1.0 / 5.0;
     p = p * s + 1.0 / 3.0;
-    double two_f = 2.0 * f;
-    return k * ln2_hi + (two_f + (two_f * s * p + k * ln2_lo));
+    if (mode == 0 || mode == 3)
+        return k * ln2_hi + (two_f + (two_f * s * p + k * ln2_lo));
+    return k * ln2_hi + (two_f + (two_f * s * p + (k * ln2_lo + two_f_lo)));
 }
+
+/* log(x) for a positive, normal, finite x */
+LM_INLINE double lm_log_normal(double x) { return lm_log_plus(x, 0.0, 0); }
 
 /* One term of rel_entr(p, q) = p log(p / q) where the vectorised formula
  * holds (p > 0, q > 0, p/q a normal number), else 0; (OUT) *special = 0 there
@@ -224,13 +273,17 @@ LM_INLINE double lm_rel_entr_term(double p, double q, double *special)
     return regular ? term : 0.0;
 }
 
-/* log1p(u) for u >= 0 finite: log(1 + u) corrected for the rounding of 1 + u. */
-LM_INLINE double lm_log1p_pos(double u)
+/* log1p(u) for u >= 0 finite: log(w + c), w = 1 + u rounded and c = its
+ * rounding error (exact: w - 1 is), by lm_log_plus in the given mode.
+ * Called as lm_log1p_pos(u) inside _simd_impl.h: float64 rows get the
+ * ~0.76-ulp mode (the log-sum of a row whose max is 0 is this log1p
+ * itself), float32 rows, rounded to float afterwards, the cheaper mode 3. */
+LM_INLINE double lm_log1p_pos_(double u, int mode)
 {
     double w = 1.0 + u;
-    double corr = (u - (w - 1.0)) / w;
-    return lm_log_normal(w) + corr;
+    return lm_log_plus(w, u - (w - 1.0), mode);
 }
+#define lm_log1p_pos(u) lm_log1p_pos_((u), !LM_DOUBLE ? 3 : LM_HAS_FMA ? 1 : 2)
 
 /* ---- the variants: compiled once, in the extension lossmle._simd ----
  * Only the translation unit that defines LM_SIMD_IMPLEMENT (lossmle/_simd.pyx)
