@@ -273,6 +273,18 @@ LM_INLINE double lm_rel_entr_term(double p, double q, double *special)
     return regular ? term : 0.0;
 }
 
+/* One term of entr(t) = -t log t, t = p / total, where the vectorised
+ * formula holds (t positive, normal, finite), else 0; (OUT) *special = 0
+ * there and for p == 0 (a term of 0), 1 where the exact scalar code must
+ * decide (lm_entr's two loops). */
+LM_INLINE double lm_entr_term(double p, double t, double *special)
+{
+    int regular = t >= 2.2250738585072014e-308 && t <= 1.7976931348623157e308;
+    double term = -t * lm_log_normal(regular ? t : 1.0);
+    *special = (regular || p == 0.0) ? 0.0 : 1.0;
+    return regular ? term : 0.0;
+}
+
 /* log1p(u) for u >= 0 finite: log(w + c), w = 1 + u rounded and c = its
  * rounding error (exact: w - 1 is), by lm_log_plus in the given mode.
  * Called as lm_log1p_pos(u) inside _simd_impl.h: float64 rows get the

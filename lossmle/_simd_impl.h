@@ -525,21 +525,32 @@ static LM_TARGET double LM_FN(lm_kl)(const LM_T *p, const LM_T *q, ptrdiff_t n,
 /* sum of entr(p / total) = -(p / total) log(p / total) over the row, for
  * entries where the fast formula holds (p / total positive, normal and
  * finite, or p == 0); (OUT) how many entries need the exact scalar code
- * (the caller redoes the row).  A division per value, as scipy's entropy. */
+ * (the caller redoes the row).  p / total is scipy's entropy's division,
+ * bit for bit (below: with an FMA, without a division per value). */
 static LM_TARGET double LM_FN(lm_entr)(const LM_T *p, ptrdiff_t n, double total,
                                        double *n_special)
 {
     double s = 0.0, bad = 0.0;
     ptrdiff_t j;
+    /* p / total as q = p * inv and one FMA residual step: the correctly
+     * rounded quotient for normal results (Markstein's theorem, as softmax's
+     * divide), so t is the division's, bit for bit, without a division per
+     * value.  The steps need inv normal and an FMA; otherwise divide. */
+    if (LM_HAS_FMA && total >= 0x1p-1000 && total <= 0x1p1000) {
+        const double inv = 1.0 / total;
 #pragma omp simd reduction(+ : s, bad)
-    for (j = 0; j < n; j++) {
-        double pj = (double)p[j];
-        double t = pj / total;
-        int regular = t >= 2.2250738585072014e-308 && t <= 1.7976931348623157e308;
-        int zero = pj == 0.0;
-        double term = -t * lm_log_normal(regular ? t : 1.0);
-        s += regular ? term : 0.0;
-        bad += (regular || zero) ? 0.0 : 1.0;
+        for (j = 0; j < n; j++) {
+            double pj = (double)p[j], q = pj * inv, special;
+            s += lm_entr_term(pj, __builtin_fma(__builtin_fma(-q, total, pj), inv, q), &special);
+            bad += special;
+        }
+    } else {
+#pragma omp simd reduction(+ : s, bad)
+        for (j = 0; j < n; j++) {
+            double pj = (double)p[j], special;
+            s += lm_entr_term(pj, pj / total, &special);
+            bad += special;
+        }
     }
     *n_special = bad;
     return s;

@@ -91,3 +91,19 @@ def test_entropy_many_short_rows_match_scipy(simd_path, n_cols, dtype, n_threads
     np.testing.assert_allclose(got[finite], want[finite], rtol=rtol, atol=1e-300)
     # the same bits whatever the thread count
     np.testing.assert_array_equal(lm.entropy(p, axis=-1, n_threads=3 - n_threads), got)
+
+
+@pytest.mark.parametrize("n_cols", [16, 17, 100, 1000, 4097])
+def test_entropy_division_steps_agree_bitwise(simd_path, n_cols):
+    """lm_entr forms p / total as p * (1 / total) plus one FMA residual step
+    (Markstein) where 2^-1000 <= total <= 2^1000, and divides otherwise.
+    Scaling a row by 2^1010 scales every partial sum and p alike, exactly, so
+    p / total is the same number both ways: the two must give the same bits
+    (without the residual step some quotients are an ulp off, and so is the
+    entropy).  And the value itself is scipy's."""
+    rng = np.random.default_rng(n_cols)
+    p = rng.random((200, n_cols)) ** 4
+    scaled = p * 2.0 ** 1010                  # total > 2^1000: the division
+    got = lm.entropy(p, axis=-1, n_threads=1)
+    np.testing.assert_array_equal(got, lm.entropy(scaled, axis=-1, n_threads=1))
+    np.testing.assert_allclose(got, sst.entropy(p, axis=-1), rtol=1e-14)
