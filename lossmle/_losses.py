@@ -196,7 +196,30 @@ def _to_dtype(value, dtype):
     return dtype.type(value)
 
 
-def _run(p, want_grad):
+def _grad_buffer(p, grad_out):
+    """``(grad, kernel view, scratch)`` for cross_entropy_with_grad's gradient.
+
+    ``grad_out`` is validated as the other ``grad_out=`` parameters are.  The
+    kernels write into it directly when it is C-contiguous and no input's
+    memory; otherwise into a C-contiguous scratch array, copied into it at
+    the end.  In place, because the kernels redo the rows they flag from the
+    input after the gradient block is written; for other layouts, so that the
+    gradient's bits are those of the call without ``grad_out`` (a strided
+    gradient takes the row-by-row kernel, which rounds differently).
+    """
+    from ._training import _output_buffer
+    inputs = [(p.x, "logits"), (p.target, "target")]
+    grad, grad3, scratch = _output_buffer(grad_out, "grad_out", p.x.shape, p.x.dtype,
+                                          p.x3.shape, inputs)
+    if scratch is None and grad_out is not None and (
+            not grad_out.flags.c_contiguous
+            or any(np.may_share_memory(grad_out, arr) for arr, _ in inputs)):
+        scratch = np.empty(p.x.shape, dtype=p.x.dtype)
+        grad3 = scratch.reshape(p.x3.shape)
+    return grad, grad3, scratch
+
+
+def _run(p, want_grad, grad_out=None):
     if p.class_target and not want_grad and p.reduction != "none":
         # many short rows: the kernel sums the row losses block by block
         sums = _k.cross_entropy_class_total(p.x3, p.target3, p.weight, p.ignore_index,
@@ -205,11 +228,10 @@ def _run(p, want_grad):
             return _reduce_sums(p, sums[0], sums[1]), None
     n_rows = (p.x3.shape[0], p.x3.shape[2])
     loss = np.empty(n_rows, dtype=np.float64)
-    grad = grad3 = None
+    grad = grad3 = scratch = None
     scale = 1.0
     if want_grad:
-        grad = np.empty(p.x.shape, dtype=p.x.dtype)
-        grad3 = grad.reshape(p.x3.shape)
+        grad, grad3, scratch = _grad_buffer(p, grad_out)
         if p.reduction == "mean":
             denom = _mean_denominator(p)
             scale = 1.0 / denom if denom != 0 else 0.0
@@ -222,6 +244,8 @@ def _run(p, want_grad):
         row_weight = None
         _k.cross_entropy_prob_rows(p.x3, p.target3, p.weight, p.label_smoothing,
                                    loss, grad3, scale, p.n_threads)
+    if scratch is not None:
+        np.copyto(grad, scratch)
     return _reduce(p, loss, row_weight), grad
 
 
@@ -360,8 +384,7 @@ def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_inde
                                             logit_softcap, grad_out, n_threads)
     if res is not None:
         return res
-    if (sample_weight is not None or where is not None or logit_softcap is not None
-            or grad_out is not None):
+    if sample_weight is not None or where is not None or logit_softcap is not None:
         from ._training import weighted_cross_entropy_with_grad
         return weighted_cross_entropy_with_grad(
             logits, target, axis, sample_weight=sample_weight, weight=weight,
@@ -369,7 +392,7 @@ def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_inde
             where=where, logit_softcap=logit_softcap, grad_out=grad_out, n_threads=n_threads)
     p = _prepare(logits, target, axis, weight, ignore_index, reduction,
                  label_smoothing, n_threads, "logits", allow_prob_target=True)
-    return _run(p, want_grad=True)
+    return _run(p, want_grad=True, grad_out=grad_out)
 
 
 def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
@@ -420,4 +443,7 @@ cross_entropy.__doc__ = cross_entropy.__doc__.replace(
 cross_entropy_with_grad.__doc__ = cross_entropy_with_grad.__doc__.replace(
     "{shared}", _SHARED_PARAMS + _EXTENDED_PARAMS + """
     grad_out : ndarray, optional
-        Where to write the gradient (may be ``logits`` itself).""")
+        Where to write the gradient: the shape of ``logits`` and the
+        computation dtype (float32 for float32 logits, else float64),
+        writable, any strides; it may be ``logits`` itself (in place) but must
+        not partly overlap an input.  The returned ``grad`` is ``grad_out``.""")

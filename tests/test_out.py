@@ -119,3 +119,120 @@ def test_reduction_out_may_not_overlap_input_and_losses_need_none():
     p = np.full((2, 4), 0.25)
     with pytest.raises(ValueError, match="overlaps p"):
         lm.kl_divergence(p, p[::-1].copy(), out=p[:, 0])
+
+
+# ---------------------------------------------------------------------------
+# grad_out= on cross_entropy_with_grad: the same path, the same bits
+# ---------------------------------------------------------------------------
+def _ce_case(rng, kind, dtype):
+    """(logits, target, kwargs) of one cross_entropy_with_grad call, with a
+    nan, an inf and an ignored target where they apply (the kernels' redo)."""
+    shape, axis = {"short": ((700, 4), -1), "two": ((300, 2), -1),
+                   "long": ((40, 300), -1), "axis1": ((6, 5, 7), 1),
+                   "prob": ((200, 6), -1), "prob_long": ((30, 200), -1)}[kind]
+    n_classes = shape[axis]
+    pos_shape = shape[:axis % len(shape)] + shape[axis % len(shape) + 1:]
+    rows = rng.normal(size=pos_shape + (n_classes,)) * 3   # class axis last
+    rows.reshape(-1, n_classes)[3, 1] = np.inf
+    rows.reshape(-1, n_classes)[7, 0] = np.nan
+    x = np.ascontiguousarray(np.moveaxis(rows, -1, axis), dtype=dtype)
+    if kind.startswith("prob"):
+        target = sps.softmax(rng.normal(size=shape), axis=axis).astype(dtype)
+    else:
+        target = rng.integers(0, n_classes, pos_shape)
+        target.reshape(-1)[5] = -100
+    return x, target, dict(axis=axis)
+
+
+GRAD_OUT_KINDS = ["short", "two", "long", "axis1", "prob", "prob_long"]
+GRAD_OUT_OPTIONS = [dict(), dict(reduction="sum"), dict(reduction="none"),
+                    dict(label_smoothing=0.1), dict(weight="w")]
+
+
+def _options(opts, n_classes):
+    opts = dict(opts)
+    if opts.get("weight") == "w":
+        opts["weight"] = np.linspace(0.5, 2.0, n_classes)
+    return opts
+
+
+@pytest.mark.parametrize("kind", GRAD_OUT_KINDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("opts", GRAD_OUT_OPTIONS, ids=lambda o: str(o) or "default")
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_ce_grad_out_equals_the_fresh_gradient_bitwise(rng, kind, dtype, opts, layout):
+    x, target, kw = _ce_case(rng, kind, dtype)
+    kw.update(_options(opts, x.shape[kw["axis"]]))
+    with np.errstate(invalid="ignore"):
+        loss, grad = lm.cross_entropy_with_grad(x, target, **kw)
+        if layout == "strided":
+            buf = np.full(x.shape[:-1] + (2 * x.shape[-1],), 7.0, dtype)[..., ::2]
+        else:
+            buf = np.full(x.shape, 7.0, dtype, order=layout)
+        loss2, grad2 = lm.cross_entropy_with_grad(x, target, grad_out=buf, **kw)
+    assert grad2 is buf
+    assert np.array_equal(np.asarray(loss2), np.asarray(loss), equal_nan=True)
+    assert np.asarray(loss2).dtype == np.asarray(loss).dtype
+    np.testing.assert_array_equal(buf, grad)   # nan where nan, bits elsewhere
+
+
+@pytest.mark.parametrize("kind", GRAD_OUT_KINDS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_ce_grad_out_in_place(rng, kind, dtype):
+    # the rows the kernels flag (nan / inf) are redone from the input, so an
+    # in-place gradient must not be written before they are read
+    x, target, kw = _ce_case(rng, kind, dtype)
+    with np.errstate(invalid="ignore"):
+        loss, grad = lm.cross_entropy_with_grad(x, target, **kw)
+        x_buf = x.copy()
+        loss2, grad2 = lm.cross_entropy_with_grad(x_buf, target, grad_out=x_buf, **kw)
+        assert grad2 is x_buf
+        np.testing.assert_array_equal(x_buf, grad)
+        assert np.array_equal(loss2, loss, equal_nan=True)
+        if kind.startswith("prob"):   # the target's buffer may take it too
+            t_buf = target.astype(dtype)
+            loss3, grad3 = lm.cross_entropy_with_grad(x, t_buf, grad_out=t_buf, **kw)
+            assert grad3 is t_buf
+            np.testing.assert_array_equal(t_buf, grad)
+            assert np.array_equal(loss3, loss, equal_nan=True)
+
+
+@pytest.mark.parametrize("kind", ["short", "long", "prob"])
+def test_ce_grad_out_against_torch(rng, torch, kind):
+    x, target, kw = _ce_case(rng, kind, np.float64)
+    finite = np.isfinite(np.moveaxis(x, kw["axis"], -1)).all(axis=-1)
+    x = x[finite]
+    target = target[finite]
+    if not kind.startswith("prob"):
+        target = np.where(target < 0, 0, target)
+    xt = torch.tensor(x, requires_grad=True)
+    tt = torch.tensor(target)
+    torch.nn.functional.cross_entropy(xt, tt, label_smoothing=0.05).backward()
+    buf = np.empty_like(x)
+    lm.cross_entropy_with_grad(x, target, label_smoothing=0.05, grad_out=buf)
+    expected = xt.grad.numpy()
+    # entries near 0 carry the smoothing's cancellation: an absolute floor
+    np.testing.assert_allclose(buf, expected, rtol=1e-12,
+                               atol=1e-14 * np.abs(expected).max())
+
+
+def test_ce_grad_out_bad_buffers(rng):
+    x = rng.normal(size=(6, 5))
+    y = np.arange(6) % 5
+    p = sps.softmax(rng.normal(size=(6, 5)), axis=1)
+    f = lm.cross_entropy_with_grad
+    with pytest.raises(TypeError, match="grad_out.*dtype.*float32"):
+        f(x.astype(np.float32), y, grad_out=np.empty((6, 5)))
+    with pytest.raises(ValueError, match="grad_out.*shape"):
+        f(x, p, grad_out=np.empty((5, 6)))
+    big = np.concatenate([x, x[:1]])
+    with pytest.raises(ValueError, match="grad_out overlaps logits"):
+        f(big[:6], y, grad_out=big[1:])
+    tbig = np.concatenate([p, p[:1]])
+    with pytest.raises(ValueError, match="grad_out overlaps target"):
+        f(x, tbig[:6], grad_out=tbig[1:])
+    ro = np.zeros((6, 5))
+    ro.setflags(write=False)
+    with pytest.raises(ValueError, match="read-only"):
+        f(x, y, grad_out=ro)
+    assert not ro.any()
