@@ -14,7 +14,9 @@ function's raw arguments and handle only the common case, with C-level checks:
   one thread too);
 * the reduction is over the last axis (or, where the public default is
   ``axis=None``, over the whole array); every optional argument has its
-  default (``out``, ``where``, ``b``, ``weight``, ... are None);
+  default (``out``, ``where``, ``b``, ... are None), but for cross-entropy's
+  class ``weight`` (an exact contiguous float64 vector) and
+  ``label_smoothing`` (a Python float in [0, 1]);
 * ``n_threads`` is None or an ``int`` >= 1.
 
 Anything else, and every input that would raise (a class index out of range,
@@ -47,7 +49,7 @@ from lossmle._rowops cimport (
 )
 from lossmle._kernel_rows cimport (
     short_blocks, ClassOpts, ce_class_row, ce_class_short_blocks, ce_class_short_grad_block,
-    ce_prob_row, ce_prob_short_block, blocked_sum, kl_row,
+    ce_prob_row, ce_prob_short_block, blocked_sum, pairwise_sum, kl_row,
     entropy_row, KL_SHORT_MAX, kl_short_blocks, ENTR_SHORT_MAX, entropy_short_blocks,
 )
 from lossmle import _validation
@@ -234,83 +236,71 @@ def log_softmax(x, axis, where, out, n_threads):
     return _transform(x, axis, where, out, n_threads, SHORT_LOG_SOFTMAX)
 
 
-# ---- cross_entropy (and with its gradient) of class indices, as _loss_kernels ----
-# (no weight, no smoothing)
+# ---- cross_entropy (and with its gradient), as _loss_kernels ----
 
 cdef void ce_class_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
-                        const int64_t* y, int64_t ignore_index, double grad_scale,
-                        double* loss, double* row_weight, floating* g) noexcept nogil:
-    """cross_entropy_class_rows on one thread (contiguous logits and target, no
-    weight, no smoothing); g (contiguous like x) NULL: no gradient."""
+                        const int64_t* y, const ClassOpts* op, double* loss,
+                        double* row_weight, floating* g) noexcept nogil:
+    """cross_entropy_class_rows on one thread (contiguous logits and target); g
+    (contiguous like x) NULL: no gradient."""
     cdef Py_ssize_t r, start
-    cdef ClassOpts op
-    op.w = NULL
-    op.w_total = n
-    op.keep = 1.0
-    op.spread = 0.0
-    op.ignore_index = ignore_index
-    op.grad_scale = grad_scale     # read only with g
-    if 2 <= n <= LM_SHORT_MAX:
+    if 2 <= n <= LM_SHORT_MAX and (g == NULL or (op.w == NULL and op.spread == 0)):
         if g == NULL:
-            ce_class_short_blocks(x, n_rows, n, y, &op, loss, row_weight)
+            ce_class_short_blocks(x, n_rows, n, y, op, loss, row_weight)
         else:
             start = 0
             while start < n_rows:   # _loss_kernels' block loop
                 ce_class_short_grad_block(x + start * n, min(<Py_ssize_t>SHORT_BLOCK,
                                                              n_rows - start),
-                                          n, y + start, &op, loss + start,
+                                          n, y + start, op, loss + start,
                                           row_weight + start, g + start * n)
                 start += SHORT_BLOCK
-    else:
+    else:   # (with the gradient, weights or smoothing: row by row, as there)
         for r in range(n_rows):
-            ce_class_row(x + r * n, n, 1, y[r], &op, (g + r * n) if g != NULL else NULL, 1,
+            ce_class_row(x + r * n, n, 1, y[r], op, (g + r * n) if g != NULL else NULL, 1,
                          loss + r, row_weight + r)
 
 
 cdef inline void _ce_prob_rows_of(int kind, const void* x, const void* t, Py_ssize_t n_rows,
-                                  Py_ssize_t n, double grad_scale, double* loss,
+                                  Py_ssize_t n, const ClassOpts* op, double* loss,
                                   void* g) noexcept nogil:
     if kind == IS_F64:
-        ce_prob_rows(<const double*>x, <const double*>t, n_rows, n, grad_scale, loss,
-                     <double*>g)
+        ce_prob_rows(<const double*>x, <const double*>t, n_rows, n, op, loss, <double*>g)
     else:
-        ce_prob_rows(<const float*>x, <const float*>t, n_rows, n, grad_scale, loss,
-                     <float*>g)
+        ce_prob_rows(<const float*>x, <const float*>t, n_rows, n, op, loss, <float*>g)
 
 
 cdef inline void _ce_rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,
-                             const int64_t* y, int64_t ignore_index, double grad_scale,
-                             double* loss, double* row_weight, void* g) noexcept nogil:
+                             const int64_t* y, const ClassOpts* op, double* loss,
+                             double* row_weight, void* g) noexcept nogil:
     if kind == IS_F64:
-        ce_class_rows(<const double*>x, n_rows, n, y, ignore_index, grad_scale, loss,
-                      row_weight, <double*>g)
+        ce_class_rows(<const double*>x, n_rows, n, y, op, loss, row_weight, <double*>g)
     else:
-        ce_class_rows(<const float*>x, n_rows, n, y, ignore_index, grad_scale, loss,
-                      row_weight, <float*>g)
+        ce_class_rows(<const float*>x, n_rows, n, y, op, loss, row_weight, <float*>g)
 
 
 cdef void ce_prob_rows(const floating* x, const floating* t, Py_ssize_t n_rows,
-                       Py_ssize_t n, double grad_scale, double* loss,
+                       Py_ssize_t n, const ClassOpts* op, double* loss,
                        floating* g) noexcept nogil:
     """cross_entropy_prob_rows on one thread (contiguous logits and probabilities
-    of one dtype, no weight, no smoothing); g (contiguous like x) NULL: no
-    gradient."""
+    of one dtype; op's w, keep, spread and grad_scale); g (contiguous like x)
+    NULL: no gradient."""
     cdef Py_ssize_t r, start
     if g != NULL:   # with the gradient every row is a ce_prob_row, as there
         for r in range(n_rows):
-            ce_prob_row(x + r * n, n, 1, t + r * n, 1, NULL, 1.0, 0.0, grad_scale,
-                        g + r * n, 1, loss + r)
+            ce_prob_row(x + r * n, n, 1, t + r * n, 1, op.w, op.keep, op.spread,
+                        op.grad_scale, g + r * n, 1, loss + r)
     elif 2 <= n <= LM_SHORT_MAX:
         start = 0
         while start < n_rows:   # _loss_kernels' block loop
             ce_prob_short_block(x + start * n, t + start * n,
-                                min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n, NULL,
-                                1.0, 0.0, loss + start)
+                                min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n, op.w,
+                                op.keep, op.spread, loss + start)
             start += SHORT_BLOCK
     else:
         for r in range(n_rows):
-            ce_prob_row(x + r * n, n, 1, t + r * n, 1, NULL, 1.0, 0.0, 0.0, <floating*>NULL,
-                        0, loss + r)
+            ce_prob_row(x + r * n, n, 1, t + r * n, 1, op.w, op.keep, op.spread, 0.0,
+                        <floating*>NULL, 0, loss + r)
 
 
 cdef enum:
@@ -342,6 +332,9 @@ cdef struct CeCall:
     const int64_t* ys   # class indices, or NULL: probabilities
     const void* probs   # the probabilities (same dtype and shape as the logits)
     Py_ssize_t n_kept   # targets != ignore
+    const double* w     # class weights (validated), or NULL
+    double w_total      # their sum in order (_loss_kernels._class_opts), or n
+    double eps          # label smoothing
 
 
 cdef bint _ce_plain(object logits, object target, object axis, object weight,
@@ -349,16 +342,24 @@ cdef bint _ce_plain(object logits, object target, object axis, object weight,
                     object sample_weight, object where, object logit_softcap, object out,
                     object n_threads, CeCall* c):
     """A plain call (2-D logits; a 1-D int64 target, every index valid, or
-    probabilities of the logits' dtype and shape; default options): fill c and
-    return True; else False."""
-    cdef Py_ssize_t r, t_rows, t_n
+    probabilities of the logits' dtype and shape; default options but for a
+    class weight and label smoothing as _losses accepts them without a
+    conversion): fill c and return True; else False."""
+    cdef Py_ssize_t r, k, t_rows, t_n
     cdef int64_t y
-    cdef cnp.ndarray t
-    if (weight is not None or sample_weight is not None or where is not None
+    cdef cnp.ndarray t, wa
+    cdef const double* wp
+    if (sample_weight is not None or where is not None
             or logit_softcap is not None or out is not None or not _threads_ok(n_threads)):
         return False
-    if not (type(label_smoothing) is float and <double>label_smoothing == 0.0
-            or type(label_smoothing) is int and label_smoothing == 0):
+    # _losses._check_label_smoothing: float(eps) in [0, 1] (nan fails)
+    if type(label_smoothing) is float:
+        c.eps = <double>label_smoothing
+    elif type(label_smoothing) is int and (label_smoothing == 0 or label_smoothing == 1):
+        c.eps = 1.0 if label_smoothing == 1 else 0.0
+    else:
+        return False
+    if not (0.0 <= c.eps <= 1.0):
         return False
     if type(reduction) is not str:
         return False
@@ -378,6 +379,26 @@ cdef bint _ce_plain(object logits, object target, object axis, object weight,
     if c.kind == NOT_MINE or cnp.PyArray_NDIM(<cnp.ndarray>logits) != 2 \
             or not _last_axis(axis, 2):
         return False
+    # _losses._check_weight: n finite weights >= 0 (anything it would convert,
+    # or reject, is the general path's)
+    c.w = NULL
+    c.w_total = <double>c.n
+    if weight is not None:
+        if type(weight) is not cnp.ndarray:
+            return False
+        wa = <cnp.ndarray>weight
+        if not (cnp.PyArray_TYPE(wa) == cnp.NPY_DOUBLE and cnp.PyArray_NDIM(wa) == 1
+                and cnp.PyArray_DIMS(wa)[0] == c.n
+                and (cnp.PyArray_STRIDES(wa)[0] == 8 or c.n == 1)
+                and cnp.PyArray_ISNOTSWAPPED(wa) and cnp.PyArray_ISALIGNED(wa)):
+            return False
+        wp = <const double*>cnp.PyArray_DATA(wa)
+        c.w_total = 0.0
+        for k in range(c.n):
+            if not (0.0 <= wp[k] <= 1.7976931348623157e308):
+                return False
+            c.w_total += wp[k]
+        c.w = wp
     if type(target) is not cnp.ndarray:
         return False
     t = <cnp.ndarray>target
@@ -416,6 +437,13 @@ cdef object _ce_run(object logits, const CeCall* c, double grad_scale, void* g):
     """The row losses (and g) of a plain call, reduced as _losses._reduce does;
     None for a nan 'sum' / 'mean' (left to the general path)."""
     cdef Py_ssize_t r
+    cdef ClassOpts op      # as _loss_kernels._class_opts
+    op.w = c.w
+    op.w_total = c.w_total
+    op.keep = 1.0 - c.eps
+    op.spread = c.eps / <double>c.n
+    op.ignore_index = c.ignore
+    op.grad_scale = grad_scale     # read only with g
     cdef double loss_stack[STACK_ROWS]
     cdef double weight_stack[STACK_ROWS]
     cdef double block_totals[STACK_BLOCKS]
@@ -436,17 +464,15 @@ cdef object _ce_run(object logits, const CeCall* c, double grad_scale, void* g):
     try:
         if c.probs != NULL:
             if c.n_rows * c.n < NOGIL_MIN_ELEMENTS:
-                _ce_prob_rows_of(c.kind, xd, c.probs, c.n_rows, c.n, grad_scale, loss, g)
+                _ce_prob_rows_of(c.kind, xd, c.probs, c.n_rows, c.n, &op, loss, g)
             else:
                 with nogil:
-                    _ce_prob_rows_of(c.kind, xd, c.probs, c.n_rows, c.n, grad_scale, loss, g)
+                    _ce_prob_rows_of(c.kind, xd, c.probs, c.n_rows, c.n, &op, loss, g)
         elif c.n_rows * c.n < NOGIL_MIN_ELEMENTS:
-            _ce_rows_of(c.kind, xd, c.n_rows, c.n, c.ys, c.ignore, grad_scale, loss,
-                        row_weight, g)
+            _ce_rows_of(c.kind, xd, c.n_rows, c.n, c.ys, &op, loss, row_weight, g)
         else:
             with nogil:
-                _ce_rows_of(c.kind, xd, c.n_rows, c.n, c.ys, c.ignore, grad_scale, loss,
-                            row_weight, g)
+                _ce_rows_of(c.kind, xd, c.n_rows, c.n, c.ys, &op, loss, row_weight, g)
         if c.red == RED_NONE:
             # _losses._reduce: the row losses cast to the logits' dtype
             res = _vector(c.n_rows, c.kind)
@@ -485,13 +511,35 @@ cdef object _ce_run(object logits, const CeCall* c, double grad_scale, void* g):
 def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
                   sample_weight, where, logit_softcap, out, n_threads):
     """lossmle.cross_entropy for 2-D logits and a 1-D int64 class-index target (or
-    probabilities shaped and typed as the logits) with default options, or None
-    when the call is not a plain one (or would raise)."""
+    probabilities shaped and typed as the logits) with default options but for
+    ``weight`` and ``label_smoothing``, or None when the call is not such a one
+    (or would raise)."""
     cdef CeCall c
     if not _ce_plain(logits, target, axis, weight, ignore_index, reduction, label_smoothing,
                      sample_weight, where, logit_softcap, out, n_threads, &c):
         return None
     return _ce_run(logits, &c, 1.0, NULL)
+
+
+cdef double _kept_weight(const CeCall* c) except? -1:
+    """_losses._mean_denominator with class weights: np.sum(w[kept targets]),
+    which is 0.0 + NumPy's pairwise sum of them in order."""
+    cdef double stack[STACK_ROWS]
+    cdef double* wy = stack
+    cdef Py_ssize_t r, m = 0
+    cdef double total
+    if c.n_kept > STACK_ROWS:
+        wy = <double*>PyMem_Malloc(c.n_kept * sizeof(double))
+        if wy == NULL:
+            raise MemoryError()
+    for r in range(c.n_rows):
+        if c.ys[r] != c.ignore:
+            wy[m] = c.w[c.ys[r]]
+            m += 1
+    total = 0.0 + pairwise_sum(wy, m)
+    if wy != stack:
+        PyMem_Free(wy)
+    return total
 
 
 def cross_entropy_with_grad(logits, target, axis, weight, ignore_index, reduction,
@@ -500,7 +548,7 @@ def cross_entropy_with_grad(logits, target, axis, weight, ignore_index, reductio
     """lossmle.cross_entropy_with_grad for the calls cross_entropy takes here
     (class indices or probabilities; grad_out None): (loss, grad), or None."""
     cdef CeCall c
-    cdef double grad_scale = 1.0
+    cdef double grad_scale = 1.0, denom
     cdef cnp.ndarray grad
     cdef cnp.npy_intp dims[2]
     if grad_out is not None or not _ce_plain(
@@ -508,9 +556,10 @@ def cross_entropy_with_grad(logits, target, axis, weight, ignore_index, reductio
             sample_weight, where, logit_softcap, None, n_threads, &c):
         return None
     if c.red == RED_MEAN:
-        # _losses._run: 1 / _mean_denominator (the kept rows - every row for
-        # probabilities), 0 when there are none
-        grad_scale = 1.0 / <double>c.n_kept if c.n_kept != 0 else 0.0
+        # _losses._run: 1 / _mean_denominator (the kept rows, or their summed
+        # class weights - every row for probabilities), 0 when that is 0
+        denom = <double>c.n_kept if c.w == NULL or c.ys == NULL else _kept_weight(&c)
+        grad_scale = 1.0 / denom if denom != 0 else 0.0
     dims[0], dims[1] = c.n_rows, c.n
     grad = cnp.PyArray_EMPTY(2, dims, cnp.NPY_DOUBLE if c.kind == IS_F64 else cnp.NPY_FLOAT, 0)
     loss = _ce_run(logits, &c, grad_scale, cnp.PyArray_DATA(grad))

@@ -138,6 +138,19 @@ def _check_extended(reduction, out):
         raise ValueError(f"out is only for reduction='none', got reduction={reduction!r}")
 
 
+def _wide_class_indices(target):
+    """Class indices of a narrower integer dtype (int8..int32, uint8..uint32),
+    or a list / tuple of ints, as an int64 array: what the fast path takes and
+    what every path converts them to (the values are exact).  None for
+    anything else, which is left as given."""
+    if type(target) is list or type(target) is tuple:
+        target = np.asarray(target)
+        return target if target.dtype == np.int64 else None
+    if type(target) is np.ndarray and target.dtype.kind in "iu" and target.itemsize < 8:
+        return target.astype(np.int64)
+    return None
+
+
 def _check_loss_out(out, p, x_given, target_given):
     """``out=`` is for reduction='none': the per-position losses."""
     if out is None:
@@ -327,6 +340,11 @@ def cross_entropy(logits, target, axis=-1, *, weight=None, ignore_index=-100,
     res = _fastpath.cross_entropy(logits, target, axis, weight, ignore_index, reduction,
                                   label_smoothing, sample_weight, where, logit_softcap, out,
                                   n_threads)
+    if res is None and (wide := _wide_class_indices(target)) is not None:
+        target = wide
+        res = _fastpath.cross_entropy(logits, target, axis, weight, ignore_index, reduction,
+                                      label_smoothing, sample_weight, where, logit_softcap,
+                                      out, n_threads)
     if res is not None:
         return res
     if sample_weight is not None or where is not None or logit_softcap is not None:
@@ -382,6 +400,11 @@ def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_inde
     res = _fastpath.cross_entropy_with_grad(logits, target, axis, weight, ignore_index,
                                             reduction, label_smoothing, sample_weight, where,
                                             logit_softcap, grad_out, n_threads)
+    if res is None and (wide := _wide_class_indices(target)) is not None:
+        target = wide
+        res = _fastpath.cross_entropy_with_grad(logits, target, axis, weight, ignore_index,
+                                                reduction, label_smoothing, sample_weight,
+                                                where, logit_softcap, grad_out, n_threads)
     if res is not None:
         return res
     if sample_weight is not None or where is not None or logit_softcap is not None:

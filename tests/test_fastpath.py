@@ -287,19 +287,21 @@ CE_SHAPES = [(8, 10), (1, 1), (3, 1), (1, 10), (5, 4096), (7, 2), (9, 8), (300, 
              (129, 9), (1000, 5), (2, 2049)]
 
 
-def check_ce_bit_identical(public, direct_fn, x, target, same=None):
+def check_ce_bit_identical(public, direct_fn, x, target, same=None, weight=None,
+                           label_smoothing=0.0):
     """For every reduction, the public call (cross_entropy or _with_grad) bit for
     bit as the general path's, and the fast path itself answers - but for a
     nan sum of row losses, left to the general path (see the nan-total test);
     the inputs are not written."""
     same = same or assert_same
     before_x, before_t = x.copy(), target.copy()
+    opts = dict(weight=weight, label_smoothing=label_smoothing)
     with general_path():
-        nan_total = bool(np.isnan(lm.cross_entropy(x, target, reduction="sum")))
+        nan_total = bool(np.isnan(lm.cross_entropy(x, target, reduction="sum", **opts)))
     for reduction in ("mean", "sum", "none"):
-        direct = direct_fn(x, target, -1, None, -100, reduction, 0.0, None, None, None,
-                           None, None)
-        fast, ref = call_both(public, x, target, reduction=reduction)
+        direct = direct_fn(x, target, -1, weight, -100, reduction, label_smoothing, None,
+                           None, None, None, None)
+        fast, ref = call_both(public, x, target, reduction=reduction, **opts)
         same(fast, ref)
         assert (direct is None) == (reduction != "none" and nan_total)
         if direct is not None:
@@ -496,8 +498,10 @@ def test_cross_entropy_prob_target_falls_through(rng):
         ((x, np.asfortranarray(t)), {}),
         ((x, t[:, ::-1]), {}),
         ((x, t.tolist()), {}),
-        ((x, t), dict(weight=np.arange(1.0, 6.0))),
-        ((x, t), dict(label_smoothing=0.2)),
+        ((x, t), dict(weight=np.arange(1.0, 6.0).tolist())),
+        ((x, t), dict(weight=np.arange(1.0, 6.0, dtype=np.float32))),
+        ((x, t), dict(weight=np.arange(1.0, 11.0)[::2])),
+        ((x, t), dict(label_smoothing=np.float64(0.2))),
         ((x, t), dict(ignore_index=np.int64(3))),
     ]
     for args, kwargs in cases:
@@ -507,6 +511,153 @@ def test_cross_entropy_prob_target_falls_through(rng):
                                        None, None) is None
         assert_same(*call_both(lm.cross_entropy, *args, **kwargs))
     errors_alike(lm.cross_entropy, x, t[:5])                 # wrong shape
+
+
+# class weights and label smoothing: the fast path takes them as _losses does
+CE_OPTION_SETS = [
+    dict(weight="ramp"), dict(label_smoothing=0.1), dict(weight="ramp", label_smoothing=1.0),
+    dict(weight="zeros"), dict(label_smoothing=1),
+]
+
+
+def _ce_options(opts, n, rng):
+    opts = dict(opts)
+    if opts.get("weight") == "ramp":
+        opts["weight"] = rng.random(n) * 3
+    elif opts.get("weight") == "zeros":   # some classes weigh nothing
+        opts["weight"] = np.where(np.arange(n) % 2 == 0, 0.0, 1.5)
+    return opts
+
+
+@pytest.mark.parametrize("kind", ["class", "class_grad", "prob", "prob_grad"])
+@pytest.mark.parametrize("special", SPECIALS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", CE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_cross_entropy_weight_and_smoothing_bit_identical(shape, dtype, special, kind, rng):
+    """weight= and label_smoothing= (each, both, weights of 0) on class indices
+    and probabilities, with and without the gradient: bit for bit as the
+    general path, every reduction, and the fast path really answers."""
+    x = logits(rng, shape, dtype, special)
+    if kind.startswith("class"):
+        target = rng.integers(0, shape[1], shape[0])
+        target[::3] = -100
+    else:
+        target = sps.softmax(rng.standard_normal(shape), axis=-1).astype(dtype)
+    grad = kind.endswith("grad")
+    public = lm.cross_entropy_with_grad if grad else lm.cross_entropy
+    direct = _fastpath.cross_entropy_with_grad if grad else _fastpath.cross_entropy
+    for opts in CE_OPTION_SETS:
+        check_ce_bit_identical(public, direct, x, target, assert_same_pair if grad else None,
+                               **_ce_options(opts, shape[1], rng))
+
+
+def _smoothed_weighted_ce(x, y, w, eps):
+    """torch's cross_entropy with weight and label_smoothing, written out:
+    rows (1 - eps) w_y (-log p_y) + eps / C sum_c w_c (-log p_c); 'mean'
+    divides by sum w_y over the kept rows (scipy's log_softmax, float64)."""
+    logp = sps.log_softmax(x.astype(np.float64), axis=-1)
+    keep = y != -100
+    yk = np.where(keep, y, 0)
+    nll = -logp[np.arange(len(y)), yk]
+    rows = (1 - eps) * w[yk] * nll + eps / x.shape[1] * (-(logp * w).sum(-1))
+    rows = np.where(keep, rows, 0.0)
+    return rows, rows.sum() / w[yk][keep].sum()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", [(8, 10), (300, 3), (5, 4096), (7, 2)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_cross_entropy_weight_and_smoothing_match_oracles(shape, dtype, rng):
+    x = logits(rng, shape, dtype, "plain")
+    y = rng.integers(0, shape[1], shape[0])
+    y[1] = -100
+    w = rng.random(shape[1]) + 0.1
+    t = tol(dtype, scale=np.abs(x).max())
+    for eps in (0.0, 0.15):
+        rows, mean = _smoothed_weighted_ce(x, y, w, eps)
+        assert _fastpath.cross_entropy(x, y, -1, w, -100, "mean", eps, None, None, None,
+                                       None, None) is not None
+        np.testing.assert_allclose(lm.cross_entropy(x, y, weight=w, label_smoothing=eps),
+                                   mean, **t)
+        np.testing.assert_allclose(
+            lm.cross_entropy(x, y, weight=w, label_smoothing=eps, reduction="none"), rows, **t)
+
+
+def test_cross_entropy_weight_and_smoothing_match_torch(torch):
+    rng = np.random.default_rng(9)
+    for dtype in DTYPES:
+        x = (rng.standard_normal((8, 10)) * 3).astype(dtype)
+        y = rng.integers(0, 10, 8)
+        y[2] = -100
+        w = rng.random(10) + 0.1
+        xt = torch.from_numpy(x.copy()).requires_grad_(True)
+        want = torch.nn.functional.cross_entropy(
+            xt, torch.from_numpy(y), weight=torch.from_numpy(w.astype(dtype)),
+            label_smoothing=0.2)
+        want.backward()
+        loss, grad = lm.cross_entropy_with_grad(x, y, weight=w, label_smoothing=0.2)
+        tl = tol(dtype, 10)
+        np.testing.assert_allclose(loss, want.item(), **tl)
+        np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=tl["rtol"], atol=tl["rtol"])
+
+
+@pytest.mark.parametrize("make_target", [
+    lambda y: y.astype(np.int32), lambda y: y.astype(np.int16), lambda y: y.astype(np.int8),
+    lambda y: np.where(y < 0, 0, y).astype(np.uint8),
+    lambda y: np.where(y < 0, 1, y).astype(np.uint32),
+    lambda y: y.tolist(), lambda y: tuple(y.tolist()),
+], ids=["int32", "int16", "int8", "uint8", "uint32", "list", "tuple"])
+@pytest.mark.parametrize("fn", [lm.cross_entropy, lm.cross_entropy_with_grad],
+                         ids=["ce", "with_grad"])
+def test_cross_entropy_narrow_int_and_list_targets(fn, make_target, rng):
+    """Narrower integer dtypes and lists of ints are widened to int64 once, then
+    take the fast path: bit for bit as the general path (which widens them
+    too), with ignored rows and weights; bad indices raise as before."""
+    same = assert_same_pair if fn is lm.cross_entropy_with_grad else assert_same
+    for shape in [(8, 10), (300, 5)]:
+        x = logits(rng, shape, np.float64, "inf")
+        y = rng.integers(0, shape[1], shape[0])
+        y[::4] = -100
+        y[1] = 7 % shape[1]
+        target = make_target(y)
+        wide = lm._losses._wide_class_indices(target)
+        assert wide.dtype == np.int64
+        np.testing.assert_array_equal(wide, np.asarray(target))
+        assert _fastpath.cross_entropy(x, wide, -1, None, -100, "none", 0.0, None, None, None,
+                                       None, None) is not None
+        for kwargs in [{}, dict(reduction="sum"), dict(reduction="none"),
+                       dict(weight=rng.random(shape[1]))]:
+            same(*call_both(fn, x, target, **kwargs))
+    bad = make_target(np.array([0, 1, 2, 9]))
+    exc = errors_alike(fn, np.zeros((4, 5)), bad)
+    assert isinstance(exc, IndexError)
+
+
+def test_cross_entropy_float_list_and_wide_targets_are_left_alone(rng):
+    """Lists of floats (probabilities), int64 / uint64 arrays: not widened."""
+    p = sps.softmax(rng.standard_normal((4, 5)), axis=-1)
+    assert lm._losses._wide_class_indices(p.tolist()) is None
+    assert lm._losses._wide_class_indices(np.arange(4, dtype=np.uint64)) is None
+    assert lm._losses._wide_class_indices(np.arange(4)) is None
+    assert_same(*call_both(lm.cross_entropy, np.zeros((4, 5)), p.tolist()))
+    errors_alike(lm.cross_entropy, np.zeros((4, 5)), [2**70, 0, 1, 2])
+
+
+@pytest.mark.parametrize("bad", [
+    dict(weight=np.array([1.0, np.nan, 1.0, 1.0, 1.0])),
+    dict(weight=np.array([1.0, np.inf, 1.0, 1.0, 1.0])),
+    dict(weight=np.array([1.0, -1.0, 1.0, 1.0, 1.0])),
+    dict(weight=np.ones(4)), dict(weight=np.ones((5, 1))),
+    dict(label_smoothing=float("nan")), dict(label_smoothing=1.5), dict(label_smoothing=2),
+    dict(label_smoothing=-1e-300),
+], ids=repr)
+@pytest.mark.parametrize("fn", [lm.cross_entropy, lm.cross_entropy_with_grad],
+                         ids=["ce", "with_grad"])
+def test_cross_entropy_bad_weight_or_smoothing_raise_as_before(fn, bad):
+    x = np.zeros((4, 5))
+    y = np.array([0, 1, 2, 3])
+    exc = errors_alike(fn, x, y, **bad)
+    assert isinstance(exc, ValueError)
 
 
 # ---------------------------------------------------------------------------
