@@ -20,6 +20,10 @@ def cross_entropy_with_grad(
     label_smoothing: Any, sample_weight: Any, where: Any, logit_softcap: Any, grad_out: Any,
     n_threads: Any,
 ) -> Any: ...
+def nll_loss(
+    log_probs: Any, target: Any, axis: Any, weight: Any, ignore_index: Any, reduction: Any,
+    sample_weight: Any, out: Any, n_threads: Any,
+) -> Any: ...
 def kl_divergence(
     p: Any, q: Any, axis: Any, base: Any, keepdims: Any, validate: Any, out: Any,
     n_threads: Any,

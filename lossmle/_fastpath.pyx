@@ -9,14 +9,16 @@ arithmetic of an 8x10 input ~0.1 us.  The functions here take the public
 function's raw arguments and handle only the common case, with C-level checks:
 
 * inputs are exact ``np.ndarray`` of float64 or float32 (native byte order,
-  aligned) with C strides, 1-D or 2-D, at least one element and fewer than
+  aligned) with C strides, 1-D or 2-D (any number of dimensions for
+  logsumexp, softmax and log_softmax), at least one element and fewer than
   ``_validation.PARALLEL_MIN_ELEMENTS`` (so the general path would run them on
   one thread too);
 * the reduction is over the last axis (or, where the public default is
   ``axis=None``, over the whole array); every optional argument has its
   default (``out``, ``where``, ``b``, ... are None), but for cross-entropy's
   class ``weight`` (an exact contiguous float64 vector) and
-  ``label_smoothing`` (a Python float in [0, 1]);
+  ``label_smoothing`` (a Python float in [0, 1]), and logsumexp's
+  ``keepdims``;
 * ``n_threads`` is None or an ``int`` >= 1.
 
 Anything else, and every input that would raise (a class index out of range,
@@ -49,7 +51,7 @@ from lossmle._rowops cimport (
 )
 from lossmle._kernel_rows cimport (
     short_blocks, ClassOpts, ce_class_row, ce_class_short_blocks, ce_class_short_grad_block,
-    ce_prob_row, ce_prob_short_block, blocked_sum, pairwise_sum, kl_row,
+    ce_prob_row, ce_prob_short_block, blocked_sum, pairwise_sum, nll_pick, kl_row,
     entropy_row, KL_SHORT_MAX, kl_short_blocks, ENTR_SHORT_MAX, entropy_short_blocks,
 )
 from lossmle import _validation
@@ -128,6 +130,49 @@ cdef inline int _plain(object x, Py_ssize_t* n_rows, Py_ssize_t* n):
     return kind
 
 
+cdef inline int _plain_nd(object x, Py_ssize_t* n_rows, Py_ssize_t* n):
+    """_plain for any number of dimensions (logsumexp, softmax, log_softmax):
+    n is the last axis, n_rows the product of the others; every axis, length-1
+    ones included, has exactly C strides (the general path's rows view is then
+    (n_rows, n, 1), as for 2-D)."""
+    cdef cnp.ndarray a
+    cdef int kind, nd, i
+    cdef Py_ssize_t expected, rows
+    cdef cnp.npy_intp* shape
+    cdef cnp.npy_intp* strides
+    if type(x) is not cnp.ndarray:
+        return NOT_MINE
+    a = <cnp.ndarray>x
+    nd = cnp.PyArray_NDIM(a)
+    if nd <= 2:
+        return _plain(x, n_rows, n)
+    kind = cnp.PyArray_TYPE(a)
+    if kind == cnp.NPY_DOUBLE:
+        kind, expected = IS_F64, 8
+    elif kind == cnp.NPY_FLOAT:
+        kind, expected = IS_F32, 4
+    else:
+        return NOT_MINE
+    if not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISALIGNED(a)):
+        return NOT_MINE
+    shape = cnp.PyArray_DIMS(a)
+    strides = cnp.PyArray_STRIDES(a)
+    rows = 1
+    for i in range(nd - 1, -1, -1):
+        if shape[i] < 1 or strides[i] != expected:
+            return NOT_MINE
+        if i < nd - 1:
+            rows *= shape[i]
+        expected *= shape[i]
+        if expected >= MAX_ELEMENTS * 8:   # (no overflow on the way)
+            return NOT_MINE
+    n_rows[0] = rows
+    n[0] = shape[nd - 1]
+    if rows * n[0] >= MAX_ELEMENTS:
+        return NOT_MINE
+    return kind
+
+
 cdef inline bint _last_axis(object axis, int nd):
     """axis is an int naming the last axis."""
     return type(axis) is int and (axis == -1 or axis == nd - 1)
@@ -184,23 +229,37 @@ def logsumexp(a, axis, b, keepdims, return_sign, where, out, n_threads):
     """lossmle.logsumexp(a, axis, b, keepdims, return_sign, where=, out=, n_threads=),
     or None when the call is not a plain one (the public function then goes on)."""
     cdef Py_ssize_t n_rows, n
-    cdef int kind
+    cdef int kind, i, nd_out
     cdef double value[1]   # room for one float64 or float32
-    if (b is not None or where is not None or out is not None or keepdims is not False
+    cdef cnp.npy_intp dims[cnp.NPY_MAXDIMS]
+    if (b is not None or where is not None or out is not None
+            or not (keepdims is False or keepdims is True)
             or return_sign is not False or not _threads_ok(n_threads)):
         return None
-    kind = _plain(a, &n_rows, &n)
+    kind = _plain_nd(a, &n_rows, &n)
     if kind == NOT_MINE:
         return None
     cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>a)
-    if axis is None:            # every axis: one row of all values, a scalar
+    cdef cnp.npy_intp* shape = cnp.PyArray_DIMS(<cnp.ndarray>a)
+    if axis is None:            # every axis: one row of all values
         n, n_rows = n * n_rows, 1
     elif not _last_axis(axis, nd):
         return None
-    if n_rows == 1 and (nd == 1 or axis is None):
+    if keepdims is False and (nd == 1 or axis is None):    # a scalar
         _run_rows(kind, cnp.PyArray_DATA(<cnp.ndarray>a), 1, n, SHORT_LSE, value)
         return _scalar(value, kind)
-    res = _vector(n_rows, kind)
+    # the input's shape less the reduced axes, or with them as 1 (keepdims)
+    nd_out = 0
+    for i in range(nd):
+        if axis is None or i == nd - 1:
+            if keepdims is True:
+                dims[nd_out] = 1
+                nd_out += 1
+        else:
+            dims[nd_out] = shape[i]
+            nd_out += 1
+    res = cnp.PyArray_EMPTY(nd_out, dims, cnp.NPY_DOUBLE if kind == IS_F64
+                            else cnp.NPY_FLOAT, 0)
     _run_rows(kind, cnp.PyArray_DATA(<cnp.ndarray>a), n_rows, n, SHORT_LSE,
               cnp.PyArray_DATA(<cnp.ndarray>res))
     return res
@@ -212,7 +271,7 @@ cdef object _transform(object x, object axis, object where, object out, object n
     cdef int kind
     if where is not None or out is not None or not _threads_ok(n_threads):
         return None
-    kind = _plain(x, &n_rows, &n)
+    kind = _plain_nd(x, &n_rows, &n)
     if kind == NOT_MINE:
         return None
     cdef cnp.ndarray arr = <cnp.ndarray>x
@@ -268,6 +327,23 @@ cdef inline void _ce_prob_rows_of(int kind, const void* x, const void* t, Py_ssi
         ce_prob_rows(<const double*>x, <const double*>t, n_rows, n, op, loss, <double*>g)
     else:
         ce_prob_rows(<const float*>x, <const float*>t, n_rows, n, op, loss, <float*>g)
+
+
+cdef void nll_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, const int64_t* y,
+                   const ClassOpts* op, double* loss, double* row_weight) noexcept nogil:
+    """_loss_kernels.nll_rows over contiguous rows (the same nll_pick)."""
+    cdef Py_ssize_t r
+    for r in range(n_rows):
+        nll_pick(x + r * n, 1, y[r], op.w, op.ignore_index, loss + r, row_weight + r)
+
+
+cdef inline void _nll_rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,
+                              const int64_t* y, const ClassOpts* op, double* loss,
+                              double* row_weight) noexcept nogil:
+    if kind == IS_F64:
+        nll_rows(<const double*>x, n_rows, n, y, op, loss, row_weight)
+    else:
+        nll_rows(<const float*>x, n_rows, n, y, op, loss, row_weight)
 
 
 cdef inline void _ce_rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,
@@ -335,6 +411,7 @@ cdef struct CeCall:
     const double* w     # class weights (validated), or NULL
     double w_total      # their sum in order (_loss_kernels._class_opts), or n
     double eps          # label smoothing
+    bint nll            # nll_loss: the logits are log-probabilities
 
 
 cdef bint _ce_plain(object logits, object target, object axis, object weight,
@@ -349,6 +426,7 @@ cdef bint _ce_plain(object logits, object target, object axis, object weight,
     cdef int64_t y
     cdef cnp.ndarray t, wa
     cdef const double* wp
+    c.nll = False
     if (sample_weight is not None or where is not None
             or logit_softcap is not None or out is not None or not _threads_ok(n_threads)):
         return False
@@ -462,7 +540,9 @@ cdef object _ce_run(object logits, const CeCall* c, double grad_scale, void* g):
             raise MemoryError()
         row_weight = loss + c.n_rows
     try:
-        if c.probs != NULL:
+        if c.nll:   # (a few operations per row: no GIL release)
+            _nll_rows_of(c.kind, xd, c.n_rows, c.n, c.ys, &op, loss, row_weight)
+        elif c.probs != NULL:
             if c.n_rows * c.n < NOGIL_MIN_ELEMENTS:
                 _ce_prob_rows_of(c.kind, xd, c.probs, c.n_rows, c.n, &op, loss, g)
             else:
@@ -519,6 +599,20 @@ def cross_entropy(logits, target, axis, weight, ignore_index, reduction, label_s
                      sample_weight, where, logit_softcap, out, n_threads, &c):
         return None
     return _ce_run(logits, &c, 1.0, NULL)
+
+
+def nll_loss(log_probs, target, axis, weight, ignore_index, reduction, sample_weight, out,
+             n_threads):
+    """lossmle.nll_loss for 2-D log-probabilities and a 1-D int64 class-index
+    target with default options but for ``weight``, or None when the call is
+    not such a one (or would raise: probabilities are the general path's
+    TypeError)."""
+    cdef CeCall c
+    if not _ce_plain(log_probs, target, axis, weight, ignore_index, reduction, 0.0,
+                     sample_weight, None, None, out, n_threads, &c) or c.ys == NULL:
+        return None
+    c.nll = True
+    return _ce_run(log_probs, &c, 1.0, NULL)
 
 
 cdef double _kept_weight(const CeCall* c) except? -1:

@@ -20,6 +20,8 @@
 #                                                       _fastpath (cross_entropy_with_grad)
 #   target_floating, row_stats_prob, ce_prob_row,   _loss_kernels (cross_entropy_prob_rows),
 #       ce_prob_short_block                             _fastpath (cross_entropy)
+#   nll_pick                                        _loss_kernels (nll_rows), _fastpath
+#                                                       (nll_loss)
 #   pairwise_sum, blocked_sum                       _loss_kernels (pairwise_total: the
 #       general path's reductions, _losses._reduce; the short-row totals), _fastpath
 #   rel_entr, entr, kl_row, row_sum, entropy_row    _divergence_kernels, _fastpath
@@ -170,6 +172,21 @@ cdef struct ClassOpts:
     double spread           # eps / C
     int64_t ignore_index
     double grad_scale       # d reduction / d row loss
+
+
+cdef inline void nll_pick(const floating* x, Py_ssize_t xs, int64_t y, const double* w,
+                          int64_t ignore_index, double* loss, double* row_weight) noexcept nogil:
+    """One row of nll_loss: loss = -(w[y] x[y]) (0 where ignored), row_weight = w[y].
+    Written as the negated product so that a nan logit comes out with the same
+    sign bit whether or not the compiler folds a weight of 1 (x -> -x)."""
+    cdef double wy
+    if y == ignore_index:
+        loss[0] = 0.0
+        row_weight[0] = 0.0
+    else:
+        wy = w[y] if w != NULL else 1.0
+        loss[0] = -(wy * x[y * xs])
+        row_weight[0] = wy
 
 
 cdef inline void ce_class_row(const floating* x, Py_ssize_t n, Py_ssize_t xs, int64_t y,

@@ -55,7 +55,7 @@ from lossmle._rowops cimport simd_init, LM_SHORT_MAX, SHORT_BLOCK
 from lossmle._kernel_rows cimport (
     RowStats, row_stats, ClassOpts, ce_class_row, ce_class_short_block, ce_class_short_blocks,
     ce_class_short_grad_block, pairwise_sum, blocked_sum, target_floating, ce_prob_row,
-    ce_prob_short_block,
+    ce_prob_short_block, nll_pick,
 )
 from libc.stdlib cimport malloc, free
 
@@ -318,16 +318,9 @@ def cross_entropy_prob_rows(const floating[:, :, :] logits,
 cdef inline void nll_row(const floating[:, :, :] log_probs, const int64_t[:, :] target,
                          const double* w, int64_t ignore_index, double[:, ::1] loss,
                          double[:, ::1] row_weight, Py_ssize_t o, Py_ssize_t i) noexcept nogil:
-    """One row of nll_rows."""
-    cdef int64_t y = target[o, i]
-    cdef double wy
-    if y == ignore_index:
-        loss[o, i] = 0.0
-        row_weight[o, i] = 0.0
-    else:
-        wy = w[y] if w != NULL else 1.0
-        loss[o, i] = -wy * log_probs[o, y, i]
-        row_weight[o, i] = wy
+    """One row of nll_rows (nll_pick, as _fastpath.nll_loss)."""
+    nll_pick(&log_probs[o, 0, i], log_probs.strides[1] // <Py_ssize_t>sizeof(floating),
+             target[o, i], w, ignore_index, &loss[o, i], &row_weight[o, i])
 
 
 def nll_rows(const floating[:, :, :] log_probs, const int64_t[:, :] target,

@@ -445,6 +445,15 @@ def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
     >>> float(nll_loss(np.log([[0.5, 0.5], [0.25, 0.75]]), np.array([0, 1])))
     0.4904146265058631
     """
+    # small plain inputs: the whole call in compiled code (None: not such a call)
+    res = _fastpath.nll_loss(log_probs, target, axis, weight, ignore_index, reduction,
+                             sample_weight, out, n_threads)
+    if res is None and (wide := _wide_class_indices(target)) is not None:
+        target = wide
+        res = _fastpath.nll_loss(log_probs, target, axis, weight, ignore_index, reduction,
+                                 sample_weight, out, n_threads)
+    if res is not None:
+        return res
     if sample_weight is not None:
         from ._training import weighted_nll_loss
         _check_extended(reduction, out)

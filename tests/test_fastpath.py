@@ -36,7 +36,7 @@ from conftest import quiet, tol
 
 DTYPES = [np.float64, np.float32]
 DT_IDS = ["f64", "f32"]
-FAST_NAMES = ("logsumexp", "softmax", "log_softmax", "cross_entropy",
+FAST_NAMES = ("logsumexp", "softmax", "log_softmax", "cross_entropy", "nll_loss",
               "cross_entropy_with_grad", "kl_divergence", "entropy")
 
 
@@ -92,6 +92,8 @@ def huge(dtype):
 # long rows, short rows (across-rows kernel, n <= 8) in one and in several blocks
 SHAPES = [(10,), (1,), (3,), (1, 1), (8, 10), (3, 1), (5, 4096), (2, 3), (40, 7), (600, 4),
           (1, 8), (7, 9), (3, 2049)]
+# logsumexp / softmax / log_softmax also take N-D arrays over the last axis
+SHAPES += [(2, 3, 10), (3, 70, 4), (2, 1, 2, 9), (1, 3, 2049), (1, 1, 1), (4, 1, 2)]
 SHAPE_IDS = ["x".join(map(str, s)) for s in SHAPES]
 
 
@@ -132,15 +134,18 @@ def test_special_functions_bit_identical(shape, dtype, special, rng):
     for name in ("logsumexp", "softmax", "log_softmax"):
         public = getattr(lm, name)
         for axis in (-1, x.ndim - 1, None):
-            fast, ref = call_both(public, x, axis=axis)
-            assert_same(fast, ref)
-            # the fast path itself answered (not a fall-through)
-            if name == "logsumexp":
-                direct = _fastpath.logsumexp(x, axis, None, False, False, None, None, None)
-            else:
-                direct = getattr(_fastpath, name)(x, axis, None, None, None)
-            assert direct is not None
-            assert_same(direct, ref)
+            for keepdims in ((False, True) if name == "logsumexp" else (None,)):
+                kw = {} if keepdims is None else dict(keepdims=keepdims)
+                fast, ref = call_both(public, x, axis=axis, **kw)
+                assert_same(fast, ref)
+                # the fast path itself answered (not a fall-through)
+                if name == "logsumexp":
+                    direct = _fastpath.logsumexp(x, axis, None, keepdims, False, None, None,
+                                                 None)
+                else:
+                    direct = getattr(_fastpath, name)(x, axis, None, None, None)
+                assert direct is not None
+                assert_same(direct, ref)
     np.testing.assert_array_equal(x, before)     # never written
 
 
@@ -157,6 +162,24 @@ def test_special_functions_match_scipy(shape, dtype, rng):
     np.testing.assert_allclose(lm.softmax(x, axis=-1), sps.softmax(x64, axis=-1), **t)
     np.testing.assert_allclose(lm.log_softmax(x, axis=-1), sps.log_softmax(x64, axis=-1), **t)
     np.testing.assert_allclose(lm.softmax(x), sps.softmax(x64), **t)   # axis=None: all
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", [(2, 3, 10), (3, 70, 4), (2, 1, 2, 9), (7,)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_nd_and_keepdims_match_scipy(shape, dtype, rng):
+    """N-D arrays over the last axis and logsumexp's keepdims (fast path), as scipy."""
+    x = logits(rng, shape, dtype, "plain")
+    x64 = x.astype(np.float64)
+    t = tol(dtype, scale=np.abs(x64).max())
+    for axis in (-1, None):
+        for keepdims in (False, True):
+            got = lm.logsumexp(x, axis=axis, keepdims=keepdims)
+            want = sps.logsumexp(x64, axis=axis, keepdims=keepdims)
+            assert np.shape(got) == np.shape(want)
+            np.testing.assert_allclose(got, want, **t)
+    np.testing.assert_allclose(lm.softmax(x, axis=-1), sps.softmax(x64, axis=-1), **t)
+    np.testing.assert_allclose(lm.log_softmax(x, axis=-1), sps.log_softmax(x64, axis=-1), **t)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
@@ -204,14 +227,19 @@ def test_special_functions_fall_through(dtype, rng):
         (lm.logsumexp, (x[:, ::2],), dict(axis=-1)),
         (lm.logsumexp, (x.tolist(),), dict(axis=-1)),
         (lm.logsumexp, (x.astype(x.dtype.newbyteorder()),), dict(axis=-1)),
-        (lm.logsumexp, (x.reshape(2, 3, 5),), dict(axis=-1)),
+        (lm.logsumexp, (x.reshape(2, 3, 5),), dict(axis=1)),
+        (lm.logsumexp, (x.reshape(2, 3, 5)[:, ::2],), dict(axis=-1)),
+        (lm.logsumexp, (x.reshape(2, 3, 5).transpose(1, 0, 2),), dict(axis=-1)),
+        (lm.logsumexp, (x,), dict(axis=-1, keepdims=np.True_)),
+        (lm.logsumexp, (x,), dict(axis=-1, keepdims=1)),
         (lm.logsumexp, (np.float64(3.0),), {}),
         (lm.logsumexp, (np.zeros((0, 3), dtype),), dict(axis=-1)),
         (lm.logsumexp, (np.zeros((3, 0), dtype),), dict(axis=-1)),
         (lm.softmax, (x,), dict(axis=0)),
         (lm.softmax, (x.astype(np.float16),), dict(axis=-1)),
         (lm.softmax, (x.astype(np.int64),), dict(axis=-1)),
-        (lm.softmax, (x.reshape(2, 3, 5),), dict(axis=-1)),
+        (lm.softmax, (x.reshape(2, 3, 5),), dict(axis=0)),
+        (lm.softmax, (x.reshape(3, 2, 5)[::-1],), dict(axis=-1)),
         (lm.softmax, (np.zeros((0, 3), dtype),), dict(axis=-1)),
         (lm.log_softmax, (x,), dict(axis=-1, where=x > 0)),
         (lm.log_softmax, (x[::-1],), dict(axis=-1)),
@@ -225,6 +253,8 @@ def test_special_functions_fall_through(dtype, rng):
         else:
             assert_same(fast, ref)
     assert _fastpath.logsumexp(x, 0, None, False, False, None, None, None) is None
+    assert _fastpath.logsumexp(x, -1, None, np.True_, False, None, None, None) is None
+    assert _fastpath.softmax(x.reshape(2, 3, 5)[:, ::2], -1, None, None, None) is None
     assert _fastpath.softmax(np.asfortranarray(x), -1, None, None, None) is None
 
 
@@ -641,6 +671,71 @@ def test_cross_entropy_float_list_and_wide_targets_are_left_alone(rng):
     assert lm._losses._wide_class_indices(np.arange(4)) is None
     assert_same(*call_both(lm.cross_entropy, np.zeros((4, 5)), p.tolist()))
     errors_alike(lm.cross_entropy, np.zeros((4, 5)), [2**70, 0, 1, 2])
+
+
+@pytest.mark.parametrize("special", SPECIALS)
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", CE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_nll_loss_bit_identical(shape, dtype, special, rng):
+    """nll_loss of class indices (ignored rows, with and without class weights):
+    bit for bit as the general path, every reduction, the fast path answering
+    (but for a nan sum of row losses)."""
+    log_probs = logits(rng, shape, dtype, special)
+    y = rng.integers(0, shape[1], shape[0])
+    y[::3] = -100
+    before = log_probs.copy()
+    with general_path():
+        nan_total = bool(np.isnan(lm.nll_loss(log_probs, y, reduction="sum")))
+    for weight in (None, rng.random(shape[1]) * 2):
+        for reduction in ("mean", "sum", "none"):
+            direct = _fastpath.nll_loss(log_probs, y, -1, weight, -100, reduction, None, None,
+                                        None)
+            fast, ref = call_both(lm.nll_loss, log_probs, y, weight=weight,
+                                  reduction=reduction)
+            assert_same(fast, ref)
+            assert (direct is None) == (reduction != "none" and nan_total)
+            if direct is not None:
+                assert_same(direct, ref)
+    np.testing.assert_array_equal(log_probs, before)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+def test_nll_loss_matches_numpy_and_torch(dtype, rng):
+    log_probs = sps.log_softmax(rng.standard_normal((8, 10)) * 3, axis=-1).astype(dtype)
+    y = rng.integers(0, 10, 8)
+    y[2] = -100
+    w = rng.random(10) + 0.1
+    keep = y != -100
+    picked = -log_probs.astype(np.float64)[np.arange(8), np.where(keep, y, 0)] * keep
+    wy = w[np.where(keep, y, 0)] * keep
+    t = tol(dtype, 10)
+    np.testing.assert_allclose(lm.nll_loss(log_probs, y), picked.sum() / keep.sum(), **t)
+    np.testing.assert_allclose(lm.nll_loss(log_probs, y, weight=w, reduction="none"),
+                               picked * wy, **t)
+    np.testing.assert_allclose(lm.nll_loss(log_probs, y, weight=w),
+                               (picked * wy).sum() / wy.sum(), **t)
+    torch = pytest.importorskip("torch")
+    want = torch.nn.functional.nll_loss(torch.from_numpy(log_probs), torch.from_numpy(y),
+                                        weight=torch.from_numpy(w.astype(dtype)))
+    np.testing.assert_allclose(lm.nll_loss(log_probs, y, weight=w), want.item(), **t)
+
+
+def test_nll_loss_falls_through_and_raises_as_before(rng):
+    log_probs = sps.log_softmax(rng.standard_normal((6, 5)), axis=-1)
+    y = rng.integers(0, 5, 6)
+    p = sps.softmax(rng.standard_normal((6, 5)), axis=-1)
+    for args, kwargs in [((log_probs, y.astype(np.int32)), {}), ((log_probs, y.tolist()), {}),
+                         ((log_probs, y), dict(sample_weight=np.ones(6))),
+                         ((log_probs.T.copy(), y), dict(axis=0)),
+                         ((log_probs, y), dict(reduction="none", out=np.empty(6))),
+                         ((log_probs.astype(np.float32), y), dict(weight=np.ones(5)))]:
+        assert_same(*call_both(lm.nll_loss, *args, **kwargs))
+    assert _fastpath.nll_loss(log_probs, p, -1, None, -100, "mean", None, None, None) is None
+    assert isinstance(errors_alike(lm.nll_loss, log_probs, p), TypeError)
+    assert isinstance(errors_alike(lm.nll_loss, log_probs, np.array([0, 1, 2, 3, 4, 5])),
+                      IndexError)
+    errors_alike(lm.nll_loss, log_probs, y, weight=np.ones(4))
+    errors_alike(lm.nll_loss, log_probs, y, reduction="avg")
 
 
 @pytest.mark.parametrize("bad", [
