@@ -88,6 +88,21 @@ cdef inline bint _threads_ok(object n_threads):
     return n_threads is None or (type(n_threads) is int and n_threads >= 1)
 
 
+cdef inline int _float_kind(cnp.ndarray a, Py_ssize_t* item):
+    """IS_F64 / IS_F32 (item: the element size) for a native, aligned float64 /
+    float32 array; NOT_MINE otherwise."""
+    cdef int kind = cnp.PyArray_TYPE(a)
+    if kind == cnp.NPY_DOUBLE:
+        kind, item[0] = IS_F64, 8
+    elif kind == cnp.NPY_FLOAT:
+        kind, item[0] = IS_F32, 4
+    else:
+        return NOT_MINE
+    if not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISALIGNED(a)):
+        return NOT_MINE
+    return kind
+
+
 cdef inline int _plain(object x, Py_ssize_t* n_rows, Py_ssize_t* n):
     """IS_F64 / IS_F32 for an exact, native, aligned 1-D or 2-D float ndarray with C
     strides and 1 <= size < MAX_ELEMENTS (n_rows x n: its rows); NOT_MINE otherwise."""
@@ -99,14 +114,8 @@ cdef inline int _plain(object x, Py_ssize_t* n_rows, Py_ssize_t* n):
     if type(x) is not cnp.ndarray:
         return NOT_MINE
     a = <cnp.ndarray>x
-    kind = cnp.PyArray_TYPE(a)
-    if kind == cnp.NPY_DOUBLE:
-        kind, item = IS_F64, 8
-    elif kind == cnp.NPY_FLOAT:
-        kind, item = IS_F32, 4
-    else:
-        return NOT_MINE
-    if not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISALIGNED(a)):
+    kind = _float_kind(a, &item)
+    if kind == NOT_MINE:
         return NOT_MINE
     nd = cnp.PyArray_NDIM(a)
     shape = cnp.PyArray_DIMS(a)
@@ -146,14 +155,8 @@ cdef inline int _plain_nd(object x, Py_ssize_t* n_rows, Py_ssize_t* n):
     nd = cnp.PyArray_NDIM(a)
     if nd <= 2:
         return _plain(x, n_rows, n)
-    kind = cnp.PyArray_TYPE(a)
-    if kind == cnp.NPY_DOUBLE:
-        kind, expected = IS_F64, 8
-    elif kind == cnp.NPY_FLOAT:
-        kind, expected = IS_F32, 4
-    else:
-        return NOT_MINE
-    if not (cnp.PyArray_ISNOTSWAPPED(a) and cnp.PyArray_ISALIGNED(a)):
+    kind = _float_kind(a, &expected)
+    if kind == NOT_MINE:
         return NOT_MINE
     shape = cnp.PyArray_DIMS(a)
     strides = cnp.PyArray_STRIDES(a)

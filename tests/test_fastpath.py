@@ -313,6 +313,19 @@ def ce_oracle(x, y, ignore_index=-100):
     return rows, keep
 
 
+def _smoothed_weighted_ce(x, y, w, eps):
+    """torch's cross_entropy with weight and label_smoothing, written out:
+    rows (1 - eps) w_y (-log p_y) + eps / C sum_c w_c (-log p_c); 'mean'
+    divides by sum w_y over the kept rows (scipy's log_softmax, float64)."""
+    logp = sps.log_softmax(x.astype(np.float64), axis=-1)
+    keep = y != -100
+    yk = np.where(keep, y, 0)
+    nll = -logp[np.arange(len(y)), yk]
+    rows = (1 - eps) * w[yk] * nll + eps / x.shape[1] * (-(logp * w).sum(-1))
+    rows = np.where(keep, rows, 0.0)
+    return rows, rows.sum() / w[yk][keep].sum()
+
+
 CE_SHAPES = [(8, 10), (1, 1), (3, 1), (1, 10), (5, 4096), (7, 2), (9, 8), (300, 3),
              (129, 9), (1000, 5), (2, 2049)]
 
@@ -369,20 +382,30 @@ def test_cross_entropy_nan_total_is_the_general_paths(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
-@pytest.mark.parametrize("shape", [(8, 10), (1, 1), (300, 3), (5, 4096)],
+@pytest.mark.parametrize("shape", [(8, 10), (1, 1), (300, 3), (5, 4096), (7, 2)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_cross_entropy_matches_oracles(shape, dtype, rng):
+    """Plain, class-weighted and label-smoothed (all on the fast path) against
+    the closed form written with scipy's log_softmax."""
     x = logits(rng, shape, dtype, "plain")
     y = rng.integers(0, shape[1], shape[0])
     y[1::4] = -100
-    rows, keep = ce_oracle(x, y)
     t = tol(dtype, scale=np.abs(x).max())
-    np.testing.assert_allclose(lm.cross_entropy(x, y, reduction="none"), rows, **t)
-    np.testing.assert_allclose(lm.cross_entropy(x, y, reduction="sum"), rows.sum(), **t)
-    np.testing.assert_allclose(lm.cross_entropy(x, y), rows.sum() / keep.sum(), **t)
+    for weight, eps in [(None, 0.0), (rng.random(shape[1]) + 0.1, 0.0),
+                        (None, 0.15), (rng.random(shape[1]) + 0.1, 0.15)]:
+        kw = dict(weight=weight, label_smoothing=eps)
+        assert _fastpath.cross_entropy(x, y, -1, weight, -100, "mean", eps, None, None, None,
+                                       None, None) is not None
+        rows, mean = _smoothed_weighted_ce(x, y, np.ones(shape[1]) if weight is None
+                                           else weight, eps)
+        np.testing.assert_allclose(lm.cross_entropy(x, y, reduction="none", **kw), rows, **t)
+        np.testing.assert_allclose(lm.cross_entropy(x, y, reduction="sum", **kw), rows.sum(),
+                                   **t)
+        np.testing.assert_allclose(lm.cross_entropy(x, y, **kw), mean, **t)
 
 
 def test_cross_entropy_matches_torch(torch):
+    """Loss (and, weighted and smoothed, the gradient) as torch's."""
     rng = np.random.default_rng(4)
     for dtype in DTYPES:
         x = (rng.standard_normal((8, 10)) * 3).astype(dtype)
@@ -390,6 +413,16 @@ def test_cross_entropy_matches_torch(torch):
         y[2] = -100
         want = torch.nn.functional.cross_entropy(torch.from_numpy(x), torch.from_numpy(y))
         np.testing.assert_allclose(lm.cross_entropy(x, y), want.item(), **tol(dtype, 10))
+        w = rng.random(10) + 0.1
+        xt = torch.from_numpy(x.copy()).requires_grad_(True)
+        want = torch.nn.functional.cross_entropy(
+            xt, torch.from_numpy(y), weight=torch.from_numpy(w.astype(dtype)),
+            label_smoothing=0.2)
+        want.backward()
+        loss, grad = lm.cross_entropy_with_grad(x, y, weight=w, label_smoothing=0.2)
+        tl = tol(dtype, 10)
+        np.testing.assert_allclose(loss, want.item(), **tl)
+        np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=tl["rtol"], atol=tl["rtol"])
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
@@ -579,56 +612,6 @@ def test_cross_entropy_weight_and_smoothing_bit_identical(shape, dtype, special,
     for opts in CE_OPTION_SETS:
         check_ce_bit_identical(public, direct, x, target, assert_same_pair if grad else None,
                                **_ce_options(opts, shape[1], rng))
-
-
-def _smoothed_weighted_ce(x, y, w, eps):
-    """torch's cross_entropy with weight and label_smoothing, written out:
-    rows (1 - eps) w_y (-log p_y) + eps / C sum_c w_c (-log p_c); 'mean'
-    divides by sum w_y over the kept rows (scipy's log_softmax, float64)."""
-    logp = sps.log_softmax(x.astype(np.float64), axis=-1)
-    keep = y != -100
-    yk = np.where(keep, y, 0)
-    nll = -logp[np.arange(len(y)), yk]
-    rows = (1 - eps) * w[yk] * nll + eps / x.shape[1] * (-(logp * w).sum(-1))
-    rows = np.where(keep, rows, 0.0)
-    return rows, rows.sum() / w[yk][keep].sum()
-
-
-@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
-@pytest.mark.parametrize("shape", [(8, 10), (300, 3), (5, 4096), (7, 2)],
-                         ids=lambda s: "x".join(map(str, s)))
-def test_cross_entropy_weight_and_smoothing_match_oracles(shape, dtype, rng):
-    x = logits(rng, shape, dtype, "plain")
-    y = rng.integers(0, shape[1], shape[0])
-    y[1] = -100
-    w = rng.random(shape[1]) + 0.1
-    t = tol(dtype, scale=np.abs(x).max())
-    for eps in (0.0, 0.15):
-        rows, mean = _smoothed_weighted_ce(x, y, w, eps)
-        assert _fastpath.cross_entropy(x, y, -1, w, -100, "mean", eps, None, None, None,
-                                       None, None) is not None
-        np.testing.assert_allclose(lm.cross_entropy(x, y, weight=w, label_smoothing=eps),
-                                   mean, **t)
-        np.testing.assert_allclose(
-            lm.cross_entropy(x, y, weight=w, label_smoothing=eps, reduction="none"), rows, **t)
-
-
-def test_cross_entropy_weight_and_smoothing_match_torch(torch):
-    rng = np.random.default_rng(9)
-    for dtype in DTYPES:
-        x = (rng.standard_normal((8, 10)) * 3).astype(dtype)
-        y = rng.integers(0, 10, 8)
-        y[2] = -100
-        w = rng.random(10) + 0.1
-        xt = torch.from_numpy(x.copy()).requires_grad_(True)
-        want = torch.nn.functional.cross_entropy(
-            xt, torch.from_numpy(y), weight=torch.from_numpy(w.astype(dtype)),
-            label_smoothing=0.2)
-        want.backward()
-        loss, grad = lm.cross_entropy_with_grad(x, y, weight=w, label_smoothing=0.2)
-        tl = tol(dtype, 10)
-        np.testing.assert_allclose(loss, want.item(), **tl)
-        np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=tl["rtol"], atol=tl["rtol"])
 
 
 @pytest.mark.parametrize("make_target", [
