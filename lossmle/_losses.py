@@ -140,11 +140,16 @@ def _check_extended(reduction, out):
 
 def _wide_class_indices(target):
     """Class indices of a narrower integer dtype (int8..int32, uint8..uint32),
-    or a list / tuple of ints, as an int64 array: what the fast path takes and
-    what every path converts them to (the values are exact).  None for
-    anything else, which is left as given."""
+    or a list / tuple of ints, as an int64 array for the fast path (the
+    values are exact; every path converts them so).  None for anything else.
+    Only the fast path sees the copy: the general path gets the caller's
+    target, so its checks (an ``out=`` overlapping the target, the order of
+    its errors) are those of the call as given."""
     if type(target) is list or type(target) is tuple:
-        target = np.asarray(target)
+        try:
+            target = np.asarray(target)
+        except (ValueError, TypeError):   # ragged: the general path's error
+            return None
         return target if target.dtype == np.int64 else None
     if type(target) is np.ndarray and target.dtype.kind in "iu" and target.itemsize < 8:
         return target.astype(np.int64)
@@ -221,12 +226,14 @@ def _grad_buffer(p, grad_out):
     gradient takes the row-by-row kernel, which rounds differently).
     """
     from ._training import _output_buffer
-    inputs = [(p.x, "logits"), (p.target, "target")]
+    # the class weights too: the kernels read them while they write the gradient
+    inputs = [(p.x, "logits"), (p.target, "target"), (p.weight, "weight")]
     grad, grad3, scratch = _output_buffer(grad_out, "grad_out", p.x.shape, p.x.dtype,
                                           p.x3.shape, inputs)
     if scratch is None and grad_out is not None and (
             not grad_out.flags.c_contiguous
-            or any(np.may_share_memory(grad_out, arr) for arr, _ in inputs)):
+            or any(arr is not None and np.may_share_memory(grad_out, arr)
+                   for arr, _ in inputs)):
         scratch = np.empty(p.x.shape, dtype=p.x.dtype)
         grad3 = scratch.reshape(p.x3.shape)
     return grad, grad3, scratch
@@ -341,8 +348,7 @@ def cross_entropy(logits, target, axis=-1, *, weight=None, ignore_index=-100,
                                   label_smoothing, sample_weight, where, logit_softcap, out,
                                   n_threads)
     if res is None and (wide := _wide_class_indices(target)) is not None:
-        target = wide
-        res = _fastpath.cross_entropy(logits, target, axis, weight, ignore_index, reduction,
+        res = _fastpath.cross_entropy(logits, wide, axis, weight, ignore_index, reduction,
                                       label_smoothing, sample_weight, where, logit_softcap,
                                       out, n_threads)
     if res is not None:
@@ -401,8 +407,7 @@ def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_inde
                                             reduction, label_smoothing, sample_weight, where,
                                             logit_softcap, grad_out, n_threads)
     if res is None and (wide := _wide_class_indices(target)) is not None:
-        target = wide
-        res = _fastpath.cross_entropy_with_grad(logits, target, axis, weight, ignore_index,
+        res = _fastpath.cross_entropy_with_grad(logits, wide, axis, weight, ignore_index,
                                                 reduction, label_smoothing, sample_weight,
                                                 where, logit_softcap, grad_out, n_threads)
     if res is not None:
@@ -449,8 +454,7 @@ def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
     res = _fastpath.nll_loss(log_probs, target, axis, weight, ignore_index, reduction,
                              sample_weight, out, n_threads)
     if res is None and (wide := _wide_class_indices(target)) is not None:
-        target = wide
-        res = _fastpath.nll_loss(log_probs, target, axis, weight, ignore_index, reduction,
+        res = _fastpath.nll_loss(log_probs, wide, axis, weight, ignore_index, reduction,
                                  sample_weight, out, n_threads)
     if res is not None:
         return res

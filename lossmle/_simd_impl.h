@@ -707,7 +707,9 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
     }
 
 /* The modes that take a log (0, 2, 3, 5, 6) finish in a second, short loop
- * over the block, with the same operations (and bits) as in one loop:
+ * over the block, with the same operations as in one loop (GCC contracts a
+ * few of them differently: float64 2-value logsumexp / CE rows moved by 1-4
+ * ulp, towards mpmath, when this came in):
  * out_row = base + log1p(sum) (0, 3, 5, 6: the loss), or log_softmax's
  * values (2).  As one loop, the row's max -> exps -> sum -> division -> log
  * polynomial was one long dependent chain per 8 rows, and the 150-

@@ -943,8 +943,10 @@ def _ce_run(logits, target, axis, sample_weight, weight, ignore_index, reduction
         denom = float(np.sum(wy))
     grad = grad3 = scratch = None
     if want_grad:
-        grad, grad3, scratch = _output_buffer(grad_out, "grad_out", x.shape, x.dtype,
-                                              x3.shape, [(x, x_name)])
+        # every input the kernel reads while it writes the gradient
+        grad, grad3, scratch = _output_buffer(
+            grad_out, "grad_out", x.shape, x.dtype, x3.shape,
+            [(x, x_name), (weight, "weight"), (sw2, "sample_weight"), (m3, "where")])
     loss = np.empty(t2.shape, dtype=np.float64)
     row_weight = np.empty(t2.shape, dtype=np.float64)
     scale = 0.0 if denom == 0 else 1.0 / denom

@@ -646,6 +646,17 @@ def test_cross_entropy_narrow_int_and_list_targets(fn, make_target, rng):
     assert isinstance(exc, IndexError)
 
 
+@pytest.mark.parametrize("fn", [lm.cross_entropy, lm.nll_loss], ids=["ce", "nll"])
+def test_ragged_list_target_keeps_the_general_paths_error_order(fn):
+    """A list target that NumPy cannot make an array of is not widened: the
+    general path checks the other arguments first, as before the widening."""
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        fn(np.zeros((2, 3)), [[0, 1], [0]], reduction="bad")
+    with pytest.raises(TypeError, match="ignore_index"):
+        fn(np.zeros((2, 3)), [[0, 1], [0]], ignore_index=1.5)
+    assert lm._losses._wide_class_indices([[0, 1], [0]]) is None
+
+
 def test_cross_entropy_float_list_and_wide_targets_are_left_alone(rng):
     """Lists of floats (probabilities), int64 / uint64 arrays: not widened."""
     p = sps.softmax(rng.standard_normal((4, 5)), axis=-1)

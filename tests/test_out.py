@@ -236,3 +236,49 @@ def test_ce_grad_out_bad_buffers(rng):
     with pytest.raises(ValueError, match="read-only"):
         f(x, y, grad_out=ro)
     assert not ro.any()
+
+
+def test_grad_out_may_not_overlap_the_weights(rng):
+    # the kernels read the class (and sample) weights while they write the
+    # gradient: a grad_out sharing their memory is refused, never half-written
+    x = rng.normal(size=(6, 5))
+    y = np.array([1, 2, 3, 4, 0, 1])
+    p = sps.softmax(rng.normal(size=(6, 5)), axis=1)
+    buf = np.zeros((6, 5))
+    buf[0] = np.linspace(0.5, 2.0, 5)
+    saved = buf.copy()
+    for target, kw in [(y, {}), (p, dict(label_smoothing=0.1)), (y, dict(reduction="none"))]:
+        with pytest.raises(ValueError, match="grad_out overlaps weight"):
+            lm.cross_entropy_with_grad(x, target, weight=buf[0], grad_out=buf, **kw)
+        np.testing.assert_array_equal(buf, saved)
+    sw = np.ones((6, 5))
+    saved = sw.copy()
+    with pytest.raises(ValueError, match="grad_out overlaps sample_weight"):
+        lm.weighted_cross_entropy_with_grad(x, y, sample_weight=sw.reshape(-1)[:6],
+                                            grad_out=sw)
+    with pytest.raises(ValueError, match="grad_out overlaps weight"):
+        lm.weighted_cross_entropy_with_grad(x, y, sample_weight=np.ones(6), weight=buf[0],
+                                            grad_out=buf)
+    np.testing.assert_array_equal(sw, saved)
+    # a weight elsewhere is fine, and the answer that of a fresh gradient
+    w = buf[0].copy()
+    loss, grad = lm.cross_entropy_with_grad(x, y, weight=w)
+    out = np.empty_like(x)
+    loss2, grad2 = lm.cross_entropy_with_grad(x, y, weight=w, grad_out=out)
+    assert grad2 is out and loss2 == loss
+    np.testing.assert_array_equal(out, grad)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.uint32])
+def test_loss_out_may_not_overlap_a_narrow_int_target(dtype):
+    # int32 targets are widened to int64 for the fast path only: the overlap
+    # check of out= still sees the caller's target
+    x = np.zeros((4, 3), np.float32)
+    t = np.array([0, 1, 2, 0], dtype)
+    before = t.copy()
+    view = t.view(np.float32)   # the losses' dtype, the target's memory
+    with pytest.raises(ValueError, match="out overlaps target"):
+        lm.cross_entropy(x, t, reduction="none", out=view)
+    with pytest.raises(ValueError, match="out overlaps target"):
+        lm.nll_loss(x, t, reduction="none", out=view)
+    np.testing.assert_array_equal(t, before)
