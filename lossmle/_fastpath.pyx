@@ -9,8 +9,9 @@ arithmetic of an 8x10 input ~0.1 us.  The functions here take the public
 function's raw arguments and handle only the common case, with C-level checks:
 
 * inputs are exact ``np.ndarray`` of float64 or float32 (native byte order,
-  aligned) with C strides, 1-D or 2-D (any number of dimensions for
-  logsumexp, softmax and log_softmax), at least one element and fewer than
+  aligned) with C strides, 1-D or 2-D (any number of dimensions, reduced
+  over any one axis, for logsumexp, softmax and log_softmax), at least one
+  element and fewer than
   ``_validation.PARALLEL_MIN_ELEMENTS`` (so the general path would run them on
   one thread too);
 * the reduction is over the last axis (or, where the public default is
@@ -181,6 +182,31 @@ cdef inline bint _last_axis(object axis, int nd):
     return type(axis) is int and (axis == -1 or axis == nd - 1)
 
 
+cdef inline int _one_axis(cnp.ndarray a, object axis, Py_ssize_t* outer, Py_ssize_t* n,
+                          Py_ssize_t* inner):
+    """The reduced axis of a _plain_nd array: None (every axis: one row of all
+    values) gives -1; a Python int naming one axis (negative from the end) gives
+    it, with the array as rows (outer, n, inner) - rows_view's reshape, strided
+    by inner; anything else (a tuple, a numpy int, out of range) -2: the
+    general path decides, its errors included."""
+    cdef int nd = cnp.PyArray_NDIM(a), ax, i
+    cdef cnp.npy_intp* shape = cnp.PyArray_DIMS(a)
+    outer[0] = 1
+    inner[0] = 1
+    if axis is None:
+        n[0] = cnp.PyArray_SIZE(a)
+        return -1
+    if type(axis) is not int or not (-nd <= axis < nd):
+        return -2
+    ax = axis + nd if axis < 0 else axis
+    for i in range(ax):
+        outer[0] *= shape[i]
+    n[0] = shape[ax]
+    for i in range(ax + 1, nd):
+        inner[0] *= shape[i]
+    return ax
+
+
 cdef inline object _scalar(void* value, int kind):
     return PyArray_Scalar(value, F64 if kind == IS_F64 else F32, None)
 
@@ -193,12 +219,23 @@ cdef inline cnp.ndarray _vector(Py_ssize_t n, int kind):
 
 # ---- logsumexp, softmax, log_softmax (as _special_kernels) ----
 
-cdef void _rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
-                floating* out) noexcept nogil:
-    """mode SHORT_LSE / SHORT_SOFTMAX / SHORT_LOG_SOFTMAX of n_rows contiguous rows,
-    dispatched as logsumexp_rows / _transform_rows do with one thread."""
-    cdef Py_ssize_t r
-    if 2 <= n <= LM_SHORT_MAX:
+cdef void _rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, Py_ssize_t inner,
+                int mode, floating* out) noexcept nogil:
+    """mode SHORT_LSE / SHORT_SOFTMAX / SHORT_LOG_SOFTMAX of the rows of an
+    (n_rows, n, inner) C-ordered array (rows strided by inner), dispatched as
+    logsumexp_rows / _transform_rows do with one thread."""
+    cdef Py_ssize_t r, i, base
+    if inner > 1:   # a middle axis: the per-row helpers, strided
+        for r in range(n_rows):
+            for i in range(inner):
+                base = r * n * inner + i
+                if mode == SHORT_LSE:
+                    out[r * inner + i] = <floating>row_logsumexp(x + base, n, inner)
+                elif mode == SHORT_SOFTMAX:
+                    row_softmax(x + base, inner, out + base, inner, n)
+                else:
+                    row_log_softmax(x + base, inner, out + base, inner, n)
+    elif 2 <= n <= LM_SHORT_MAX:
         short_blocks(x, n_rows, n, mode, out)
     elif mode == SHORT_LSE:
         for r in range(n_rows):
@@ -212,27 +249,27 @@ cdef void _rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
 
 
 cdef inline void _rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,
-                          int mode, void* out) noexcept nogil:
+                          Py_ssize_t inner, int mode, void* out) noexcept nogil:
     if kind == IS_F64:
-        _rows(<const double*>x, n_rows, n, mode, <double*>out)
+        _rows(<const double*>x, n_rows, n, inner, mode, <double*>out)
     else:
-        _rows(<const float*>x, n_rows, n, mode, <float*>out)
+        _rows(<const float*>x, n_rows, n, inner, mode, <float*>out)
 
 
 cdef inline void _run_rows(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,
-                           int mode, void* out):
-    if n_rows * n < NOGIL_MIN_ELEMENTS:
-        _rows_of(kind, x, n_rows, n, mode, out)
+                           Py_ssize_t inner, int mode, void* out):
+    if n_rows * n * inner < NOGIL_MIN_ELEMENTS:
+        _rows_of(kind, x, n_rows, n, inner, mode, out)
     else:
         with nogil:
-            _rows_of(kind, x, n_rows, n, mode, out)
+            _rows_of(kind, x, n_rows, n, inner, mode, out)
 
 
 def logsumexp(a, axis, b, keepdims, return_sign, where, out, n_threads):
     """lossmle.logsumexp(a, axis, b, keepdims, return_sign, where=, out=, n_threads=),
     or None when the call is not a plain one (the public function then goes on)."""
-    cdef Py_ssize_t n_rows, n
-    cdef int kind, i, nd_out
+    cdef Py_ssize_t n_rows, n, outer, inner
+    cdef int kind, i, nd_out, ax
     cdef double value[1]   # room for one float64 or float32
     cdef cnp.npy_intp dims[cnp.NPY_MAXDIMS]
     if (b is not None or where is not None or out is not None
@@ -244,17 +281,16 @@ def logsumexp(a, axis, b, keepdims, return_sign, where, out, n_threads):
         return None
     cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>a)
     cdef cnp.npy_intp* shape = cnp.PyArray_DIMS(<cnp.ndarray>a)
-    if axis is None:            # every axis: one row of all values
-        n, n_rows = n * n_rows, 1
-    elif not _last_axis(axis, nd):
+    ax = _one_axis(<cnp.ndarray>a, axis, &outer, &n, &inner)
+    if ax == -2:
         return None
-    if keepdims is False and (nd == 1 or axis is None):    # a scalar
-        _run_rows(kind, cnp.PyArray_DATA(<cnp.ndarray>a), 1, n, SHORT_LSE, value)
+    if keepdims is False and (nd == 1 or ax == -1):    # a scalar
+        _run_rows(kind, cnp.PyArray_DATA(<cnp.ndarray>a), 1, n, 1, SHORT_LSE, value)
         return _scalar(value, kind)
     # the input's shape less the reduced axes, or with them as 1 (keepdims)
     nd_out = 0
     for i in range(nd):
-        if axis is None or i == nd - 1:
+        if ax == -1 or i == ax:
             if keepdims is True:
                 dims[nd_out] = 1
                 nd_out += 1
@@ -263,14 +299,14 @@ def logsumexp(a, axis, b, keepdims, return_sign, where, out, n_threads):
             nd_out += 1
     res = cnp.PyArray_EMPTY(nd_out, dims, cnp.NPY_DOUBLE if kind == IS_F64
                             else cnp.NPY_FLOAT, 0)
-    _run_rows(kind, cnp.PyArray_DATA(<cnp.ndarray>a), n_rows, n, SHORT_LSE,
+    _run_rows(kind, cnp.PyArray_DATA(<cnp.ndarray>a), outer, n, inner, SHORT_LSE,
               cnp.PyArray_DATA(<cnp.ndarray>res))
     return res
 
 
 cdef object _transform(object x, object axis, object where, object out, object n_threads,
                        int mode):
-    cdef Py_ssize_t n_rows, n
+    cdef Py_ssize_t n_rows, n, outer, inner
     cdef int kind
     if where is not None or out is not None or not _threads_ok(n_threads):
         return None
@@ -278,13 +314,12 @@ cdef object _transform(object x, object axis, object where, object out, object n
     if kind == NOT_MINE:
         return None
     cdef cnp.ndarray arr = <cnp.ndarray>x
-    if axis is None:            # every axis: the whole array is one row
-        n, n_rows = n * n_rows, 1
-    elif not _last_axis(axis, cnp.PyArray_NDIM(arr)):
+    if _one_axis(arr, axis, &outer, &n, &inner) == -2:
         return None
     res = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(arr), cnp.PyArray_DIMS(arr),
                             cnp.PyArray_TYPE(arr), 0)
-    _run_rows(kind, cnp.PyArray_DATA(arr), n_rows, n, mode, cnp.PyArray_DATA(<cnp.ndarray>res))
+    _run_rows(kind, cnp.PyArray_DATA(arr), outer, n, inner, mode,
+              cnp.PyArray_DATA(<cnp.ndarray>res))
     return res
 
 

@@ -133,7 +133,7 @@ def test_special_functions_bit_identical(shape, dtype, special, rng):
     before = x.copy()
     for name in ("logsumexp", "softmax", "log_softmax"):
         public = getattr(lm, name)
-        for axis in (-1, x.ndim - 1, None):
+        for axis in [None, *range(-x.ndim, x.ndim)]:
             for keepdims in ((False, True) if name == "logsumexp" else (None,)):
                 kw = {} if keepdims is None else dict(keepdims=keepdims)
                 fast, ref = call_both(public, x, axis=axis, **kw)
@@ -165,21 +165,24 @@ def test_special_functions_match_scipy(shape, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
-@pytest.mark.parametrize("shape", [(2, 3, 10), (3, 70, 4), (2, 1, 2, 9), (7,)],
+@pytest.mark.parametrize("shape", [(2, 3, 10), (3, 70, 4), (2, 1, 2, 9), (7,), (8, 10)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_nd_and_keepdims_match_scipy(shape, dtype, rng):
-    """N-D arrays over the last axis and logsumexp's keepdims (fast path), as scipy."""
+    """N-D arrays over any one axis (or all) and logsumexp's keepdims (fast
+    path), as scipy."""
     x = logits(rng, shape, dtype, "plain")
     x64 = x.astype(np.float64)
     t = tol(dtype, scale=np.abs(x64).max())
-    for axis in (-1, None):
+    for axis in [None, *range(-x.ndim, x.ndim)]:
+        assert _fastpath.softmax(x, axis, None, None, None) is not None
         for keepdims in (False, True):
             got = lm.logsumexp(x, axis=axis, keepdims=keepdims)
             want = sps.logsumexp(x64, axis=axis, keepdims=keepdims)
             assert np.shape(got) == np.shape(want)
             np.testing.assert_allclose(got, want, **t)
-    np.testing.assert_allclose(lm.softmax(x, axis=-1), sps.softmax(x64, axis=-1), **t)
-    np.testing.assert_allclose(lm.log_softmax(x, axis=-1), sps.log_softmax(x64, axis=-1), **t)
+        np.testing.assert_allclose(lm.softmax(x, axis=axis), sps.softmax(x64, axis=axis), **t)
+        np.testing.assert_allclose(lm.log_softmax(x, axis=axis),
+                                   sps.log_softmax(x64, axis=axis), **t)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
@@ -235,7 +238,7 @@ def test_special_functions_fall_through(dtype, rng):
         (lm.logsumexp, (np.float64(3.0),), {}),
         (lm.logsumexp, (np.zeros((0, 3), dtype),), dict(axis=-1)),
         (lm.logsumexp, (np.zeros((3, 0), dtype),), dict(axis=-1)),
-        (lm.softmax, (x,), dict(axis=0)),
+        (lm.softmax, (x,), dict(axis=(0,))),
         (lm.softmax, (x.astype(np.float16),), dict(axis=-1)),
         (lm.softmax, (x.astype(np.int64),), dict(axis=-1)),
         (lm.softmax, (x.reshape(2, 3, 5),), dict(axis=0)),
@@ -252,7 +255,12 @@ def test_special_functions_fall_through(dtype, rng):
                 assert_same(f, r)
         else:
             assert_same(fast, ref)
-    assert _fastpath.logsumexp(x, 0, None, False, False, None, None, None) is None
+    assert _fastpath.logsumexp(x, (0, 1), None, False, False, None, None, None) is None
+    assert _fastpath.logsumexp(x, np.int64(1), None, False, False, None, None, None) is None
+    assert _fastpath.logsumexp(x, 2, None, False, False, None, None, None) is None
+    for fn in (lm.logsumexp, lm.softmax, lm.log_softmax):   # bad axes: the same errors
+        errors_alike(fn, x, axis=-3)
+        errors_alike(fn, x, axis=2)
     assert _fastpath.logsumexp(x, -1, None, np.True_, False, None, None, None) is None
     assert _fastpath.softmax(x.reshape(2, 3, 5)[:, ::2], -1, None, None, None) is None
     assert _fastpath.softmax(np.asfortranarray(x), -1, None, None, None) is None
