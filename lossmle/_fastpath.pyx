@@ -140,14 +140,14 @@ cdef inline int _plain(object x, Py_ssize_t* n_rows, Py_ssize_t* n):
     return kind
 
 
-cdef inline int _plain_nd(object x, Py_ssize_t* n_rows, Py_ssize_t* n):
-    """_plain for any number of dimensions (logsumexp, softmax, log_softmax):
-    n is the last axis, n_rows the product of the others; every axis, length-1
-    ones included, has exactly C strides (the general path's rows view is then
-    (n_rows, n, 1), as for 2-D)."""
+cdef inline int _plain_nd(object x):
+    """_plain's checks for any number of dimensions (logsumexp, softmax,
+    log_softmax; _one_axis then splits the array into rows): every axis,
+    length-1 ones included, has exactly C strides, so rows_view's reshape in
+    the general path has them too."""
     cdef cnp.ndarray a
     cdef int kind, nd, i
-    cdef Py_ssize_t expected, rows
+    cdef Py_ssize_t item, expected, n_rows, n
     cdef cnp.npy_intp* shape
     cdef cnp.npy_intp* strides
     if type(x) is not cnp.ndarray:
@@ -155,25 +155,19 @@ cdef inline int _plain_nd(object x, Py_ssize_t* n_rows, Py_ssize_t* n):
     a = <cnp.ndarray>x
     nd = cnp.PyArray_NDIM(a)
     if nd <= 2:
-        return _plain(x, n_rows, n)
-    kind = _float_kind(a, &expected)
+        return _plain(x, &n_rows, &n)
+    kind = _float_kind(a, &item)
     if kind == NOT_MINE:
         return NOT_MINE
     shape = cnp.PyArray_DIMS(a)
     strides = cnp.PyArray_STRIDES(a)
-    rows = 1
+    expected = item
     for i in range(nd - 1, -1, -1):
         if shape[i] < 1 or strides[i] != expected:
             return NOT_MINE
-        if i < nd - 1:
-            rows *= shape[i]
         expected *= shape[i]
-        if expected >= MAX_ELEMENTS * 8:   # (no overflow on the way)
+        if expected >= MAX_ELEMENTS * item:   # too large (and no overflow on the way)
             return NOT_MINE
-    n_rows[0] = rows
-    n[0] = shape[nd - 1]
-    if rows * n[0] >= MAX_ELEMENTS:
-        return NOT_MINE
     return kind
 
 
@@ -268,7 +262,7 @@ cdef inline void _run_rows(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_
 def logsumexp(a, axis, b, keepdims, return_sign, where, out, n_threads):
     """lossmle.logsumexp(a, axis, b, keepdims, return_sign, where=, out=, n_threads=),
     or None when the call is not a plain one (the public function then goes on)."""
-    cdef Py_ssize_t n_rows, n, outer, inner
+    cdef Py_ssize_t n, outer, inner
     cdef int kind, i, nd_out, ax
     cdef double value[1]   # room for one float64 or float32
     cdef cnp.npy_intp dims[cnp.NPY_MAXDIMS]
@@ -276,7 +270,7 @@ def logsumexp(a, axis, b, keepdims, return_sign, where, out, n_threads):
             or not (keepdims is False or keepdims is True)
             or return_sign is not False or not _threads_ok(n_threads)):
         return None
-    kind = _plain_nd(a, &n_rows, &n)
+    kind = _plain_nd(a)
     if kind == NOT_MINE:
         return None
     cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>a)
@@ -306,11 +300,11 @@ def logsumexp(a, axis, b, keepdims, return_sign, where, out, n_threads):
 
 cdef object _transform(object x, object axis, object where, object out, object n_threads,
                        int mode):
-    cdef Py_ssize_t n_rows, n, outer, inner
+    cdef Py_ssize_t n, outer, inner
     cdef int kind
     if where is not None or out is not None or not _threads_ok(n_threads):
         return None
-    kind = _plain_nd(x, &n_rows, &n)
+    kind = _plain_nd(x)
     if kind == NOT_MINE:
         return None
     cdef cnp.ndarray arr = <cnp.ndarray>x
