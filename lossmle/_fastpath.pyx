@@ -47,13 +47,14 @@ from libc.stdint cimport int64_t
 from libc.math cimport INFINITY, NAN, fabs, copysign
 
 from lossmle._rowops cimport (
-    row_logsumexp, row_softmax, row_log_softmax, simd_init, lm_simd_ready, LM_SHORT_MAX,
-    SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
+    simd_init, lm_simd_ready, LM_SHORT_MAX, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX,
+    SHORT_LOG_SOFTMAX,
 )
 from lossmle._kernel_rows cimport (
-    short_blocks, ClassOpts, ce_class_row, ce_class_short_blocks, ce_class_short_grad_block,
-    ce_prob_row, ce_prob_short_block, blocked_sum, pairwise_sum, nll_pick, kl_row,
-    entropy_row, KL_SHORT_MAX, kl_short_blocks, ENTR_SHORT_MAX, entropy_short_blocks,
+    contig_rows, strided_rows, tile_units, ClassOpts, ce_class_row, ce_class_short_blocks,
+    ce_class_short_grad_block, ce_prob_row, ce_prob_short_block, blocked_sum, pairwise_sum,
+    nll_pick, kl_row, entropy_row, KL_SHORT_MAX, kl_short_blocks, ENTR_SHORT_MAX,
+    entropy_short_blocks,
 )
 from lossmle import _validation
 
@@ -218,28 +219,10 @@ cdef void _rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, Py_ssize_t i
     """mode SHORT_LSE / SHORT_SOFTMAX / SHORT_LOG_SOFTMAX of the rows of an
     (n_rows, n, inner) C-ordered array (rows strided by inner), dispatched as
     logsumexp_rows / _transform_rows do with one thread."""
-    cdef Py_ssize_t r, i, base
-    if inner > 1:   # a middle axis: the per-row helpers, strided
-        for r in range(n_rows):
-            for i in range(inner):
-                base = r * n * inner + i
-                if mode == SHORT_LSE:
-                    out[r * inner + i] = <floating>row_logsumexp(x + base, n, inner)
-                elif mode == SHORT_SOFTMAX:
-                    row_softmax(x + base, inner, out + base, inner, n)
-                else:
-                    row_log_softmax(x + base, inner, out + base, inner, n)
-    elif 2 <= n <= LM_SHORT_MAX:
-        short_blocks(x, n_rows, n, mode, out)
-    elif mode == SHORT_LSE:
-        for r in range(n_rows):
-            out[r] = <floating>row_logsumexp(x + r * n, n, 1)
-    elif mode == SHORT_SOFTMAX:
-        for r in range(n_rows):
-            row_softmax(x + r * n, 1, out + r * n, 1, n)
+    if inner > 1:   # a middle axis: gathered a tile of rows at a time
+        strided_rows(x, n, inner, mode, out, 0, tile_units(n_rows, n, inner))
     else:
-        for r in range(n_rows):
-            row_log_softmax(x + r * n, 1, out + r * n, 1, n)
+        contig_rows(x, n_rows, n, mode, out)
 
 
 cdef inline void _rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssize_t n,

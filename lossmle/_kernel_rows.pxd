@@ -10,8 +10,11 @@
 # package (package-data ``*.pxd``) only because the kernel modules cimport it.
 #
 # Who uses what:
-#   short_block, short_blocks                       _special_kernels (logsumexp_rows,
-#       softmax_rows, log_softmax_rows), _fastpath (logsumexp, softmax, log_softmax)
+#   short_block, short_blocks, contig_rows,         _special_kernels (logsumexp_rows,
+#       tile_rows, tile_units, gather_rows,             softmax_rows, log_softmax_rows),
+#       scatter_rows, strided_rows                      _fastpath (logsumexp, softmax,
+#                                                       log_softmax); tiles also
+#                                                       _loss_kernels (middle class axis)
 #   RowStats, row_stats_fast, row_stats             _loss_kernels (every cross-entropy row);
 #                                                       row_stats_fast also _training_kernels
 #   ClassOpts, ce_class_row, ce_class_short_block,  _loss_kernels (cross_entropy_class_rows),
@@ -44,8 +47,9 @@ from lossmle._rowops cimport (
     fast_dot, short_ce, short_ce_grad, lm_ce_grad_d, lm_ce_grad_f, lm_kl_d, lm_kl_f,
     lm_kl_rows_d, lm_kl_rows_f, lm_entr_d, lm_entr_f, lm_entr_rows_d, lm_entr_rows_f,
     lm_sum_d, lm_sum_f, lm_wdot_d, lm_wdot_f, lm_simd_ready, SHORT_BLOCK, SHORT_LSE,
-    SHORT_SOFTMAX, SHORT_LOGSUM,
+    SHORT_SOFTMAX, SHORT_LOGSUM, LM_SHORT_MAX, col_rows, LM_COL_ROWS, LM_COL_MAX,
 )
+from libc.stdlib cimport malloc, free
 
 
 # ---- logsumexp, softmax, log_softmax of short rows (_special_kernels) ----
@@ -85,6 +89,198 @@ cdef inline void short_blocks(const floating* x, Py_ssize_t n_rows, Py_ssize_t n
         start = blk * SHORT_BLOCK
         short_block(x + start * n, min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n, mode,
                     out + start * per_row)
+
+
+
+cdef enum:
+    # contiguous rows take col_blocks up to this many values: beyond it the
+    # two transposing copies cost more than the row-wise kernels (softmax of
+    # 32-value rows: 1.7x the row-wise time, one thread); a middle axis, read
+    # in place, takes col_block up to LM_COL_MAX (3-6x the row-wise speed)
+    COL_CONTIG_MAX = 16
+    # one transposed block: COL_CONTIG_MAX columns of COL_LD >= LM_COL_ROWS
+    # values (72, not 64: a power-of-two stride puts every column in the
+    # same few L1 sets)
+    COL_LD = 72
+    COL_BLOCK_VALUES = 1152
+
+cdef inline void col_block(const floating* x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
+                           int mode, floating* out, Py_ssize_t ld_out) noexcept nogil:
+    """mode SHORT_LSE / SHORT_SOFTMAX / SHORT_LOG_SOFTMAX of nr <= LM_COL_ROWS
+    rows of LM_SHORT_MAX < n <= LM_COL_MAX values stored column-major (value k
+    of row r at x[k * ld + r]) through the across-rows kernel col_rows; out[r]
+    (SHORT_LSE) or out[k * ld_out + r].  Flagged rows (nan, inf, a softmax
+    value near underflow) are redone by the row helpers on a contiguous copy
+    of the row, so they get the bits a contiguous row gets there."""
+    cdef double res[LM_COL_ROWS]
+    cdef double special[LM_COL_ROWS]
+    cdef floating row[LM_COL_MAX]
+    cdef floating row_out[LM_COL_MAX]
+    cdef Py_ssize_t r, k
+    cdef double n_bad = col_rows(x, ld, nr, n, mode, NULL, 0, res, out, ld_out, special)
+    if mode == SHORT_LSE:
+        for r in range(nr):
+            out[r] = <floating>res[r]
+    if n_bad == 0:
+        return
+    for r in range(nr):
+        if special[r] == 0:
+            continue
+        for k in range(n):
+            row[k] = x[k * ld + r]
+        if mode == SHORT_LSE:
+            out[r] = <floating>row_logsumexp(row, n, 1)
+            continue
+        if mode == SHORT_SOFTMAX:
+            row_softmax(row, 1, row_out, 1, n)
+        else:
+            row_log_softmax(row, 1, row_out, 1, n)
+        for k in range(n):
+            out[k * ld_out + r] = row_out[k]
+
+
+cdef inline void col_blocks(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
+                            floating* out) noexcept nogil:
+    """col_block over n_rows contiguous rows of LM_SHORT_MAX < n <= COL_CONTIG_MAX
+    values, LM_COL_ROWS at a time through a transposed copy (in L1)."""
+    cdef floating xt[COL_BLOCK_VALUES]
+    cdef floating ot[COL_BLOCK_VALUES]
+    cdef Py_ssize_t blk, r0, nr, r, k
+    for blk in range((n_rows + LM_COL_ROWS - 1) // LM_COL_ROWS):
+        r0 = blk * LM_COL_ROWS
+        nr = min(<Py_ssize_t>LM_COL_ROWS, n_rows - r0)
+        for r in range(nr):
+            for k in range(n):
+                xt[k * COL_LD + r] = x[(r0 + r) * n + k]
+        if mode == SHORT_LSE:
+            col_block(xt, COL_LD, nr, n, mode, out + r0, 0)
+            continue
+        col_block(xt, COL_LD, nr, n, mode, ot, COL_LD)
+        for r in range(nr):
+            for k in range(n):
+                out[(r0 + r) * n + k] = ot[k * COL_LD + r]
+
+
+cdef inline void contig_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
+                             floating* out) noexcept nogil:
+    """mode SHORT_LSE / SHORT_SOFTMAX / SHORT_LOG_SOFTMAX of n_rows contiguous
+    rows on this thread, dispatched as the kernels dispatch contiguous rows:
+    an across-rows kernel for 2..LM_SHORT_MAX values and (in blocks of rows)
+    for up to COL_CONTIG_MAX, else row by row."""
+    cdef Py_ssize_t r
+    if 2 <= n <= LM_SHORT_MAX:
+        short_blocks(x, n_rows, n, mode, out)
+    elif n <= COL_CONTIG_MAX:
+        col_blocks(x, n_rows, n, mode, out)
+    elif mode == SHORT_LSE:
+        for r in range(n_rows):
+            out[r] = <floating>row_logsumexp(x + r * n, n, 1)
+    elif mode == SHORT_SOFTMAX:
+        for r in range(n_rows):
+            row_softmax(x + r * n, 1, out + r * n, 1, n)
+    else:
+        for r in range(n_rows):
+            row_log_softmax(x + r * n, 1, out + r * n, 1, n)
+
+
+# ---- rows along a middle axis (torch's (N, C, d1..) layout) ----
+#
+# Row (o, i) of a C-ordered (n_outer, n, n_inner) array is strided by n_inner:
+# one value per cache line, none of it for the vectorised kernels.  So the
+# rows are taken a tile at a time - the tile_rows(n, n_inner) neighbouring
+# rows i0 .. i0 + T of one slab o, whose values lie side by side in memory -
+# copied into a contiguous (T, n) buffer (gather_rows), run through the same
+# contiguous-row helpers as the last axis (so a row's result is the same bits
+# whichever axis it lies along), and written back (scatter_rows) where the
+# output has rows too.  Memory traffic stays one read of the input and one
+# write of the output; the copies run in L1/L2.  A unit of work is one tile:
+# unit u is tile u % n_tiles of slab u // n_tiles.
+
+cdef enum:
+    TILE_VALUES = 16384     # a tile's values: 128 KiB of float64, in L2
+    TILE_MIN_ROWS = 16      # rows per tile at least: a cache line of float32 values
+    TILE_LONG_ROW = 65536   # longer rows are gathered one at a time (buffer <= 8 MiB)
+
+
+cdef inline Py_ssize_t tile_rows(Py_ssize_t n, Py_ssize_t n_inner) noexcept nogil:
+    """How many neighbouring rows (of n values, strided by n_inner) one tile holds."""
+    cdef Py_ssize_t t = TILE_VALUES // n
+    if t < TILE_MIN_ROWS:
+        t = TILE_MIN_ROWS if n <= TILE_LONG_ROW else 1
+    return t if t < n_inner else n_inner
+
+
+cdef inline Py_ssize_t tile_units(Py_ssize_t n_outer, Py_ssize_t n, Py_ssize_t n_inner) noexcept nogil:
+    """How many tiles (units of work) an (n_outer, n, n_inner) array has."""
+    cdef Py_ssize_t t = tile_rows(n, n_inner)
+    return n_outer * ((n_inner + t - 1) // t)
+
+
+cdef inline void gather_rows(const floating* x, Py_ssize_t n, Py_ssize_t n_inner,
+                             Py_ssize_t n_rows, floating* buf) noexcept nogil:
+    """buf[t * n + j] = x[j * n_inner + t] (t < n_rows, j < n): n_rows rows that
+    start side by side at x, strided by n_inner, as contiguous rows."""
+    cdef Py_ssize_t j, t
+    for j in range(n):
+        for t in range(n_rows):
+            buf[t * n + j] = x[j * n_inner + t]
+
+
+cdef inline void scatter_rows(const floating* buf, Py_ssize_t n, Py_ssize_t n_inner,
+                              Py_ssize_t n_rows, floating* out) noexcept nogil:
+    """The inverse of gather_rows: out[j * n_inner + t] = buf[t * n + j]."""
+    cdef Py_ssize_t j, t
+    for j in range(n):
+        for t in range(n_rows):
+            out[j * n_inner + t] = buf[t * n + j]
+
+
+cdef inline void strided_rows(const floating* x, Py_ssize_t n, Py_ssize_t n_inner,
+                              int mode, floating* out, Py_ssize_t u0,
+                              Py_ssize_t u1) noexcept nogil:
+    """mode SHORT_LSE / SHORT_SOFTMAX / SHORT_LOG_SOFTMAX of the rows of tiles
+    u0 .. u1 of a C-ordered (n_outer, n, n_inner) x, on this thread.  out:
+    (n_outer, n_inner) C-ordered for SHORT_LSE, else x's shape.  Without memory
+    for the buffers the rows run strided, in place (slower, same accuracy)."""
+    cdef Py_ssize_t t_rows = tile_rows(n, n_inner)
+    cdef Py_ssize_t n_tiles = (n_inner + t_rows - 1) // t_rows
+    cdef Py_ssize_t u, o, i0, cnt, r, blk
+    cdef bint medium = LM_SHORT_MAX < n <= LM_COL_MAX
+    # medium rows need no copy: col_block reads them where they are
+    cdef floating* buf = NULL if medium else <floating*>malloc(
+        2 * t_rows * n * sizeof(floating))
+    cdef floating* res = NULL if buf == NULL else buf + t_rows * n
+    for u in range(u0, u1):
+        o = u // n_tiles
+        i0 = (u % n_tiles) * t_rows
+        cnt = min(t_rows, n_inner - i0)
+        if medium:
+            for blk in range((cnt + LM_COL_ROWS - 1) // LM_COL_ROWS):
+                r = i0 + blk * LM_COL_ROWS
+                col_block(x + o * n * n_inner + r, n_inner,
+                          min(<Py_ssize_t>LM_COL_ROWS, i0 + cnt - r), n, mode,
+                          out + (o * n_inner + r if mode == SHORT_LSE
+                                 else o * n * n_inner + r), n_inner)
+            continue
+        if buf == NULL:
+            for r in range(i0, i0 + cnt):
+                if mode == SHORT_LSE:
+                    out[o * n_inner + r] = <floating>row_logsumexp(
+                        x + o * n * n_inner + r, n, n_inner)
+                elif mode == SHORT_SOFTMAX:
+                    row_softmax(x + o * n * n_inner + r, n_inner,
+                                out + o * n * n_inner + r, n_inner, n)
+                else:
+                    row_log_softmax(x + o * n * n_inner + r, n_inner,
+                                    out + o * n * n_inner + r, n_inner, n)
+            continue
+        gather_rows(x + o * n * n_inner + i0, n, n_inner, cnt, buf)
+        if mode == SHORT_LSE:
+            contig_rows(buf, cnt, n, mode, out + o * n_inner + i0)
+        else:
+            contig_rows(buf, cnt, n, mode, res)
+            scatter_rows(res, n, n_inner, cnt, out + o * n * n_inner + i0)
+    free(buf)
 
 
 # ---- cross-entropy rows (_loss_kernels) ----
@@ -206,6 +402,17 @@ cdef inline void ce_class_row(const floating* x, Py_ssize_t n, Py_ssize_t xs, in
         return
     row_stats(x, n, xs, w, op.spread > 0, &st)
     wy = w[y] if w != NULL else 1.0
+    if st.log_s != st.log_s:
+        # a row whose loss is nan (row_stats' mark): nan for the loss and
+        # every gradient entry, one NaN whatever the compiler makes of the
+        # formulas below (with or without FMAs their NaN's sign differs, and
+        # this helper is compiled into several modules that must agree)
+        loss[0] = NAN
+        row_weight[0] = wy
+        if g != NULL:
+            for k in range(n):
+                g[k * gs] = NAN
+        return
     loss[0] = op.keep * wy * ((st.m - x[y * xs]) + st.log_s)
     if op.spread > 0:
         loss[0] += op.spread * (op.w_total * st.log_s - st.d_wx)

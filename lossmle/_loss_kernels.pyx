@@ -51,11 +51,11 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.math cimport exp
 
-from lossmle._rowops cimport simd_init, LM_SHORT_MAX, SHORT_BLOCK
+from lossmle._rowops cimport simd_init, LM_SHORT_MAX, SHORT_BLOCK, col_rows, LM_COL_ROWS, LM_COL_MAX
 from lossmle._kernel_rows cimport (
     RowStats, row_stats, ClassOpts, ce_class_row, ce_class_short_block, ce_class_short_blocks,
     ce_class_short_grad_block, pairwise_sum, blocked_sum, target_floating, ce_prob_row,
-    ce_prob_short_block, nll_pick,
+    ce_prob_short_block, nll_pick, tile_rows, tile_units, gather_rows, scatter_rows,
 )
 from libc.stdlib cimport malloc, free
 
@@ -141,6 +141,102 @@ cdef inline bint _class_short_layout(const floating[:, :, :] logits,
             and target.strides[0] == 8)
 
 
+cdef inline bint _middle_layout(const floating[:, :, :] logits,
+                                const int64_t[:, :] target, const double[:, ::1] loss,
+                                const double[:, ::1] row_weight) noexcept nogil:
+    """The class axis in the middle of a C-ordered array (torch's (N, C, d..)),
+    target, loss and row_weight rows C-ordered too."""
+    cdef Py_ssize_t n = logits.shape[1], n_inner = logits.shape[2], item = sizeof(floating)
+    return (n_inner > 1 and logits.shape[0] > 0 and n > 0
+            and logits.strides[2] == item and logits.strides[1] == n_inner * item
+            and (logits.shape[0] == 1 or logits.strides[0] == n * n_inner * item)
+            and target.strides[1] == 8
+            and (target.shape[0] == 1 or target.strides[0] == 8 * n_inner)
+            and loss.shape[1] == n_inner and row_weight.shape[1] == n_inner
+            and (loss.shape[0] == 1 or (loss.strides[0] == 8 * n_inner
+                                        and row_weight.strides[0] == 8 * n_inner)))
+
+
+cdef inline bint _class_col_layout(const floating[:, :, :] logits,
+                                   const int64_t[:, :] target, const double[:, ::1] loss,
+                                   const double[:, ::1] row_weight) noexcept nogil:
+    """A middle class axis (_middle_layout) of 2..LM_COL_MAX classes: the
+    across-rows kernel col_rows reads the logits where they are."""
+    return (2 <= logits.shape[1] <= LM_COL_MAX
+            and _middle_layout(logits, target, loss, row_weight))
+
+
+cdef inline void _class_col_unit(const floating* x, Py_ssize_t n, Py_ssize_t n_inner,
+                                 Py_ssize_t n_blocks, Py_ssize_t u, const int64_t* target,
+                                 const ClassOpts* op, double* loss,
+                                 double* row_weight) noexcept nogil:
+    """Unit u of a middle class axis: the rows i0 .. i0 + LM_COL_ROWS of slab
+    u // n_blocks through col_rows (mode 5: the plain loss); flagged rows -
+    nan or inf logits, an ignored or bad target - by ce_class_row, strided."""
+    cdef double special[LM_COL_ROWS]
+    cdef Py_ssize_t o = u // n_blocks, i0 = (u % n_blocks) * LM_COL_ROWS
+    cdef Py_ssize_t nr = min(<Py_ssize_t>LM_COL_ROWS, n_inner - i0), r, at
+    cdef const floating* slab = x + o * n * n_inner
+    at = o * n_inner + i0
+    col_rows(slab + i0, n_inner, nr, n, 5, target + at, op.ignore_index, loss + at,
+             <floating*>NULL, 0, special)
+    for r in range(nr):
+        if special[r]:
+            ce_class_row(slab + i0 + r, n, n_inner, target[at + r], op, NULL, 0,
+                         loss + at + r, row_weight + at + r)
+        else:
+            row_weight[at + r] = 1.0
+
+
+cdef inline void _class_tiles(const floating* x, Py_ssize_t n, Py_ssize_t n_inner,
+                              const int64_t* target, const ClassOpts* op, double* loss,
+                              double* row_weight, floating* grad, Py_ssize_t u0,
+                              Py_ssize_t u1) noexcept nogil:
+    """Tiles u0 .. u1 of a middle class axis (C-ordered logits, target, loss,
+    row_weight and grad, NULL for none): each tile's rows gathered into a
+    contiguous buffer (_kernel_rows' gather_rows) and run by ce_class_row as
+    contiguous rows; the gradient computed into a second buffer and scattered
+    back.  Without memory for the buffers the rows run strided."""
+    cdef Py_ssize_t t_rows = tile_rows(n, n_inner)
+    cdef Py_ssize_t n_tiles = (n_inner + t_rows - 1) // t_rows
+    cdef Py_ssize_t u, o, i0, cnt, r, at, blk
+    cdef floating* buf = <floating*>malloc((2 if grad != NULL else 1) * t_rows * n
+                                           * sizeof(floating))
+    cdef floating* gbuf = NULL
+    if buf != NULL and grad != NULL:
+        gbuf = buf + t_rows * n
+    for u in range(u0, u1):
+        o = u // n_tiles
+        i0 = (u % n_tiles) * t_rows
+        cnt = min(t_rows, n_inner - i0)
+        at = o * n_inner + i0
+        if buf == NULL:
+            for r in range(cnt):
+                ce_class_row(x + o * n * n_inner + i0 + r, n, n_inner, target[at + r], op,
+                             grad + o * n * n_inner + i0 + r if grad != NULL else NULL,
+                             n_inner, loss + at + r, row_weight + at + r)
+            continue
+        gather_rows(x + o * n * n_inner + i0, n, n_inner, cnt, buf)
+        # the dispatch of contiguous rows (cross_entropy_class_rows), so a
+        # row gets the bits it gets along the last axis
+        if 2 <= n <= LM_SHORT_MAX and gbuf == NULL:
+            ce_class_short_blocks(buf, cnt, n, target + at, op, loss + at, row_weight + at)
+        elif 2 <= n <= LM_SHORT_MAX and op.w == NULL and op.spread == 0:
+            for blk in range((cnt + SHORT_BLOCK - 1) // SHORT_BLOCK):
+                r = blk * SHORT_BLOCK
+                ce_class_short_grad_block(buf + r * n, min(<Py_ssize_t>SHORT_BLOCK, cnt - r), n,
+                                          target + at + r, op, loss + at + r,
+                                          row_weight + at + r, gbuf + r * n)
+        else:
+            for r in range(cnt):
+                ce_class_row(buf + r * n, n, 1, target[at + r], op,
+                             gbuf + r * n if gbuf != NULL else NULL, 1,
+                             loss + at + r, row_weight + at + r)
+        if gbuf != NULL:
+            scatter_rows(gbuf, n, n_inner, cnt, grad + o * n * n_inner + i0)
+    free(buf)
+
+
 def cross_entropy_class_total(const floating[:, :, :] logits,
                               const int64_t[:, :] target,
                               const double[::1] weight,
@@ -224,6 +320,21 @@ def cross_entropy_class_rows(const floating[:, :, :] logits,
                         n_classes, &target[start, 0], &op, &loss[start, 0],
                         &row_weight[start, 0], &grad[start, 0, 0])
             return
+    elif (op.w == NULL and op.spread == 0 and op.keep == 1
+            and _class_col_layout(logits, target, loss, row_weight)):
+        # a middle class axis, the plain loss: across rows, read in place
+        n_blocks = (n_inner + LM_COL_ROWS - 1) // LM_COL_ROWS
+        if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+            with nogil:
+                for r in range(logits.shape[0] * n_blocks):
+                    _class_col_unit(&logits[0, 0, 0], n_classes, n_inner, n_blocks, r,
+                                    &target[0, 0], &op, &loss[0, 0], &row_weight[0, 0])
+        else:
+            for r in prange(logits.shape[0] * n_blocks, schedule='static',
+                            num_threads=n_threads, nogil=True):
+                _class_col_unit(&logits[0, 0, 0], n_classes, n_inner, n_blocks, r,
+                                &target[0, 0], &op, &loss[0, 0], &row_weight[0, 0])
+        return
     elif _class_short_layout(logits, target):
         n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
         if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
@@ -238,6 +349,27 @@ def cross_entropy_class_rows(const floating[:, :, :] logits,
                                      min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n_classes,
                                      &target[start, 0], &op, &loss[start, 0],
                                      &row_weight[start, 0])
+        return
+    cdef floating* gp = NULL
+    cdef Py_ssize_t n_units, nt
+    if (n_inner > 1 and _middle_layout(logits, target, loss, row_weight)
+            and (grad is None or (grad.strides[2] == item and grad.strides[1] == n_inner * item
+                                  and (grad.shape[0] == 1
+                                       or grad.strides[0] == n_classes * n_inner * item)))):
+        # a middle class axis: tiles of neighbouring rows, gathered
+        if grad is not None:
+            gp = &grad[0, 0, 0]
+        n_units = tile_units(logits.shape[0], n_classes, n_inner)
+        nt = min(<Py_ssize_t>n_threads, n_units)
+        if nt <= 1:  # no OpenMP region (~2 us) for one thread's work
+            with nogil:
+                _class_tiles(&logits[0, 0, 0], n_classes, n_inner, &target[0, 0], &op,
+                             &loss[0, 0], &row_weight[0, 0], gp, 0, n_units)
+        else:
+            for r in prange(nt, schedule='static', num_threads=nt, nogil=True):
+                _class_tiles(&logits[0, 0, 0], n_classes, n_inner, &target[0, 0], &op,
+                             &loss[0, 0], &row_weight[0, 0], gp, r * n_units // nt,
+                             (r + 1) * n_units // nt)
         return
     if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
         with nogil:

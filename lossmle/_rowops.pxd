@@ -74,6 +74,15 @@ cdef extern from "_simd.h" nogil:
                               const int64_t* target, int64_t ignore, double scale,
                               double* loss, float* grad, double* special)
     int LM_SHORT_MAX
+    double lm_col_rows_d(const double* x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
+                         int mode, const int64_t* target, int64_t ignore, double* out_row,
+                         double* out, Py_ssize_t ld_out, double* special)
+    double lm_col_rows_f(const float* x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
+                         int mode, const int64_t* target, int64_t ignore, double* out_row,
+                         float* out, Py_ssize_t ld_out, double* special)
+    enum:
+        LM_COL_ROWS
+        LM_COL_MAX
 
 
 # Training primitives (issue 6; the last section of _simd_impl.h): double
@@ -153,6 +162,20 @@ cdef inline double short_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n
         return lm_short_rows_d(x, n_rows, n, mode, out_row, out, special)
     else:
         return lm_short_rows_f(x, n_rows, n, mode, out_row, out, special)
+
+cdef inline double col_rows(const floating* x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
+                            int mode, const int64_t* target, int64_t ignore, double* out_row,
+                            floating* out, Py_ssize_t ld_out, double* special) noexcept nogil:
+    """Across-rows SIMD kernel for nr <= LM_COL_ROWS rows of n <= LM_COL_MAX values
+    stored column-major (value k of row r at x[k * ld + r]): mode SHORT_LSE
+    writes out_row[r], SHORT_SOFTMAX / SHORT_LOG_SOFTMAX out[k * ld_out + r],
+    5 the cross-entropy of class target[r] into out_row[r].  special[r] = 1
+    marks rows the caller must redo exactly; returns how many."""
+    if floating is double:
+        return lm_col_rows_d(x, ld, nr, n, mode, target, ignore, out_row, out, ld_out, special)
+    else:
+        return lm_col_rows_f(x, ld, nr, n, mode, target, ignore, out_row, out, ld_out, special)
+
 
 cdef inline double short_ce(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
                             const int64_t* target, int64_t ignore, double* loss,

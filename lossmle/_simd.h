@@ -47,6 +47,12 @@
 #define LM_UNROLL
 #endif
 
+/* Medium rows (lm_col_rows): up to LM_COL_ROWS rows per call, one per SIMD
+ * lane, of at most LM_COL_MAX values (the callers' copies of a block of such
+ * rows, 64 x 64 values, stay in L1). */
+#define LM_COL_ROWS 64
+#define LM_COL_MAX 64
+
 /* Software prefetch of the data that follows a row (the next row of a
  * C-ordered array, or the next block of a long one), issued a little at a
  * time while the row is computed: the exp-bound passes then overlap the
@@ -484,7 +490,10 @@ lm_expf_neg_ps512(__m512 d)
     double (*short_ce_##S)(const T *, ptrdiff_t, ptrdiff_t, const int64_t *, int64_t, \
                            double *, double *);                                    \
     double (*short_ce_grad_##S)(const T *, ptrdiff_t, ptrdiff_t, const int64_t *,  \
-                                int64_t, double, double *, T *, double *);
+                                int64_t, double, double *, T *, double *);          \
+    double (*col_rows_##S)(const T *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int,         \
+                           const int64_t *, int64_t, double *, T *, ptrdiff_t,      \
+                           double *);
 
 typedef struct {
     const char *name;
@@ -504,7 +513,7 @@ typedef struct {
         lm_sum_##S##_##ISA, lm_softmax_bwd_##S##_##ISA, lm_log_softmax_bwd_##S##_##ISA, \
         lm_kl_rows_##S##_##ISA, lm_entr_##S##_##ISA, lm_entr_rows_##S##_##ISA,       \
         lm_wdot_##S##_##ISA,                                                        \
-        lm_short_ce_##S##_##ISA, lm_short_ce_grad_##S##_##ISA
+        lm_short_ce_##S##_##ISA, lm_short_ce_grad_##S##_##ISA, lm_col_rows_##S##_##ISA
 
 static const lm_table_t lm_table_baseline = {
     "baseline", LM_TABLE_ENTRIES(d, baseline), LM_TABLE_ENTRIES(f, baseline)};
@@ -594,6 +603,11 @@ static int lm_simd_ready(void) { return lm_simd_ref != NULL; }
                                           const int64_t *y, int64_t ig, double sc, \
                                           double *loss, T *g, double *sp)          \
     { return lm_simd->short_ce_grad_##S(x, r, c, y, ig, sc, loss, g, sp); }         \
+    LM_INLINE double lm_col_rows_##S(const T *x, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t n, \
+                                     int mode, const int64_t *y, int64_t ig,        \
+                                     double *o_row, T *o, ptrdiff_t ld_out,         \
+                                     double *sp)                                    \
+    { return lm_simd->col_rows_##S(x, ld, nr, n, mode, y, ig, o_row, o, ld_out, sp); } \
     LM_INLINE double lm_short_rows_##S(const T *x, ptrdiff_t r, ptrdiff_t c, int mode, \
                                        double *o_row, T *o, double *sp)            \
     { return lm_simd->short_rows_##S(x, r, c, mode, o_row, o, sp); }                \

@@ -928,6 +928,234 @@ static LM_TARGET double LM_FN(lm_short_ce_grad)(const LM_T *x, ptrdiff_t n_rows,
 #undef LM_SHORT_CASE
 #undef LM_SHORT_CALL
 #undef LM_SHORT_BODY
+
+/* Medium rows (LM_SHORT_MAX < n <= LM_COL_MAX values), vectorised ACROSS
+ * rows like the short-row kernel above, but with the row's values in a loop
+ * instead of registers: up to LM_COL_ROWS rows stored column-major, value k
+ * of row r at x[k * ld + r] - a transposed copy of contiguous rows, or a
+ * middle axis of the array itself (ld = the axis' stride).  Row-wise, a
+ * 10-value row is two masked vectors and a scalar libm log1p (~70 ns per
+ * row, one thread); here each lane takes one row.  Per row, with m the max,
+ * c the count of values equal to it and s the sum of exp(x - m) over the
+ * others: log-sum = log1p(s / c) + log(c) (row_logsumexp's formula), s
+ * summed with TwoSum's compensation (a plain running sum of 63 terms left
+ * logsumexp of a row whose max is 0 up to 3 ulp from mpmath).
+ * mode 0: out_row[r] = log-sum + m (logsumexp); mode 1: out[k * ld_out + r]
+ * = softmax; mode 2: out[k * ld_out + r] = log_softmax = (x - m) - log-sum;
+ * mode 5: out_row[r] = (m - x[target[r]]) + log-sum (cross-entropy), a
+ * target equal to `ignore` or outside 0..n-1 flagging the row.  Rows holding
+ * nan or +-inf get special[r] = 1 and are left for the caller to redo;
+ * modes 1 and 2 write a special row's own input back (out may be x).
+ * Returns how many rows it flagged. */
+#if LM_VEXP && LM_DOUBLE
+#define LM_COL_LOAD8(km, p) _mm512_maskz_loadu_pd((km), (p))
+#define LM_COL_STORE8(km, p, v) _mm512_mask_storeu_pd((p), (km), (v))
+#elif LM_VEXP
+#define LM_COL_LOAD8(km, p) _mm512_cvtps_pd(_mm256_maskz_loadu_ps((km), (p)))
+#define LM_COL_STORE8(km, p, v) _mm256_mask_storeu_ps((p), (km), _mm512_cvtpd_ps(v))
+#endif
+static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_body)(
+    const LM_T *x, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t n, const int mode,
+    const int64_t *target, int64_t ignore, double *out_row, LM_T *out, ptrdiff_t ld_out,
+    double *special)
+{
+    double m[LM_COL_ROWS], s[LM_COL_ROWS], c[LM_COL_ROWS], fin[LM_COL_ROWS];
+    double tiny[LM_COL_ROWS], xy[LM_COL_ROWS], log_s[LM_COL_ROWS], comp[LM_COL_ROWS];
+    double n_bad = 0.0, n_tiny = 0.0;
+    ptrdiff_t r, k;
+    if (nr > LM_COL_ROWS || n < 1) {  /* not what this is for */
+        for (r = 0; r < nr; r++) special[r] = 1.0;
+        return (double)nr;
+    }
+#pragma omp simd
+    for (r = 0; r < nr; r++) {
+        m[r] = (double)x[r];
+        s[r] = c[r] = fin[r] = tiny[r] = xy[r] = comp[r] = 0.0;
+    }
+    for (k = 0; k < n; k++) {
+        const LM_T *col = x + k * ld;
+#pragma omp simd
+        for (r = 0; r < nr; r++) {
+            double v = (double)col[r];
+            fin[r] += v - v;  /* nan for nan and +-inf */
+            m[r] = v > m[r] ? v : m[r];
+            if (mode == 5) xy[r] = target[r] == k ? v : xy[r];
+        }
+    }
+#if LM_VEXP
+    /* the exps with the AVX-512 table exp (half the instructions of the
+     * auto-vectorised polynomial, the bound here), in double for both dtypes */
+    for (k = 0; k < n; k++) {
+        const LM_T *col = x + k * ld;
+        for (r = 0; r < nr; r += 8) {
+            __mmask8 km = nr - r >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(r, nr);
+            __m512d v = LM_COL_LOAD8(km, col + r);
+            __m512d mv = _mm512_maskz_loadu_pd(km, m + r);
+            __m512d d = _mm512_sub_pd(v, mv);
+            __mmask8 other = _mm512_mask_cmp_pd_mask(km, v, mv, _CMP_NEQ_UQ);
+            __m512d sv = _mm512_maskz_loadu_pd(km, s + r);
+            __m512d cv = _mm512_maskz_loadu_pd(km, c + r);
+            __m512d e = _mm512_maskz_mov_pd(other, lm_exp_neg_pd512(d));
+            /* TwoSum: sv + e exactly as the rounded sum plus its error */
+            __m512d t = _mm512_add_pd(sv, e), bv = _mm512_sub_pd(t, sv);
+            __m512d err = _mm512_add_pd(_mm512_sub_pd(sv, _mm512_sub_pd(t, bv)),
+                                        _mm512_sub_pd(e, bv));
+            _mm512_mask_storeu_pd(comp + r, km,
+                                  _mm512_add_pd(_mm512_maskz_loadu_pd(km, comp + r), err));
+            cv = _mm512_mask_add_pd(cv, km & (__mmask8)~other, cv, _mm512_set1_pd(1.0));
+            _mm512_mask_storeu_pd(s + r, km, t);
+            _mm512_mask_storeu_pd(c + r, km, cv);
+            if (mode == 1) {
+                __m512d tv = _mm512_maskz_loadu_pd(km, tiny + r);
+                __mmask8 low = _mm512_mask_cmp_pd_mask(km, d, _mm512_set1_pd(-670.0),
+                                                       _CMP_LT_OQ);
+                _mm512_mask_storeu_pd(tiny + r, km,
+                                      _mm512_mask_add_pd(tv, low, tv, _mm512_set1_pd(1.0)));
+            }
+        }
+    }
+#else
+    for (k = 0; k < n; k++) {
+        const LM_T *col = x + k * ld;
+#pragma omp simd
+        for (r = 0; r < nr; r++) {
+            double v = (double)col[r], d = v - m[r];
+            int at_max = v == m[r];
+            double e = at_max ? 0.0 : lm_exp_neg_sum(d), t = s[r] + e, b = t - s[r];
+            comp[r] += (s[r] - (t - b)) + (e - b);  /* TwoSum's error */
+            s[r] = t;
+            c[r] += at_max ? 1.0 : 0.0;
+            if (mode == 1) tiny[r] += d < -670.0 ? 1.0 : 0.0;
+        }
+    }
+#endif
+#pragma omp simd
+    for (r = 0; r < nr; r++) s[r] += comp[r];
+#pragma omp simd reduction(+ : n_bad, n_tiny)
+    for (r = 0; r < nr; r++) {
+        double bad = fin[r] != 0.0 ? 1.0 : 0.0;
+        n_tiny += tiny[r];
+        if (mode == 5)
+            bad = (target[r] < 0 || target[r] >= n || target[r] == ignore) ? 1.0 : bad;
+        special[r] = bad;
+        n_bad += bad;
+        /* c >= 1 (a count), so both logs see normal arguments; a flagged
+         * row's sums may be nan, and its result is never used */
+        log_s[r] = lm_log1p_pos(bad != 0.0 ? 0.0 : s[r] / c[r]) + lm_log_normal(c[r]);
+        if (mode == 0) out_row[r] = log_s[r] + m[r];
+        else if (mode == 5) out_row[r] = (m[r] - xy[r]) + log_s[r];
+    }
+    if (mode == 1) {
+        /* exp(x - m) / (c + s) without a division per value, as the
+         * short-row softmax: q = e * inv and one FMA residual step - the
+         * correctly rounded quotient for normal results.  A block holding a
+         * value more than 670 below its row's max (a result near or below
+         * 2^-966) divides instead, with exps exact into the subnormals:
+         * the same bits wherever the steps hold, so no row is redone by
+         * another kernel (whose sum could round differently) */
+        double total[LM_COL_ROWS], inv[LM_COL_ROWS];
+#pragma omp simd
+        for (r = 0; r < nr; r++) {
+            total[r] = c[r] + s[r];
+            inv[r] = 1.0 / total[r];
+        }
+        if (n_tiny != 0.0) {
+#if LM_VEXP
+            for (k = 0; k < n; k++) {
+                const LM_T *col = x + k * ld;
+                LM_T *ocol = out + k * ld_out;
+                for (r = 0; r < nr; r += 8) {
+                    __mmask8 km = nr - r >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(r, nr);
+                    __m512d v = LM_COL_LOAD8(km, col + r);
+                    __m512d e = lm_exp_neg_pd512(
+                        _mm512_sub_pd(v, _mm512_maskz_loadu_pd(km, m + r)));
+                    __m512d q = _mm512_div_pd(e, _mm512_mask_loadu_pd(
+                        _mm512_set1_pd(1.0), km, total + r));
+                    __mmask8 keep = _mm512_mask_cmp_pd_mask(
+                        km, _mm512_maskz_loadu_pd(km, special + r), _mm512_setzero_pd(),
+                        _CMP_NEQ_UQ);
+                    LM_COL_STORE8(km, ocol + r, _mm512_mask_blend_pd(keep, q, v));
+                }
+            }
+#else
+            for (k = 0; k < n; k++) {
+                const LM_T *col = x + k * ld;
+                LM_T *ocol = out + k * ld_out;
+#pragma omp simd
+                for (r = 0; r < nr; r++) {
+                    double v = (double)col[r], q = lm_exp_neg(v - m[r]) / total[r];
+                    ocol[r] = special[r] != 0.0 ? col[r] : (LM_T)q;
+                }
+            }
+#endif
+            return n_bad;
+        }
+#if LM_VEXP
+        for (k = 0; k < n; k++) {
+            const LM_T *col = x + k * ld;
+            LM_T *ocol = out + k * ld_out;
+            for (r = 0; r < nr; r += 8) {
+                __mmask8 km = nr - r >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(r, nr);
+                __m512d v = LM_COL_LOAD8(km, col + r);
+                __m512d e = lm_exp_neg_pd512(_mm512_sub_pd(v, _mm512_maskz_loadu_pd(km, m + r)));
+                __m512d tv = _mm512_maskz_loadu_pd(km, total + r);
+                __m512d iv = _mm512_maskz_loadu_pd(km, inv + r);
+                __m512d q = _mm512_mul_pd(e, iv);
+                q = _mm512_fmadd_pd(_mm512_fnmadd_pd(q, tv, e), iv, q);
+                __mmask8 keep = _mm512_mask_cmp_pd_mask(
+                    km, _mm512_maskz_loadu_pd(km, special + r), _mm512_setzero_pd(), _CMP_NEQ_UQ);
+                LM_COL_STORE8(km, ocol + r, _mm512_mask_blend_pd(keep, q, v));
+            }
+        }
+        if (0)
+#endif
+        for (k = 0; k < n; k++) {
+            const LM_T *col = x + k * ld;
+            LM_T *ocol = out + k * ld_out;
+#pragma omp simd
+            for (r = 0; r < nr; r++) {
+                double v = (double)col[r], e = lm_exp_neg_sum(v - m[r]);
+                double q = LM_HAS_FMA ? e * inv[r] : e / total[r];
+                if (LM_HAS_FMA)
+                    q = __builtin_fma(__builtin_fma(-q, total[r], e), inv[r], q);
+                ocol[r] = special[r] != 0.0 ? col[r] : (LM_T)q;
+            }
+        }
+    } else if (mode == 2) {
+        for (k = 0; k < n; k++) {
+            const LM_T *col = x + k * ld;
+            LM_T *ocol = out + k * ld_out;
+#pragma omp simd
+            for (r = 0; r < nr; r++) {
+                double v = (double)col[r];
+                ocol[r] = special[r] != 0.0 ? col[r] : (LM_T)((v - m[r]) - log_s[r]);
+            }
+        }
+    }
+    return n_bad;
+}
+
+/* One copy of the loops per mode (a constant after inlining): with the mode
+ * a run-time value inside them, GCC left the loops partly scalar. */
+static LM_TARGET double LM_FN(lm_col_rows)(const LM_T *x, ptrdiff_t ld, ptrdiff_t nr,
+                                           ptrdiff_t n, int mode, const int64_t *target,
+                                           int64_t ignore, double *out_row, LM_T *out,
+                                           ptrdiff_t ld_out, double *special)
+{
+    ptrdiff_t r;
+    switch (mode) {
+    case 0: return LM_FN(lm_col_rows_body)(x, ld, nr, n, 0, NULL, 0, out_row, NULL, 0, special);
+    case 1: return LM_FN(lm_col_rows_body)(x, ld, nr, n, 1, NULL, 0, NULL, out, ld_out, special);
+    case 2: return LM_FN(lm_col_rows_body)(x, ld, nr, n, 2, NULL, 0, NULL, out, ld_out, special);
+    case 5: return LM_FN(lm_col_rows_body)(x, ld, nr, n, 5, target, ignore, out_row, NULL, 0,
+                                           special);
+    default:
+        for (r = 0; r < nr; r++) special[r] = 1.0;
+        return (double)nr;
+    }
+}
+#undef LM_COL_LOAD8
+#undef LM_COL_STORE8
 #undef LM_SHORT_LOG_PASS
 #undef LM_SHORT_LSM_PASS
 #undef LM_SOA_X

@@ -23,7 +23,10 @@ from lossmle._rowops cimport (
     row_logsumexp, row_logsumexp_signed, row_softmax, row_log_softmax,
     simd_init, LM_SHORT_MAX, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
 )
-from lossmle._kernel_rows cimport short_block, short_blocks
+from lossmle._rowops cimport LM_COL_ROWS
+from lossmle._kernel_rows cimport (
+    short_block, short_blocks, strided_rows, tile_units, col_blocks, COL_CONTIG_MAX,
+)
 
 
 def _simd_init():
@@ -63,6 +66,55 @@ cdef void _short_rows_parallel(const floating[:, :, :] x, floating* out, int mod
                         mode, out + start * per_row)
 
 
+cdef inline bint _medium_layout(const floating[:, :, :] x, Py_ssize_t out_row_stride,
+                                Py_ssize_t out_stride) noexcept nogil:
+    """Contiguous rows of LM_SHORT_MAX < n <= COL_CONTIG_MAX values (and the
+    output's rows too, out_row_stride / out_stride in bytes): col_blocks."""
+    cdef Py_ssize_t n = x.shape[1], item = sizeof(floating)
+    return (LM_SHORT_MAX < n <= COL_CONTIG_MAX and x.shape[2] == 1 and x.strides[1] == item
+            and (x.shape[0] == 1 or x.strides[0] == n * item)
+            and (x.shape[0] == 1 or out_row_stride == out_stride * n)
+            and out_stride == item)
+
+
+cdef void _medium_rows_parallel(const floating[:, :, :] x, floating* out, int mode,
+                                int n_threads) noexcept nogil:
+    cdef Py_ssize_t n = x.shape[1], n_rows = x.shape[0]
+    cdef Py_ssize_t n_blocks = (n_rows + LM_COL_ROWS - 1) // LM_COL_ROWS
+    cdef Py_ssize_t blk, start, per_row = 1 if mode == SHORT_LSE else n
+    if n_threads == 1 or n_blocks == 1:  # no OpenMP region (~2 us) for one thread's work
+        col_blocks(&x[0, 0, 0], n_rows, n, mode, out)
+    else:
+        for blk in prange(n_blocks, schedule='static', num_threads=n_threads):
+            start = blk * LM_COL_ROWS
+            col_blocks(&x[start, 0, 0], min(<Py_ssize_t>LM_COL_ROWS, n_rows - start), n,
+                       mode, out + start * per_row)
+
+
+cdef inline bint _tiled_layout(const floating[:, :, :] x) noexcept nogil:
+    """A middle axis of a C-ordered array: the rows go through strided_rows'
+    tiles (the caller checks that the output is C-ordered too)."""
+    cdef Py_ssize_t n = x.shape[1], n_inner = x.shape[2], item = sizeof(floating)
+    return (n_inner > 1 and x.shape[0] > 0 and n > 0 and x.strides[2] == item
+            and x.strides[1] == n_inner * item
+            and (x.shape[0] == 1 or x.strides[0] == n * n_inner * item))
+
+
+cdef void _tiles_parallel(const floating[:, :, :] x, floating* out, int mode,
+                          int n_threads) noexcept nogil:
+    """strided_rows over every tile of x, the tiles split evenly between the
+    threads (each thread allocates its buffers once)."""
+    cdef Py_ssize_t n = x.shape[1], n_inner = x.shape[2]
+    cdef Py_ssize_t n_units = tile_units(x.shape[0], n, n_inner), t, nt
+    nt = min(<Py_ssize_t>n_threads, n_units)
+    if nt <= 1:  # no OpenMP region (~2 us) for one thread's work
+        strided_rows(&x[0, 0, 0], n, n_inner, mode, out, 0, n_units)
+    else:
+        for t in prange(nt, schedule='static', num_threads=nt):
+            strided_rows(&x[0, 0, 0], n, n_inner, mode, out, t * n_units // nt,
+                         (t + 1) * n_units // nt)
+
+
 def logsumexp_rows(const floating[:, :, :] a, floating[:, :] out, int n_threads):
     """out[o, i] = logsumexp(a[o, :, i]).  a: IN, out: OUT."""
     cdef Py_ssize_t n_inner = a.shape[2], n = a.shape[1]
@@ -72,6 +124,15 @@ def logsumexp_rows(const floating[:, :, :] a, floating[:, :] out, int n_threads)
     if _short_layout(a, out.strides[0] * n, out.strides[0]):
         with nogil:
             _short_rows_parallel(a, &out[0, 0], SHORT_LSE, n_threads)
+        return
+    if _medium_layout(a, out.strides[0] * n, out.strides[0]):
+        with nogil:
+            _medium_rows_parallel(a, &out[0, 0], SHORT_LSE, n_threads)
+        return
+    if (_tiled_layout(a) and out.strides[1] == sizeof(floating)
+            and (out.shape[0] == 1 or out.strides[0] == n_inner * sizeof(floating))):
+        with nogil:
+            _tiles_parallel(a, &out[0, 0], SHORT_LSE, n_threads)
         return
     if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
         with nogil:
@@ -144,6 +205,14 @@ cdef _transform_rows(const floating[:, :, :] x, floating[:, :, :] out, int n_thr
         with nogil:
             _short_rows_parallel(x, &out[0, 0, 0],
                                  SHORT_LOG_SOFTMAX if log_space else SHORT_SOFTMAX, n_threads)
+    elif _medium_layout(x, out.strides[0], out.strides[1]):
+        with nogil:
+            _medium_rows_parallel(x, &out[0, 0, 0],
+                                  SHORT_LOG_SOFTMAX if log_space else SHORT_SOFTMAX, n_threads)
+    elif _tiled_layout(x) and _tiled_layout(out):
+        with nogil:
+            _tiles_parallel(x, &out[0, 0, 0],
+                            SHORT_LOG_SOFTMAX if log_space else SHORT_SOFTMAX, n_threads)
     elif n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
         with nogil:
             for r in range(n_rows):

@@ -1,0 +1,261 @@
+"""Rows along a middle axis (torch's (N, C, d1..) layout) and rows of 9..64 values.
+
+A middle axis of a C-ordered array is read a tile of neighbouring rows at a
+time: rows of up to 64 values by the across-rows kernel for such rows, which
+reads them in place; longer rows gathered into a contiguous buffer and run by
+the contiguous-row kernels.  Contiguous rows of 9..16 values take the same
+across-rows kernel through a transposed copy.  Checked on every SIMD path,
+both dtypes, one and two threads, with special values: against scipy.special
+and torch (float64 oracles), mpmath for the ulp bound, and bit for bit
+against the same rows laid out along the last axis where both layouts run
+the same kernel (rows of <= 16 or > 64 values; 17..64-value rows are read in
+place along a middle axis but row-wise along the last, so they agree to the
+oracle's tolerance, not to the bit).
+"""
+import numpy as np
+import pytest
+import scipy.special as sps
+
+import lossmle as lm
+
+TOL = {np.float64: 4e-15, np.float32: 2e-6}
+FUNCS = {
+    "logsumexp": (lm.logsumexp, sps.logsumexp),
+    "softmax": (lm.softmax, sps.softmax),
+    "log_softmax": (lm.log_softmax, sps.log_softmax),
+}
+
+
+def make_array(shape, axis, dtype, seed):
+    """Random values with special rows along ``axis`` at spread positions."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(scale=3.0, size=shape)
+    moved = np.moveaxis(x, axis, -1)          # a view: writes land in x
+    flat = moved.reshape(-1, shape[axis])     # a copy unless contiguous
+    n_rows = flat.shape[0]
+    picks = rng.choice(n_rows, size=min(n_rows, 8), replace=False)
+    kinds = [
+        lambda r: r.__setitem__(0, np.nan),
+        lambda r: r.__setitem__(-1, np.inf),
+        lambda r: r.__setitem__(slice(None), -np.inf),
+        lambda r: r.__setitem__(0, -np.inf),
+        lambda r: r.__setitem__(slice(None), 7.0),             # ties at the max
+        lambda r: r.__setitem__(1 % len(r), r[0] - 700.0),     # softmax near underflow
+        lambda r: r.__setitem__(slice(None), np.linspace(-1e3, 1e3, len(r))),
+        lambda r: r.__setitem__(1 % len(r), r[0] - 669.0),
+    ]
+    for pick, kind in zip(picks, kinds):
+        row = flat[pick].copy()
+        kind(row)
+        flat[pick] = row
+    moved[...] = flat.reshape(moved.shape)
+    return x.astype(dtype)
+
+
+def oracle(theirs, x, axis):
+    """scipy's answer in float64 (its nan/inf rows warn; they are expected)."""
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return theirs(x.astype(np.float64), axis=axis)
+
+
+def check_close(got, want, dtype, scale):
+    """TOL relative, plus TOL * scale absolute (log_softmax near 0 carries the
+    error of the row's logsumexp, of the size of its largest |value|)."""
+    want = want.astype(dtype)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_array_equal(got[~finite], want[~finite])
+    err = np.abs(got[finite].astype(np.float64) - want[finite].astype(np.float64))
+    bound = TOL[dtype] * (np.abs(want[finite]) + scale[finite])
+    assert np.all(err <= bound), f"max error {err.max()}"
+
+
+def row_scale(x, axis, keep_shape):
+    """max |finite value| of each row, broadcast like the result."""
+    a = np.where(np.isfinite(x), np.abs(x.astype(np.float64)), 0.0).max(axis=axis, keepdims=True)
+    return np.broadcast_to(a, x.shape) if keep_shape else np.squeeze(a, axis)
+
+
+def along_last(func, x, axis, **kw):
+    """func over the last axis of a contiguous copy with ``axis`` moved there."""
+    moved = np.ascontiguousarray(np.moveaxis(x, axis, -1))
+    res = func(moved, axis=-1, **kw)
+    return res if res.ndim < x.ndim else np.moveaxis(res, -1, axis)
+
+
+SHAPES = [
+    ((4, 3, 37), 1),          # short rows, gathered
+    ((3, 9, 70), 1),          # medium: the across-rows kernel, in place
+    ((2, 16, 5, 7), 1),
+    ((2, 21, 130), 1),        # medium, past the last-axis limit of 16
+    ((2, 64, 65), -2),
+    ((3, 65, 19), 1),         # long: gathered tiles
+    ((2, 300, 40), 1),
+    ((10, 6, 3), 0),          # the first axis of three
+    ((1, 12, 200), 1),        # one slab, several 64-row blocks
+]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape,axis", SHAPES, ids=[f"{s}ax{a}" for s, a in SHAPES])
+@pytest.mark.parametrize("name", list(FUNCS))
+def test_middle_axis_matches_scipy(simd_path, name, shape, axis, dtype, n_threads):
+    ours, theirs = FUNCS[name]
+    x = make_array(shape, axis, dtype, seed=sum(shape) + axis)
+    before = x.copy()
+    got = ours(x, axis=axis, n_threads=n_threads)
+    np.testing.assert_array_equal(x, before)                 # input untouched
+    want = oracle(theirs, x, axis)
+    assert got.dtype == dtype and got.shape == want.shape
+    check_close(got, want, dtype, row_scale(x, axis, name != "logsumexp"))
+    # the same bits for any thread count
+    np.testing.assert_array_equal(got, ours(x, axis=axis, n_threads=3 - n_threads))
+    n = shape[axis]
+    if n <= 16 or n > 64:
+        np.testing.assert_array_equal(got, along_last(ours, x, axis, n_threads=n_threads))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape,axis", SHAPES, ids=[f"{s}ax{a}" for s, a in SHAPES])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_middle_axis_in_place(simd_path, name, shape, axis, dtype):
+    """out=x: every row is read before its tile is written back."""
+    ours, _ = FUNCS[name]
+    x = make_array(shape, axis, dtype, seed=7 + sum(shape))
+    want = ours(x, axis=axis)
+    res = ours(x, axis=axis, out=x)
+    assert res is x
+    np.testing.assert_array_equal(x, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n_cols", [9, 10, 12, 16, 17, 33, 64, 65])
+@pytest.mark.parametrize("name", list(FUNCS))
+def test_medium_rows_match_scipy(simd_path, name, n_cols, dtype):
+    """Contiguous rows on both sides of the across-rows kernel's limits (16
+    along the last axis), with the special rows, 1000 rows (a tail block)."""
+    ours, theirs = FUNCS[name]
+    x = make_array((1000, n_cols), 1, dtype, seed=n_cols)
+    got = ours(x, axis=-1)
+    want = oracle(theirs, x, -1)
+    check_close(got, want, dtype, row_scale(x, -1, name != "logsumexp"))
+    np.testing.assert_array_equal(got, ours(x, axis=-1, n_threads=1))
+    # a single row gets the bits it gets among many
+    for r in (0, 500, 999):
+        np.testing.assert_array_equal(ours(x[r], axis=-1), got[r])
+
+
+@pytest.mark.parametrize("layout", ["last", "middle"])
+@pytest.mark.parametrize("n_cols", [9, 16, 21, 64])
+def test_medium_logsumexp_at_max_zero_within_two_ulp(simd_path, mpmath, n_cols, layout):
+    """Rows whose max is 0: logsumexp is log1p(s) itself, nothing dilutes the
+    kernel's log error; within 2 ulp of mpmath in either layout."""
+    rng = np.random.default_rng(n_cols)
+    n_rows = 300
+    x = np.empty((n_rows, n_cols))
+    x[:, 0] = 0.0
+    x[:, 1:] = -rng.uniform(0.0, 36.0, size=(n_rows, n_cols - 1)) * rng.uniform(
+        0.0, 1.0, size=(n_rows, 1))
+    with mpmath.workprec(160):
+        exact = np.array([float(mpmath.log1p(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)))
+                                                           for v in row[1:])))
+                          for row in x])
+    if layout == "last":
+        got = lm.logsumexp(x, axis=-1)
+    else:
+        got = lm.logsumexp(np.ascontiguousarray(x.T)[None], axis=1)[0]
+    err = np.abs(got - exact) / np.spacing(exact)
+    assert err.max() <= 2.0, f"{err.max():.2f} ulp at row {np.argmax(err)}"
+
+
+def test_non_contiguous_middle_axis_still_right():
+    """A strided view takes the row-wise path: same oracle."""
+    x = make_array((3, 12, 40), 1, np.float64, seed=5)[:, :, ::3]
+    for name, (ours, theirs) in FUNCS.items():
+        check_close(ours(x, axis=1), oracle(theirs, x, 1), np.float64,
+                    row_scale(x, 1, name != "logsumexp"))
+
+
+# ---- cross-entropy with the class axis in the middle ----
+
+CE_SHAPES = [(4, 3, 37), (3, 10, 70), (2, 21, 5, 13), (2, 64, 9), (2, 65, 30), (2, 300, 20)]
+CE_OPTIONS = [{}, {"weight": True}, {"label_smoothing": 0.1},
+              {"weight": True, "label_smoothing": 0.25}, {"ignore_index": 1}]
+
+
+def ce_case(shape, dtype, seed, option):
+    rng = np.random.default_rng(seed)
+    x = (rng.normal(scale=4.0, size=shape)).astype(dtype)
+    target = rng.integers(0, shape[1], size=(shape[0],) + shape[2:])
+    target.flat[::9] = option.get("ignore_index", -100)      # some rows ignored
+    weight = rng.uniform(0.1, 2.0, size=shape[1])
+    return x, target, weight
+
+
+def ce_kwargs(option, weight):
+    kw = dict(option)
+    if kw.get("weight"):
+        kw["weight"] = weight
+    return kw
+
+
+def log_softmax_pick(x, target, weight, label_smoothing=0.0, ignore_index=-100):
+    """The per-row loss from scipy's log_softmax, in float64 (torch's formula)."""
+    logp = oracle(sps.log_softmax, x, 1)
+    n_classes = x.shape[1]
+    w = np.ones(n_classes) if weight is None else weight
+    valid = target != ignore_index
+    safe = np.where(valid, target, 0)
+    picked = np.take_along_axis(logp, safe[:, None], axis=1)[:, 0]
+    w_shape = (1, n_classes) + (1,) * (x.ndim - 2)
+    smooth = -(w.reshape(w_shape) * logp).sum(axis=1) / n_classes
+    with np.errstate(invalid="ignore"):
+        loss = (1 - label_smoothing) * -w[safe] * picked + label_smoothing * smooth
+    return np.where(valid, loss, 0.0)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("option", CE_OPTIONS, ids=lambda o: "-".join(o) or "plain")
+@pytest.mark.parametrize("shape", CE_SHAPES, ids=str)
+def test_cross_entropy_middle_axis_matches_scipy(simd_path, shape, option, dtype, n_threads):
+    x, target, weight = ce_case(shape, dtype, seed=sum(shape), option=option)
+    x.flat[11] = np.nan
+    x.flat[23] = np.inf
+    kw = ce_kwargs(option, weight)
+    got = lm.cross_entropy(x, target, axis=1, reduction="none", n_threads=n_threads, **kw)
+    want = log_softmax_pick(x, target, kw.get("weight"), kw.get("label_smoothing", 0.0),
+                            kw.get("ignore_index", -100))
+    assert got.shape == target.shape
+    scale = np.abs(x[np.isfinite(x)]).max()
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=TOL[dtype] * 4,
+                               atol=TOL[dtype] * 4 * scale)
+    np.testing.assert_array_equal(
+        got, lm.cross_entropy(x, target, axis=1, reduction="none", n_threads=3 - n_threads,
+                              **kw))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("option", CE_OPTIONS, ids=lambda o: "-".join(o) or "plain")
+@pytest.mark.parametrize("shape", CE_SHAPES, ids=str)
+def test_cross_entropy_with_grad_middle_axis(simd_path, shape, option, dtype):
+    """The gradient along a middle class axis: torch autograd's (float64), and
+    bit for bit the gradient of the same rows along the last axis (the tiles
+    run the contiguous rows' kernels); the loss too where those rows are."""
+    torch = pytest.importorskip("torch")
+    x, target, weight = ce_case(shape, dtype, seed=3 + sum(shape), option=option)
+    kw = ce_kwargs(option, weight)
+    loss, grad = lm.cross_entropy_with_grad(x, target, axis=1, **kw)
+    xt = torch.from_numpy(x.astype(np.float64)).requires_grad_()
+    tkw = {k: torch.from_numpy(v) if k == "weight" else v for k, v in kw.items()}
+    want = torch.nn.functional.cross_entropy(xt, torch.from_numpy(target), **tkw)
+    want.backward()
+    assert abs(loss - want.item()) <= TOL[dtype] * 8 * max(1.0, abs(want.item()))
+    np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=0, atol=TOL[dtype] * 4)
+    moved = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    loss_last, grad_last = lm.cross_entropy_with_grad(moved, target, **kw)
+    np.testing.assert_array_equal(grad, np.moveaxis(grad_last, -1, 1))
+    assert loss == loss_last
