@@ -954,6 +954,36 @@ static LM_TARGET double LM_FN(lm_short_ce_grad)(const LM_T *x, ptrdiff_t n_rows,
 #define LM_COL_LOAD8(km, p) _mm512_cvtps_pd(_mm256_maskz_loadu_ps((km), (p)))
 #define LM_COL_STORE8(km, p, v) _mm256_mask_storeu_ps((p), (km), _mm512_cvtpd_ps(v))
 #endif
+/* softmax's last pass over the columns: out = Q, computed from e = exp(d),
+ * d = x - m, and the row's total = c + s (tv) and inv = 1 / total (iv);
+ * a flagged row gets its input back */
+#define LM_COL_SOFTMAX_PD512(Q)                                                   \
+    for (k = 0; k < n; k++) {                                                     \
+        const LM_T *col = x + k * ld;                                             \
+        LM_T *ocol = out + k * ld_out;                                            \
+        for (r = 0; r < nr; r += 8) {                                             \
+            __mmask8 km = nr - r >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(r, nr);     \
+            __m512d v = LM_COL_LOAD8(km, col + r);                                \
+            __m512d e = lm_exp_neg_pd512(_mm512_sub_pd(v, _mm512_maskz_loadu_pd(km, m + r))); \
+            __m512d tv = _mm512_mask_loadu_pd(_mm512_set1_pd(1.0), km, total + r); \
+            __m512d iv = _mm512_mask_loadu_pd(_mm512_set1_pd(1.0), km, inv + r); \
+            __mmask8 keep = _mm512_mask_cmp_pd_mask(                              \
+                km, _mm512_maskz_loadu_pd(km, special + r), _mm512_setzero_pd(), _CMP_NEQ_UQ); \
+            (void)tv;                                                             \
+            (void)iv;                                                             \
+            LM_COL_STORE8(km, ocol + r, _mm512_mask_blend_pd(keep, (Q), v));      \
+        }                                                                         \
+    }
+#define LM_COL_SOFTMAX_LOOP(EXP, Q)                                               \
+    for (k = 0; k < n; k++) {                                                     \
+        const LM_T *col = x + k * ld;                                             \
+        LM_T *ocol = out + k * ld_out;                                            \
+        _Pragma("omp simd")                                                       \
+        for (r = 0; r < nr; r++) {                                                \
+            double d = (double)col[r] - m[r], e = (EXP);                          \
+            ocol[r] = special[r] != 0.0 ? col[r] : (LM_T)(Q);                     \
+        }                                                                         \
+    }
 static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_body)(
     const LM_T *x, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t n, const int mode,
     const int64_t *target, int64_t ignore, double *out_row, LM_T *out, ptrdiff_t ld_out,
@@ -1061,66 +1091,21 @@ static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_
         }
         if (n_tiny != 0.0) {
 #if LM_VEXP
-            for (k = 0; k < n; k++) {
-                const LM_T *col = x + k * ld;
-                LM_T *ocol = out + k * ld_out;
-                for (r = 0; r < nr; r += 8) {
-                    __mmask8 km = nr - r >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(r, nr);
-                    __m512d v = LM_COL_LOAD8(km, col + r);
-                    __m512d e = lm_exp_neg_pd512(
-                        _mm512_sub_pd(v, _mm512_maskz_loadu_pd(km, m + r)));
-                    __m512d q = _mm512_div_pd(e, _mm512_mask_loadu_pd(
-                        _mm512_set1_pd(1.0), km, total + r));
-                    __mmask8 keep = _mm512_mask_cmp_pd_mask(
-                        km, _mm512_maskz_loadu_pd(km, special + r), _mm512_setzero_pd(),
-                        _CMP_NEQ_UQ);
-                    LM_COL_STORE8(km, ocol + r, _mm512_mask_blend_pd(keep, q, v));
-                }
-            }
+            LM_COL_SOFTMAX_PD512(_mm512_div_pd(e, tv))
 #else
-            for (k = 0; k < n; k++) {
-                const LM_T *col = x + k * ld;
-                LM_T *ocol = out + k * ld_out;
-#pragma omp simd
-                for (r = 0; r < nr; r++) {
-                    double v = (double)col[r], q = lm_exp_neg(v - m[r]) / total[r];
-                    ocol[r] = special[r] != 0.0 ? col[r] : (LM_T)q;
-                }
-            }
+            LM_COL_SOFTMAX_LOOP(lm_exp_neg(d), e / total[r])
 #endif
             return n_bad;
         }
 #if LM_VEXP
-        for (k = 0; k < n; k++) {
-            const LM_T *col = x + k * ld;
-            LM_T *ocol = out + k * ld_out;
-            for (r = 0; r < nr; r += 8) {
-                __mmask8 km = nr - r >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(r, nr);
-                __m512d v = LM_COL_LOAD8(km, col + r);
-                __m512d e = lm_exp_neg_pd512(_mm512_sub_pd(v, _mm512_maskz_loadu_pd(km, m + r)));
-                __m512d tv = _mm512_maskz_loadu_pd(km, total + r);
-                __m512d iv = _mm512_maskz_loadu_pd(km, inv + r);
-                __m512d q = _mm512_mul_pd(e, iv);
-                q = _mm512_fmadd_pd(_mm512_fnmadd_pd(q, tv, e), iv, q);
-                __mmask8 keep = _mm512_mask_cmp_pd_mask(
-                    km, _mm512_maskz_loadu_pd(km, special + r), _mm512_setzero_pd(), _CMP_NEQ_UQ);
-                LM_COL_STORE8(km, ocol + r, _mm512_mask_blend_pd(keep, q, v));
-            }
-        }
-        if (0)
+        LM_COL_SOFTMAX_PD512(_mm512_fmadd_pd(_mm512_fnmadd_pd(_mm512_mul_pd(e, iv), tv, e), iv,
+                                             _mm512_mul_pd(e, iv)))
+#else
+        LM_COL_SOFTMAX_LOOP(lm_exp_neg_sum(d),
+                            LM_HAS_FMA ? __builtin_fma(__builtin_fma(-(e * inv[r]), total[r], e),
+                                                       inv[r], e * inv[r])
+                                       : e / total[r])
 #endif
-        for (k = 0; k < n; k++) {
-            const LM_T *col = x + k * ld;
-            LM_T *ocol = out + k * ld_out;
-#pragma omp simd
-            for (r = 0; r < nr; r++) {
-                double v = (double)col[r], e = lm_exp_neg_sum(v - m[r]);
-                double q = LM_HAS_FMA ? e * inv[r] : e / total[r];
-                if (LM_HAS_FMA)
-                    q = __builtin_fma(__builtin_fma(-q, total[r], e), inv[r], q);
-                ocol[r] = special[r] != 0.0 ? col[r] : (LM_T)q;
-            }
-        }
     } else if (mode == 2) {
         for (k = 0; k < n; k++) {
             const LM_T *col = x + k * ld;
@@ -1156,6 +1141,8 @@ static LM_TARGET double LM_FN(lm_col_rows)(const LM_T *x, ptrdiff_t ld, ptrdiff_
 }
 #undef LM_COL_LOAD8
 #undef LM_COL_STORE8
+#undef LM_COL_SOFTMAX_PD512
+#undef LM_COL_SOFTMAX_LOOP
 #undef LM_SHORT_LOG_PASS
 #undef LM_SHORT_LSM_PASS
 #undef LM_SOA_X

@@ -3,11 +3,13 @@
 Design
 ------
 Three layers: (1) the row helpers in ``_rowops.pxd`` (``noexcept nogil``,
-double accumulation), and ``short_block(s)`` of ``_kernel_rows.pxd`` for
-short rows (shared with ``_fastpath``, which must give these loops' bits);
-(2) the loops below, one row per iteration over a ``(n_outer, n, n_inner)``
-view whose middle axis is the reduced one, so any single axis of a C-ordered
-array is reached without a copy; (3) the Python layer
+double accumulation), and ``contig_rows`` / ``strided_rows`` of
+``_kernel_rows.pxd`` for rows of up to COL_CONTIG_MAX values (the across-rows
+kernels) and for a middle axis (tiles of neighbouring rows), shared with
+``_fastpath``, which must give these loops' bits; (2) the loops below, one
+row per iteration over a ``(n_outer, n, n_inner)`` view whose middle axis is
+the reduced one, so any single axis of a C-ordered array is reached without
+a copy; (3) the Python layer
 (``lossmle/_special.py``) that validates, picks the dtype and the thread
 count, allocates the outputs and calls these loops once.
 
@@ -21,11 +23,10 @@ from libc.math cimport NAN
 
 from lossmle._rowops cimport (
     row_logsumexp, row_logsumexp_signed, row_softmax, row_log_softmax,
-    simd_init, LM_SHORT_MAX, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
+    simd_init, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
 )
-from lossmle._rowops cimport LM_COL_ROWS
 from lossmle._kernel_rows cimport (
-    short_block, short_blocks, strided_rows, tile_units, col_blocks, COL_CONTIG_MAX,
+    contig_rows, strided_rows, tile_units, COL_CONTIG_MAX,
 )
 
 
@@ -39,56 +40,33 @@ def _simd_init():
 SIMD_PATH = _simd_init()
 
 
-cdef inline bint _short_layout(const floating[:, :, :] x, Py_ssize_t out_row_stride,
-                               Py_ssize_t out_stride) noexcept nogil:
-    """Many short contiguous rows: the across-rows kernel applies.
+cdef inline bint _across_layout(const floating[:, :, :] x, Py_ssize_t out_row_stride,
+                                Py_ssize_t out_stride) noexcept nogil:
+    """Contiguous rows of 2..COL_CONTIG_MAX values, the output's rows too: the
+    across-rows kernels (contig_rows: short_blocks, col_blocks) apply.
 
     out_row_stride / out_stride: the output's strides (bytes) between rows and
     between a row's values that the kernel would write with.
     """
     cdef Py_ssize_t n = x.shape[1], item = sizeof(floating)
-    return (2 <= n <= LM_SHORT_MAX and x.shape[2] == 1 and x.strides[1] == item
-            and x.strides[0] == n * item and out_row_stride == out_stride * n
+    return (2 <= n <= COL_CONTIG_MAX and x.shape[2] == 1 and x.strides[1] == item
+            and (x.shape[0] == 1 or (x.strides[0] == n * item
+                                     and out_row_stride == out_stride * n))
             and out_stride == item)
 
 
-cdef void _short_rows_parallel(const floating[:, :, :] x, floating* out, int mode,
-                               int n_threads) noexcept nogil:
+cdef void _across_rows_parallel(const floating[:, :, :] x, floating* out, int mode,
+                                int n_threads) noexcept nogil:
     cdef Py_ssize_t n = x.shape[1], n_rows = x.shape[0]
     cdef Py_ssize_t n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
     cdef Py_ssize_t blk, start, per_row = 1 if mode == SHORT_LSE else n
-    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
-        short_blocks(&x[0, 0, 0], n_rows, n, mode, out)
+    if n_threads == 1 or n_blocks == 1:  # no OpenMP region (~2 us) for one thread's work
+        contig_rows(&x[0, 0, 0], n_rows, n, mode, out)
     else:
         for blk in prange(n_blocks, schedule='static', num_threads=n_threads):
             start = blk * SHORT_BLOCK
-            short_block(&x[start, 0, 0], min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
+            contig_rows(&x[start, 0, 0], min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
                         mode, out + start * per_row)
-
-
-cdef inline bint _medium_layout(const floating[:, :, :] x, Py_ssize_t out_row_stride,
-                                Py_ssize_t out_stride) noexcept nogil:
-    """Contiguous rows of LM_SHORT_MAX < n <= COL_CONTIG_MAX values (and the
-    output's rows too, out_row_stride / out_stride in bytes): col_blocks."""
-    cdef Py_ssize_t n = x.shape[1], item = sizeof(floating)
-    return (LM_SHORT_MAX < n <= COL_CONTIG_MAX and x.shape[2] == 1 and x.strides[1] == item
-            and (x.shape[0] == 1 or x.strides[0] == n * item)
-            and (x.shape[0] == 1 or out_row_stride == out_stride * n)
-            and out_stride == item)
-
-
-cdef void _medium_rows_parallel(const floating[:, :, :] x, floating* out, int mode,
-                                int n_threads) noexcept nogil:
-    cdef Py_ssize_t n = x.shape[1], n_rows = x.shape[0]
-    cdef Py_ssize_t n_blocks = (n_rows + LM_COL_ROWS - 1) // LM_COL_ROWS
-    cdef Py_ssize_t blk, start, per_row = 1 if mode == SHORT_LSE else n
-    if n_threads == 1 or n_blocks == 1:  # no OpenMP region (~2 us) for one thread's work
-        col_blocks(&x[0, 0, 0], n_rows, n, mode, out)
-    else:
-        for blk in prange(n_blocks, schedule='static', num_threads=n_threads):
-            start = blk * LM_COL_ROWS
-            col_blocks(&x[start, 0, 0], min(<Py_ssize_t>LM_COL_ROWS, n_rows - start), n,
-                       mode, out + start * per_row)
 
 
 cdef inline bint _tiled_layout(const floating[:, :, :] x) noexcept nogil:
@@ -121,13 +99,9 @@ def logsumexp_rows(const floating[:, :, :] a, floating[:, :] out, int n_threads)
     cdef Py_ssize_t n_rows = a.shape[0] * n_inner
     cdef Py_ssize_t stride = a.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t r, o, i
-    if _short_layout(a, out.strides[0] * n, out.strides[0]):
+    if _across_layout(a, out.strides[0] * n, out.strides[0]):
         with nogil:
-            _short_rows_parallel(a, &out[0, 0], SHORT_LSE, n_threads)
-        return
-    if _medium_layout(a, out.strides[0] * n, out.strides[0]):
-        with nogil:
-            _medium_rows_parallel(a, &out[0, 0], SHORT_LSE, n_threads)
+            _across_rows_parallel(a, &out[0, 0], SHORT_LSE, n_threads)
         return
     if (_tiled_layout(a) and out.strides[1] == sizeof(floating)
             and (out.shape[0] == 1 or out.strides[0] == n_inner * sizeof(floating))):
@@ -201,13 +175,9 @@ cdef inline void _transform_row(const floating[:, :, :] x, floating[:, :, :] out
 cdef _transform_rows(const floating[:, :, :] x, floating[:, :, :] out, int n_threads,
                      bint log_space):
     cdef Py_ssize_t n_rows = x.shape[0] * x.shape[2], r
-    if _short_layout(x, out.strides[0], out.strides[1]):
+    if _across_layout(x, out.strides[0], out.strides[1]):
         with nogil:
-            _short_rows_parallel(x, &out[0, 0, 0],
-                                 SHORT_LOG_SOFTMAX if log_space else SHORT_SOFTMAX, n_threads)
-    elif _medium_layout(x, out.strides[0], out.strides[1]):
-        with nogil:
-            _medium_rows_parallel(x, &out[0, 0, 0],
+            _across_rows_parallel(x, &out[0, 0, 0],
                                   SHORT_LOG_SOFTMAX if log_space else SHORT_SOFTMAX, n_threads)
     elif _tiled_layout(x) and _tiled_layout(out):
         with nogil:
