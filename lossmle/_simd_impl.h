@@ -954,17 +954,17 @@ static LM_TARGET double LM_FN(lm_short_ce_grad)(const LM_T *x, ptrdiff_t n_rows,
 #define LM_COL_LOAD8(km, p) _mm512_cvtps_pd(_mm256_maskz_loadu_ps((km), (p)))
 #define LM_COL_STORE8(km, p, v) _mm256_mask_storeu_ps((p), (km), _mm512_cvtpd_ps(v))
 #endif
-/* softmax's last pass over the columns: out = Q, computed from e = exp(d),
- * d = x - m, and the row's total = c + s (tv) and inv = 1 / total (iv);
- * a flagged row gets its input back */
-#define LM_COL_SOFTMAX_PD512(Q)                                                   \
+/* softmax's last pass over the columns: out = Q, computed from e = EXP
+ * (exp(d), d = x - m: recomputed, or the sum pass's), the row's total = c + s
+ * (tv) and inv = 1 / total (iv); a flagged row gets its input back */
+#define LM_COL_SOFTMAX_PD512(EXP, Q)                                              \
     for (k = 0; k < n; k++) {                                                     \
         const LM_T *col = x + k * ld;                                             \
         LM_T *ocol = out + k * ld_out;                                            \
         for (r = 0; r < nr; r += 8) {                                             \
             __mmask8 km = nr - r >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(r, nr);     \
             __m512d v = LM_COL_LOAD8(km, col + r);                                \
-            __m512d e = lm_exp_neg_pd512(_mm512_sub_pd(v, _mm512_maskz_loadu_pd(km, m + r))); \
+            __m512d e = (EXP);                                                    \
             __m512d tv = _mm512_mask_loadu_pd(_mm512_set1_pd(1.0), km, total + r); \
             __m512d iv = _mm512_mask_loadu_pd(_mm512_set1_pd(1.0), km, inv + r); \
             __mmask8 keep = _mm512_mask_cmp_pd_mask(                              \
@@ -981,6 +981,7 @@ static LM_TARGET double LM_FN(lm_short_ce_grad)(const LM_T *x, ptrdiff_t n_rows,
         _Pragma("omp simd")                                                       \
         for (r = 0; r < nr; r++) {                                                \
             double d = (double)col[r] - m[r], e = (EXP);                          \
+            (void)d;                                                              \
             ocol[r] = special[r] != 0.0 ? col[r] : (LM_T)(Q);                     \
         }                                                                         \
     }
@@ -991,6 +992,9 @@ static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_
 {
     double m[LM_COL_ROWS], s[LM_COL_ROWS], c[LM_COL_ROWS], fin[LM_COL_ROWS];
     double tiny[LM_COL_ROWS], xy[LM_COL_ROWS], log_s[LM_COL_ROWS], comp[LM_COL_ROWS];
+    /* softmax: the exps of the sum's pass, reused for the output (~1/3 of
+     * the work per value was the second exp) */
+    double ebuf[LM_COL_ROWS * LM_COL_MAX];
     double n_bad = 0.0, n_tiny = 0.0;
     ptrdiff_t r, k;
     if (nr > LM_COL_ROWS || n < 1) {  /* not what this is for */
@@ -1025,7 +1029,9 @@ static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_
             __mmask8 other = _mm512_mask_cmp_pd_mask(km, v, mv, _CMP_NEQ_UQ);
             __m512d sv = _mm512_maskz_loadu_pd(km, s + r);
             __m512d cv = _mm512_maskz_loadu_pd(km, c + r);
-            __m512d e = _mm512_maskz_mov_pd(other, lm_exp_neg_pd512(d));
+            __m512d e_all = lm_exp_neg_pd512(d);
+            __m512d e = _mm512_maskz_mov_pd(other, e_all);
+            if (mode == 1) _mm512_mask_storeu_pd(ebuf + k * LM_COL_ROWS + r, km, e_all);
             /* TwoSum: sv + e exactly as the rounded sum plus its error */
             __m512d t = _mm512_add_pd(sv, e), bv = _mm512_sub_pd(t, sv);
             __m512d err = _mm512_add_pd(_mm512_sub_pd(sv, _mm512_sub_pd(t, bv)),
@@ -1051,7 +1057,9 @@ static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_
         for (r = 0; r < nr; r++) {
             double v = (double)col[r], d = v - m[r];
             int at_max = v == m[r];
-            double e = at_max ? 0.0 : lm_exp_neg_sum(d), t = s[r] + e, b = t - s[r];
+            double e_all = lm_exp_neg_sum(d);
+            double e = at_max ? 0.0 : e_all, t = s[r] + e, b = t - s[r];
+            if (mode == 1) ebuf[k * LM_COL_ROWS + r] = e_all;
             comp[r] += (s[r] - (t - b)) + (e - b);  /* TwoSum's error */
             s[r] = t;
             c[r] += at_max ? 1.0 : 0.0;
@@ -1091,17 +1099,19 @@ static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_
         }
         if (n_tiny != 0.0) {
 #if LM_VEXP
-            LM_COL_SOFTMAX_PD512(_mm512_div_pd(e, tv))
+            LM_COL_SOFTMAX_PD512(lm_exp_neg_pd512(_mm512_sub_pd(v, _mm512_maskz_loadu_pd(km, m + r))),
+                                 _mm512_div_pd(e, tv))
 #else
             LM_COL_SOFTMAX_LOOP(lm_exp_neg(d), e / total[r])
 #endif
             return n_bad;
         }
 #if LM_VEXP
-        LM_COL_SOFTMAX_PD512(_mm512_fmadd_pd(_mm512_fnmadd_pd(_mm512_mul_pd(e, iv), tv, e), iv,
+        LM_COL_SOFTMAX_PD512(_mm512_maskz_loadu_pd(km, ebuf + k * LM_COL_ROWS + r),
+                             _mm512_fmadd_pd(_mm512_fnmadd_pd(_mm512_mul_pd(e, iv), tv, e), iv,
                                              _mm512_mul_pd(e, iv)))
 #else
-        LM_COL_SOFTMAX_LOOP(lm_exp_neg_sum(d),
+        LM_COL_SOFTMAX_LOOP(ebuf[k * LM_COL_ROWS + r],
                             LM_HAS_FMA ? __builtin_fma(__builtin_fma(-(e * inv[r]), total[r], e),
                                                        inv[r], e * inv[r])
                                        : e / total[r])
