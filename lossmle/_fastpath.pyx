@@ -51,8 +51,8 @@ from lossmle._rowops cimport (
     SHORT_LOG_SOFTMAX,
 )
 from lossmle._kernel_rows cimport (
-    contig_rows, strided_rows, tile_units, ClassOpts, ce_class_row, ce_class_short_blocks,
-    ce_class_short_grad_block, ce_prob_row, ce_prob_short_block, blocked_sum, pairwise_sum,
+    contig_rows, strided_rows, tile_units, ClassOpts, ce_class_row, ce_class_contig_rows,
+    ce_prob_row, ce_prob_short_block, blocked_sum, pairwise_sum,
     nll_pick, kl_row, entropy_row, KL_SHORT_MAX, kl_short_blocks, ENTR_SHORT_MAX,
     entropy_short_blocks,
 )
@@ -317,22 +317,7 @@ cdef void ce_class_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
                         double* row_weight, floating* g) noexcept nogil:
     """cross_entropy_class_rows on one thread (contiguous logits and target); g
     (contiguous like x) NULL: no gradient."""
-    cdef Py_ssize_t r, start
-    if 2 <= n <= LM_SHORT_MAX and (g == NULL or (op.w == NULL and op.spread == 0)):
-        if g == NULL:
-            ce_class_short_blocks(x, n_rows, n, y, op, loss, row_weight)
-        else:
-            start = 0
-            while start < n_rows:   # _loss_kernels' block loop
-                ce_class_short_grad_block(x + start * n, min(<Py_ssize_t>SHORT_BLOCK,
-                                                             n_rows - start),
-                                          n, y + start, op, loss + start,
-                                          row_weight + start, g + start * n)
-                start += SHORT_BLOCK
-    else:   # (with the gradient, weights or smoothing: row by row, as there)
-        for r in range(n_rows):
-            ce_class_row(x + r * n, n, 1, y[r], op, (g + r * n) if g != NULL else NULL, 1,
-                         loss + r, row_weight + r)
+    ce_class_contig_rows(x, n_rows, n, y, op, loss, row_weight, g)
 
 
 cdef inline void _ce_prob_rows_of(int kind, const void* x, const void* t, Py_ssize_t n_rows,

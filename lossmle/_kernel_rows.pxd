@@ -139,6 +139,16 @@ cdef inline void col_block(const floating* x, Py_ssize_t ld, Py_ssize_t nr, Py_s
             out[k * ld_out + r] = row_out[k]
 
 
+cdef inline void transpose_rows(const floating* x, Py_ssize_t nr, Py_ssize_t n,
+                                floating* xt) noexcept nogil:
+    """xt[k * COL_LD + r] = x[r * n + k]: nr <= LM_COL_ROWS contiguous rows of
+    n values, column-major for col_block / ce_col_block."""
+    cdef Py_ssize_t r, k
+    for r in range(nr):
+        for k in range(n):
+            xt[k * COL_LD + r] = x[r * n + k]
+
+
 cdef inline void col_blocks(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
                             floating* out) noexcept nogil:
     """col_block over n_rows contiguous rows of LM_SHORT_MAX < n <= COL_CONTIG_MAX
@@ -149,9 +159,7 @@ cdef inline void col_blocks(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, 
     for blk in range((n_rows + LM_COL_ROWS - 1) // LM_COL_ROWS):
         r0 = blk * LM_COL_ROWS
         nr = min(<Py_ssize_t>LM_COL_ROWS, n_rows - r0)
-        for r in range(nr):
-            for k in range(n):
-                xt[k * COL_LD + r] = x[(r0 + r) * n + k]
+        transpose_rows(x + r0 * n, nr, n, xt)
         if mode == SHORT_LSE:
             col_block(xt, COL_LD, nr, n, mode, out + r0, 0)
             continue
@@ -515,6 +523,63 @@ cdef inline void ce_class_short_blocks(const floating* x, Py_ssize_t n_rows, Py_
         start = blk * SHORT_BLOCK
         ce_class_short_block(x + start * n, min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
                              y + start, op, loss + start, row_weight + start)
+
+
+cdef inline void ce_col_block(const floating* x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
+                              const int64_t* y, const ClassOpts* op, double* loss,
+                              double* row_weight) noexcept nogil:
+    """The plain loss (no weights, smoothing or gradient) of nr <= LM_COL_ROWS
+    rows of n <= LM_COL_MAX classes stored column-major (value k of row r at
+    x[k * ld + r]) through col_rows; flagged rows (nan or inf logits, an
+    ignored or bad target) by ce_class_row on a contiguous copy of the row,
+    so a row gets the same bits in either layout."""
+    cdef double special[LM_COL_ROWS]
+    cdef floating row[LM_COL_MAX]
+    cdef Py_ssize_t r, k
+    if col_rows(x, ld, nr, n, 5, y, op.ignore_index, loss, <floating*>NULL, 0, special) == 0:
+        for r in range(nr):
+            row_weight[r] = 1.0
+        return
+    for r in range(nr):
+        if special[r] == 0:
+            row_weight[r] = 1.0
+            continue
+        for k in range(n):
+            row[k] = x[k * ld + r]
+        ce_class_row(row, n, 1, y[r], op, NULL, 0, loss + r, row_weight + r)
+
+
+cdef inline void ce_class_contig_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
+                                      const int64_t* y, const ClassOpts* op, double* loss,
+                                      double* row_weight, floating* g) noexcept nogil:
+    """Cross-entropy of n_rows contiguous rows on this thread, dispatched as
+    every contiguous row is (_loss_kernels, _fastpath, a middle axis's
+    gathered tiles): the across-rows kernels for short rows and, for the plain
+    loss, for rows of up to COL_CONTIG_MAX classes (a transposed copy of 64
+    rows at a time), else row by row.  g (contiguous like x) NULL: no
+    gradient."""
+    cdef floating xt[COL_BLOCK_VALUES]
+    cdef Py_ssize_t r, k, blk, r0, nr
+    if 2 <= n <= LM_SHORT_MAX and (g == NULL or (op.w == NULL and op.spread == 0)):
+        if g == NULL:
+            ce_class_short_blocks(x, n_rows, n, y, op, loss, row_weight)
+        else:
+            for blk in range((n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK):
+                r0 = blk * SHORT_BLOCK
+                ce_class_short_grad_block(x + r0 * n, min(<Py_ssize_t>SHORT_BLOCK, n_rows - r0),
+                                          n, y + r0, op, loss + r0, row_weight + r0,
+                                          g + r0 * n)
+    elif (g == NULL and op.w == NULL and op.spread == 0 and op.keep == 1
+            and 2 <= n <= COL_CONTIG_MAX):
+        for blk in range((n_rows + LM_COL_ROWS - 1) // LM_COL_ROWS):
+            r0 = blk * LM_COL_ROWS
+            nr = min(<Py_ssize_t>LM_COL_ROWS, n_rows - r0)
+            transpose_rows(x + r0 * n, nr, n, xt)
+            ce_col_block(xt, COL_LD, nr, n, y + r0, op, loss + r0, row_weight + r0)
+    else:   # with the gradient, weights or smoothing: row by row
+        for r in range(n_rows):
+            ce_class_row(x + r * n, n, 1, y[r], op, (g + r * n) if g != NULL else NULL, 1,
+                         loss + r, row_weight + r)
 
 
 cdef inline double pairwise_sum(const double* a, Py_ssize_t n) noexcept nogil:

@@ -51,11 +51,12 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.math cimport exp
 
-from lossmle._rowops cimport simd_init, LM_SHORT_MAX, SHORT_BLOCK, col_rows, LM_COL_ROWS, LM_COL_MAX
+from lossmle._rowops cimport simd_init, LM_SHORT_MAX, SHORT_BLOCK, LM_COL_ROWS, LM_COL_MAX
 from lossmle._kernel_rows cimport (
     RowStats, row_stats, ClassOpts, ce_class_row, ce_class_short_block, ce_class_short_blocks,
     ce_class_short_grad_block, pairwise_sum, blocked_sum, target_floating, ce_prob_row,
     ce_prob_short_block, nll_pick, tile_rows, tile_units, gather_rows, scatter_rows,
+    ce_col_block, ce_class_contig_rows, COL_CONTIG_MAX,
 )
 from libc.stdlib cimport malloc, free
 
@@ -125,7 +126,7 @@ cdef void _ce_class_block_sums(const floating* x, Py_ssize_t n_rows, Py_ssize_t 
     this call's own: one per thread)."""
     cdef double loss[SHORT_BLOCK]
     cdef double row_weight[SHORT_BLOCK]
-    ce_class_short_block(x, n_rows, n, y, op, loss, row_weight)
+    ce_class_contig_rows(x, n_rows, n, y, op, loss, row_weight, <floating*>NULL)
     loss_sum[0] = pairwise_sum(loss, n_rows)
     weight_sum[0] = pairwise_sum(row_weight, n_rows)
 
@@ -160,9 +161,11 @@ cdef inline bint _middle_layout(const floating[:, :, :] logits,
 cdef inline bint _class_col_layout(const floating[:, :, :] logits,
                                    const int64_t[:, :] target, const double[:, ::1] loss,
                                    const double[:, ::1] row_weight) noexcept nogil:
-    """A middle class axis (_middle_layout) of 2..LM_COL_MAX classes: the
-    across-rows kernel col_rows reads the logits where they are."""
-    return (2 <= logits.shape[1] <= LM_COL_MAX
+    """A middle class axis (_middle_layout) of LM_SHORT_MAX + 1 .. LM_COL_MAX
+    classes: the across-rows kernel col_rows reads the logits where they are
+    (shorter rows take the short-row kernel in gathered tiles, as along the
+    last axis)."""
+    return (LM_SHORT_MAX < logits.shape[1] <= LM_COL_MAX
             and _middle_layout(logits, target, loss, row_weight))
 
 
@@ -171,21 +174,11 @@ cdef inline void _class_col_unit(const floating* x, Py_ssize_t n, Py_ssize_t n_i
                                  const ClassOpts* op, double* loss,
                                  double* row_weight) noexcept nogil:
     """Unit u of a middle class axis: the rows i0 .. i0 + LM_COL_ROWS of slab
-    u // n_blocks through col_rows (mode 5: the plain loss); flagged rows -
-    nan or inf logits, an ignored or bad target - by ce_class_row, strided."""
-    cdef double special[LM_COL_ROWS]
+    u // n_blocks, read in place by ce_col_block (the plain loss)."""
     cdef Py_ssize_t o = u // n_blocks, i0 = (u % n_blocks) * LM_COL_ROWS
-    cdef Py_ssize_t nr = min(<Py_ssize_t>LM_COL_ROWS, n_inner - i0), r, at
-    cdef const floating* slab = x + o * n * n_inner
-    at = o * n_inner + i0
-    col_rows(slab + i0, n_inner, nr, n, 5, target + at, op.ignore_index, loss + at,
-             <floating*>NULL, 0, special)
-    for r in range(nr):
-        if special[r]:
-            ce_class_row(slab + i0 + r, n, n_inner, target[at + r], op, NULL, 0,
-                         loss + at + r, row_weight + at + r)
-        else:
-            row_weight[at + r] = 1.0
+    cdef Py_ssize_t at = o * n_inner + i0
+    ce_col_block(x + o * n * n_inner + i0, n_inner, min(<Py_ssize_t>LM_COL_ROWS, n_inner - i0),
+                 n, target + at, op, loss + at, row_weight + at)
 
 
 cdef inline void _class_tiles(const floating* x, Py_ssize_t n, Py_ssize_t n_inner,
@@ -194,12 +187,12 @@ cdef inline void _class_tiles(const floating* x, Py_ssize_t n, Py_ssize_t n_inne
                               Py_ssize_t u1) noexcept nogil:
     """Tiles u0 .. u1 of a middle class axis (C-ordered logits, target, loss,
     row_weight and grad, NULL for none): each tile's rows gathered into a
-    contiguous buffer (_kernel_rows' gather_rows) and run by ce_class_row as
-    contiguous rows; the gradient computed into a second buffer and scattered
-    back.  Without memory for the buffers the rows run strided."""
+    contiguous buffer (_kernel_rows' gather_rows) and run as contiguous rows
+    (ce_class_contig_rows); the gradient computed into a second buffer and
+    scattered back.  Without memory for the buffers the rows run strided."""
     cdef Py_ssize_t t_rows = tile_rows(n, n_inner)
     cdef Py_ssize_t n_tiles = (n_inner + t_rows - 1) // t_rows
-    cdef Py_ssize_t u, o, i0, cnt, r, at, blk
+    cdef Py_ssize_t u, o, i0, cnt, r, at
     cdef floating* buf = <floating*>malloc((2 if grad != NULL else 1) * t_rows * n
                                            * sizeof(floating))
     cdef floating* gbuf = NULL
@@ -217,24 +210,26 @@ cdef inline void _class_tiles(const floating* x, Py_ssize_t n, Py_ssize_t n_inne
                              n_inner, loss + at + r, row_weight + at + r)
             continue
         gather_rows(x + o * n * n_inner + i0, n, n_inner, cnt, buf)
-        # the dispatch of contiguous rows (cross_entropy_class_rows), so a
-        # row gets the bits it gets along the last axis
-        if 2 <= n <= LM_SHORT_MAX and gbuf == NULL:
-            ce_class_short_blocks(buf, cnt, n, target + at, op, loss + at, row_weight + at)
-        elif 2 <= n <= LM_SHORT_MAX and op.w == NULL and op.spread == 0:
-            for blk in range((cnt + SHORT_BLOCK - 1) // SHORT_BLOCK):
-                r = blk * SHORT_BLOCK
-                ce_class_short_grad_block(buf + r * n, min(<Py_ssize_t>SHORT_BLOCK, cnt - r), n,
-                                          target + at + r, op, loss + at + r,
-                                          row_weight + at + r, gbuf + r * n)
-        else:
-            for r in range(cnt):
-                ce_class_row(buf + r * n, n, 1, target[at + r], op,
-                             gbuf + r * n if gbuf != NULL else NULL, 1,
-                             loss + at + r, row_weight + at + r)
+        # the dispatch of contiguous rows, so a row gets the bits it gets
+        # along the last axis
+        ce_class_contig_rows(buf, cnt, n, target + at, op, loss + at, row_weight + at, gbuf)
         if gbuf != NULL:
             scatter_rows(gbuf, n, n_inner, cnt, grad + o * n * n_inner + i0)
     free(buf)
+
+
+cdef inline bint _class_across_layout(const floating[:, :, :] logits,
+                                      const int64_t[:, :] target,
+                                      const ClassOpts* op) noexcept nogil:
+    """_class_short_layout, or its layout with up to COL_CONTIG_MAX classes
+    for the plain loss: what ce_class_contig_rows sends to an across-rows
+    kernel."""
+    cdef Py_ssize_t n_classes = logits.shape[1], item = sizeof(floating)
+    return (_class_short_layout(logits, target)
+            or (op.w == NULL and op.spread == 0 and op.keep == 1
+                and LM_SHORT_MAX < n_classes <= COL_CONTIG_MAX and logits.shape[2] == 1
+                and logits.shape[0] > 0 and logits.strides[1] == item
+                and logits.strides[0] == n_classes * item and target.strides[0] == 8))
 
 
 def cross_entropy_class_total(const floating[:, :, :] logits,
@@ -244,8 +239,9 @@ def cross_entropy_class_total(const floating[:, :, :] logits,
                               int n_threads):
     """(sum of the row losses, sum of the row weights) of class-index
     cross-entropy over many short contiguous rows, or None when the layout
-    is not that (2 <= n_classes <= LM_SHORT_MAX, one contiguous row per
-    target, at least one row).
+    is not that (_class_across_layout: 2 <= n_classes <= LM_SHORT_MAX, or up
+    to COL_CONTIG_MAX for the plain loss; one contiguous row per target, at
+    least one row).
 
     The sums are ``blocked_sum`` of what cross_entropy_class_rows would
     write (so ``pairwise_total`` of those arrays, to the bit), with each
@@ -257,7 +253,7 @@ def cross_entropy_class_total(const floating[:, :, :] logits,
     cdef ClassOpts op = _class_opts(weight, n_classes, ignore_index, label_smoothing, 1.0)
     cdef double* block_sums
     cdef double total, weight_total
-    if not (n_rows > 0 and _class_short_layout(logits, target)):
+    if not (n_rows > 0 and _class_across_layout(logits, target, &op)):
         return None
     n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
     block_sums = <double*>malloc(2 * n_blocks * sizeof(double))
@@ -335,20 +331,21 @@ def cross_entropy_class_rows(const floating[:, :, :] logits,
                 _class_col_unit(&logits[0, 0, 0], n_classes, n_inner, n_blocks, r,
                                 &target[0, 0], &op, &loss[0, 0], &row_weight[0, 0])
         return
-    elif _class_short_layout(logits, target):
+    elif n_rows > 0 and _class_across_layout(logits, target, &op):
+        # the across-rows kernels (short rows; the plain loss of up to
+        # COL_CONTIG_MAX classes) through ce_class_contig_rows, by blocks
         n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
-        if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
-            if n_rows > 0:  # (no &logits[0, 0, 0] of an empty view)
-                with nogil:
-                    ce_class_short_blocks(&logits[0, 0, 0], n_rows, n_classes, &target[0, 0],
-                                          &op, &loss[0, 0], &row_weight[0, 0])
+        if n_threads == 1 or n_blocks == 1:  # no OpenMP region (~2 us)
+            with nogil:
+                ce_class_contig_rows(&logits[0, 0, 0], n_rows, n_classes, &target[0, 0], &op,
+                                     &loss[0, 0], &row_weight[0, 0], <floating*>NULL)
         else:
             for r in prange(n_blocks, schedule='static', num_threads=n_threads, nogil=True):
                 start = r * SHORT_BLOCK
-                ce_class_short_block(&logits[start, 0, 0],
+                ce_class_contig_rows(&logits[start, 0, 0],
                                      min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n_classes,
                                      &target[start, 0], &op, &loss[start, 0],
-                                     &row_weight[start, 0])
+                                     &row_weight[start, 0], <floating*>NULL)
         return
     cdef floating* gp = NULL
     cdef Py_ssize_t n_units, nt

@@ -199,7 +199,9 @@ def ce_kwargs(option, weight):
 
 
 def log_softmax_pick(x, target, weight, label_smoothing=0.0, ignore_index=-100):
-    """The per-row loss from scipy's log_softmax, in float64 (torch's formula)."""
+    """The per-row loss from scipy's log_softmax, in float64 (torch's formula;
+    a row holding nan or +inf is nan, as torch's - scipy gives +inf there
+    for the other classes)."""
     logp = oracle(sps.log_softmax, x, 1)
     n_classes = x.shape[1]
     w = np.ones(n_classes) if weight is None else weight
@@ -209,8 +211,11 @@ def log_softmax_pick(x, target, weight, label_smoothing=0.0, ignore_index=-100):
     w_shape = (1, n_classes) + (1,) * (x.ndim - 2)
     smooth = -(w.reshape(w_shape) * logp).sum(axis=1) / n_classes
     with np.errstate(invalid="ignore"):
-        loss = (1 - label_smoothing) * -w[safe] * picked + label_smoothing * smooth
-    return np.where(valid, loss, 0.0)
+        loss = (1 - label_smoothing) * -w[safe] * picked
+        if label_smoothing:   # (0 * inf would make a -inf logit's row nan)
+            loss = loss + label_smoothing * smooth
+    poisoned = np.isnan(x).any(axis=1) | np.isposinf(x).any(axis=1)
+    return np.where(valid, np.where(poisoned, np.nan, loss), 0.0)
 
 
 @pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
@@ -234,6 +239,13 @@ def test_cross_entropy_middle_axis_matches_scipy(simd_path, shape, option, dtype
     np.testing.assert_array_equal(
         got, lm.cross_entropy(x, target, axis=1, reduction="none", n_threads=3 - n_threads,
                               **kw))
+    # the bits of the same rows along the last axis, but for the plain loss of
+    # 17..64 classes (read in place along a middle axis, row-wise along the last)
+    plain = not (option.get("weight") or option.get("label_smoothing"))
+    if not (plain and 16 < shape[1] <= 64):
+        moved = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+        np.testing.assert_array_equal(
+            got, lm.cross_entropy(moved, target, reduction="none", n_threads=n_threads, **kw))
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
@@ -257,3 +269,32 @@ def test_cross_entropy_with_grad_middle_axis(simd_path, shape, option, dtype):
     loss_last, grad_last = lm.cross_entropy_with_grad(moved, target, **kw)
     np.testing.assert_array_equal(grad, np.moveaxis(grad_last, -1, 1))
     assert loss == loss_last
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n_cols", [9, 10, 16, 17])
+def test_cross_entropy_medium_rows(simd_path, n_cols, dtype):
+    """Contiguous rows of 9..16 classes: the plain loss through the medium-row
+    kernel (a transposed copy), special rows redone row-wise; against scipy's
+    log_softmax, the same bits for one or two threads, and 'sum' the blocked
+    pairwise sum of 'none' (the total skips the row array)."""
+    x, target, _ = ce_case((1000, n_cols), dtype, seed=n_cols, option={})
+    x[3, 2] = np.nan
+    x[5, :] = -np.inf
+    x[7, 1] = -np.inf
+    x[9, 0] = np.inf
+    x[11, :] = 4.0
+    got = lm.cross_entropy(x, target, reduction="none")
+    want = log_softmax_pick(x, target, None)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    np.testing.assert_allclose(got[ok], want[ok], rtol=TOL[dtype] * 4,
+                               atol=TOL[dtype] * 4 * np.abs(x[np.isfinite(x)]).max())
+    np.testing.assert_array_equal(got, lm.cross_entropy(x, target, reduction="none",
+                                                        n_threads=1))
+    if dtype is np.float64:   # (float32 'none' is rounded; the sums are not)
+        clean = np.isfinite(x).all(axis=1)
+        xs, ts = x[clean], target[clean]
+        rows = lm.cross_entropy(xs, ts, reduction="none")
+        blocks = [np.sum(rows[i:i + 256]) for i in range(0, len(rows), 256)]
+        assert lm.cross_entropy(xs, ts, reduction="sum") == 0.0 + np.sum(np.array(blocks))
