@@ -29,7 +29,8 @@ from cython cimport floating
 from lossmle._rowops cimport simd_init, lm_simd_ready, SHORT_BLOCK
 from lossmle._kernel_rows cimport (
     kl_row, entropy_row, KL_SHORT_MAX, kl_short_block, kl_short_blocks, ENTR_SHORT_MAX,
-    entropy_short_block, entropy_short_blocks,
+    entropy_short_block, entropy_short_blocks, divergence_strided_rows, tile_units, DIV_KL,
+    DIV_ENTR, DIV_REL_ENTR,
 )
 
 
@@ -70,6 +71,37 @@ cdef Py_ssize_t _kl_short_rows(const floating[:, :, :] p, const floating[:, :, :
     return bad_rows
 
 
+cdef inline bint _middle_c(const floating[:, :, :] x) noexcept nogil:
+    """x is (n_outer, n, n_inner > 1) C-ordered (a middle axis of a C-ordered array)."""
+    cdef Py_ssize_t n = x.shape[1], n_inner = x.shape[2], item = sizeof(floating)
+    return (n_inner > 1 and x.shape[0] > 0 and n > 0 and x.strides[2] == item
+            and x.strides[1] == n_inner * item
+            and (x.shape[0] == 1 or x.strides[0] == n * n_inner * item))
+
+
+cdef inline bint _out_c(const floating[:, :] out) noexcept nogil:
+    """out is (n_outer, n_inner) C-ordered."""
+    return (out.strides[1] == sizeof(floating)
+            and (out.shape[0] == 1 or out.strides[0] == out.shape[1] * sizeof(floating)))
+
+
+cdef Py_ssize_t _divergence_tiles(const floating[:, :, :] p, const floating[:, :, :] q,
+                                  floating[:, :] out, int kind, bint validate,
+                                  int n_threads) noexcept nogil:
+    """divergence_strided_rows over every tile, split evenly between threads."""
+    cdef Py_ssize_t n = p.shape[1], n_inner = p.shape[2]
+    cdef Py_ssize_t n_units = tile_units(p.shape[0], n, n_inner), t, nt, bad_rows = 0
+    nt = min(<Py_ssize_t>n_threads, n_units)
+    if nt <= 1:  # no OpenMP region (~2 us) for one thread's work
+        return divergence_strided_rows(&p[0, 0, 0], &q[0, 0, 0], n, n_inner, kind, validate,
+                                       &out[0, 0], 0, n_units)
+    for t in prange(nt, schedule='static', num_threads=nt):
+        bad_rows += divergence_strided_rows(&p[0, 0, 0], &q[0, 0, 0], n, n_inner, kind,
+                                            validate, &out[0, 0], t * n_units // nt,
+                                            (t + 1) * n_units // nt)
+    return bad_rows
+
+
 def kl_rows(const floating[:, :, :] p, const floating[:, :, :] q, floating[:, :] out,
             bint validate, int n_threads):
     """out = sum rel_entr(p, q) over axis 1.  p, q: IN; out: OUT.
@@ -85,6 +117,10 @@ def kl_rows(const floating[:, :, :] p, const floating[:, :, :] q, floating[:, :]
     cdef Py_ssize_t bad_rows = 0
     if n_rows > 0 and _kl_short_layout(p, q, out):
         return _kl_short_rows(p, q, out, validate, n_threads)
+    if _middle_c(p) and _middle_c(q) and _out_c(out):   # a middle axis: gathered tiles
+        with nogil:
+            bad_rows = _divergence_tiles(p, q, out, DIV_KL, validate, n_threads)
+        return bad_rows
     if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
         with nogil:
             for r in range(n_rows):
@@ -121,6 +157,11 @@ cdef _entropy_rows(const floating[:, :, :] pk, const floating[:, :, :] qk,
                 start = r * SHORT_BLOCK
                 entropy_short_block(&pk[start, 0, 0], min(<Py_ssize_t>SHORT_BLOCK, n_rows - start),
                                     n, &out[start, 0])
+        return
+    if _middle_c(pk) and (not relative or _middle_c(qk)) and _out_c(out):
+        with nogil:   # a middle axis (scipy.stats.entropy's default axis 0): tiles
+            _divergence_tiles(pk, qk, out, DIV_REL_ENTR if relative else DIV_ENTR, False,
+                              n_threads)
         return
     if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
         with nogil:

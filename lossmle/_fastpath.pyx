@@ -53,8 +53,8 @@ from lossmle._rowops cimport (
 from lossmle._kernel_rows cimport (
     contig_rows, strided_rows, tile_units, ClassOpts, ce_class_row, ce_class_contig_rows,
     ce_prob_row, ce_prob_short_block, blocked_sum, pairwise_sum,
-    nll_pick, kl_row, entropy_row, KL_SHORT_MAX, kl_short_blocks, ENTR_SHORT_MAX,
-    entropy_short_blocks,
+    nll_pick, kl_row, entropy_row, kl_contig_rows, entropy_contig_rows,
+    divergence_strided_rows, DIV_ENTR,
 )
 from lossmle import _validation
 
@@ -666,12 +666,7 @@ def cross_entropy_with_grad(logits, target, axis, weight, ignore_index, reductio
 
 cdef Py_ssize_t kl_rows(const floating* p, const floating* q, Py_ssize_t n_rows,
                         Py_ssize_t n, bint validate, floating* out) noexcept nogil:
-    cdef Py_ssize_t r, bad_rows = 0
-    if n <= KL_SHORT_MAX:  # as _divergence_kernels.kl_rows (the table is bound)
-        return kl_short_blocks(p, q, n_rows, n, validate, out)
-    for r in range(n_rows):
-        bad_rows += kl_row(p + r * n, 1, q + r * n, 1, n, validate, out + r)
-    return bad_rows
+    return kl_contig_rows(p, q, n_rows, n, validate, out)   # as _divergence_kernels
 
 
 cdef inline Py_ssize_t _kl_rows_of(int kind, const void* p, const void* q, Py_ssize_t n_rows,
@@ -724,14 +719,11 @@ cdef void entropy_rows(const floating* p, Py_ssize_t n_rows, Py_ssize_t n, bint 
     cdef Py_ssize_t r
     if columns and n == 1:   # one column is one contiguous row (as the general path sees it)
         entropy_rows(p, 1, n_rows, False, out)
-    elif columns:
-        for r in range(n):
-            out[r] = <floating>entropy_row(p + r, n, <const floating*>NULL, 0, n_rows)
-    elif 2 <= n <= ENTR_SHORT_MAX and lm_simd_ready():  # as _divergence_kernels
-        entropy_short_blocks(p, n_rows, n, out)
-    else:
-        for r in range(n_rows):
-            out[r] = <floating>entropy_row(p + r * n, 1, <const floating*>NULL, 0, n)
+    elif columns:            # a middle axis of (1, n_rows, n): gathered tiles
+        divergence_strided_rows(p, <const floating*>NULL, n_rows, n, DIV_ENTR, False, out, 0,
+                                tile_units(1, n_rows, n))
+    else:                    # as _divergence_kernels
+        entropy_contig_rows(p, <const floating*>NULL, n_rows, n, out)
 
 
 cdef inline void _entropy_rows_of(int kind, const void* p, Py_ssize_t n_rows, Py_ssize_t n,

@@ -11,7 +11,8 @@
 #
 # Who uses what:
 #   short_block, short_blocks, contig_rows,         _special_kernels (logsumexp_rows,
-#       tile_rows, tile_units, gather_rows,             softmax_rows, log_softmax_rows),
+#       tile_rows, tile_units, tile_span,               softmax_rows, log_softmax_rows),
+#       tile_buffer, gather_rows,
 #       scatter_rows, strided_rows                      _fastpath (logsumexp, softmax,
 #                                                       log_softmax); tiles also
 #                                                       _loss_kernels (middle class axis)
@@ -33,6 +34,9 @@
 #                                                       _fastpath (entropy)
 #   KL_SHORT_MAX, kl_short_block, kl_short_blocks   _divergence_kernels (kl_rows),
 #                                                       _fastpath (kl_divergence)
+#   kl_contig_rows, entropy_contig_rows,            _divergence_kernels (a middle axis),
+#       divergence_strided_rows, DIV_*                  _fastpath (kl_divergence,
+#                                                       entropy over axis 0)
 #
 # Every helper trusts its input (n >= 1, as the kernels' own callers check) and
 # is ``noexcept nogil``, pure, safe in ``prange``.
@@ -101,17 +105,17 @@ cdef enum:
     # one transposed block: COL_CONTIG_MAX columns of COL_LD >= LM_COL_ROWS
     # values (72, not 64: a power-of-two stride puts every column in the
     # same few L1 sets)
-    COL_LD = 72
-    COL_BLOCK_VALUES = 1152
+    COL_LD = 72             # >= LM_COL_ROWS (64)
+    COL_BLOCK_VALUES = COL_CONTIG_MAX * COL_LD
 
 cdef inline void col_block(const floating* x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
                            int mode, floating* out, Py_ssize_t ld_out) noexcept nogil:
     """mode SHORT_LSE / SHORT_SOFTMAX / SHORT_LOG_SOFTMAX of nr <= LM_COL_ROWS
     rows of LM_SHORT_MAX < n <= LM_COL_MAX values stored column-major (value k
     of row r at x[k * ld + r]) through the across-rows kernel col_rows; out[r]
-    (SHORT_LSE) or out[k * ld_out + r].  Flagged rows (nan, inf, a softmax
-    value near underflow) are redone by the row helpers on a contiguous copy
-    of the row, so they get the bits a contiguous row gets there."""
+    (SHORT_LSE) or out[k * ld_out + r].  Flagged rows (nan or inf values) are
+    redone by the row helpers on a contiguous copy of the row, so they get
+    the bits a contiguous row gets there."""
     cdef double res[LM_COL_ROWS]
     cdef double special[LM_COL_ROWS]
     cdef floating row[LM_COL_MAX]
@@ -178,7 +182,7 @@ cdef inline void contig_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
     cdef Py_ssize_t r
     if 2 <= n <= LM_SHORT_MAX:
         short_blocks(x, n_rows, n, mode, out)
-    elif n <= COL_CONTIG_MAX:
+    elif LM_SHORT_MAX < n <= COL_CONTIG_MAX:
         col_blocks(x, n_rows, n, mode, out)
     elif mode == SHORT_LSE:
         for r in range(n_rows):
@@ -205,9 +209,17 @@ cdef inline void contig_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
 # unit u is tile u % n_tiles of slab u // n_tiles.
 
 cdef enum:
+    DIV_KL = 0              # divergence_strided_rows' kinds
+    DIV_ENTR = 1
+    DIV_REL_ENTR = 2
+
+cdef enum:
     TILE_VALUES = 16384     # a tile's values: 128 KiB of float64, in L2
     TILE_MIN_ROWS = 16      # rows per tile at least: a cache line of float32 values
-    TILE_LONG_ROW = 65536   # longer rows are gathered one at a time (buffer <= 8 MiB)
+    # longer rows are not gathered: they run strided, in place (a tile of them
+    # would be a temporary of the input's order of size; up to this length a
+    # tile's buffers stay <= 2 x 8 MiB per thread)
+    TILE_LONG_ROW = 65536
 
 
 cdef inline Py_ssize_t tile_rows(Py_ssize_t n, Py_ssize_t n_inner) noexcept nogil:
@@ -216,6 +228,29 @@ cdef inline Py_ssize_t tile_rows(Py_ssize_t n, Py_ssize_t n_inner) noexcept nogi
     if t < TILE_MIN_ROWS:
         t = TILE_MIN_ROWS if n <= TILE_LONG_ROW else 1
     return t if t < n_inner else n_inner
+
+
+cdef inline Py_ssize_t tile_span(Py_ssize_t u, Py_ssize_t n, Py_ssize_t n_inner,
+                                 Py_ssize_t t_rows, Py_ssize_t* row0,
+                                 Py_ssize_t* x_off) noexcept nogil:
+    """Tile u (of t_rows = tile_rows(n, n_inner) rows): returns how many rows
+    it holds; (OUT) row0, its first row's index in an (n_outer, n_inner)
+    output, and x_off, that row's first value's offset in the input."""
+    cdef Py_ssize_t n_tiles = (n_inner + t_rows - 1) // t_rows
+    cdef Py_ssize_t o = u // n_tiles, i0 = (u % n_tiles) * t_rows
+    row0[0] = o * n_inner + i0
+    x_off[0] = o * n * n_inner + i0
+    return min(t_rows, n_inner - i0)
+
+
+cdef inline void* tile_buffer(Py_ssize_t n, Py_ssize_t n_inner, Py_ssize_t n_arrays,
+                              Py_ssize_t item) noexcept nogil:
+    """Memory for n_arrays tiles of tile_rows(n, n_inner) rows of n values
+    (item bytes each), or NULL - rows longer than TILE_LONG_ROW, or no memory:
+    the caller then runs the rows strided, in place."""
+    if n > TILE_LONG_ROW:
+        return NULL
+    return malloc(n_arrays * tile_rows(n, n_inner) * n * item)
 
 
 cdef inline Py_ssize_t tile_units(Py_ssize_t n_outer, Py_ssize_t n, Py_ssize_t n_inner) noexcept nogil:
@@ -248,46 +283,39 @@ cdef inline void strided_rows(const floating* x, Py_ssize_t n, Py_ssize_t n_inne
                               Py_ssize_t u1) noexcept nogil:
     """mode SHORT_LSE / SHORT_SOFTMAX / SHORT_LOG_SOFTMAX of the rows of tiles
     u0 .. u1 of a C-ordered (n_outer, n, n_inner) x, on this thread.  out:
-    (n_outer, n_inner) C-ordered for SHORT_LSE, else x's shape.  Without memory
-    for the buffers the rows run strided, in place (slower, same accuracy)."""
+    (n_outer, n_inner) C-ordered for SHORT_LSE, else x's shape.  Rows longer
+    than TILE_LONG_ROW, or without memory for the buffers, run strided in
+    place (slower, as accurate, not the contiguous rows' bits)."""
     cdef Py_ssize_t t_rows = tile_rows(n, n_inner)
-    cdef Py_ssize_t n_tiles = (n_inner + t_rows - 1) // t_rows
-    cdef Py_ssize_t u, o, i0, cnt, r, blk
+    cdef Py_ssize_t u, row0, x_off, cnt, r, blk
     cdef bint medium = LM_SHORT_MAX < n <= LM_COL_MAX
     # medium rows need no copy: col_block reads them where they are
-    cdef floating* buf = NULL if medium else <floating*>malloc(
-        2 * t_rows * n * sizeof(floating))
-    cdef floating* res = NULL if buf == NULL else buf + t_rows * n
+    cdef floating* buf = NULL if medium else <floating*>tile_buffer(
+        n, n_inner, 1 if mode == SHORT_LSE else 2, sizeof(floating))
+    cdef floating* res = NULL if buf == NULL or mode == SHORT_LSE else buf + t_rows * n
     for u in range(u0, u1):
-        o = u // n_tiles
-        i0 = (u % n_tiles) * t_rows
-        cnt = min(t_rows, n_inner - i0)
+        cnt = tile_span(u, n, n_inner, t_rows, &row0, &x_off)
         if medium:
             for blk in range((cnt + LM_COL_ROWS - 1) // LM_COL_ROWS):
-                r = i0 + blk * LM_COL_ROWS
-                col_block(x + o * n * n_inner + r, n_inner,
-                          min(<Py_ssize_t>LM_COL_ROWS, i0 + cnt - r), n, mode,
-                          out + (o * n_inner + r if mode == SHORT_LSE
-                                 else o * n * n_inner + r), n_inner)
+                r = blk * LM_COL_ROWS
+                col_block(x + x_off + r, n_inner, min(<Py_ssize_t>LM_COL_ROWS, cnt - r), n,
+                          mode, out + (row0 if mode == SHORT_LSE else x_off) + r, n_inner)
             continue
         if buf == NULL:
-            for r in range(i0, i0 + cnt):
+            for r in range(cnt):
                 if mode == SHORT_LSE:
-                    out[o * n_inner + r] = <floating>row_logsumexp(
-                        x + o * n * n_inner + r, n, n_inner)
+                    out[row0 + r] = <floating>row_logsumexp(x + x_off + r, n, n_inner)
                 elif mode == SHORT_SOFTMAX:
-                    row_softmax(x + o * n * n_inner + r, n_inner,
-                                out + o * n * n_inner + r, n_inner, n)
+                    row_softmax(x + x_off + r, n_inner, out + x_off + r, n_inner, n)
                 else:
-                    row_log_softmax(x + o * n * n_inner + r, n_inner,
-                                    out + o * n * n_inner + r, n_inner, n)
+                    row_log_softmax(x + x_off + r, n_inner, out + x_off + r, n_inner, n)
             continue
-        gather_rows(x + o * n * n_inner + i0, n, n_inner, cnt, buf)
+        gather_rows(x + x_off, n, n_inner, cnt, buf)
         if mode == SHORT_LSE:
-            contig_rows(buf, cnt, n, mode, out + o * n_inner + i0)
+            contig_rows(buf, cnt, n, mode, out + row0)
         else:
             contig_rows(buf, cnt, n, mode, res)
-            scatter_rows(res, n, n_inner, cnt, out + o * n * n_inner + i0)
+            scatter_rows(res, n, n_inner, cnt, out + x_off)
     free(buf)
 
 
@@ -820,6 +848,78 @@ cdef inline void entropy_short_blocks(const floating* p, Py_ssize_t n_rows, Py_s
         start = blk * SHORT_BLOCK
         entropy_short_block(p + start * n, min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n,
                             out + start)
+
+
+cdef inline Py_ssize_t kl_contig_rows(const floating* p, const floating* q, Py_ssize_t n_rows,
+                                      Py_ssize_t n, bint validate,
+                                      floating* out) noexcept nogil:
+    """kl_row over n_rows contiguous rows on this thread, dispatched as every
+    contiguous row is (the across-rows kernel up to KL_SHORT_MAX values);
+    returns how many rows held a bad entry (validate)."""
+    cdef Py_ssize_t r, bad_rows = 0
+    if n <= KL_SHORT_MAX and lm_simd_ready():
+        return kl_short_blocks(p, q, n_rows, n, validate, out)
+    for r in range(n_rows):
+        bad_rows += kl_row(p + r * n, 1, q + r * n, 1, n, validate, out + r)
+    return bad_rows
+
+
+cdef inline void entropy_contig_rows(const floating* p, const floating* q, Py_ssize_t n_rows,
+                                     Py_ssize_t n, floating* out) noexcept nogil:
+    """entropy_row over n_rows contiguous rows (q NULL: entropy, else the
+    relative entropy against q's rows) on this thread, dispatched as every
+    contiguous row is (the across-rows kernel for 2..ENTR_SHORT_MAX values)."""
+    cdef Py_ssize_t r
+    if q == NULL and 2 <= n <= ENTR_SHORT_MAX and lm_simd_ready():
+        entropy_short_blocks(p, n_rows, n, out)
+        return
+    for r in range(n_rows):
+        out[r] = <floating>entropy_row(p + r * n, 1, (q + r * n) if q != NULL else NULL, 1, n)
+
+
+cdef inline Py_ssize_t divergence_strided_rows(const floating* p, const floating* q,
+                                               Py_ssize_t n, Py_ssize_t n_inner, int kind,
+                                               bint validate, floating* out, Py_ssize_t u0,
+                                               Py_ssize_t u1) noexcept nogil:
+    """Tiles u0 .. u1 (strided_rows' tiles) of C-ordered (n_outer, n, n_inner)
+    p (and q) reduced over the middle axis into the C-ordered (n_outer,
+    n_inner) out: kind DIV_KL kl_row (returns the bad rows, validate), DIV_ENTR
+    entropy_row of p, DIV_REL_ENTR entropy_row of p against q.  Each tile is
+    gathered into contiguous rows and run as those (kl_contig_rows /
+    entropy_contig_rows), so a row gets the same bits along any axis; rows
+    longer than TILE_LONG_ROW, or without memory for the buffers, run
+    strided in place."""
+    cdef Py_ssize_t t_rows = tile_rows(n, n_inner)
+    cdef Py_ssize_t u, cnt, r, at, x_off, bad_rows = 0
+    cdef bint two = kind != DIV_ENTR
+    cdef floating* pbuf = <floating*>tile_buffer(n, n_inner, 2 if two else 1, sizeof(floating))
+    cdef floating* qbuf = NULL
+    cdef const floating* ps
+    cdef const floating* qs
+    if pbuf != NULL and two:
+        qbuf = pbuf + t_rows * n
+    for u in range(u0, u1):
+        cnt = tile_span(u, n, n_inner, t_rows, &at, &x_off)
+        ps = p + x_off
+        qs = (q + x_off) if two else NULL
+        if pbuf == NULL:
+            for r in range(cnt):
+                if kind == DIV_KL:
+                    bad_rows += kl_row(ps + r, n_inner, qs + r, n_inner, n, validate,
+                                       out + at + r)
+                else:
+                    out[at + r] = <floating>entropy_row(ps + r, n_inner,
+                                                        qs + r if two else NULL, n_inner, n)
+            continue
+        gather_rows(ps, n, n_inner, cnt, pbuf)
+        if two:
+            gather_rows(qs, n, n_inner, cnt, qbuf)
+        if kind == DIV_KL:
+            bad_rows += kl_contig_rows(pbuf, qbuf, cnt, n, validate, out + at)
+        else:
+            entropy_contig_rows(pbuf, qbuf, cnt, n, out + at)
+    free(pbuf)
+    return bad_rows
 
 
 # ---- cross-entropy with probability targets (_loss_kernels) ----

@@ -56,7 +56,7 @@ from lossmle._kernel_rows cimport (
     RowStats, row_stats, ClassOpts, ce_class_row, ce_class_short_block, ce_class_short_blocks,
     ce_class_short_grad_block, pairwise_sum, blocked_sum, target_floating, ce_prob_row,
     ce_prob_short_block, nll_pick, tile_rows, tile_units, gather_rows, scatter_rows,
-    ce_col_block, ce_class_contig_rows, COL_CONTIG_MAX,
+    ce_col_block, ce_class_contig_rows, COL_CONTIG_MAX, tile_buffer, tile_span,
 )
 from libc.stdlib cimport malloc, free
 
@@ -189,32 +189,29 @@ cdef inline void _class_tiles(const floating* x, Py_ssize_t n, Py_ssize_t n_inne
     row_weight and grad, NULL for none): each tile's rows gathered into a
     contiguous buffer (_kernel_rows' gather_rows) and run as contiguous rows
     (ce_class_contig_rows); the gradient computed into a second buffer and
-    scattered back.  Without memory for the buffers the rows run strided."""
+    scattered back.  Rows longer than TILE_LONG_ROW, or without memory for
+    the buffers, run strided in place."""
     cdef Py_ssize_t t_rows = tile_rows(n, n_inner)
-    cdef Py_ssize_t n_tiles = (n_inner + t_rows - 1) // t_rows
-    cdef Py_ssize_t u, o, i0, cnt, r, at
-    cdef floating* buf = <floating*>malloc((2 if grad != NULL else 1) * t_rows * n
-                                           * sizeof(floating))
+    cdef Py_ssize_t u, cnt, r, at, x_off
+    cdef floating* buf = <floating*>tile_buffer(n, n_inner, 2 if grad != NULL else 1,
+                                                sizeof(floating))
     cdef floating* gbuf = NULL
     if buf != NULL and grad != NULL:
         gbuf = buf + t_rows * n
     for u in range(u0, u1):
-        o = u // n_tiles
-        i0 = (u % n_tiles) * t_rows
-        cnt = min(t_rows, n_inner - i0)
-        at = o * n_inner + i0
+        cnt = tile_span(u, n, n_inner, t_rows, &at, &x_off)
         if buf == NULL:
             for r in range(cnt):
-                ce_class_row(x + o * n * n_inner + i0 + r, n, n_inner, target[at + r], op,
-                             grad + o * n * n_inner + i0 + r if grad != NULL else NULL,
+                ce_class_row(x + x_off + r, n, n_inner, target[at + r], op,
+                             grad + x_off + r if grad != NULL else NULL,
                              n_inner, loss + at + r, row_weight + at + r)
             continue
-        gather_rows(x + o * n * n_inner + i0, n, n_inner, cnt, buf)
+        gather_rows(x + x_off, n, n_inner, cnt, buf)
         # the dispatch of contiguous rows, so a row gets the bits it gets
         # along the last axis
         ce_class_contig_rows(buf, cnt, n, target + at, op, loss + at, row_weight + at, gbuf)
         if gbuf != NULL:
-            scatter_rows(gbuf, n, n_inner, cnt, grad + o * n * n_inner + i0)
+            scatter_rows(gbuf, n, n_inner, cnt, grad + x_off)
     free(buf)
 
 

@@ -997,7 +997,7 @@ static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_
     double ebuf[LM_COL_ROWS * LM_COL_MAX];
     double n_bad = 0.0, n_tiny = 0.0;
     ptrdiff_t r, k;
-    if (nr > LM_COL_ROWS || n < 1) {  /* not what this is for */
+    if (nr > LM_COL_ROWS || n < 1 || n > LM_COL_MAX) {  /* not what this is for */
         for (r = 0; r < nr; r++) special[r] = 1.0;
         return (double)nr;
     }

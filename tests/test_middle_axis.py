@@ -298,3 +298,128 @@ def test_cross_entropy_medium_rows(simd_path, n_cols, dtype):
         rows = lm.cross_entropy(xs, ts, reduction="none")
         blocks = [np.sum(rows[i:i + 256]) for i in range(0, len(rows), 256)]
         assert lm.cross_entropy(xs, ts, reduction="sum") == 0.0 + np.sum(np.array(blocks))
+
+
+# ---- KL divergence and entropy over a middle axis (gathered tiles) ----
+
+DIV_SHAPES = [((3, 5, 40), 1), ((2, 17, 9), 1), ((4, 100, 33), 1), ((2, 3, 4, 5), 2),
+              ((30, 7), 0), ((300, 50), 0), ((2, 1, 8), 1)]
+
+
+def prob_pair(shape, axis, dtype, seed):
+    rng = np.random.default_rng(seed)
+    p = rng.random(shape)
+    q = rng.random(shape)
+    if shape[axis] > 1:
+        p.flat[3] = 0.0                           # a zero term (0 log 0 = 0)
+    p /= p.sum(axis=axis, keepdims=True)
+    q /= q.sum(axis=axis, keepdims=True)
+    return p.astype(dtype), q.astype(dtype)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape,axis", DIV_SHAPES, ids=[f"{s}ax{a}" for s, a in DIV_SHAPES])
+def test_divergences_middle_axis(simd_path, shape, axis, dtype, n_threads):
+    """kl_divergence, entropy and the relative entropy over a middle axis (and
+    scipy.stats.entropy's default axis 0): scipy's values, and the bits of the
+    same rows along the last axis (the tiles run the contiguous rows' code)."""
+    import scipy.stats as sst
+    p, q = prob_pair(shape, axis, dtype, seed=sum(shape) + axis)
+    tol = 1e-5 if dtype is np.float32 else 1e-13
+    p64, q64 = p.astype(np.float64), q.astype(np.float64)
+    moved = [np.ascontiguousarray(np.moveaxis(a, axis, -1)) for a in (p, q)]
+    cases = [
+        (lm.kl_divergence(p, q, axis=axis, n_threads=n_threads),
+         sps.rel_entr(p64, q64).sum(axis=axis),
+         lm.kl_divergence(*moved, axis=-1, n_threads=n_threads)),
+        (lm.entropy(p, axis=axis, n_threads=n_threads), sst.entropy(p64, axis=axis),
+         lm.entropy(moved[0], axis=-1, n_threads=n_threads)),
+        (lm.entropy(p, q, axis=axis, n_threads=n_threads), sst.entropy(p64, q64, axis=axis),
+         lm.entropy(*moved, axis=-1, n_threads=n_threads)),
+    ]
+    for got, want, along_last_axis in cases:
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 1e-2, equal_nan=True)
+        np.testing.assert_array_equal(got, along_last_axis)
+    if p.ndim == 2 and axis == 0:     # the default axis, through the fast path
+        np.testing.assert_array_equal(lm.entropy(p), cases[1][0])
+
+
+def test_kl_middle_axis_still_validates():
+    """A negative probability along a middle axis raises, as along the last."""
+    p, q = prob_pair((3, 20, 40), 1, np.float64, seed=1)
+    p[1, 5, 7] = -0.1
+    with pytest.raises(ValueError, match="p"):
+        lm.kl_divergence(p, q, axis=1)
+
+
+# ---- the layouts around the fast branches ----
+
+@pytest.mark.parametrize("name", list(FUNCS))
+def test_long_middle_rows_run_strided(name):
+    """Rows longer than the tiles take (70000 values along axis 1) are not
+    gathered (a buffer of the input's order of size): they run strided, in
+    place - same oracle."""
+    ours, theirs = FUNCS[name]
+    x = make_array((1, 70000, 3), 1, np.float64, seed=4)
+    got = ours(x, axis=1, n_threads=2)
+    check_close(got, oracle(theirs, x, 1), np.float64, row_scale(x, 1, name != "logsumexp"))
+
+
+def test_long_middle_rows_cross_entropy_and_divergences():
+    x, target, _ = ce_case((1, 70000, 3), np.float64, seed=6, option={})
+    got = lm.cross_entropy(x, target, axis=1, reduction="none")
+    np.testing.assert_allclose(got, log_softmax_pick(x, target, None), rtol=1e-13,
+                               atol=1e-13 * np.abs(x).max())
+    p, q = prob_pair((1, 70000, 3), 1, np.float64, seed=6)
+    np.testing.assert_allclose(lm.kl_divergence(p, q, axis=1),
+                               sps.rel_entr(p, q).sum(axis=1), rtol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.parametrize("shape,axis", [((4, 21, 3000), 1), ((3, 9, 5000), 1), ((2, 300, 500), 1)])
+def test_middle_axis_out_buffers_and_threads(name, shape, axis):
+    """out= a strided buffer, and out=x with two threads (inputs large enough
+    to be split between them): the fresh result's bits."""
+    ours, _ = FUNCS[name]
+    x = make_array(shape, axis, np.float64, seed=sum(shape))
+    want = ours(x, axis=axis, n_threads=1)
+    wide = np.full(shape[:-1] + (2 * shape[-1],), 7.0)
+    res = ours(x, axis=axis, out=wide[..., ::2], n_threads=2)
+    np.testing.assert_array_equal(res, want)
+    np.testing.assert_array_equal(wide[..., 1::2], 7.0)      # nothing written between
+    same = x.copy()
+    assert ours(same, axis=axis, out=same, n_threads=2) is same
+    np.testing.assert_array_equal(same, want)
+
+
+@pytest.mark.parametrize("shape,axis", [((5, 1, 7), 1), ((5, 1), -1), ((1, 12), -1),
+                                        ((1, 9, 1), 1), ((12,), 0)])
+@pytest.mark.parametrize("name", list(FUNCS))
+def test_one_value_and_one_row(name, shape, axis):
+    """Axes of length 1 on either side of the reduced one, through the fast
+    path and (out=) the general path: scipy's values, the same bits."""
+    ours, theirs = FUNCS[name]
+    x = make_array(shape, axis, np.float64, seed=len(shape) + shape[axis])
+    got = ours(x, axis=axis)
+    check_close(got, oracle(theirs, x, axis), np.float64,
+                row_scale(x, axis, name != "logsumexp"))
+    buf = np.empty_like(got)
+    np.testing.assert_array_equal(ours(x, axis=axis, out=buf), got)
+
+
+@pytest.mark.parametrize("n_classes", [3, 12, 40, 100])
+def test_cross_entropy_grad_out_middle_axis(n_classes):
+    """grad_out= along a middle axis - a separate buffer, a strided one, the
+    logits themselves: the fresh gradient's bits."""
+    x, target, _ = ce_case((3, n_classes, 70), np.float64, seed=n_classes, option={})
+    loss, grad = lm.cross_entropy_with_grad(x, target, axis=1)
+    for buf in (np.empty_like(x), np.empty(x.shape[:-1] + (140,))[..., ::2]):
+        loss2, grad2 = lm.cross_entropy_with_grad(x, target, axis=1, grad_out=buf)
+        assert grad2 is buf and loss2 == loss
+        np.testing.assert_array_equal(grad2, grad)
+    own = x.copy()
+    loss3, grad3 = lm.cross_entropy_with_grad(own, target, axis=1, grad_out=own)
+    assert grad3 is own and loss3 == loss
+    np.testing.assert_array_equal(own, grad)
