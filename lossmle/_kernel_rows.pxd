@@ -98,10 +98,12 @@ cdef inline void short_blocks(const floating* x, Py_ssize_t n_rows, Py_ssize_t n
 
 cdef enum:
     # contiguous rows take col_blocks up to this many values: beyond it the
-    # two transposing copies cost more than the row-wise kernels (softmax of
-    # 32-value rows: 1.7x the row-wise time, one thread); a middle axis, read
-    # in place, takes col_block up to LM_COL_MAX (3-6x the row-wise speed)
-    COL_CONTIG_MAX = 16
+    # two transposing copies cost more than the row-wise kernels save (one
+    # thread, col / row-wise time: 17-20 values logsumexp 0.47-0.56,
+    # log_softmax 0.69-0.80, cross-entropy 0.60-0.71, softmax 0.95-1.11;
+    # 24 values 0.91, 1.19, 1.27, 1.92); a middle axis, read in place, takes
+    # col_block up to LM_COL_MAX (3-6x the row-wise speed)
+    COL_CONTIG_MAX = 20
     # one transposed block: COL_CONTIG_MAX columns of COL_LD >= LM_COL_ROWS
     # values (72, not 64: a power-of-two stride puts every column in the
     # same few L1 sets)

@@ -3,12 +3,12 @@
 A middle axis of a C-ordered array is read a tile of neighbouring rows at a
 time: rows of up to 64 values by the across-rows kernel for such rows, which
 reads them in place; longer rows gathered into a contiguous buffer and run by
-the contiguous-row kernels.  Contiguous rows of 9..16 values take the same
+the contiguous-row kernels.  Contiguous rows of 9..20 values take the same
 across-rows kernel through a transposed copy.  Checked on every SIMD path,
 both dtypes, one and two threads, with special values: against scipy.special
 and torch (float64 oracles), mpmath for the ulp bound, and bit for bit
 against the same rows laid out along the last axis where both layouts run
-the same kernel (rows of <= 16 or > 64 values; 17..64-value rows are read in
+the same kernel (rows of <= 20 or > 64 values; 21..64-value rows are read in
 place along a middle axis but row-wise along the last, so they agree to the
 oracle's tolerance, not to the bit).
 """
@@ -88,7 +88,7 @@ SHAPES = [
     ((4, 3, 37), 1),          # short rows, gathered
     ((3, 9, 70), 1),          # medium: the across-rows kernel, in place
     ((2, 16, 5, 7), 1),
-    ((2, 21, 130), 1),        # medium, past the last-axis limit of 16
+    ((2, 21, 130), 1),        # medium, past the last-axis limit of 20
     ((2, 64, 65), -2),
     ((3, 65, 19), 1),         # long: gathered tiles
     ((2, 300, 40), 1),
@@ -113,7 +113,7 @@ def test_middle_axis_matches_scipy(simd_path, name, shape, axis, dtype, n_thread
     # the same bits for any thread count
     np.testing.assert_array_equal(got, ours(x, axis=axis, n_threads=3 - n_threads))
     n = shape[axis]
-    if n <= 16 or n > 64:
+    if n <= 20 or n > 64:
         np.testing.assert_array_equal(got, along_last(ours, x, axis, n_threads=n_threads))
 
 
@@ -131,10 +131,10 @@ def test_middle_axis_in_place(simd_path, name, shape, axis, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("n_cols", [9, 10, 12, 16, 17, 33, 64, 65])
+@pytest.mark.parametrize("n_cols", [9, 10, 12, 16, 20, 21, 33, 64, 65])
 @pytest.mark.parametrize("name", list(FUNCS))
 def test_medium_rows_match_scipy(simd_path, name, n_cols, dtype):
-    """Contiguous rows on both sides of the across-rows kernel's limits (16
+    """Contiguous rows on both sides of the across-rows kernel's limits (20
     along the last axis), with the special rows, 1000 rows (a tail block)."""
     ours, theirs = FUNCS[name]
     x = make_array((1000, n_cols), 1, dtype, seed=n_cols)
@@ -148,15 +148,15 @@ def test_medium_rows_match_scipy(simd_path, name, n_cols, dtype):
 
 
 @pytest.mark.parametrize("n_cols,layout", [
-    (9, "last"), (16, "last"), (9, "middle"), (16, "middle"), (21, "middle"), (64, "middle"),
+    (9, "last"), (20, "last"), (9, "middle"), (20, "middle"), (21, "middle"), (64, "middle"),
 ])
 def test_medium_logsumexp_at_max_zero_within_two_ulp(simd_path, mpmath, n_cols, layout):
     """Rows whose max is 0: logsumexp is log1p(s) itself, nothing dilutes the
     kernel's log error; within 2 ulp of mpmath wherever the medium-row kernel
-    runs (contiguous rows of <= 16 values, a middle axis of <= 64).  (With a
+    runs (contiguous rows of <= 20 values, a middle axis of <= 64).  (With a
     plain running sum instead of the compensated one, 15 of 24 such cases -
     4 widths x 2 layouts x 3 paths - failed, at up to 3 ulp.  Contiguous rows
-    of 17+ values are summed lane-wise by the row kernels: up to 2.4 ulp, as
+    of 21+ values are summed lane-wise by the row kernels: up to 2.4 ulp, as
     the README says, and 3 in the debug build's avx2 / baseline code.)"""
     x, exact = _max0_rows(n_cols)
     if layout == "last":
@@ -240,9 +240,9 @@ def test_cross_entropy_middle_axis_matches_scipy(simd_path, shape, option, dtype
         got, lm.cross_entropy(x, target, axis=1, reduction="none", n_threads=3 - n_threads,
                               **kw))
     # the bits of the same rows along the last axis, but for the plain loss of
-    # 17..64 classes (read in place along a middle axis, row-wise along the last)
+    # 21..64 classes (read in place along a middle axis, row-wise along the last)
     plain = not (option.get("weight") or option.get("label_smoothing"))
-    if not (plain and 16 < shape[1] <= 64):
+    if not (plain and 20 < shape[1] <= 64):
         moved = np.ascontiguousarray(np.moveaxis(x, 1, -1))
         np.testing.assert_array_equal(
             got, lm.cross_entropy(moved, target, reduction="none", n_threads=n_threads, **kw))
@@ -272,9 +272,9 @@ def test_cross_entropy_with_grad_middle_axis(simd_path, shape, option, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("n_cols", [9, 10, 16, 17])
+@pytest.mark.parametrize("n_cols", [9, 10, 16, 20, 21])
 def test_cross_entropy_medium_rows(simd_path, n_cols, dtype):
-    """Contiguous rows of 9..16 classes: the plain loss through the medium-row
+    """Contiguous rows of 9..20 classes: the plain loss through the medium-row
     kernel (a transposed copy), special rows redone row-wise; against scipy's
     log_softmax, the same bits for one or two threads, and 'sum' the blocked
     pairwise sum of 'none' (the total skips the row array)."""
