@@ -255,7 +255,8 @@ cdef inline void* tile_buffer(Py_ssize_t n, Py_ssize_t n_inner, Py_ssize_t n_arr
     return malloc(n_arrays * tile_rows(n, n_inner) * n * item)
 
 
-cdef inline Py_ssize_t tile_units(Py_ssize_t n_outer, Py_ssize_t n, Py_ssize_t n_inner) noexcept nogil:
+cdef inline Py_ssize_t tile_units(Py_ssize_t n_outer, Py_ssize_t n,
+                                  Py_ssize_t n_inner) noexcept nogil:
     """How many tiles (units of work) an (n_outer, n, n_inner) array has."""
     cdef Py_ssize_t t = tile_rows(n, n_inner)
     return n_outer * ((n_inner + t - 1) // t)

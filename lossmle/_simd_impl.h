@@ -1099,8 +1099,9 @@ static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_
         }
         if (n_tiny != 0.0) {
 #if LM_VEXP
-            LM_COL_SOFTMAX_PD512(lm_exp_neg_pd512(_mm512_sub_pd(v, _mm512_maskz_loadu_pd(km, m + r))),
-                                 _mm512_div_pd(e, tv))
+            LM_COL_SOFTMAX_PD512(
+                lm_exp_neg_pd512(_mm512_sub_pd(v, _mm512_maskz_loadu_pd(km, m + r))),
+                _mm512_div_pd(e, tv))
 #else
             LM_COL_SOFTMAX_LOOP(lm_exp_neg(d), e / total[r])
 #endif
