@@ -30,7 +30,7 @@ from lossmle._rowops cimport simd_init, lm_simd_ready, SHORT_BLOCK
 from lossmle._kernel_rows cimport (
     kl_row, entropy_row, KL_SHORT_MAX, kl_short_block, kl_short_blocks, ENTR_SHORT_MAX,
     entropy_short_block, entropy_short_blocks, divergence_strided_rows, tile_units, DIV_KL,
-    DIV_ENTR, DIV_REL_ENTR,
+    DIV_ENTR, DIV_REL_ENTR, middle_axis_c,
 )
 
 
@@ -73,10 +73,7 @@ cdef Py_ssize_t _kl_short_rows(const floating[:, :, :] p, const floating[:, :, :
 
 cdef inline bint _middle_c(const floating[:, :, :] x) noexcept nogil:
     """x is (n_outer, n, n_inner > 1) C-ordered (a middle axis of a C-ordered array)."""
-    cdef Py_ssize_t n = x.shape[1], n_inner = x.shape[2], item = sizeof(floating)
-    return (n_inner > 1 and x.shape[0] > 0 and n > 0 and x.strides[2] == item
-            and x.strides[1] == n_inner * item
-            and (x.shape[0] == 1 or x.strides[0] == n * n_inner * item))
+    return middle_axis_c(x.shape, x.strides, sizeof(floating))
 
 
 cdef inline bint _out_c(const floating[:, :] out) noexcept nogil:

@@ -312,14 +312,6 @@ def log_softmax(x, axis, where, out, n_threads):
 
 # ---- cross_entropy (and with its gradient), as _loss_kernels ----
 
-cdef void ce_class_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
-                        const int64_t* y, const ClassOpts* op, double* loss,
-                        double* row_weight, floating* g) noexcept nogil:
-    """cross_entropy_class_rows on one thread (contiguous logits and target); g
-    (contiguous like x) NULL: no gradient."""
-    ce_class_contig_rows(x, n_rows, n, y, op, loss, row_weight, g)
-
-
 cdef inline void _ce_prob_rows_of(int kind, const void* x, const void* t, Py_ssize_t n_rows,
                                   Py_ssize_t n, const ClassOpts* op, double* loss,
                                   void* g) noexcept nogil:
@@ -350,9 +342,11 @@ cdef inline void _ce_rows_of(int kind, const void* x, Py_ssize_t n_rows, Py_ssiz
                              const int64_t* y, const ClassOpts* op, double* loss,
                              double* row_weight, void* g) noexcept nogil:
     if kind == IS_F64:
-        ce_class_rows(<const double*>x, n_rows, n, y, op, loss, row_weight, <double*>g)
+        ce_class_contig_rows(<const double*>x, n_rows, n, y, op, loss, row_weight,
+                             <double*>g)
     else:
-        ce_class_rows(<const float*>x, n_rows, n, y, op, loss, row_weight, <float*>g)
+        ce_class_contig_rows(<const float*>x, n_rows, n, y, op, loss, row_weight,
+                             <float*>g)
 
 
 cdef void ce_prob_rows(const floating* x, const floating* t, Py_ssize_t n_rows,
@@ -664,16 +658,12 @@ def cross_entropy_with_grad(logits, target, axis, weight, ignore_index, reductio
 
 # ---- kl_divergence and entropy (as _divergence_kernels) ----
 
-cdef Py_ssize_t kl_rows(const floating* p, const floating* q, Py_ssize_t n_rows,
-                        Py_ssize_t n, bint validate, floating* out) noexcept nogil:
-    return kl_contig_rows(p, q, n_rows, n, validate, out)   # as _divergence_kernels
-
-
 cdef inline Py_ssize_t _kl_rows_of(int kind, const void* p, const void* q, Py_ssize_t n_rows,
                                    Py_ssize_t n, bint validate, void* out) noexcept nogil:
     if kind == IS_F64:
-        return kl_rows(<const double*>p, <const double*>q, n_rows, n, validate, <double*>out)
-    return kl_rows(<const float*>p, <const float*>q, n_rows, n, validate, <float*>out)
+        return kl_contig_rows(<const double*>p, <const double*>q, n_rows, n, validate,
+                              <double*>out)
+    return kl_contig_rows(<const float*>p, <const float*>q, n_rows, n, validate, <float*>out)
 
 
 def kl_divergence(p, q, axis, base, keepdims, validate, out, n_threads):

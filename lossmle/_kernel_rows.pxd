@@ -11,7 +11,8 @@
 #
 # Who uses what:
 #   short_block, short_blocks, contig_rows,         _special_kernels (logsumexp_rows,
-#       tile_rows, tile_units, tile_span,               softmax_rows, log_softmax_rows),
+#       middle_axis_c, tile_rows, tile_units,           softmax_rows, log_softmax_rows),
+#       tile_span,
 #       tile_buffer, gather_rows,
 #       scatter_rows, strided_rows                      _fastpath (logsumexp, softmax,
 #                                                       log_softmax); tiles also
@@ -222,6 +223,16 @@ cdef enum:
     # would be a temporary of the input's order of size; up to this length a
     # tile's buffers stay <= 2 x 8 MiB per thread)
     TILE_LONG_ROW = 65536
+
+
+cdef inline bint middle_axis_c(const Py_ssize_t* shape, const Py_ssize_t* strides,
+                               Py_ssize_t item) noexcept nogil:
+    """shape / strides (bytes) of an (n_outer, n, n_inner) view: a middle axis
+    (n_inner > 1) of a C-ordered array of item-byte values, at least one row -
+    the layout strided_rows' tiles (and col_block in place) take."""
+    return (shape[2] > 1 and shape[0] > 0 and shape[1] > 0 and strides[2] == item
+            and strides[1] == shape[2] * item
+            and (shape[0] == 1 or strides[0] == shape[1] * shape[2] * item))
 
 
 cdef inline Py_ssize_t tile_rows(Py_ssize_t n, Py_ssize_t n_inner) noexcept nogil:

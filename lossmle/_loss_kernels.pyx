@@ -57,6 +57,7 @@ from lossmle._kernel_rows cimport (
     ce_class_short_grad_block, pairwise_sum, blocked_sum, target_floating, ce_prob_row,
     ce_prob_short_block, nll_pick, tile_rows, tile_units, gather_rows, scatter_rows,
     ce_col_block, ce_class_contig_rows, COL_CONTIG_MAX, tile_buffer, tile_span,
+    middle_axis_c,
 )
 from libc.stdlib cimport malloc, free
 
@@ -131,15 +132,22 @@ cdef void _ce_class_block_sums(const floating* x, Py_ssize_t n_rows, Py_ssize_t 
     weight_sum[0] = pairwise_sum(row_weight, n_rows)
 
 
-cdef inline bint _class_short_layout(const floating[:, :, :] logits,
-                                     const int64_t[:, :] target) noexcept nogil:
-    """Many short contiguous rows (2..LM_SHORT_MAX classes, the class axis
-    last, rows back to back) and one contiguous target per row: the layout
-    the across-rows kernel takes."""
+cdef inline bint _class_rows_layout(const floating[:, :, :] logits,
+                                    const int64_t[:, :] target,
+                                    Py_ssize_t max_classes) noexcept nogil:
+    """Contiguous rows of 2..max_classes classes (the class axis last, rows
+    back to back) and one contiguous target per row."""
     cdef Py_ssize_t n_classes = logits.shape[1], item = sizeof(floating)
-    return (2 <= n_classes <= LM_SHORT_MAX and logits.shape[2] == 1
+    return (2 <= n_classes <= max_classes and logits.shape[2] == 1
             and logits.strides[1] == item and logits.strides[0] == n_classes * item
             and target.strides[0] == 8)
+
+
+cdef inline bint _class_short_layout(const floating[:, :, :] logits,
+                                     const int64_t[:, :] target) noexcept nogil:
+    """Many short contiguous rows (2..LM_SHORT_MAX classes): the layout the
+    short-row kernel takes."""
+    return _class_rows_layout(logits, target, LM_SHORT_MAX)
 
 
 cdef inline bint _middle_layout(const floating[:, :, :] logits,
@@ -147,10 +155,8 @@ cdef inline bint _middle_layout(const floating[:, :, :] logits,
                                 const double[:, ::1] row_weight) noexcept nogil:
     """The class axis in the middle of a C-ordered array (torch's (N, C, d..)),
     target, loss and row_weight rows C-ordered too."""
-    cdef Py_ssize_t n = logits.shape[1], n_inner = logits.shape[2], item = sizeof(floating)
-    return (n_inner > 1 and logits.shape[0] > 0 and n > 0
-            and logits.strides[2] == item and logits.strides[1] == n_inner * item
-            and (logits.shape[0] == 1 or logits.strides[0] == n * n_inner * item)
+    cdef Py_ssize_t n_inner = logits.shape[2]
+    return (middle_axis_c(logits.shape, logits.strides, sizeof(floating))
             and target.strides[1] == 8
             and (target.shape[0] == 1 or target.strides[0] == 8 * n_inner)
             and loss.shape[1] == n_inner and row_weight.shape[1] == n_inner
@@ -221,12 +227,8 @@ cdef inline bint _class_across_layout(const floating[:, :, :] logits,
     """_class_short_layout, or its layout with up to COL_CONTIG_MAX classes
     for the plain loss: what ce_class_contig_rows sends to an across-rows
     kernel."""
-    cdef Py_ssize_t n_classes = logits.shape[1], item = sizeof(floating)
-    return (_class_short_layout(logits, target)
-            or (op.w == NULL and op.spread == 0 and op.keep == 1
-                and LM_SHORT_MAX < n_classes <= COL_CONTIG_MAX and logits.shape[2] == 1
-                and logits.shape[0] > 0 and logits.strides[1] == item
-                and logits.strides[0] == n_classes * item and target.strides[0] == 8))
+    return _class_rows_layout(logits, target, COL_CONTIG_MAX if (
+        op.w == NULL and op.spread == 0 and op.keep == 1) else LM_SHORT_MAX)
 
 
 def cross_entropy_class_total(const floating[:, :, :] logits,

@@ -26,7 +26,7 @@ from lossmle._rowops cimport (
     simd_init, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
 )
 from lossmle._kernel_rows cimport (
-    contig_rows, strided_rows, tile_units, COL_CONTIG_MAX,
+    contig_rows, strided_rows, tile_units, middle_axis_c, COL_CONTIG_MAX,
 )
 
 
@@ -72,10 +72,7 @@ cdef void _across_rows_parallel(const floating[:, :, :] x, floating* out, int mo
 cdef inline bint _tiled_layout(const floating[:, :, :] x) noexcept nogil:
     """A middle axis of a C-ordered array: the rows go through strided_rows'
     tiles (the caller checks that the output is C-ordered too)."""
-    cdef Py_ssize_t n = x.shape[1], n_inner = x.shape[2], item = sizeof(floating)
-    return (n_inner > 1 and x.shape[0] > 0 and n > 0 and x.strides[2] == item
-            and x.strides[1] == n_inner * item
-            and (x.shape[0] == 1 or x.strides[0] == n * n_inner * item))
+    return middle_axis_c(x.shape, x.strides, sizeof(floating))
 
 
 cdef void _tiles_parallel(const floating[:, :, :] x, floating* out, int mode,
