@@ -52,7 +52,8 @@ from lossmle._rowops cimport (
     fast_dot, short_ce, short_ce_grad, lm_ce_grad_d, lm_ce_grad_f, lm_kl_d, lm_kl_f,
     lm_kl_rows_d, lm_kl_rows_f, lm_entr_d, lm_entr_f, lm_entr_rows_d, lm_entr_rows_f,
     lm_sum_d, lm_sum_f, lm_wdot_d, lm_wdot_f, lm_simd_ready, SHORT_BLOCK, SHORT_LSE,
-    SHORT_SOFTMAX, SHORT_LOGSUM, LM_SHORT_MAX, col_rows, LM_COL_ROWS, LM_COL_MAX,
+    SHORT_SOFTMAX, SHORT_LOGSUM, LM_SHORT_MAX, col_rows, LM_COL_ROWS, LM_COL_MAX, transpose,
+    lm_col_contig_max, LM_COL_CONTIG_MAX,
 )
 from libc.stdlib cimport malloc, free
 
@@ -98,18 +99,37 @@ cdef inline void short_blocks(const floating* x, Py_ssize_t n_rows, Py_ssize_t n
 
 
 cdef enum:
-    # contiguous rows take col_blocks up to this many values: beyond it the
-    # two transposing copies cost more than the row-wise kernels save (one
-    # thread, col / row-wise time: 17-20 values logsumexp 0.47-0.56,
-    # log_softmax 0.69-0.80, cross-entropy 0.60-0.71, softmax 0.95-1.11;
-    # 24 values 0.91, 1.19, 1.27, 1.92); a middle axis, read in place, takes
-    # col_block up to LM_COL_MAX (3-6x the row-wise speed)
-    COL_CONTIG_MAX = 20
+    # contiguous rows take col_blocks up to col_contig_max(mode) values:
+    # the SIMD variant's limit (lm_col_contig_max: 40 with AVX-512, else 20;
+    # _simd.h says why), softmax up to COL_SOFTMAX_MAX.  Past it, the
+    # transposed copies and the kernel cost more than the row-wise kernels.
+    # One thread, 4000 rows, AVX-512, time per row against the row-wise
+    # kernels (per-process minimum of three alternated runs), float64 /
+    # float32: logsumexp 21 values 0.34 / 0.36, 24 0.60 / 0.41, 32 0.76 /
+    # 0.63, 40 0.76 / 0.61; log_softmax 21 0.47 / 0.42, 32 0.92 / 1.09, 40
+    # 0.88 / 0.71; cross-entropy 21 0.43 / 0.42, 32 0.91 / 0.76, 40 0.90 /
+    # 0.71.  A row-wise row whose length is not a multiple of 8 pays for its
+    # masked tail (21 values cost more than 24).  softmax writes its exps
+    # twice over (the block, then the rows): col / row-wise 0.72 at 21 values
+    # but 1.24 at 24 and 1.47 at 32 (float64), so it stops at 20.  A middle
+    # axis, read in place, takes col_block up to LM_COL_MAX (3-6x the
+    # row-wise speed)
+    COL_CONTIG_MAX = LM_COL_CONTIG_MAX     # the largest col_contig_max
+    COL_SOFTMAX_MAX = 20
     # one transposed block: COL_CONTIG_MAX columns of COL_LD >= LM_COL_ROWS
     # values (72, not 64: a power-of-two stride puts every column in the
     # same few L1 sets)
     COL_LD = 72             # >= LM_COL_ROWS (64)
     COL_BLOCK_VALUES = COL_CONTIG_MAX * COL_LD
+
+cdef inline Py_ssize_t col_contig_max(int mode) noexcept nogil:
+    """Contiguous rows of up to this many values take col_blocks (mode
+    SHORT_LSE / SHORT_SOFTMAX / SHORT_LOG_SOFTMAX, or 5: the plain
+    cross-entropy), for the SIMD variant in use."""
+    if mode == SHORT_SOFTMAX:
+        return COL_SOFTMAX_MAX
+    return lm_col_contig_max()
+
 
 cdef inline void col_block(const floating* x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
                            int mode, floating* out, Py_ssize_t ld_out) noexcept nogil:
@@ -150,19 +170,16 @@ cdef inline void transpose_rows(const floating* x, Py_ssize_t nr, Py_ssize_t n,
                                 floating* xt) noexcept nogil:
     """xt[k * COL_LD + r] = x[r * n + k]: nr <= LM_COL_ROWS contiguous rows of
     n values, column-major for col_block / ce_col_block."""
-    cdef Py_ssize_t r, k
-    for r in range(nr):
-        for k in range(n):
-            xt[k * COL_LD + r] = x[r * n + k]
+    transpose(x, n, nr, n, xt, COL_LD)
 
 
 cdef inline void col_blocks(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
                             floating* out) noexcept nogil:
     """col_block over n_rows contiguous rows of LM_SHORT_MAX < n <= COL_CONTIG_MAX
-    values, LM_COL_ROWS at a time through a transposed copy (in L1)."""
+    values, LM_COL_ROWS at a time through transposed copies (in L1)."""
     cdef floating xt[COL_BLOCK_VALUES]
     cdef floating ot[COL_BLOCK_VALUES]
-    cdef Py_ssize_t blk, r0, nr, r, k
+    cdef Py_ssize_t blk, r0, nr
     for blk in range((n_rows + LM_COL_ROWS - 1) // LM_COL_ROWS):
         r0 = blk * LM_COL_ROWS
         nr = min(<Py_ssize_t>LM_COL_ROWS, n_rows - r0)
@@ -171,9 +188,7 @@ cdef inline void col_blocks(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, 
             col_block(xt, COL_LD, nr, n, mode, out + r0, 0)
             continue
         col_block(xt, COL_LD, nr, n, mode, ot, COL_LD)
-        for r in range(nr):
-            for k in range(n):
-                out[(r0 + r) * n + k] = ot[k * COL_LD + r]
+        transpose(ot, COL_LD, n, nr, out + r0 * n, n)
 
 
 cdef inline void contig_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
@@ -181,11 +196,11 @@ cdef inline void contig_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,
     """mode SHORT_LSE / SHORT_SOFTMAX / SHORT_LOG_SOFTMAX of n_rows contiguous
     rows on this thread, dispatched as the kernels dispatch contiguous rows:
     an across-rows kernel for 2..LM_SHORT_MAX values and (in blocks of rows)
-    for up to COL_CONTIG_MAX, else row by row."""
+    for up to col_contig_max(mode), else row by row."""
     cdef Py_ssize_t r
     if 2 <= n <= LM_SHORT_MAX:
         short_blocks(x, n_rows, n, mode, out)
-    elif LM_SHORT_MAX < n <= COL_CONTIG_MAX:
+    elif LM_SHORT_MAX < n <= col_contig_max(mode):
         col_blocks(x, n_rows, n, mode, out)
     elif mode == SHORT_LSE:
         for r in range(n_rows):
@@ -597,8 +612,8 @@ cdef inline void ce_class_contig_rows(const floating* x, Py_ssize_t n_rows, Py_s
     """Cross-entropy of n_rows contiguous rows on this thread, dispatched as
     every contiguous row is (_loss_kernels, _fastpath, a middle axis's
     gathered tiles): the across-rows kernels for short rows and, for the plain
-    loss, for rows of up to COL_CONTIG_MAX classes (a transposed copy of 64
-    rows at a time), else row by row.  g (contiguous like x) NULL: no
+    loss, for rows of up to col_contig_max(5) classes (a transposed copy of
+    64 rows at a time), else row by row.  g (contiguous like x) NULL: no
     gradient."""
     cdef floating xt[COL_BLOCK_VALUES]
     cdef Py_ssize_t r, k, blk, r0, nr
@@ -612,7 +627,7 @@ cdef inline void ce_class_contig_rows(const floating* x, Py_ssize_t n_rows, Py_s
                                           n, y + r0, op, loss + r0, row_weight + r0,
                                           g + r0 * n)
     elif (g == NULL and op.w == NULL and op.spread == 0 and op.keep == 1
-            and 2 <= n <= COL_CONTIG_MAX):
+            and 2 <= n <= col_contig_max(5)):
         for blk in range((n_rows + LM_COL_ROWS - 1) // LM_COL_ROWS):
             r0 = blk * LM_COL_ROWS
             nr = min(<Py_ssize_t>LM_COL_ROWS, n_rows - r0)

@@ -80,9 +80,15 @@ cdef extern from "_simd.h" nogil:
     double lm_col_rows_f(const float* x, Py_ssize_t ld, Py_ssize_t nr, Py_ssize_t n,
                          int mode, const int64_t* target, int64_t ignore, double* out_row,
                          float* out, Py_ssize_t ld_out, double* special)
+    void lm_transpose_d(const double* src, Py_ssize_t src_ld, Py_ssize_t rows, Py_ssize_t cols,
+                        double* dst, Py_ssize_t dst_ld)
+    void lm_transpose_f(const float* src, Py_ssize_t src_ld, Py_ssize_t rows, Py_ssize_t cols,
+                        float* dst, Py_ssize_t dst_ld)
+    int lm_col_contig_max()
     enum:
         LM_COL_ROWS
         LM_COL_MAX
+        LM_COL_CONTIG_MAX
 
 
 # Training primitives (issue 6; the last section of _simd_impl.h): double
@@ -175,6 +181,15 @@ cdef inline double col_rows(const floating* x, Py_ssize_t ld, Py_ssize_t nr, Py_
         return lm_col_rows_d(x, ld, nr, n, mode, target, ignore, out_row, out, ld_out, special)
     else:
         return lm_col_rows_f(x, ld, nr, n, mode, target, ignore, out_row, out, ld_out, special)
+
+cdef inline void transpose(const floating* src, Py_ssize_t src_ld, Py_ssize_t rows,
+                           Py_ssize_t cols, floating* dst, Py_ssize_t dst_ld) noexcept nogil:
+    """dst[k * dst_ld + r] = src[r * src_ld + k] for r < rows, k < cols (8 x 8
+    tiles through registers in the AVX-512 variant)."""
+    if floating is double:
+        lm_transpose_d(src, src_ld, rows, cols, dst, dst_ld)
+    else:
+        lm_transpose_f(src, src_ld, rows, cols, dst, dst_ld)
 
 
 cdef inline double short_ce(const floating* x, Py_ssize_t n_rows, Py_ssize_t n,

@@ -3,13 +3,14 @@
 A middle axis of a C-ordered array is read a tile of neighbouring rows at a
 time: rows of up to 64 values by the across-rows kernel for such rows, which
 reads them in place; longer rows gathered into a contiguous buffer and run by
-the contiguous-row kernels.  Contiguous rows of 9..20 values take the same
-across-rows kernel through a transposed copy.  Checked on every SIMD path,
-both dtypes, one and two threads, with special values: against scipy.special
-and torch (float64 oracles), mpmath for the ulp bound, and bit for bit
-against the same rows laid out along the last axis where both layouts run
-the same kernel (rows of <= 20 or > 64 values; 21..64-value rows are read in
-place along a middle axis but row-wise along the last, so they agree to the
+the contiguous-row kernels.  Contiguous rows of 9..40 values on the AVX-512
+path, 9..20 on the others and for softmax, take the same across-rows kernel
+through a transposed copy.  Checked on every SIMD path, both dtypes, one and
+two threads, with special values: against scipy.special and torch (float64
+oracles), mpmath for the ulp bound, and bit for bit against the same rows
+laid out along the last axis where both layouts run the same kernel (rows
+within that limit, or > 64 values; longer medium rows are read in place
+along a middle axis but row-wise along the last, so they agree to the
 oracle's tolerance, not to the bit).
 """
 import numpy as np
@@ -88,13 +89,29 @@ SHAPES = [
     ((4, 3, 37), 1),          # short rows, gathered
     ((3, 9, 70), 1),          # medium: the across-rows kernel, in place
     ((2, 16, 5, 7), 1),
-    ((2, 21, 130), 1),        # medium, past the last-axis limit of 20
+    ((2, 21, 130), 1),        # medium, past softmax's last-axis limit of 20
+    ((2, 40, 70), 1),         # the last-axis limit of the others
+    ((3, 41, 9), 1),          # past it
     ((2, 64, 65), -2),
     ((3, 65, 19), 1),         # long: gathered tiles
     ((2, 300, 40), 1),
     ((10, 6, 3), 0),          # the first axis of three
     ((1, 12, 200), 1),        # one slab, several 64-row blocks
 ]
+
+
+def contiguous_col_limit(name, path):
+    """Contiguous rows of up to this many values take the across-rows kernel
+    for medium rows (through a transposed copy) on this SIMD path."""
+    return 40 if path == "avx512" and name != "softmax" else 20
+
+
+def same_kernel_both_layouts(name, n, path):
+    """Rows of n values run the same kernel along the last axis as along a
+    middle one: the across-rows kernel (contiguous rows within
+    contiguous_col_limit; a middle axis of up to 64, in place) or the
+    contiguous-row kernels (gathered tiles of 65+)."""
+    return n <= contiguous_col_limit(name, path) or n > 64
 
 
 @pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
@@ -112,8 +129,7 @@ def test_middle_axis_matches_scipy(simd_path, name, shape, axis, dtype, n_thread
     check_close(got, want, dtype, row_scale(x, axis, name != "logsumexp"))
     # the same bits for any thread count
     np.testing.assert_array_equal(got, ours(x, axis=axis, n_threads=3 - n_threads))
-    n = shape[axis]
-    if n <= 20 or n > 64:
+    if same_kernel_both_layouts(name, shape[axis], simd_path):
         np.testing.assert_array_equal(got, along_last(ours, x, axis, n_threads=n_threads))
 
 
@@ -131,11 +147,12 @@ def test_middle_axis_in_place(simd_path, name, shape, axis, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("n_cols", [9, 10, 12, 16, 20, 21, 33, 64, 65])
+@pytest.mark.parametrize("n_cols", [9, 10, 12, 16, 20, 21, 24, 33, 40, 41, 64, 65])
 @pytest.mark.parametrize("name", list(FUNCS))
 def test_medium_rows_match_scipy(simd_path, name, n_cols, dtype):
-    """Contiguous rows on both sides of the across-rows kernel's limits (20
-    along the last axis), with the special rows, 1000 rows (a tail block)."""
+    """Contiguous rows on both sides of the across-rows kernel's limits (40
+    along the last axis, softmax 20), with the special rows, 1000 rows (a
+    tail block)."""
     ours, theirs = FUNCS[name]
     x = make_array((1000, n_cols), 1, dtype, seed=n_cols)
     got = ours(x, axis=-1)
@@ -148,16 +165,20 @@ def test_medium_rows_match_scipy(simd_path, name, n_cols, dtype):
 
 
 @pytest.mark.parametrize("n_cols,layout", [
-    (9, "last"), (20, "last"), (9, "middle"), (20, "middle"), (21, "middle"), (64, "middle"),
+    (9, "last"), (20, "last"), (21, "last"), (40, "last"),
+    (9, "middle"), (20, "middle"), (21, "middle"), (64, "middle"),
 ])
 def test_medium_logsumexp_at_max_zero_within_two_ulp(simd_path, mpmath, n_cols, layout):
     """Rows whose max is 0: logsumexp is log1p(s) itself, nothing dilutes the
     kernel's log error; within 2 ulp of mpmath wherever the medium-row kernel
-    runs (contiguous rows of <= 20 values, a middle axis of <= 64).  (With a
-    plain running sum instead of the compensated one, 15 of 24 such cases -
-    4 widths x 2 layouts x 3 paths - failed, at up to 3 ulp.  Contiguous rows
-    of 21+ values are summed lane-wise by the row kernels: up to 2.4 ulp, as
-    the README says, and 3 in the debug build's avx2 / baseline code.)"""
+    runs (contiguous rows within contiguous_col_limit, a middle axis of <=
+    64).  (With a plain running sum instead of the compensated one, 15 of 24
+    such cases - 4 widths x 2 layouts x 3 paths - failed, at up to 3 ulp.
+    Longer contiguous rows are summed lane-wise by the row kernels: up to 2.4
+    ulp, as the README says, and 3 in the debug build's avx2 / baseline
+    code.)"""
+    if layout == "last" and n_cols > contiguous_col_limit("logsumexp", simd_path):
+        pytest.skip(f"{n_cols}-value contiguous rows run row-wise on {simd_path}")
     x, exact = _max0_rows(n_cols)
     if layout == "last":
         got = lm.logsumexp(x, axis=-1)
@@ -177,7 +198,8 @@ def test_non_contiguous_middle_axis_still_right():
 
 # ---- cross-entropy with the class axis in the middle ----
 
-CE_SHAPES = [(4, 3, 37), (3, 10, 70), (2, 21, 5, 13), (2, 64, 9), (2, 65, 30), (2, 300, 20)]
+CE_SHAPES = [(4, 3, 37), (3, 10, 70), (2, 21, 5, 13), (2, 40, 9), (2, 41, 9), (2, 64, 9),
+             (2, 65, 30), (2, 300, 20)]
 CE_OPTIONS = [{}, {"weight": True}, {"label_smoothing": 0.1},
               {"weight": True, "label_smoothing": 0.25}, {"ignore_index": 1}]
 
@@ -240,9 +262,9 @@ def test_cross_entropy_middle_axis_matches_scipy(simd_path, shape, option, dtype
         got, lm.cross_entropy(x, target, axis=1, reduction="none", n_threads=3 - n_threads,
                               **kw))
     # the bits of the same rows along the last axis, but for the plain loss of
-    # 21..64 classes (read in place along a middle axis, row-wise along the last)
+    # 41..64 classes (read in place along a middle axis, row-wise along the last)
     plain = not (option.get("weight") or option.get("label_smoothing"))
-    if not (plain and 20 < shape[1] <= 64):
+    if not plain or same_kernel_both_layouts("cross_entropy", shape[1], simd_path):
         moved = np.ascontiguousarray(np.moveaxis(x, 1, -1))
         np.testing.assert_array_equal(
             got, lm.cross_entropy(moved, target, reduction="none", n_threads=n_threads, **kw))
@@ -272,9 +294,9 @@ def test_cross_entropy_with_grad_middle_axis(simd_path, shape, option, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("n_cols", [9, 10, 16, 20, 21])
+@pytest.mark.parametrize("n_cols", [9, 10, 16, 20, 21, 32, 40, 41])
 def test_cross_entropy_medium_rows(simd_path, n_cols, dtype):
-    """Contiguous rows of 9..20 classes: the plain loss through the medium-row
+    """Contiguous rows of 9..40 classes (and 41, past the limit): the plain loss through the medium-row
     kernel (a transposed copy), special rows redone row-wise; against scipy's
     log_softmax, the same bits for one or two threads, and 'sum' the blocked
     pairwise sum of 'none' (the total skips the row array)."""
