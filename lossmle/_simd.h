@@ -63,6 +63,9 @@
  * the row-wise time for log_softmax and cross-entropy, so they stop at 20.
  * LM_COL_CONTIG_MAX bounds every variant's value (the callers' buffers). */
 #define LM_COL_CONTIG_MAX 40
+/* lm_col_rows: a column stride up to this is a block already in L1 (the
+ * callers' transposed copies use 72) */
+#define LM_COL_LD_NEAR 128
 #define LM_COL_CONTIG_MAX_NARROW 20
 
 /* Software prefetch of the data that follows a row (the next row of a

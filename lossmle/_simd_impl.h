@@ -985,6 +985,33 @@ static LM_TARGET double LM_FN(lm_short_ce_grad)(const LM_T *x, ptrdiff_t n_rows,
             ocol[r] = special[r] != 0.0 ? col[r] : (LM_T)(Q);                     \
         }                                                                         \
     }
+#if LM_VEXP
+/* One step of lm_col_rows' sum pass for eight rows (km: those present):
+ * value v of each, mv its row's max.  e = exp(v - mv), 0 at the max, goes
+ * into the sum sv with TwoSum's error into compv; cv counts the values at
+ * the max; softmax (mode 1) keeps exp(v - mv) at e_out and counts in tv the
+ * values more than 670 below the max. */
+static inline __attribute__((always_inline)) LM_TARGET void LM_FN(lm_col_sum_step)(
+    __m512d v, __m512d mv, __mmask8 km, const int mode, __m512d *sv, __m512d *cv,
+    __m512d *compv, __m512d *tv, double *e_out)
+{
+    __m512d d = _mm512_sub_pd(v, mv);
+    __mmask8 other = _mm512_mask_cmp_pd_mask(km, v, mv, _CMP_NEQ_UQ);
+    __m512d e_all = lm_exp_neg_pd512(d);
+    __m512d e = _mm512_maskz_mov_pd(other, e_all);
+    /* TwoSum: sv + e exactly as the rounded sum plus its error */
+    __m512d t = _mm512_add_pd(*sv, e), bv = _mm512_sub_pd(t, *sv);
+    __m512d err = _mm512_add_pd(_mm512_sub_pd(*sv, _mm512_sub_pd(t, bv)), _mm512_sub_pd(e, bv));
+    if (mode == 1) _mm512_mask_storeu_pd(e_out, km, e_all);
+    *compv = _mm512_add_pd(*compv, err);
+    *cv = _mm512_mask_add_pd(*cv, km & (__mmask8)~other, *cv, _mm512_set1_pd(1.0));
+    *sv = t;
+    if (mode == 1) {
+        __mmask8 low = _mm512_mask_cmp_pd_mask(km, d, _mm512_set1_pd(-670.0), _CMP_LT_OQ);
+        *tv = _mm512_mask_add_pd(*tv, low, *tv, _mm512_set1_pd(1.0));
+    }
+}
+#endif
 static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_body)(
     const LM_T *x, ptrdiff_t ld, ptrdiff_t nr, ptrdiff_t n, const int mode,
     const int64_t *target, int64_t ignore, double *out_row, LM_T *out, ptrdiff_t ld_out,
@@ -1007,27 +1034,29 @@ static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_
         s[r] = c[r] = fin[r] = tiny[r] = xy[r] = comp[r] = 0.0;
     }
 #if LM_VEXP
-    /* the max pass, eight rows at a time as the sum pass below */
-    for (r = 0; r < nr; r += 8) {
-        const __mmask8 km = nr - r >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(r, nr);
-        const __m512i tk = mode == 5 ? _mm512_maskz_loadu_epi64(km, target + r)
-                                     : _mm512_setzero_si512();
-        __m512d mv = LM_COL_LOAD8(km, x + r);
-        __m512d fv = _mm512_setzero_pd(), xyv = _mm512_setzero_pd();
-        const LM_T *col = x + r;
-        for (k = 0; k < n; k++, col += ld) {
-            __m512d v = LM_COL_LOAD8(km, col);
-            fv = _mm512_add_pd(fv, _mm512_sub_pd(v, v));  /* nan for nan and +-inf */
-            mv = _mm512_max_pd(v, mv);                      /* v > m ? v : m */
-            if (mode == 5)
-                xyv = _mm512_mask_mov_pd(
-                    xyv, _mm512_cmpeq_epi64_mask(tk, _mm512_set1_epi64((long long)k)), v);
+    /* the max pass, arranged as the sum pass below */
+    if (ld <= LM_COL_LD_NEAR) {
+        for (r = 0; r < nr; r += 8) {
+            const __mmask8 km = nr - r >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(r, nr);
+            const __m512i tk = mode == 5 ? _mm512_maskz_loadu_epi64(km, target + r)
+                                         : _mm512_setzero_si512();
+            __m512d mv = LM_COL_LOAD8(km, x + r);
+            __m512d fv = _mm512_setzero_pd(), xyv = _mm512_setzero_pd();
+            const LM_T *col = x + r;
+            for (k = 0; k < n; k++, col += ld) {
+                __m512d v = LM_COL_LOAD8(km, col);
+                fv = _mm512_add_pd(fv, _mm512_sub_pd(v, v));  /* nan for nan and +-inf */
+                mv = _mm512_max_pd(v, mv);                      /* v > m ? v : m */
+                if (mode == 5)
+                    xyv = _mm512_mask_mov_pd(
+                        xyv, _mm512_cmpeq_epi64_mask(tk, _mm512_set1_epi64((long long)k)), v);
+            }
+            _mm512_mask_storeu_pd(m + r, km, mv);
+            _mm512_mask_storeu_pd(fin + r, km, fv);
+            _mm512_mask_storeu_pd(xy + r, km, xyv);
         }
-        _mm512_mask_storeu_pd(m + r, km, mv);
-        _mm512_mask_storeu_pd(fin + r, km, fv);
-        _mm512_mask_storeu_pd(xy + r, km, xyv);
-    }
-#else
+    } else
+#endif
     for (k = 0; k < n; k++) {
         const LM_T *col = x + k * ld;
 #pragma omp simd
@@ -1038,46 +1067,52 @@ static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_
             if (mode == 5) xy[r] = target[r] == k ? v : xy[r];
         }
     }
-#endif
 #if LM_VEXP
     /* the exps with the AVX-512 table exp (half the instructions of the
-     * auto-vectorised polynomial, the bound here), in double for both dtypes.
-     * Eight rows at a time down all n values, their sums in registers: with
+     * auto-vectorised polynomial, the bound here), in double for both
+     * dtypes.  A block in L1 (a transposed copy, ld <= LM_COL_LD_NEAR):
+     * eight rows at a time down all n values, their sums in registers; with
      * the rows inner, every step loaded and stored s, c and the compensation
      * (the top of perf's profile).  With the max pass above so arranged and
      * lm_transpose's copies, a 20-value float64 logsumexp row takes 0.80x
-     * the time (one thread).  Each row's terms are added in the same order
-     * as before: the same bits. */
-    for (r = 0; r < nr; r += 8) {
-        const __mmask8 km = nr - r >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(r, nr);
-        const __m512d mv = _mm512_maskz_loadu_pd(km, m + r);
-        __m512d sv = _mm512_setzero_pd(), cv = _mm512_setzero_pd();
-        __m512d compv = _mm512_setzero_pd(), tv = _mm512_setzero_pd();
-        const LM_T *col = x + r;
-        for (k = 0; k < n; k++, col += ld) {
-            __m512d v = LM_COL_LOAD8(km, col);
-            __m512d d = _mm512_sub_pd(v, mv);
-            __mmask8 other = _mm512_mask_cmp_pd_mask(km, v, mv, _CMP_NEQ_UQ);
-            __m512d e_all = lm_exp_neg_pd512(d);
-            __m512d e = _mm512_maskz_mov_pd(other, e_all);
-            if (mode == 1) _mm512_mask_storeu_pd(ebuf + k * LM_COL_ROWS + r, km, e_all);
-            /* TwoSum: sv + e exactly as the rounded sum plus its error */
-            __m512d t = _mm512_add_pd(sv, e), bv = _mm512_sub_pd(t, sv);
-            __m512d err = _mm512_add_pd(_mm512_sub_pd(sv, _mm512_sub_pd(t, bv)),
-                                        _mm512_sub_pd(e, bv));
-            compv = _mm512_add_pd(compv, err);
-            cv = _mm512_mask_add_pd(cv, km & (__mmask8)~other, cv, _mm512_set1_pd(1.0));
-            sv = t;
-            if (mode == 1) {
-                __mmask8 low = _mm512_mask_cmp_pd_mask(km, d, _mm512_set1_pd(-670.0),
-                                                       _CMP_LT_OQ);
-                tv = _mm512_mask_add_pd(tv, low, tv, _mm512_set1_pd(1.0));
+     * the time (one thread).  A middle axis read in place keeps the rows
+     * inner: value k of the nr rows, 512 contiguous bytes at a time (the
+     * eight-row walk, there, or a copy of the block first, made (16, 21,
+     * 128, 128) logsumexp over axis 1 5-50% slower).  Either way each row's
+     * terms are added in the same order: the same bits. */
+    if (ld <= LM_COL_LD_NEAR) {
+        for (r = 0; r < nr; r += 8) {
+            const __mmask8 km = nr - r >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(r, nr);
+            const __m512d mv = _mm512_maskz_loadu_pd(km, m + r);
+            __m512d sv = _mm512_setzero_pd(), cv = _mm512_setzero_pd();
+            __m512d compv = _mm512_setzero_pd(), tv = _mm512_setzero_pd();
+            const LM_T *col = x + r;
+            for (k = 0; k < n; k++, col += ld)
+                LM_FN(lm_col_sum_step)(LM_COL_LOAD8(km, col), mv, km, mode, &sv, &cv, &compv,
+                                       &tv, ebuf + k * LM_COL_ROWS + r);
+            _mm512_mask_storeu_pd(s + r, km, sv);
+            _mm512_mask_storeu_pd(c + r, km, cv);
+            _mm512_mask_storeu_pd(comp + r, km, compv);
+            _mm512_mask_storeu_pd(tiny + r, km, tv);
+        }
+    } else {
+        for (k = 0; k < n; k++) {
+            const LM_T *col = x + k * ld;
+            for (r = 0; r < nr; r += 8) {
+                const __mmask8 km = nr - r >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(r, nr);
+                __m512d sv = _mm512_maskz_loadu_pd(km, s + r);
+                __m512d cv = _mm512_maskz_loadu_pd(km, c + r);
+                __m512d compv = _mm512_maskz_loadu_pd(km, comp + r);
+                __m512d tv = _mm512_maskz_loadu_pd(km, tiny + r);
+                LM_FN(lm_col_sum_step)(LM_COL_LOAD8(km, col + r),
+                                       _mm512_maskz_loadu_pd(km, m + r), km, mode, &sv, &cv,
+                                       &compv, &tv, ebuf + k * LM_COL_ROWS + r);
+                _mm512_mask_storeu_pd(s + r, km, sv);
+                _mm512_mask_storeu_pd(c + r, km, cv);
+                _mm512_mask_storeu_pd(comp + r, km, compv);
+                _mm512_mask_storeu_pd(tiny + r, km, tv);
             }
         }
-        _mm512_mask_storeu_pd(s + r, km, sv);
-        _mm512_mask_storeu_pd(c + r, km, cv);
-        _mm512_mask_storeu_pd(comp + r, km, compv);
-        _mm512_mask_storeu_pd(tiny + r, km, tv);
     }
 #else
     for (k = 0; k < n; k++) {
