@@ -602,9 +602,19 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
         default:
             for (r = 0; r < nr; r++) {
                 double s = 0.0, bad = 0.0;
-                for (k = 0; k < n_cols; k++) {
-                    s += terms[r * n_cols + k];
-                    bad += flags[r * n_cols + k];
+                if (n_cols <= 16) {
+                    for (k = 0; k < n_cols; k++) {
+                        s += terms[r * n_cols + k];
+                        bad += flags[r * n_cols + k];
+                    }
+                } else {
+                    /* lane-wise (64-value rows: 113 -> 93 ns, one thread;
+                     * for 9-12 values it cost 1.2-1.3x) */
+#pragma omp simd reduction(+ : s, bad)
+                    for (k = 0; k < n_cols; k++) {
+                        s += terms[r * n_cols + k];
+                        bad += flags[r * n_cols + k];
+                    }
                 }
                 out_row[r0 + r] = s;
                 special[r0 + r] = bad;

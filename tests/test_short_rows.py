@@ -161,7 +161,9 @@ def test_softmax_of_ties_is_one_over_count(simd_path, n_cols):
 
 # ---- KL divergence: many short rows take a flat kernel (lm_kl_rows) ----
 
-KL_COLS = [2, 3, 4, 5, 6, 7, 8, 16, 17]  # 16 is the flat kernel's limit, 17 the row-wise path
+# 9..16: the flat kernel's sequential row sums; 17..100 its lane-wise ones
+# (100 is its limit); 101 and 128 the row-wise path
+KL_COLS = [2, 3, 4, 5, 6, 7, 8, 16, 17, 31, 100, 101, 128]
 
 
 def make_prob_rows(n_cols, dtype, seed):
@@ -196,6 +198,9 @@ def test_kl_short_rows_match_scipy(simd_path, n_cols, dtype, n_threads):
     got = lm.kl_divergence(p, q, axis=-1, validate=False, n_threads=n_threads)
     check_close(got, want, dtype, scale=np.ones_like(want))
     assert got[602] == 0.0
+    for r in (0, 257, 600, 999):  # a row alone gets the bits it gets among many
+        assert lm.kl_divergence(p[r], q[r], validate=False) == got[r] or (
+            np.isnan(got[r]) and np.isnan(lm.kl_divergence(p[r], q[r], validate=False)))
     np.testing.assert_array_equal(p, before[0])
     np.testing.assert_array_equal(q, before[1])
 
