@@ -53,7 +53,7 @@ from lossmle._rowops cimport (
     lm_kl_rows_d, lm_kl_rows_f, lm_entr_d, lm_entr_f, lm_entr_rows_d, lm_entr_rows_f,
     lm_sum_d, lm_sum_f, lm_wdot_d, lm_wdot_f, lm_simd_ready, SHORT_BLOCK, SHORT_LSE,
     SHORT_SOFTMAX, SHORT_LOGSUM, LM_SHORT_MAX, col_rows, LM_COL_ROWS, LM_COL_MAX, transpose,
-    lm_col_contig_max, LM_COL_CONTIG_MAX,
+    lm_col_contig_max, LM_COL_CONTIG_MAX, LM_ENTR_COLS_MAX,
 )
 from libc.stdlib cimport malloc, free
 
@@ -848,9 +848,10 @@ cdef inline double entropy_row(const floating* p, Py_ssize_t ps, const floating*
 
 
 # contiguous rows of 2..ENTR_SHORT_MAX values take the across-rows kernel
-# lm_entr_rows (1e6 x 4: the scalar rows cost a libm log per value)
+# lm_entr_rows (1e6 x 4: the scalar rows cost a libm log per value; rows of
+# 9..LM_ENTR_COLS_MAX values through a transposed copy, lm_entr_cols)
 cdef enum:
-    ENTR_SHORT_MAX = 8
+    ENTR_SHORT_MAX = LM_ENTR_COLS_MAX
 
 
 cdef inline void entropy_short_block(const floating* p, Py_ssize_t n_rows, Py_ssize_t n,

@@ -89,6 +89,7 @@ cdef extern from "_simd.h" nogil:
         LM_COL_ROWS
         LM_COL_MAX
         LM_COL_CONTIG_MAX
+        LM_ENTR_COLS_MAX
 
 
 # Training primitives (issue 6; the last section of _simd_impl.h): double

@@ -63,6 +63,8 @@
  * the row-wise time for log_softmax and cross-entropy, so they stop at 20.
  * LM_COL_CONTIG_MAX bounds every variant's value (the callers' buffers). */
 #define LM_COL_CONTIG_MAX 40
+/* lm_entr_rows: rows of up to this many values, across rows */
+#define LM_ENTR_COLS_MAX 64
 /* lm_col_rows: a column stride up to this is a block already in L1 (the
  * callers' transposed copies use 72) */
 #define LM_COL_LD_NEAR 128

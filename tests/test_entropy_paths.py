@@ -35,7 +35,9 @@ def rows(n_cols, dtype, seed):
 
 @pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("n_cols", [2, 3, 4, 5, 6, 7, 8, 9, 100, 4097])
+# 2..8: the across-rows kernel's unrolled rows; 9..64 its transposed blocks
+# (lm_entr_cols); 65+ row by row
+@pytest.mark.parametrize("n_cols", [2, 3, 4, 5, 6, 7, 8, 9, 16, 17, 31, 64, 65, 100, 4097])
 def test_entropy_rows_match_scipy(simd_path, n_cols, dtype, n_threads):
     p = rows(n_cols, dtype, n_cols)
     before = p.copy()
@@ -52,6 +54,8 @@ def test_entropy_rows_match_scipy(simd_path, n_cols, dtype, n_threads):
     np.testing.assert_allclose(got[finite], want[finite], rtol=rtol, atol=1e-300)
     assert got[8] == 0.0
     np.testing.assert_allclose(got[9], np.log(n_cols), rtol=rtol)  # closed form
+    for r in (0, 3, 6, 39):  # a row alone gets the bits it gets among many
+        np.testing.assert_array_equal(lm.entropy(p[r], n_threads=n_threads), got[r])
 
 
 @functools.lru_cache(maxsize=None)
@@ -74,7 +78,7 @@ def _many_short_rows(n_cols, dtype):
 
 @pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("n_cols", [2, 3, 4, 5, 6, 7, 8])
+@pytest.mark.parametrize("n_cols", [2, 3, 4, 5, 6, 7, 8, 9, 20, 64])
 def test_entropy_many_short_rows_match_scipy(simd_path, n_cols, dtype, n_threads):
     """The general path's blocks of 256 rows (in parallel with T2): the special
     rows sit in a few blocks, the others are clean."""
