@@ -53,7 +53,7 @@ from lossmle._rowops cimport (
     lm_kl_rows_d, lm_kl_rows_f, lm_entr_d, lm_entr_f, lm_entr_rows_d, lm_entr_rows_f,
     lm_sum_d, lm_sum_f, lm_wdot_d, lm_wdot_f, lm_simd_ready, SHORT_BLOCK, SHORT_LSE,
     SHORT_SOFTMAX, SHORT_LOGSUM, LM_SHORT_MAX, col_rows, LM_COL_ROWS, LM_COL_MAX, transpose,
-    lm_col_contig_max, LM_COL_CONTIG_MAX, LM_ENTR_COLS_MAX,
+    lm_col_contig_max, LM_COL_CONTIG_MAX, LM_ENTR_COLS_MAX, LM_COL_LD_COPY,
 )
 from libc.stdlib cimport malloc, free
 
@@ -117,9 +117,8 @@ cdef enum:
     COL_CONTIG_MAX = LM_COL_CONTIG_MAX     # the largest col_contig_max
     COL_SOFTMAX_MAX = 20
     # one transposed block: COL_CONTIG_MAX columns of COL_LD >= LM_COL_ROWS
-    # values (72, not 64: a power-of-two stride puts every column in the
-    # same few L1 sets)
-    COL_LD = 72             # >= LM_COL_ROWS (64)
+    # values (_simd.h says why 72)
+    COL_LD = LM_COL_LD_COPY
     COL_BLOCK_VALUES = COL_CONTIG_MAX * COL_LD
 
 cdef inline Py_ssize_t col_contig_max(int mode) noexcept nogil:
@@ -725,6 +724,17 @@ cdef inline double entr(double x) noexcept nogil:
     return -INFINITY
 
 
+# rows up to this long, back to back, take the flat kernel lm_kl_rows: the
+# row-wise lm_kl has nothing to vectorise in a 4-value row (1e6 x 4: 2.7x
+# faster), and it leaves the last n % 16 values of a row to the vectoriser's
+# scalar epilogue, a division and a log each.  One thread, 4000 rows, time
+# per row, flat / row-wise (per-process minimum of three alternated runs):
+# 17 values 0.68, 21 0.49, 24 0.40, 31 0.37, 32 0.93, 40 0.55, 48 0.96, 64
+# 1.00, 100 0.95; in one run each, 128 1.07, 256 1.12, 500 1.15.
+cdef enum:
+    KL_SHORT_MAX = 100
+
+
 cdef inline bint kl_row(const floating* p, Py_ssize_t ps, const floating* q,
                         Py_ssize_t qs, Py_ssize_t n, bint validate,
                         floating* out) noexcept nogil:
@@ -732,10 +742,18 @@ cdef inline bint kl_row(const floating* p, Py_ssize_t ps, const floating* q,
     negative or nan entry (checked only when validate), flagged through the
     return so the caller can count bad rows."""
     cdef Py_ssize_t j
-    cdef double s = 0.0, pj, qj, n_special = 1.0
+    cdef double s = 0.0, pj, qj, n_special = 1.0, row_special
     cdef bint bad_p = False, bad_q = False
-    if ps == 1 and qs == 1:
-        if floating is double:
+    if ps == 1 and qs == 1 and lm_simd_ready():
+        # a row of up to KL_SHORT_MAX values takes the flat kernel as a block
+        # of such rows does, so it gets their bits however the rows arrive
+        # (one q broadcast against many p, rows with a gap between them)
+        if n <= KL_SHORT_MAX:
+            if floating is double:
+                n_special = lm_kl_rows_d(p, q, 1, n, &s, &row_special)
+            else:
+                n_special = lm_kl_rows_f(p, q, 1, n, &s, &row_special)
+        elif floating is double:
             s = lm_kl_d(p, q, n, &n_special)
         else:
             s = lm_kl_f(p, q, n, &n_special)
@@ -752,17 +770,6 @@ cdef inline bint kl_row(const floating* p, Py_ssize_t ps, const floating* q,
         s += rel_entr(pj, qj)
     out[0] = <floating>s
     return bad_p or bad_q
-
-
-# rows up to this long, back to back, take the flat kernel lm_kl_rows: the
-# row-wise lm_kl has nothing to vectorise in a 4-value row (1e6 x 4: 2.7x
-# faster), and it leaves the last n % 16 values of a row to the vectoriser's
-# scalar epilogue, a division and a log each.  One thread, 4000 rows, time
-# per row, flat / row-wise (per-process minimum of three alternated runs):
-# 17 values 0.68, 21 0.49, 24 0.40, 31 0.37, 32 0.93, 40 0.55, 48 0.96, 64
-# 1.00, 100 0.95; in one run each, 128 1.07, 256 1.12, 500 1.15.
-cdef enum:
-    KL_SHORT_MAX = 100
 
 
 cdef inline Py_ssize_t kl_short_block(const floating* p, const floating* q, Py_ssize_t n_rows,
@@ -812,18 +819,35 @@ cdef inline double row_sum(const floating* x, Py_ssize_t n, Py_ssize_t stride) n
     return s
 
 
+# contiguous rows of 2..ENTR_SHORT_MAX values take the across-rows kernel
+# lm_entr_rows (1e6 x 4: the scalar rows cost a libm log per value; rows of
+# 9..LM_ENTR_COLS_MAX values through a transposed copy, lm_entr_cols)
+cdef enum:
+    ENTR_SHORT_MAX = LM_ENTR_COLS_MAX
+
+
 cdef inline double entropy_row(const floating* p, Py_ssize_t ps, const floating* q,
                                Py_ssize_t qs, Py_ssize_t n) noexcept nogil:
     """sum entr(p / sum(p)), or with q (not NULL) sum rel_entr(p / sum(p), q / sum(q)).
 
-    A contiguous p of 16 values or more without q takes the vectorised sum
-    and lm_entr (a row with anything outside their fast domain is redone here,
-    exactly); shorter rows stay scalar, where two calls through the dispatch
-    table cost more than they save (1e6 x 4: 12 vs 24 ms).
+    A contiguous p (stride 1) without q: a row of 2..ENTR_SHORT_MAX values
+    takes lm_entr_rows as a block of one row (so it gets the bits a block of
+    such rows gets), a longer one the vectorised sum and lm_entr; a row with
+    anything outside their fast domain is redone here, exactly.
     """
     cdef Py_ssize_t j
-    cdef double s = 0.0, p_total, q_total, n_special = 1.0
-    if q == NULL and ps == 1 and n >= 16 and lm_simd_ready():
+    cdef double s = 0.0, p_total, q_total, n_special = 1.0, row_special
+    if q == NULL and ps == 1 and 2 <= n <= ENTR_SHORT_MAX and lm_simd_ready():
+        # as a block of such rows (entropy_short_block), so the row gets
+        # their bits however the rows arrive (with a gap between them, say)
+        if floating is double:
+            n_special = lm_entr_rows_d(p, 1, n, &s, &row_special)
+        else:
+            n_special = lm_entr_rows_f(p, 1, n, &s, &row_special)
+        if n_special == 0:
+            return s
+        s = 0.0
+    elif q == NULL and ps == 1 and n >= 16 and lm_simd_ready():
         if floating is double:
             p_total = lm_sum_d(p, n)
         else:
@@ -847,11 +871,6 @@ cdef inline double entropy_row(const floating* p, Py_ssize_t ps, const floating*
     return s
 
 
-# contiguous rows of 2..ENTR_SHORT_MAX values take the across-rows kernel
-# lm_entr_rows (1e6 x 4: the scalar rows cost a libm log per value; rows of
-# 9..LM_ENTR_COLS_MAX values through a transposed copy, lm_entr_cols)
-cdef enum:
-    ENTR_SHORT_MAX = LM_ENTR_COLS_MAX
 
 
 cdef inline void entropy_short_block(const floating* p, Py_ssize_t n_rows, Py_ssize_t n,

@@ -225,8 +225,8 @@ cdef inline bint _class_across_layout(const floating[:, :, :] logits,
                                       const int64_t[:, :] target,
                                       const ClassOpts* op) noexcept nogil:
     """_class_short_layout, or its layout with up to COL_CONTIG_MAX classes
-    for the plain loss: what ce_class_contig_rows sends to an across-rows
-    kernel."""
+    for the plain loss: the rows ce_class_contig_rows takes (across rows up to
+    col_contig_max(5), the SIMD path's limit; row by row past it)."""
     return _class_rows_layout(logits, target, COL_CONTIG_MAX if (
         op.w == NULL and op.spread == 0 and op.keep == 1) else LM_SHORT_MAX)
 

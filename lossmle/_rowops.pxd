@@ -90,6 +90,7 @@ cdef extern from "_simd.h" nogil:
         LM_COL_MAX
         LM_COL_CONTIG_MAX
         LM_ENTR_COLS_MAX
+        LM_COL_LD_COPY
 
 
 # Training primitives (issue 6; the last section of _simd_impl.h): double

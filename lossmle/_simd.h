@@ -65,9 +65,14 @@
 #define LM_COL_CONTIG_MAX 40
 /* lm_entr_rows: rows of up to this many values, across rows */
 #define LM_ENTR_COLS_MAX 64
-/* lm_col_rows: a column stride up to this is a block already in L1 (the
- * callers' transposed copies use 72) */
-#define LM_COL_LD_NEAR 128
+/* lm_col_rows walks eight rows down all n values (LM_COL_WALK) in the
+ * callers' transposed copies (column stride LM_COL_LD_COPY: 72, not 64, as
+ * a power-of-two stride puts every column in the same few L1 sets) and
+ * along a middle axis with at most LM_COL_LD_NEAR positions after it; other
+ * middle axes keep the rows inner (see the sum pass). */
+#define LM_COL_LD_COPY 72
+#define LM_COL_LD_NEAR 32
+#define LM_COL_WALK(ld) ((ld) <= LM_COL_LD_NEAR || (ld) == LM_COL_LD_COPY)
 #define LM_COL_CONTIG_MAX_NARROW 20
 
 /* Software prefetch of the data that follows a row (the next row of a
@@ -510,14 +515,18 @@ lm_expf_neg_ps512(__m512 d)
                                 int64_t, double, double *, T *, double *);          \
     double (*col_rows_##S)(const T *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int,         \
                            const int64_t *, int64_t, double *, T *, ptrdiff_t,      \
-                           double *);                                              \
-    void (*transpose_##S)(const T *, ptrdiff_t, ptrdiff_t, ptrdiff_t, T *, ptrdiff_t);
+                           double *);
 
+/* Fields added later go at the end: a module compiled against an earlier
+ * _simd.h (another package that cimports lossmle's helpers) binds to this
+ * table at run time and keeps the offsets it was built with. */
 typedef struct {
     const char *name;
-    int col_contig_max;  /* contiguous rows of up to this many values: lm_col_rows */
     LM_TABLE_FIELDS(double, d)
     LM_TABLE_FIELDS(float, f)
+    int col_contig_max;  /* contiguous rows of up to this many values: lm_col_rows */
+    void (*transpose_d)(const double *, ptrdiff_t, ptrdiff_t, ptrdiff_t, double *, ptrdiff_t);
+    void (*transpose_f)(const float *, ptrdiff_t, ptrdiff_t, ptrdiff_t, float *, ptrdiff_t);
 } lm_table_t;
 
 #ifdef LM_SIMD_IMPLEMENT
@@ -532,16 +541,18 @@ typedef struct {
         lm_sum_##S##_##ISA, lm_softmax_bwd_##S##_##ISA, lm_log_softmax_bwd_##S##_##ISA, \
         lm_kl_rows_##S##_##ISA, lm_entr_##S##_##ISA, lm_entr_rows_##S##_##ISA,       \
         lm_wdot_##S##_##ISA,                                                        \
-        lm_short_ce_##S##_##ISA, lm_short_ce_grad_##S##_##ISA, lm_col_rows_##S##_##ISA, \
-        lm_transpose_##S##_##ISA
+        lm_short_ce_##S##_##ISA, lm_short_ce_grad_##S##_##ISA, lm_col_rows_##S##_##ISA
 
 static const lm_table_t lm_table_baseline = {
-    "baseline", LM_COL_CONTIG_MAX_NARROW, LM_TABLE_ENTRIES(d, baseline), LM_TABLE_ENTRIES(f, baseline)};
+    "baseline", LM_TABLE_ENTRIES(d, baseline), LM_TABLE_ENTRIES(f, baseline),
+    LM_COL_CONTIG_MAX_NARROW, lm_transpose_d_baseline, lm_transpose_f_baseline};
 #if LM_X86
 static const lm_table_t lm_table_avx2 = {
-    "avx2", LM_COL_CONTIG_MAX_NARROW, LM_TABLE_ENTRIES(d, avx2), LM_TABLE_ENTRIES(f, avx2)};
+    "avx2", LM_TABLE_ENTRIES(d, avx2), LM_TABLE_ENTRIES(f, avx2),
+    LM_COL_CONTIG_MAX_NARROW, lm_transpose_d_avx2, lm_transpose_f_avx2};
 static const lm_table_t lm_table_avx512 = {
-    "avx512", LM_COL_CONTIG_MAX, LM_TABLE_ENTRIES(d, avx512), LM_TABLE_ENTRIES(f, avx512)};
+    "avx512", LM_TABLE_ENTRIES(d, avx512), LM_TABLE_ENTRIES(f, avx512),
+    LM_COL_CONTIG_MAX, lm_transpose_d_avx512, lm_transpose_f_avx512};
 #endif
 
 static const lm_table_t *lm_simd_current = &lm_table_baseline;

@@ -952,21 +952,20 @@ LM_ENTR_ROWS_FN(6) LM_ENTR_ROWS_FN(7) LM_ENTR_ROWS_FN(8)
  * against the row-wise path (per-process minimum of three alternated
  * runs): 9 values 0.30, 12 0.29, 16 0.67, 21 0.41, 31 0.46, 32 0.90, 48
  * 0.87, 64 0.96. */
-#define LM_ENTR_LD 72  /* not 64: a power-of-two stride puts each column in one L1 set */
 static LM_TARGET double LM_FN(lm_entr_cols)(const LM_T *p, ptrdiff_t n_rows, ptrdiff_t n,
                                             double *out_row, double *special)
 {
-    LM_T pt[LM_ENTR_COLS_MAX * LM_ENTR_LD];
+    LM_T pt[LM_ENTR_COLS_MAX * LM_COL_LD_COPY];
     double total[LM_SOA_ROWS], s[LM_SOA_ROWS], bad[LM_SOA_ROWS];
     double n_bad = 0.0;
     ptrdiff_t r0, r, k;
     for (r0 = 0; r0 < n_rows; r0 += LM_SOA_ROWS) {
         const ptrdiff_t nr = n_rows - r0 < LM_SOA_ROWS ? n_rows - r0 : LM_SOA_ROWS;
-        LM_FN(lm_transpose)(p + r0 * n, n, nr, n, pt, LM_ENTR_LD);
+        LM_FN(lm_transpose)(p + r0 * n, n, nr, n, pt, LM_COL_LD_COPY);
 #pragma omp simd
         for (r = 0; r < nr; r++) total[r] = s[r] = bad[r] = 0.0;
         for (k = 0; k < n; k++) {
-            const LM_T *col = pt + k * LM_ENTR_LD;
+            const LM_T *col = pt + k * LM_COL_LD_COPY;
 #pragma omp simd
             for (r = 0; r < nr; r++) total[r] += (double)col[r];
         }
@@ -977,7 +976,7 @@ static LM_TARGET double LM_FN(lm_entr_cols)(const LM_T *p, ptrdiff_t n_rows, ptr
             total[r] = total_ok ? total[r] : 1.0;
         }
         for (k = 0; k < n; k++) {
-            const LM_T *col = pt + k * LM_ENTR_LD;
+            const LM_T *col = pt + k * LM_COL_LD_COPY;
 #pragma omp simd
             for (r = 0; r < nr; r++) {
                 double pj = (double)col[r], t = pj / total[r];
@@ -997,7 +996,6 @@ static LM_TARGET double LM_FN(lm_entr_cols)(const LM_T *p, ptrdiff_t n_rows, ptr
     }
     return n_bad;
 }
-#undef LM_ENTR_LD
 
 static LM_TARGET double LM_FN(lm_entr_rows)(const LM_T *p, ptrdiff_t n_rows, ptrdiff_t n_cols,
                                             double *out_row, double *special)
@@ -1189,7 +1187,7 @@ static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_
     }
 #if LM_VEXP
     /* the max pass, arranged as the sum pass below */
-    if (ld <= LM_COL_LD_NEAR) {
+    if (LM_COL_WALK(ld)) {
         for (r = 0; r < nr; r += 8) {
             const __mmask8 km = nr - r >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(r, nr);
             const __m512i tk = mode == 5 ? _mm512_maskz_loadu_epi64(km, target + r)
@@ -1224,17 +1222,23 @@ static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_
 #if LM_VEXP
     /* the exps with the AVX-512 table exp (half the instructions of the
      * auto-vectorised polynomial, the bound here), in double for both
-     * dtypes.  A block in L1 (a transposed copy, ld <= LM_COL_LD_NEAR):
-     * eight rows at a time down all n values, their sums in registers; with
-     * the rows inner, every step loaded and stored s, c and the compensation
-     * (the top of perf's profile).  With the max pass above so arranged and
-     * lm_transpose's copies, a 20-value float64 logsumexp row takes 0.80x
-     * the time (one thread).  A middle axis read in place keeps the rows
-     * inner: value k of the nr rows, 512 contiguous bytes at a time (the
-     * eight-row walk, there, or a copy of the block first, made (16, 21,
-     * 128, 128) logsumexp over axis 1 5-50% slower).  Either way each row's
-     * terms are added in the same order: the same bits. */
-    if (ld <= LM_COL_LD_NEAR) {
+     * dtypes.  LM_COL_WALK(ld) (a transposed copy, or a middle axis with
+     * few positions after it): eight rows at a time down all n values, their
+     * sums in registers; with the rows inner, every step loaded and stored
+     * s, c and the compensation (the top of perf's profile).  With the max
+     * pass above so arranged and lm_transpose's copies, a 20-value float64
+     * logsumexp row takes 0.80x the time (one thread).  Other middle axes
+     * keep the rows inner: value k of the nr rows, up to 512 contiguous
+     * bytes at a time, which the hardware prefetchers follow.  One thread,
+     * 21 values over axis 1 of (200000 / d, 21, d), the walk's time against
+     * the rows-inner order's (alternated runs): d = 8 logsumexp 0.59,
+     * softmax 0.73, cross-entropy 0.63; d = 24 and 32 within 0.85-1.05;
+     * d = 48 1.22, ~1.05, 1.1-1.3 (so it keeps the rows inner); d = 16384
+     * ((16, 21, 128, 128)) logsumexp 1.05-1.2, and 1.3-1.5 with a copy of
+     * the block first.
+     * Either way each row's terms are added in the same order: the same
+     * bits. */
+    if (LM_COL_WALK(ld)) {
         for (r = 0; r < nr; r += 8) {
             const __mmask8 km = nr - r >= 8 ? (__mmask8)0xff : LM_TAIL_MASK(r, nr);
             const __m512d mv = _mm512_maskz_loadu_pd(km, m + r);
@@ -1257,14 +1261,15 @@ static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_
                 __m512d sv = _mm512_maskz_loadu_pd(km, s + r);
                 __m512d cv = _mm512_maskz_loadu_pd(km, c + r);
                 __m512d compv = _mm512_maskz_loadu_pd(km, comp + r);
-                __m512d tv = _mm512_maskz_loadu_pd(km, tiny + r);
+                __m512d tv = mode == 1 ? _mm512_maskz_loadu_pd(km, tiny + r)
+                                       : _mm512_setzero_pd();
                 LM_FN(lm_col_sum_step)(LM_COL_LOAD8(km, col + r),
                                        _mm512_maskz_loadu_pd(km, m + r), km, mode, &sv, &cv,
                                        &compv, &tv, ebuf + k * LM_COL_ROWS + r);
                 _mm512_mask_storeu_pd(s + r, km, sv);
                 _mm512_mask_storeu_pd(c + r, km, cv);
                 _mm512_mask_storeu_pd(comp + r, km, compv);
-                _mm512_mask_storeu_pd(tiny + r, km, tv);
+                if (mode == 1) _mm512_mask_storeu_pd(tiny + r, km, tv);
             }
         }
     }

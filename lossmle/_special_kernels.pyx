@@ -42,8 +42,10 @@ SIMD_PATH = _simd_init()
 
 cdef inline bint _across_layout(const floating[:, :, :] x, Py_ssize_t out_row_stride,
                                 Py_ssize_t out_stride) noexcept nogil:
-    """Contiguous rows of 2..COL_CONTIG_MAX values, the output's rows too: the
-    across-rows kernels (contig_rows: short_blocks, col_blocks) apply.
+    """Contiguous rows of 2..COL_CONTIG_MAX values, the output's rows too:
+    contig_rows takes them (the across-rows kernels short_blocks and, up to
+    col_contig_max(mode) - the SIMD path's limit, softmax's - col_blocks;
+    longer rows row by row there).
 
     out_row_stride / out_stride: the output's strides (bytes) between rows and
     between a row's values that the kernel would write with.

@@ -1,10 +1,12 @@
 """entropy's vectorised row paths on every SIMD path.
 
 Contiguous rows without qk take a vectorised sum and a vectorised
--(p/s) log(p/s) (rows of 16 values or more: lm_sum + lm_entr; rows of 2..8
-values: the across-rows kernel lm_entr_rows, one SIMD lane per row); a row
-with anything outside that fast domain (negative, nan, inf, a zero or
-non-finite total, a subnormal p/s) is redone by the exact scalar code.
+-(p/s) log(p/s) (rows of 2..64 values: the across-rows kernel lm_entr_rows,
+one SIMD lane per row, through a transposed copy from 9 values; longer rows:
+lm_sum + lm_entr); a row with anything outside that fast domain (negative,
+nan, inf, a zero or non-finite total, a subnormal p/s) is redone by the
+exact scalar code.  A row gets the same bits alone, among many, or with a
+gap between rows.
 Oracle: scipy.stats.entropy (float64).
 """
 import functools
@@ -56,6 +58,10 @@ def test_entropy_rows_match_scipy(simd_path, n_cols, dtype, n_threads):
     np.testing.assert_allclose(got[9], np.log(n_cols), rtol=rtol)  # closed form
     for r in (0, 3, 6, 39):  # a row alone gets the bits it gets among many
         np.testing.assert_array_equal(lm.entropy(p[r], n_threads=n_threads), got[r])
+    # and so do rows with a gap between them (row by row, not a block)
+    gapped = np.repeat(p, 2, axis=0)[::2]
+    assert gapped.strides[0] == 2 * p.strides[0]
+    np.testing.assert_array_equal(lm.entropy(gapped, axis=-1, n_threads=n_threads), got)
 
 
 @functools.lru_cache(maxsize=None)

@@ -201,6 +201,15 @@ def test_kl_short_rows_match_scipy(simd_path, n_cols, dtype, n_threads):
     for r in (0, 257, 600, 999):  # a row alone gets the bits it gets among many
         assert lm.kl_divergence(p[r], q[r], validate=False) == got[r] or (
             np.isnan(got[r]) and np.isnan(lm.kl_divergence(p[r], q[r], validate=False)))
+    # and so do rows with a gap between them, and rows against one shared q
+    # (broadcast: row by row, not a block)
+    gapped = np.repeat(p, 2, axis=0)[::2]
+    np.testing.assert_array_equal(
+        lm.kl_divergence(gapped, q, axis=-1, validate=False, n_threads=n_threads), got)
+    shared = lm.kl_divergence(p, q[0], axis=-1, validate=False, n_threads=n_threads)
+    for r in (0, 257, 600, 999):
+        alone = lm.kl_divergence(p[r], q[0], validate=False)
+        assert alone == shared[r] or (np.isnan(alone) and np.isnan(shared[r]))
     np.testing.assert_array_equal(p, before[0])
     np.testing.assert_array_equal(q, before[1])
 
