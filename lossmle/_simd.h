@@ -449,6 +449,68 @@ lm_expf_neg_ps512(__m512 d)
     return _mm512_scalef_ps(_mm512_fmadd_ps(t, q, t), _mm512_mul_ps(kd, _mm512_set1_ps(0.0625f)));
 }
 
+/* One 8 x 8 tile of lm_transpose through registers: d[k * dld + r] =
+ * s[r * ld + k] for r < nr, k < nk (masked loads and stores; rows past nr
+ * are never read).  float64: unpack pairs of rows, then permute and shuffle
+ * 128- and 256-bit lanes (24 shuffles); float32 the same on 256-bit
+ * vectors. */
+static inline __attribute__((always_inline)) LM_TARGET_AVX512 void
+lm_transpose8_pd512(const double *s, ptrdiff_t ld, int nr, int nk, double *d, ptrdiff_t dld)
+{
+    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
+    const __m512i hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    const __mmask8 km = (__mmask8)((1u << nk) - 1u), rm = (__mmask8)((1u << nr) - 1u);
+    __m512d v[8], a[8], b[8];
+    int i;
+    for (i = 0; i < 8; i++)
+        v[i] = i < nr ? _mm512_maskz_loadu_pd(km, s + i * ld) : _mm512_setzero_pd();
+    for (i = 0; i < 8; i += 2) {
+        a[i] = _mm512_unpacklo_pd(v[i], v[i + 1]);      /* columns 0 2 4 6 */
+        a[i + 1] = _mm512_unpackhi_pd(v[i], v[i + 1]);  /* columns 1 3 5 7 */
+    }
+    for (i = 0; i < 8; i += 4) {
+        b[i] = _mm512_permutex2var_pd(a[i], lo, a[i + 2]);          /* 0, 4 */
+        b[i + 1] = _mm512_permutex2var_pd(a[i + 1], lo, a[i + 3]);  /* 1, 5 */
+        b[i + 2] = _mm512_permutex2var_pd(a[i], hi, a[i + 2]);      /* 2, 6 */
+        b[i + 3] = _mm512_permutex2var_pd(a[i + 1], hi, a[i + 3]);  /* 3, 7 */
+    }
+    for (i = 0; i < 4; i++) {
+        /* column i of the tile: rows 0-3 from b[i], 4-7 from b[i + 4] */
+        if (i < nk)
+            _mm512_mask_storeu_pd(d + i * dld, rm, _mm512_shuffle_f64x2(b[i], b[i + 4], 0x44));
+        if (i + 4 < nk)
+            _mm512_mask_storeu_pd(d + (i + 4) * dld, rm,
+                                  _mm512_shuffle_f64x2(b[i], b[i + 4], 0xEE));
+    }
+}
+
+static inline __attribute__((always_inline)) LM_TARGET_AVX512 void
+lm_transpose8_ps256(const float *s, ptrdiff_t ld, int nr, int nk, float *d, ptrdiff_t dld)
+{
+    const __mmask8 km = (__mmask8)((1u << nk) - 1u), rm = (__mmask8)((1u << nr) - 1u);
+    __m256 v[8], a[8], b[8];
+    int i;
+    for (i = 0; i < 8; i++)
+        v[i] = i < nr ? _mm256_maskz_loadu_ps(km, s + i * ld) : _mm256_setzero_ps();
+    for (i = 0; i < 8; i += 2) {
+        a[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);      /* columns 0 1 4 5 */
+        a[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);  /* columns 2 3 6 7 */
+    }
+    for (i = 0; i < 8; i += 4) {
+        b[i] = _mm256_shuffle_ps(a[i], a[i + 2], _MM_SHUFFLE(1, 0, 1, 0));          /* 0, 4 */
+        b[i + 1] = _mm256_shuffle_ps(a[i], a[i + 2], _MM_SHUFFLE(3, 2, 3, 2));      /* 1, 5 */
+        b[i + 2] = _mm256_shuffle_ps(a[i + 1], a[i + 3], _MM_SHUFFLE(1, 0, 1, 0));  /* 2, 6 */
+        b[i + 3] = _mm256_shuffle_ps(a[i + 1], a[i + 3], _MM_SHUFFLE(3, 2, 3, 2));  /* 3, 7 */
+    }
+    for (i = 0; i < 4; i++) {
+        if (i < nk)
+            _mm256_mask_storeu_ps(d + i * dld, rm, _mm256_permute2f128_ps(b[i], b[i + 4], 0x20));
+        if (i + 4 < nk)
+            _mm256_mask_storeu_ps(d + (i + 4) * dld, rm,
+                                  _mm256_permute2f128_ps(b[i], b[i + 4], 0x31));
+    }
+}
+
 /* s_lo += the low 8 floats of e, s_hi += the high 8, in double */
 #define LM_ADD_PS_TO_PD(s_lo, s_hi, e)                                               \
     do {                                                                             \

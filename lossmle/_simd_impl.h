@@ -53,6 +53,12 @@
 /* lanes j .. end - 1 of a tail of fewer than 8 (16 for float) */
 #define LM_TAIL_MASK(j, end) ((__mmask8)((1u << ((end) - (j))) - 1u))
 #define LM_TAIL_MASK16(j, end) ((__mmask16)((1u << ((end) - (j))) - 1u))
+/* lm_transpose's 8 x 8 tile for this dtype (_simd.h) */
+#if LM_DOUBLE
+#define LM_TRANSPOSE8 lm_transpose8_pd512
+#else
+#define LM_TRANSPOSE8 lm_transpose8_ps256
+#endif
 #else
 #define LM_VEXP 0
 #endif
@@ -814,82 +820,22 @@ LM_SHORT_FNS(6)
 
 /* dst[k * dst_ld + r] = src[r * src_ld + k] for r < rows, k < cols: the
  * transposed copies around lm_col_rows (contiguous rows into a column-major
- * block, and softmax / log_softmax's block back into rows).  As a scalar
- * loop in Cython the copy in was ~40% of a 20-value logsumexp (perf), one
- * value per load and store; the AVX-512 variant moves 8 x 8 tiles through
- * registers (24 shuffles per tile, masked at the edges), the others keep
- * the scalar loop.  Data movement only: the bits of every value stay. */
+ * block, and softmax / log_softmax's block back into rows; lm_entr_cols'
+ * copy in).  As a scalar loop in Cython, one value per load and store, the
+ * copy in took 38% of an 80000 x 20 logsumexp (perf, the input's first
+ * reads included); the AVX-512 variant moves 8 x 8 tiles through registers
+ * (lm_transpose8_pd512 / _ps256 in _simd.h, masked at the edges), the
+ * others keep the scalar loop.  Data movement only: the bits stay. */
 static LM_TARGET void LM_FN(lm_transpose)(const LM_T *src, ptrdiff_t src_ld, ptrdiff_t rows,
                                           ptrdiff_t cols, LM_T *dst, ptrdiff_t dst_ld)
 {
     ptrdiff_t r, k;
-#if LM_VEXP && LM_DOUBLE
-    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13);
-    const __m512i hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+#if LM_VEXP
     for (r = 0; r < rows; r += 8) {
-        const ptrdiff_t nr = rows - r < 8 ? rows - r : 8;
-        const __mmask8 rm = (__mmask8)((1u << nr) - 1u);
-        for (k = 0; k < cols; k += 8) {
-            const ptrdiff_t nk = cols - k < 8 ? cols - k : 8;
-            const __mmask8 km = (__mmask8)((1u << nk) - 1u);
-            const LM_T *s0 = src + r * src_ld + k;
-            __m512d v[8], a[8], b[8];
-            ptrdiff_t i;
-            for (i = 0; i < 8; i++)
-                v[i] = i < nr ? _mm512_maskz_loadu_pd(km, s0 + i * src_ld) : _mm512_setzero_pd();
-            for (i = 0; i < 8; i += 2) {
-                a[i] = _mm512_unpacklo_pd(v[i], v[i + 1]);      /* columns 0 2 4 6 */
-                a[i + 1] = _mm512_unpackhi_pd(v[i], v[i + 1]);  /* columns 1 3 5 7 */
-            }
-            for (i = 0; i < 8; i += 4) {
-                b[i] = _mm512_permutex2var_pd(a[i], lo, a[i + 2]);          /* 0, 4 */
-                b[i + 1] = _mm512_permutex2var_pd(a[i + 1], lo, a[i + 3]);  /* 1, 5 */
-                b[i + 2] = _mm512_permutex2var_pd(a[i], hi, a[i + 2]);      /* 2, 6 */
-                b[i + 3] = _mm512_permutex2var_pd(a[i + 1], hi, a[i + 3]);  /* 3, 7 */
-            }
-            for (i = 0; i < 4; i++) {
-                /* column i of the tile: rows 0-3 from b[i], 4-7 from b[i + 4] */
-                if (i < nk)
-                    _mm512_mask_storeu_pd(dst + (k + i) * dst_ld + r, rm,
-                                          _mm512_shuffle_f64x2(b[i], b[i + 4], 0x44));
-                if (i + 4 < nk)
-                    _mm512_mask_storeu_pd(dst + (k + i + 4) * dst_ld + r, rm,
-                                          _mm512_shuffle_f64x2(b[i], b[i + 4], 0xEE));
-            }
-        }
-    }
-    return;
-#elif LM_VEXP
-    for (r = 0; r < rows; r += 8) {
-        const ptrdiff_t nr = rows - r < 8 ? rows - r : 8;
-        const __mmask8 rm = (__mmask8)((1u << nr) - 1u);
-        for (k = 0; k < cols; k += 8) {
-            const ptrdiff_t nk = cols - k < 8 ? cols - k : 8;
-            const __mmask8 km = (__mmask8)((1u << nk) - 1u);
-            const LM_T *s0 = src + r * src_ld + k;
-            __m256 v[8], a[8], b[8];
-            ptrdiff_t i;
-            for (i = 0; i < 8; i++)
-                v[i] = i < nr ? _mm256_maskz_loadu_ps(km, s0 + i * src_ld) : _mm256_setzero_ps();
-            for (i = 0; i < 8; i += 2) {
-                a[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);      /* columns 0 1 4 5 */
-                a[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);  /* columns 2 3 6 7 */
-            }
-            for (i = 0; i < 8; i += 4) {
-                b[i] = _mm256_shuffle_ps(a[i], a[i + 2], _MM_SHUFFLE(1, 0, 1, 0));      /* 0, 4 */
-                b[i + 1] = _mm256_shuffle_ps(a[i], a[i + 2], _MM_SHUFFLE(3, 2, 3, 2));  /* 1, 5 */
-                b[i + 2] = _mm256_shuffle_ps(a[i + 1], a[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
-                b[i + 3] = _mm256_shuffle_ps(a[i + 1], a[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
-            }
-            for (i = 0; i < 4; i++) {
-                if (i < nk)
-                    _mm256_mask_storeu_ps(dst + (k + i) * dst_ld + r, rm,
-                                          _mm256_permute2f128_ps(b[i], b[i + 4], 0x20));
-                if (i + 4 < nk)
-                    _mm256_mask_storeu_ps(dst + (k + i + 4) * dst_ld + r, rm,
-                                          _mm256_permute2f128_ps(b[i], b[i + 4], 0x31));
-            }
-        }
+        const int nr = rows - r < 8 ? (int)(rows - r) : 8;
+        for (k = 0; k < cols; k += 8)
+            LM_TRANSPOSE8(src + r * src_ld + k, src_ld, nr, cols - k < 8 ? (int)(cols - k) : 8,
+                          dst + k * dst_ld + r, dst_ld);
     }
     return;
 #endif
@@ -1635,6 +1581,7 @@ static LM_TARGET void LM_FN(lm_log_softmax_bwd)(const LM_T *g, const LM_T *z, LM
 #if LM_VEXP
 #undef LM_TAIL_MASK
 #undef LM_TAIL_MASK16
+#undef LM_TRANSPOSE8
 #endif
 #undef LM_VEXP
 #undef LM_FN
