@@ -44,6 +44,13 @@
 #define LM_CAT3(a, b, c) LM_CAT3_(a, b, c)
 #define LM_FN(name) LM_CAT3(name, LM_SFX, LM_ISA)
 
+/* entropy's log: float rows' terms (all of one sign, rounded to float at
+ * the end) need no more than lm_log_normal_for_float */
+#if LM_DOUBLE
+#define LM_ENTR_LOG lm_log_normal
+#else
+#define LM_ENTR_LOG lm_log_normal_for_float
+#endif
 /* LM_VEXP: this instance's exp-bound loops are the intrinsic ones below
  * (the AVX-512 variant: lm_exp_neg_pd512 / lm_expf_neg_ps512 in _simd.h;
  * float sums in double, as everywhere); every other instance keeps the
@@ -547,14 +554,15 @@ static LM_TARGET double LM_FN(lm_entr)(const LM_T *p, ptrdiff_t n, double total,
 #pragma omp simd reduction(+ : s, bad)
         for (j = 0; j < n; j++) {
             double pj = (double)p[j], q = pj * inv, special;
-            s += lm_entr_term(pj, __builtin_fma(__builtin_fma(-q, total, pj), inv, q), &special);
+            s += lm_entr_term(pj, __builtin_fma(__builtin_fma(-q, total, pj), inv, q), &special,
+                              !LM_DOUBLE);
             bad += special;
         }
     } else {
 #pragma omp simd reduction(+ : s, bad)
         for (j = 0; j < n; j++) {
             double pj = (double)p[j], special;
-            s += lm_entr_term(pj, pj / total, &special);
+            s += lm_entr_term(pj, pj / total, &special, !LM_DOUBLE);
             bad += special;
         }
     }
@@ -872,7 +880,7 @@ static LM_TARGET void LM_FN(lm_transpose)(const LM_T *src, ptrdiff_t src_ld, ptr
                     double pj = (double)pt[k][r], t = pj / div;                  \
                     int regular = t >= 2.2250738585072014e-308 &&                \
                                   t <= 1.7976931348623157e308;                   \
-                    double term = -t * lm_log_normal(regular ? t : 1.0);         \
+                    double term = -t * LM_ENTR_LOG(regular ? t : 1.0);           \
                     s += regular ? term : 0.0;                                   \
                     bad += (regular || pj == 0.0) ? 0.0 : 1.0;                   \
                 }                                                                \
@@ -927,7 +935,7 @@ static LM_TARGET double LM_FN(lm_entr_cols)(const LM_T *p, ptrdiff_t n_rows, ptr
             for (r = 0; r < nr; r++) {
                 double pj = (double)col[r], t = pj / total[r];
                 int regular = t >= 2.2250738585072014e-308 && t <= 1.7976931348623157e308;
-                double term = -t * lm_log_normal(regular ? t : 1.0);
+                double term = -t * LM_ENTR_LOG(regular ? t : 1.0);
                 s[r] += regular ? term : 0.0;
                 bad[r] += (regular || pj == 0.0) ? 0.0 : 1.0;
             }
@@ -1584,6 +1592,7 @@ static LM_TARGET void LM_FN(lm_log_softmax_bwd)(const LM_T *g, const LM_T *z, LM
 #undef LM_TRANSPOSE8
 #endif
 #undef LM_VEXP
+#undef LM_ENTR_LOG
 #undef LM_FN
 #undef LM_CAT3
 #undef LM_CAT3_

@@ -117,3 +117,20 @@ def test_entropy_division_steps_agree_bitwise(simd_path, n_cols):
     got = lm.entropy(p, axis=-1, n_threads=1)
     np.testing.assert_array_equal(got, lm.entropy(scaled, axis=-1, n_threads=1))
     np.testing.assert_allclose(got, sst.entropy(p, axis=-1), rtol=1e-14)
+
+
+@pytest.mark.parametrize("n_cols", [4, 9, 33, 64, 1000])
+def test_float32_entropy_is_scipys_value_rounded_to_float(simd_path, n_cols):
+    """float32 rows take a log with half the polynomial (relative error below
+    5e-11, lm_log_normal_for_float): entropy's terms are all of one sign, so
+    that error stays far below the float result's half ulp, and the result is
+    scipy's float64 value rounded to float, within 0.5 ulp plus a hair: on
+    2000 rows per width, on every path (short rows, the across-rows blocks,
+    long rows)."""
+    rng = np.random.default_rng(n_cols)
+    p = (rng.random((2000, n_cols)) ** 3).astype(np.float32)
+    got = lm.entropy(p, axis=-1)
+    want = sst.entropy(p.astype(np.float64), axis=-1)
+    ulp = np.spacing(want.astype(np.float32)).astype(np.float64)
+    err = np.abs(got.astype(np.float64) - want) / ulp
+    assert err.max() <= 0.501, f"{err.max():.4f} float ulp at row {np.argmax(err)}"
