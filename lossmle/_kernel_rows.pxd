@@ -434,6 +434,12 @@ cdef struct ClassOpts:
     double grad_scale       # d reduction / d row loss
 
 
+cdef inline bint plain_loss(const ClassOpts* op) noexcept nogil:
+    """No class weights and no label smoothing: the loss the across-rows
+    kernels compute whole (they pick the target's logit themselves)."""
+    return op.w == NULL and op.spread == 0 and op.keep == 1
+
+
 cdef inline void nll_pick(const floating* x, Py_ssize_t xs, int64_t y, const double* w,
                           int64_t ignore_index, double* loss, double* row_weight) noexcept nogil:
     """One row of nll_loss: loss = -(w[y] x[y]) (0 where ignored), row_weight = w[y].
@@ -515,7 +521,7 @@ cdef inline void ce_class_short_block(const floating* x, Py_ssize_t n_rows, Py_s
     cdef Py_ssize_t r, k
     cdef const floating* row
     cdef double m, d, wy
-    if op.w == NULL and op.spread == 0 and op.keep == 1:
+    if plain_loss(op):
         # plain cross-entropy: the kernel picks the target's logit too, so no
         # row is read again here (ignored rows come back flagged)
         if short_ce(x, n_rows, n, y, op.ignore_index, loss, special) == 0:
@@ -625,8 +631,7 @@ cdef inline void ce_class_contig_rows(const floating* x, Py_ssize_t n_rows, Py_s
                 ce_class_short_grad_block(x + r0 * n, min(<Py_ssize_t>SHORT_BLOCK, n_rows - r0),
                                           n, y + r0, op, loss + r0, row_weight + r0,
                                           g + r0 * n)
-    elif (g == NULL and op.w == NULL and op.spread == 0 and op.keep == 1
-            and 2 <= n <= col_contig_max(5)):
+    elif g == NULL and plain_loss(op) and 2 <= n <= col_contig_max(5):
         for blk in range((n_rows + LM_COL_ROWS - 1) // LM_COL_ROWS):
             r0 = blk * LM_COL_ROWS
             nr = min(<Py_ssize_t>LM_COL_ROWS, n_rows - r0)

@@ -57,7 +57,7 @@ from lossmle._kernel_rows cimport (
     ce_class_short_grad_block, pairwise_sum, blocked_sum, target_floating, ce_prob_row,
     ce_prob_short_block, nll_pick, tile_rows, tile_units, gather_rows, scatter_rows,
     ce_col_block, ce_class_contig_rows, COL_CONTIG_MAX, tile_buffer, tile_span,
-    middle_axis_c,
+    middle_axis_c, plain_loss,
 )
 from libc.stdlib cimport malloc, free
 
@@ -227,8 +227,8 @@ cdef inline bint _class_across_layout(const floating[:, :, :] logits,
     """_class_short_layout, or its layout with up to COL_CONTIG_MAX classes
     for the plain loss: the rows ce_class_contig_rows takes (across rows up to
     col_contig_max(5), the SIMD path's limit; row by row past it)."""
-    return _class_rows_layout(logits, target, COL_CONTIG_MAX if (
-        op.w == NULL and op.spread == 0 and op.keep == 1) else LM_SHORT_MAX)
+    return _class_rows_layout(logits, target,
+                              COL_CONTIG_MAX if plain_loss(op) else LM_SHORT_MAX)
 
 
 def cross_entropy_class_total(const floating[:, :, :] logits,
@@ -315,8 +315,7 @@ def cross_entropy_class_rows(const floating[:, :, :] logits,
                         n_classes, &target[start, 0], &op, &loss[start, 0],
                         &row_weight[start, 0], &grad[start, 0, 0])
             return
-    elif (op.w == NULL and op.spread == 0 and op.keep == 1
-            and _class_col_layout(logits, target, loss, row_weight)):
+    elif plain_loss(&op) and _class_col_layout(logits, target, loss, row_weight):
         # a middle class axis, the plain loss: across rows, read in place
         n_blocks = (n_inner + LM_COL_ROWS - 1) // LM_COL_ROWS
         if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
