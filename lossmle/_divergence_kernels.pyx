@@ -30,7 +30,7 @@ from lossmle._rowops cimport simd_init, lm_simd_ready, SHORT_BLOCK
 from lossmle._kernel_rows cimport (
     kl_row, entropy_row, KL_SHORT_MAX, kl_short_block, kl_short_blocks, ENTR_SHORT_MAX,
     entropy_short_block, entropy_short_blocks, divergence_strided_rows, tile_units, DIV_KL,
-    DIV_ENTR, DIV_REL_ENTR, middle_axis_c,
+    DIV_ENTR, DIV_REL_ENTR, middle_axis_c, c_rows,
 )
 
 
@@ -78,8 +78,7 @@ cdef inline bint _middle_c(const floating[:, :, :] x) noexcept nogil:
 
 cdef inline bint _out_c(const floating[:, :] out) noexcept nogil:
     """out is (n_outer, n_inner) C-ordered."""
-    return (out.strides[1] == sizeof(floating)
-            and (out.shape[0] == 1 or out.strides[0] == out.shape[1] * sizeof(floating)))
+    return c_rows(out.shape[0], out.shape[1], out.strides, sizeof(floating))
 
 
 cdef Py_ssize_t _divergence_tiles(const floating[:, :, :] p, const floating[:, :, :] q,

@@ -11,7 +11,8 @@
 #
 # Who uses what:
 #   short_block, short_blocks, contig_rows,         _special_kernels (logsumexp_rows,
-#       middle_axis_c, tile_rows, tile_units,           softmax_rows, log_softmax_rows),
+#       middle_axis_c, c_rows, tile_rows,               softmax_rows, log_softmax_rows),
+#       tile_units,
 #       tile_span,
 #       tile_buffer, gather_rows,
 #       scatter_rows, strided_rows                      _fastpath (logsumexp, softmax,
@@ -247,6 +248,14 @@ cdef inline bint middle_axis_c(const Py_ssize_t* shape, const Py_ssize_t* stride
     return (shape[2] > 1 and shape[0] > 0 and shape[1] > 0 and strides[2] == item
             and strides[1] == shape[2] * item
             and (shape[0] == 1 or strides[0] == shape[1] * shape[2] * item))
+
+
+cdef inline bint c_rows(Py_ssize_t n_rows, Py_ssize_t n_cols, const Py_ssize_t* strides,
+                        Py_ssize_t item) noexcept nogil:
+    """strides (bytes) of an (n_rows, n_cols) array of item-byte values are C
+    order's - the per-position outputs (and targets) beside a middle_axis_c
+    input, which the tiles write and read as one flat run."""
+    return strides[1] == item and (n_rows == 1 or strides[0] == n_cols * item)
 
 
 cdef inline Py_ssize_t tile_rows(Py_ssize_t n, Py_ssize_t n_inner) noexcept nogil:

@@ -57,7 +57,7 @@ from lossmle._kernel_rows cimport (
     ce_class_short_grad_block, pairwise_sum, blocked_sum, target_floating, ce_prob_row,
     ce_prob_short_block, nll_pick, tile_rows, tile_units, gather_rows, scatter_rows,
     ce_col_block, ce_class_contig_rows, COL_CONTIG_MAX, tile_buffer, tile_span,
-    middle_axis_c, plain_loss,
+    middle_axis_c, c_rows, plain_loss,
 )
 from libc.stdlib cimport malloc, free
 
@@ -157,8 +157,7 @@ cdef inline bint _middle_layout(const floating[:, :, :] logits,
     target, loss and row_weight rows C-ordered too."""
     cdef Py_ssize_t n_inner = logits.shape[2]
     return (middle_axis_c(logits.shape, logits.strides, sizeof(floating))
-            and target.strides[1] == 8
-            and (target.shape[0] == 1 or target.strides[0] == 8 * n_inner)
+            and c_rows(target.shape[0], n_inner, target.strides, 8)
             and loss.shape[1] == n_inner and row_weight.shape[1] == n_inner
             and (loss.shape[0] == 1 or (loss.strides[0] == 8 * n_inner
                                         and row_weight.strides[0] == 8 * n_inner)))

@@ -26,7 +26,7 @@ from lossmle._rowops cimport (
     simd_init, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
 )
 from lossmle._kernel_rows cimport (
-    contig_rows, strided_rows, tile_units, middle_axis_c, COL_CONTIG_MAX,
+    contig_rows, strided_rows, tile_units, middle_axis_c, c_rows, COL_CONTIG_MAX,
 )
 
 
@@ -102,8 +102,7 @@ def logsumexp_rows(const floating[:, :, :] a, floating[:, :] out, int n_threads)
         with nogil:
             _across_rows_parallel(a, &out[0, 0], SHORT_LSE, n_threads)
         return
-    if (_tiled_layout(a) and out.strides[1] == sizeof(floating)
-            and (out.shape[0] == 1 or out.strides[0] == n_inner * sizeof(floating))):
+    if _tiled_layout(a) and c_rows(out.shape[0], n_inner, out.strides, sizeof(floating)):
         with nogil:
             _tiles_parallel(a, &out[0, 0], SHORT_LSE, n_threads)
         return
