@@ -20,7 +20,7 @@ function's raw arguments and handle only the common case, with C-level checks:
   class ``weight`` (an exact contiguous float64 vector) and
   ``label_smoothing`` (a Python float in [0, 1]), and logsumexp's
   ``keepdims``;
-* ``n_threads`` is None or an ``int`` >= 1.
+* ``n_threads`` is None or an ``int`` in 1 .. ``_validation.MAX_THREADS``.
 
 Anything else, and every input that would raise (a class index out of range,
 a negative probability under ``validate``), returns None: the public function
@@ -85,9 +85,13 @@ cdef enum:
 
 # ---- what is ours: cheap checks on the raw arguments ----
 
+cdef object _MAX_THREADS = _validation.MAX_THREADS
+
+
 cdef inline bint _threads_ok(object n_threads):
-    """None or an int >= 1: what resolve_threads accepts without a word (bool is not)."""
-    return n_threads is None or (type(n_threads) is int and n_threads >= 1)
+    """None or an int in 1 .. MAX_THREADS: what resolve_threads accepts without
+    a word (bool is not)."""
+    return n_threads is None or (type(n_threads) is int and 1 <= n_threads <= _MAX_THREADS)
 
 
 cdef inline int _float_kind(cnp.ndarray a, Py_ssize_t* item):

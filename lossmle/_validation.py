@@ -22,6 +22,14 @@ __all__ = [
 # (~2 us) costs more than the work it would share.
 PARALLEL_MIN_ELEMENTS = 1 << 17
 
+# The most threads n_threads / set_num_threads accept.  OpenMP starts every
+# thread it is asked for, and libgomp ends the process (no Python exception)
+# when it cannot allocate or create them: n_threads=2**31-1 exited on
+# "libgomp: Out of memory".  Results are the same for any thread count, so the
+# ceiling only turns a likely typo into a ValueError; 1024 threads started in
+# ~0.07 s here.
+MAX_THREADS = 1024
+
 _num_threads = None  # process-wide default set by set_num_threads
 
 
@@ -143,8 +151,9 @@ def set_num_threads(n_threads):
     Parameters
     ----------
     n_threads : int or None
-        A positive number of threads, or None to go back to OpenMP's default
-        (all cores, honouring ``OMP_NUM_THREADS`` and threadpoolctl limits).
+        A number of threads from 1 to ``MAX_THREADS`` (1024), or None to go
+        back to OpenMP's default (all cores, honouring ``OMP_NUM_THREADS`` and
+        threadpoolctl limits).
     """
     global _num_threads
     _num_threads = None if n_threads is None else _check_n_threads(n_threads)
@@ -165,6 +174,8 @@ def _check_n_threads(n_threads):
             f"n_threads must be a positive int or None, got {n_threads!r}") from None
     if n < 1:
         raise ValueError(f"n_threads must be a positive int or None, got {n}")
+    if n > MAX_THREADS:
+        raise ValueError(f"n_threads must be at most {MAX_THREADS}, got {n}")
     return n
 
 

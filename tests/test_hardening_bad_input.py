@@ -123,6 +123,12 @@ for name, fn in [("ce", lm.cross_entropy), ("ce_grad", lm.cross_entropy_with_gra
          "reduction")
     case(f"{name}-n_threads_bool", fn, (X, T), {"n_threads": True}, TypeError, "n_threads")
     case(f"{name}-n_threads_list", fn, (X, T), {"n_threads": [2]}, TypeError, "n_threads")
+    # libgomp ended the process for 2**31 - 1 threads on a large input; small
+    # ones ignored it (one thread)
+    case(f"{name}-n_threads_too_many", fn, (X, T), {"n_threads": 2**31 - 1}, ValueError,
+         "n_threads")
+    case(f"{name}-n_threads_beyond_c_int", fn, (X, T), {"n_threads": 2**31}, ValueError,
+         "n_threads")
 for name, fn in [("ce", lm.cross_entropy), ("ce_grad", lm.cross_entropy_with_grad)]:
     case(f"{name}-label_smoothing_none", fn, (X, T), {"label_smoothing": None}, TypeError,
          "label_smoothing")
@@ -143,9 +149,13 @@ for name, fn, first in [("logsumexp", lm.logsumexp, X), ("softmax", lm.softmax, 
     case(f"{name}-axis_on_0d", fn, (np.float64(1.0),), {"axis": 1}, AXIS_ERR, "axis")
     case(f"{name}-n_threads_bool", fn, (first,), {"n_threads": False}, TypeError, "n_threads")
     case(f"{name}-n_threads_negative", fn, (first,), {"n_threads": -1}, ValueError, "n_threads")
+    case(f"{name}-n_threads_too_many", fn, (first,), {"n_threads": 1025}, ValueError,
+         "n_threads")
 case("kl-axis_duplicate", lm.kl_divergence, (P, P), {"axis": (1, -1)}, ValueError, "axis")
 case("kl-axis_str", lm.kl_divergence, (P, P), {"axis": "last"}, TypeError, "axis")
 case("kl-n_threads_bool", lm.kl_divergence, (P, P), {"n_threads": True}, TypeError, "n_threads")
+case("kl-n_threads_too_many", lm.kl_divergence, (P, P), {"n_threads": 10**9}, ValueError,
+     "n_threads")
 case("kl-p_minus_inf", lm.kl_divergence, (np.array([-np.inf, 1.0]), np.array([0.5, 0.5])), {},
      ValueError, r"\bp\b")
 case("kl-q_nan_f32", lm.kl_divergence, (np.float32([0.5, 0.5]), np.float32([np.nan, 1])), {},
@@ -175,6 +185,7 @@ case("set_num_threads-zero", lm.set_num_threads, (0,), {}, ValueError, "n_thread
 case("set_num_threads-float", lm.set_num_threads, (2.5,), {}, TypeError, "n_threads")
 case("set_num_threads-str", lm.set_num_threads, ("4",), {}, TypeError, "n_threads")
 case("set_num_threads-bool", lm.set_num_threads, (True,), {}, TypeError, "n_threads")
+case("set_num_threads-too_many", lm.set_num_threads, (10**9,), {}, ValueError, "n_threads")
 
 CASES = [c for c in CASES if c is not None]
 
@@ -205,3 +216,15 @@ def test_overlapping_out_buffer_rejected():
     with pytest.raises(ValueError, match="out"):
         lm.softmax_backward(g, s, out=buf[1:])
 
+
+
+def test_thread_ceiling_on_a_threaded_input():
+    """Above the threading threshold the count reaches OpenMP: 1024 threads
+    run (and give the one-thread bits), one more is a ValueError, never a
+    process that libgomp ends."""
+    from lossmle._validation import MAX_THREADS, PARALLEL_MIN_ELEMENTS
+    x = np.random.default_rng(0).normal(size=(PARALLEL_MIN_ELEMENTS // 64, 128))
+    np.testing.assert_array_equal(lm.logsumexp(x, axis=-1, n_threads=MAX_THREADS),
+                                  lm.logsumexp(x, axis=-1, n_threads=1))
+    with pytest.raises(ValueError, match="n_threads must be at most"):
+        lm.logsumexp(x, axis=-1, n_threads=MAX_THREADS + 1)
