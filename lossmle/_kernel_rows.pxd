@@ -45,11 +45,12 @@
 
 from cython cimport floating
 from libc.stdint cimport int64_t
-from libc.math cimport exp, log, NAN, INFINITY, isfinite
+from libc.math cimport exp, log, log1p, NAN, INFINITY, isfinite
 from libc.float cimport DBL_MAX, DBL_MIN
 
 from lossmle._rowops cimport (
     row_logsumexp, row_softmax, row_log_softmax, row_max, short_rows, fast_max, fast_sumexp,
+    fast_sumexp_below,
     fast_dot, short_ce, short_ce_grad, lm_ce_grad_d, lm_ce_grad_f, lm_kl_d, lm_kl_f,
     lm_kl_rows_d, lm_kl_rows_f, lm_entr_d, lm_entr_f, lm_entr_rows_d, lm_entr_rows_f,
     lm_sum_d, lm_sum_f, lm_wdot_d, lm_wdot_f, lm_simd_ready, SHORT_BLOCK, SHORT_LSE,
@@ -368,20 +369,46 @@ cdef enum:
 cdef struct RowStats:
     double m            # row max
     double log_s        # log(sum(exp(x - m))); nan marks a row whose loss is nan
+    double rest         # with a target y: 1 - p_y, the other classes' share, or -1
+                        # where p_y <= 1/2 (1 - p_y then has no cancellation)
     double d_wx         # sum_c w[c] * (x[c] - m)          (label smoothing)
     double sum_wt       # sum_c w[c] * t'[c]               (probability targets)
     double d_wtx        # sum_c w[c] * t'[c] * (x[c] - m)  (probability targets)
 
 
+cdef inline void target_log_s(double s_rest, double x_y, double m,
+                              RowStats* st) noexcept nogil:
+    """st.log_s and st.rest from s_rest, the sum of exp(x_k - m) over every
+    class k but the target y (finite m).  The target's own term is added
+    last: when x_y is the max it is exactly 1 and log_s is log1p(s_rest), so
+    the loss (m - x_y) + log_s = log1p(s_rest) keeps its relative precision
+    however small (with the 1 inside the sum, a loss of 4e-18 came out 0),
+    and so does the gradient's target entry, -rest."""
+    cdef double e_y
+    if x_y == m:
+        st.log_s = log1p(s_rest)
+        st.rest = s_rest / (1.0 + s_rest)
+    else:
+        e_y = exp(x_y - m)
+        st.log_s = log(s_rest + e_y)
+        st.rest = s_rest / (s_rest + e_y)
+
+
 cdef inline bint row_stats_fast(const floating* x, Py_ssize_t n, const double* w,
-                                bint want_wx, RowStats* st) noexcept nogil:
+                                bint want_wx, Py_ssize_t y, RowStats* st) noexcept nogil:
     """row_stats for a contiguous row: vectorised, block by block, one read.
 
+    y: the target class, or -1 for none (st.rest is then not set).  Where
+    the target is the max of the row so far, its block is summed without the
+    values at that max (lm_sumexp_below, one call) and the others at it are
+    added back as their count: the target's term stays out of the sum (see
+    target_log_s).  Elsewhere p_y <= 1/2 and the target's term stays in.
     Returns False when the row holds nan or +inf, or only -inf: the caller
     then runs the scalar code, which defines those cases.
     """
     cdef Py_ssize_t b0 = 0, nb
-    cdef double m = -INFINITY, s = 0.0, bm, d = 0.0, w_seen = 0.0, w_block
+    cdef double m = -INFINITY, s = 0.0, bm, d = 0.0, w_seen = 0.0, w_block, c
+    cdef bint y_out = False
     while b0 < n:
         nb = min(<Py_ssize_t>CE_BLOCK, n - b0)
         bm = fast_max(x + b0, nb)
@@ -392,7 +419,11 @@ cdef inline bint row_stats_fast(const floating* x, Py_ssize_t n, const double* w
             m = bm
         elif bm != bm:
             return False
-        s += fast_sumexp(x + b0, nb, m)
+        if b0 <= y < b0 + nb and x[y] == m:
+            s += fast_sumexp_below(x + b0, nb, m, &c) + (c - 1.0)
+            y_out = True
+        else:
+            s += fast_sumexp(x + b0, nb, m)
         if want_wx:
             d += fast_dot(x + b0, (w + b0) if w != NULL else NULL, nb, m, &w_block)
             w_seen += w_block
@@ -400,14 +431,19 @@ cdef inline bint row_stats_fast(const floating* x, Py_ssize_t n, const double* w
     if not (isfinite(m) and isfinite(s)):
         return False
     st.m = m
-    st.log_s = log(s)
+    if y_out:
+        target_log_s(s, x[y], m, st)
+    else:
+        st.log_s = log(s)
+        st.rest = -1.0
     st.d_wx = d
     return True
 
 
 cdef inline void row_stats(const floating* x, Py_ssize_t n, Py_ssize_t stride,
-                           const double* w, bint want_wx, RowStats* st) noexcept nogil:
-    """m, log_s and (want_wx) d_wx of a logits row.
+                           const double* w, bint want_wx, Py_ssize_t y,
+                           RowStats* st) noexcept nogil:
+    """m, log_s and (want_wx) d_wx of a logits row; y as in row_stats_fast.
 
     nan, +inf (inf - inf) and all -inf rows (-inf - -inf) have a nan
     log_softmax in torch, so their loss is nan: log_s = nan marks them.
@@ -415,23 +451,39 @@ cdef inline void row_stats(const floating* x, Py_ssize_t n, Py_ssize_t stride,
     cdef Py_ssize_t j
     cdef double m = -INFINITY, s = 0.0, v, d = 0.0
     cdef bint has_nan = False
-    if stride == 1 and row_stats_fast(x, n, w, want_wx, st):
+    if stride == 1 and row_stats_fast(x, n, w, want_wx, y, st):
         return
     for j in range(n):
         v = x[j * stride]
         has_nan = has_nan | (v != v)
         if v > m:
             # the guard keeps -inf - -inf (nan) out when the first value lands
-            s = (s * exp(m - v) if m != -INFINITY else 0.0) + 1.0
+            s = (s * exp(m - v) if m != -INFINITY else 0.0) + (0.0 if j == y else 1.0)
             m = v
-        elif m != -INFINITY:
+        elif m != -INFINITY and j != y:
             s += exp(v - m)
     st.m = m
-    st.log_s = NAN if has_nan or not isfinite(m) else log(s)
+    if has_nan or not isfinite(m):
+        st.log_s = NAN
+    elif y >= 0:
+        target_log_s(s, x[y * stride], m, st)
+    else:
+        st.log_s = log(s)
     if want_wx and st.log_s == st.log_s:
         for j in range(n):
             d += (w[j] if w != NULL else 1.0) * (x[j * stride] - m)
     st.d_wx = d
+
+
+cdef inline double target_grad(const RowStats* st, double x_y, double wy, double keep,
+                               double spread, double w_total) noexcept nogil:
+    """d loss / d x_y of a class-target row (before the reduction's scale):
+    keep wy (p_y - 1) + spread (w_total p_y - wy), with p_y - 1 = -rest."""
+    cdef double p_y = exp((x_y - st.m) - st.log_s)
+    cdef double gy = -(keep * wy * (st.rest if st.rest >= 0 else 1.0 - p_y))
+    if spread > 0:
+        gy = gy + spread * (w_total * p_y - wy)
+    return gy
 
 
 cdef struct ClassOpts:
@@ -470,7 +522,7 @@ cdef inline void ce_class_row(const floating* x, Py_ssize_t n, Py_ssize_t xs, in
     """One row of cross_entropy_class_rows (g == NULL: no gradient)."""
     cdef RowStats st
     cdef Py_ssize_t k
-    cdef double wy, p, gk
+    cdef double wy, p, gk, x_y
     cdef const double* w = op.w
     if y == op.ignore_index:
         loss[0] = 0.0
@@ -479,7 +531,7 @@ cdef inline void ce_class_row(const floating* x, Py_ssize_t n, Py_ssize_t xs, in
             for k in range(n):
                 g[k * gs] = 0
         return
-    row_stats(x, n, xs, w, op.spread > 0, &st)
+    row_stats(x, n, xs, w, op.spread > 0, y, &st)
     wy = w[y] if w != NULL else 1.0
     if st.log_s != st.log_s:
         # a row whose loss is nan (row_stats' mark): nan for the loss and
@@ -499,6 +551,7 @@ cdef inline void ce_class_row(const floating* x, Py_ssize_t n, Py_ssize_t xs, in
     if g == NULL:
         return
     if xs == 1 and gs == 1 and isfinite(st.log_s):
+        x_y = x[y]   # before the gradient is written (g may be x)
         # g = alpha * p - beta * w, then the target's -keep * wy
         if floating is double:
             lm_ce_grad_d(x, g, n, st.m, st.log_s, op.grad_scale * (op.keep * wy + op.spread * op.w_total),
@@ -506,15 +559,19 @@ cdef inline void ce_class_row(const floating* x, Py_ssize_t n, Py_ssize_t xs, in
         else:
             lm_ce_grad_f(x, g, n, st.m, st.log_s, op.grad_scale * (op.keep * wy + op.spread * op.w_total),
                          op.grad_scale * op.spread, w)
-        # the target's entry again, in double: p_y - 1 cancels, and a float32
-        # p_y would leave only its rounding error (6e-8) of a 1e-6 gradient
-        p = exp((x[y] - st.m) - st.log_s)
-        g[y] = <floating>(op.grad_scale * ((op.keep * wy + op.spread * op.w_total) * p
-                                           - (op.spread + op.keep) * wy))
+        # the target's entry again, in double, with p_y - 1 as -rest (no
+        # cancellation: a float32 p_y would leave only its rounding error,
+        # 6e-8, of a 1e-6 gradient, and a double one 0 of a 4e-18 one)
+        g[y] = <floating>(op.grad_scale * target_grad(&st, x_y, wy, op.keep, op.spread,
+                                                      op.w_total))
         return
     for k in range(n):
+        if k == y:
+            g[k * gs] = <floating>(op.grad_scale * target_grad(&st, x[k * xs], wy, op.keep,
+                                                               op.spread, op.w_total))
+            continue
         p = exp((x[k * xs] - st.m) - st.log_s)
-        gk = op.keep * wy * (p - (1.0 if k == y else 0.0))
+        gk = op.keep * wy * p
         if op.spread > 0:
             gk = gk + op.spread * (op.w_total * p - (w[k] if w != NULL else 1.0))
         g[k * gs] = <floating>(op.grad_scale * gk)
@@ -1007,7 +1064,7 @@ cdef inline void row_stats_prob(const floating* x, Py_ssize_t n, Py_ssize_t stri
     """
     cdef Py_ssize_t j
     cdef double wt, swt = 0.0, d = 0.0
-    row_stats(x, n, stride, NULL, False, st)
+    row_stats(x, n, stride, NULL, False, -1, st)
     if stride == 1 and t_stride == 1 and lm_simd_ready():
         # both rows contiguous and of one dtype: the vectorised sums (a scalar
         # loop of two dependent sums was most of the time at 1024x1000)

@@ -34,7 +34,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.math cimport exp, log, log1p, tanh, fabs, NAN, INFINITY, isfinite
 
-from lossmle._kernel_rows cimport RowStats, row_stats_fast
+from lossmle._kernel_rows cimport RowStats, row_stats_fast, target_grad
 from lossmle._rowops cimport (
     simd_init, lm_simd_ready, fast_max, fast_sumexp, fast_dot, lm_ce_grad_d, lm_ce_grad_f,
     lm_ent_sums_d, lm_ent_sums_f, lm_kl_logit_sums_d, lm_kl_logit_sums_f,
@@ -839,7 +839,7 @@ cdef inline void ce_ex_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classe
     cdef Online st
     cdef RowStats cs
     if (sw != 0 and mr == NULL and cap <= 0 and xs == 1 and (g == NULL or gs == 1)
-            and lm_simd_ready() and row_stats_fast(x, n_classes, w, eps > 0, &cs)):
+            and lm_simd_ready() and row_stats_fast(x, n_classes, w, eps > 0, y, &cs)):
         wy = w[y] if w != NULL else 1.0
         spread = eps / n_classes
         row_loss = keep * wy * ((cs.m - x[y]) + cs.log_s)
@@ -848,12 +848,14 @@ cdef inline void ce_ex_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classe
         loss[0] = sw * row_loss
         row_weight[0] = sw * wy
         if g != NULL:
+            xy = x[y]   # before the gradient overwrites it (g may be x)
             alpha = grad_scale * sw * (keep * wy + spread * w_all)
             if floating is double:
                 lm_ce_grad_d(x, g, n_classes, cs.m, cs.log_s, alpha, grad_scale * sw * spread, w)
             else:
                 lm_ce_grad_f(x, g, n_classes, cs.m, cs.log_s, alpha, grad_scale * sw * spread, w)
-            g[y] = <floating>(g[y] - grad_scale * sw * keep * wy)
+            # the target's entry again, with p_y - 1 as -rest (no cancellation)
+            g[y] = <floating>(grad_scale * sw * target_grad(&cs, xy, wy, keep, spread, w_all))
         return
     if sw != 0:
         online_init(&st)

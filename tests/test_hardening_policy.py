@@ -214,6 +214,86 @@ class TestLogSoftmaxAtMaximum:
         assert got == pytest.approx(exact, rel=4 * np.finfo(float).eps)
 
 
+# rows the across-rows kernels do not take: long ones (one block of 2048
+# values and more), the column kernel's neighbours, and every layout the
+# row-by-row code reads in place
+AT_MAX_COLS = [9, 41, 65, 300, 2049, 5000]
+AT_MAX_LAYOUTS = ["C", "fortran", "step2", "reversed", "middle_axis"]
+
+
+def _at_max_case(n_cols, dtype, layout, rng):
+    """Rows whose target is the (only) max and whose other terms are 2e-20 to
+    5e-11 of it (float32: 4e-18 to 1e-11), so the loss is the sum of those
+    (far below an ulp of 1); the target sits first, last, mid-row and (past
+    2048 values) in a later block.  Returns logits laid out as asked (for
+    'middle_axis': (1, C, N), the class axis 1), target, and the rows."""
+    n_rows = 6
+    lo, hi = (23.0, 45.0) if dtype == np.float64 else (25.0, 40.0)
+    rows = -rng.uniform(lo, hi, size=(n_rows, n_cols))
+    target = np.array([0, n_cols - 1, n_cols // 2, min(n_cols - 1, 2048), 1, n_cols - 2])
+    rows[np.arange(n_rows), target] = rng.uniform(-3.0, 3.0, n_rows)   # the max
+    for r in range(n_rows):   # the others relative to their row's max
+        others = np.arange(n_cols) != target[r]
+        rows[r, others] += rows[r, target[r]]
+    rows = rows.astype(dtype)
+    if layout == "C":
+        x = rows
+    elif layout == "fortran":
+        x = np.asfortranarray(rows)
+    elif layout == "step2":
+        x = np.repeat(rows, 2, axis=1)[:, ::2]
+    elif layout == "reversed":
+        x = rows[:, ::-1].copy()[:, ::-1]
+    else:
+        x = np.ascontiguousarray(rows.T)[None]
+    return x, target, rows
+
+
+def _at_max_exact(mpmath, rows, target):
+    """-log p_y and p_y - 1 from mpmath, per row."""
+    loss, grad_y = [], []
+    with mpmath.workprec(200):
+        for row, y in zip(rows, target):
+            terms = [mpmath.exp(mpmath.mpf(float(v)) - mpmath.mpf(float(row[y]))) for v in row]
+            rest = mpmath.fsum(terms) - 1
+            loss.append(float(mpmath.log1p(rest)))
+            grad_y.append(float(-rest / (1 + rest)))
+    return np.array(loss), np.array(grad_y)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("layout", AT_MAX_LAYOUTS)
+@pytest.mark.parametrize("n_cols", AT_MAX_COLS)
+def test_cross_entropy_at_max_keeps_relative_precision(mpmath, n_cols, layout, dtype):
+    """The README's "cross-entropy of the most likely class is as precise"
+    on every row length and layout, with the gradient's target entry
+    (-(1 - p_y), the other classes' share) and through sample_weight.  With
+    the target's exp(0) = 1 inside the row's sum, these losses (1e-20..1e-9)
+    came out 0 or with no correct digit (up to 1e16 ulp off)."""
+    rng = np.random.default_rng([n_cols, len(layout), np.dtype(dtype).itemsize])
+    x, target, rows = _at_max_case(n_cols, dtype, layout, rng)
+    want, want_grad_y = _at_max_exact(mpmath, rows, target)
+    axis = 1 if layout == "middle_axis" else -1
+    t = target[None] if layout == "middle_axis" else target
+    # float64: a few ulp, but the row-by-row code (fortran, step2, reversed)
+    # sums thousands of tiny terms in order: 23 ulp seen at 5000 values;
+    # float32: its exps are float's (~1 ulp each), 4.1 ulp seen
+    rtol = 64 * np.finfo(np.float64).eps if dtype == np.float64 else 8 * np.finfo(np.float32).eps
+    got = lm.cross_entropy(x, t, axis=axis, reduction="none").reshape(-1)
+    np.testing.assert_allclose(got, want.astype(dtype), rtol=rtol, atol=0)
+    loss, grad = lm.cross_entropy_with_grad(x, t, axis=axis, reduction="sum")
+    np.testing.assert_allclose(loss, want.sum(), rtol=rtol)
+    grad = np.moveaxis(grad, 1, -1)[0] if layout == "middle_axis" else grad
+    grad_y = grad[np.arange(len(target)), target]
+    # float32 gradients of the short-row kernels carry their float exps'
+    # error twice (9 ulp seen on avx2): twice the loss's bound
+    np.testing.assert_allclose(grad_y, want_grad_y.astype(dtype),
+                               rtol=rtol * (2 if dtype == np.float32 else 1), atol=0)
+    if layout == "C":
+        weighted = lm.cross_entropy(x, t, reduction="none", sample_weight=np.full(len(t), 2.0))
+        np.testing.assert_allclose(weighted, (2 * want).astype(dtype), rtol=rtol, atol=0)
+
+
 # ---------------------------------------------------------------------------
 # 4. KL: limits and validation
 # ---------------------------------------------------------------------------
