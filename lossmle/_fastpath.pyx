@@ -574,8 +574,8 @@ cdef object _ce_run(object logits, const CeCall* c, double grad_scale, void* g):
         # _losses._reduce: the summed row weights, or (probabilities) the rows
         denom = <double>c.n_rows if c.probs != NULL else \
             0.0 + blocked_sum(row_weight, c.n_rows, block_totals)
-        if denom == 0:  # every target ignored: 0/0 = nan, as torch
-            value = NAN if total == 0 else copysign(INFINITY, total)
+        if denom == 0:  # every target ignored or weighted 0: nan (_losses._reduce_sums)
+            value = NAN
             if c.kind == IS_F64:
                 return PyArray_Scalar(&value, F64, None)
             out_nan = <float>value
@@ -649,9 +649,10 @@ def cross_entropy_with_grad(logits, target, axis, weight, ignore_index, reductio
         return None
     if c.red == RED_MEAN:
         # _losses._run: 1 / _mean_denominator (the kept rows, or their summed
-        # class weights - every row for probabilities), 0 when that is 0
+        # class weights - every row for probabilities), nan when that is 0
+        # (_losses._grad_scale)
         denom = <double>c.n_kept if c.w == NULL or c.ys == NULL else _kept_weight(&c)
-        grad_scale = 1.0 / denom if denom != 0 else 0.0
+        grad_scale = 1.0 / denom if denom != 0 else NAN
     dims[0], dims[1] = c.n_rows, c.n
     grad = cnp.PyArray_EMPTY(2, dims, cnp.NPY_DOUBLE if c.kind == IS_F64 else cnp.NPY_FLOAT, 0)
     loss = _ce_run(logits, &c, grad_scale, cnp.PyArray_DATA(grad))

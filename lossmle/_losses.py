@@ -200,10 +200,18 @@ def _reduce_sums(p, total, denom):
     dtype = p.x.dtype
     if p.reduction == "sum":
         return _to_dtype(total, dtype)
-    if denom == 0:  # every target ignored (or weighted 0): 0/0 = nan, as torch
-        return dtype.type(math.nan if total == 0 or total != total
-                          else math.copysign(math.inf, total))
+    if denom == 0:
+        # every target ignored or weighted 0: nan, as torch, whose mean divides
+        # the target term by this 0 (0/0) - with label smoothing too, where the
+        # smoothing term alone would be x/0 = inf
+        return dtype.type(math.nan)
     return _to_dtype(total / denom, dtype)
+
+
+def _grad_scale(denom):
+    """d mean / d row loss: 1 / denom, and nan for a 0 denominator (torch's
+    nan gradient on every kept row; ignored rows keep their exact 0)."""
+    return 1.0 / denom if denom != 0 else math.nan
 
 
 def _to_dtype(value, dtype):
@@ -254,7 +262,7 @@ def _run(p, want_grad, grad_out=None):
         grad, grad3, scratch = _grad_buffer(p, grad_out)
         if p.reduction == "mean":
             denom = _mean_denominator(p)
-            scale = 1.0 / denom if denom != 0 else 0.0
+            scale = _grad_scale(denom)
     if p.class_target:
         row_weight = np.empty(n_rows, dtype=np.float64)
         _k.cross_entropy_class_rows(p.x3, p.target3, p.weight, p.ignore_index,

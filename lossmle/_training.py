@@ -617,7 +617,11 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
     ``loss = w [pw t softplus(-x) + (1 - t) softplus(x)]`` with
     ``softplus(x) = max(x, 0) + log1p(exp(-|x|))``, which never overflows
     and keeps full precision in both tails (``-log sigmoid(x)`` for large
-    negative ``x`` is ``-x``, not ``log(0)``).
+    negative ``x`` is ``-x``, not ``log(0)``).  Infinite logits follow this
+    formula: ``x = -inf`` with ``t > 0`` gives ``+inf`` (the limit; torch's
+    ``(1 - t) x + softplus(-x)`` gives nan there), ``x = +inf`` with ``t < 1``
+    gives ``+inf`` as torch, and ``0 * inf`` terms (``(-inf, 0)``,
+    ``(+inf, 1)``) give nan as torch.
 
     Examples
     --------
@@ -940,7 +944,9 @@ def _ce_run(logits, target, axis, sample_weight, weight, ignore_index, reduction
         wy = weight[kept] if weight is not None else np.ones(kept.size)
         if sw2 is not None:
             wy = wy * sw2[keep]
-        denom = float(np.sum(wy))
+        # nothing (weighted) taking part: a nan mean and a nan gradient on
+        # the kept rows, as torch (0/0); rows that take no part keep their 0
+        denom = float(np.sum(wy)) or math.nan
     grad = grad3 = scratch = None
     if want_grad:
         # every input the kernel reads while it writes the gradient
@@ -949,7 +955,7 @@ def _ce_run(logits, target, axis, sample_weight, weight, ignore_index, reduction
             [(x, x_name), (weight, "weight"), (sw2, "sample_weight"), (m3, "where")])
     loss = np.empty(t2.shape, dtype=np.float64)
     row_weight = np.empty(t2.shape, dtype=np.float64)
-    scale = 0.0 if denom == 0 else 1.0 / denom
+    scale = 1.0 / denom
     n_threads = resolve_threads(n_threads, x.size)
     if x.size:
         if nll:

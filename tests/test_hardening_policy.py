@@ -478,6 +478,35 @@ class TestIgnoreIndexValidClass:
         loss, grad = lm.cross_entropy_with_grad(x, t, ignore_index=1)
         assert np.isnan(loss) and np.all(grad == 0)
 
+    @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+    @pytest.mark.parametrize("sample_weight", [False, True], ids=["plain", "sample_weight"])
+    @pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+    @pytest.mark.parametrize("n_cols", [2, 9, 65])
+    def test_zero_summed_target_weight_is_nan_as_torch(self, torch, n_cols, label_smoothing,
+                                                       sample_weight, dtype):
+        """'mean' over kept targets whose class weights are all 0 (half the
+        rows ignored): torch divides the target term by that 0, so the loss
+        is nan - with label smoothing too, whose own term alone would be
+        x/0 = inf (lossmle gave inf) - and the kept rows' gradients are nan
+        (lossmle gave 0), the ignored rows' exactly 0."""
+        rng = np.random.default_rng(n_cols)
+        x = rng.standard_normal((6, n_cols)).astype(dtype)
+        t = rng.integers(0, n_cols, 6)
+        w = rng.uniform(0.5, 2.0, n_cols)
+        w[t] = 0.0
+        t[::2] = -100
+        kw = dict(weight=w, label_smoothing=label_smoothing)
+        e_loss, e_grad = torch_ce(torch, x, t, grad=True, weight=torch.tensor(w),
+                                  label_smoothing=label_smoothing)
+        assert np.isnan(e_loss)
+        if sample_weight:
+            kw["sample_weight"] = np.ones(6)
+        assert np.isnan(lm.cross_entropy(x, t, **kw))
+        loss, grad = lm.cross_entropy_with_grad(x, t, **kw)
+        assert np.isnan(loss)
+        np.testing.assert_array_equal(np.isnan(grad), np.isnan(e_grad))
+        assert np.isnan(grad[1::2]).all() and np.all(grad[::2] == 0)
+
 
 class TestDtypePolicy:
     @pytest.mark.parametrize("func", ["logsumexp", "softmax", "log_softmax"])
