@@ -12,9 +12,23 @@ cdef extern from "_simd.h":
     const void* lm_simd_table_ref()
 
 
+# what lm_simd_select understands (scalar: baseline's other name)
+SIMD_NAMES = ("avx512", "avx2", "baseline", "scalar")
+
+
 def select():
-    """(Re)select the variant from the CPU and LOSSMLE_SIMD; returns its name."""
-    return lm_simd_select().decode()
+    """(Re)select the variant from the CPU and LOSSMLE_SIMD; returns its name.
+
+    A value it does not know (a typo, another case) selects as if unset: the
+    warning says so, rather than leaving a test run on the wrong path."""
+    import os
+    want = os.environ.get("LOSSMLE_SIMD", "")
+    name = lm_simd_select().decode()
+    if want and want not in SIMD_NAMES:
+        import warnings
+        warnings.warn(f"LOSSMLE_SIMD={want!r} is not one of {', '.join(SIMD_NAMES)}: "
+                      f"ignored, using {name}", RuntimeWarning, stacklevel=2)
+    return name
 
 
 TABLE_REF = PyCapsule_New(<void*>lm_simd_table_ref(), b"lossmle._simd.table_ref", NULL)

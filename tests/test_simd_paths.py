@@ -264,3 +264,20 @@ def test_softmax_division_steps_agree_bitwise(simd_path, n_cols):
     # sum: a few ulps apart)
     want = np.exp(a) / np.exp(a).sum(axis=-1, keepdims=True)
     np.testing.assert_allclose(sa[other], want[other], rtol=2e-14, atol=0)
+
+
+@pytest.mark.parametrize("value", ["AVX2", "avx1024", " avx2"])
+def test_unknown_simd_name_warns_and_keeps_the_best_path(monkeypatch, value):
+    """A LOSSMLE_SIMD the selection does not know (a typo, upper case, a
+    space) was silently ignored: a test run meant for avx2 ran the best
+    path.  It now warns, naming the value and the path in use."""
+    from lossmle import _config
+    try:
+        monkeypatch.delenv("LOSSMLE_SIMD", raising=False)
+        best = _config.reselect_simd()
+        monkeypatch.setenv("LOSSMLE_SIMD", value)
+        with pytest.warns(RuntimeWarning, match=f"LOSSMLE_SIMD={value!r}.*using {best}"):
+            assert _config.reselect_simd() == best
+    finally:
+        monkeypatch.undo()   # the caller's LOSSMLE_SIMD, if any, and its path
+        _config.reselect_simd()
