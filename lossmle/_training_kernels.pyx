@@ -834,7 +834,7 @@ cdef inline void ce_ex_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classe
     """
     cdef Py_ssize_t k, n_on = 0
     cdef double keep = 1.0 - eps, wk, wy, v, w_on = 0.0, swx = 0.0, lse, xy
-    cdef double pk, gk, spread, row_loss, alpha
+    cdef double pk, gk, spread, row_loss, alpha, top, s_rest, e_y, log_s, nll, rest
     cdef bint bad = False
     cdef Online st
     cdef RowStats cs
@@ -870,7 +870,7 @@ cdef inline void ce_ex_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classe
                 swx += wk * v   # 0 * -inf = nan, as torch
             if not (v < INFINITY):
                 bad = True       # nan or +inf: the row's loss is nan
-            else:
+            elif k != y:         # the target's term is added last, below
                 online_push(&st, v)
     if n_on == 0:
         loss[0] = 0.0
@@ -879,12 +879,29 @@ cdef inline void ce_ex_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classe
             for k in range(n_classes):
                 g[k * gs] = 0
         return
-    # +inf (inf - inf) or all -inf (-inf - -inf) makes the row nan (torch)
-    lse = NAN if bad or st.m == -INFINITY else online_lse(&st)
     xy = xf(x[y * xs], 1.0, cap) if (mr == NULL or mr[y * ms] != 0) else -INFINITY
+    top = xy if xy > st.m else st.m
+    if bad or top == -INFINITY:
+        # +inf (inf - inf) or all -inf (-inf - -inf) makes the row nan (torch)
+        lse = NAN
+        nll = NAN
+        rest = NAN
+    else:
+        # the target's term out of the others' sum, as row_stats /
+        # target_log_s: -log p_y = log1p(s_rest) when the target is the max
+        s_rest = st.s * exp(st.m - top) if st.m != -INFINITY else 0.0
+        if xy == top:
+            log_s = log1p(s_rest)
+            rest = s_rest / (1.0 + s_rest)
+        else:
+            e_y = exp(xy - top)
+            log_s = log(s_rest + e_y)
+            rest = s_rest / (s_rest + e_y)
+        lse = top + log_s
+        nll = (top - xy) + log_s
     wy = w[y] if w != NULL else 1.0
     spread = eps / n_on
-    row_loss = keep * wy * (lse - xy)
+    row_loss = keep * wy * nll
     if eps > 0:
         row_loss = row_loss + spread * (w_on * lse - swx)
     loss[0] = sw * row_loss
@@ -897,7 +914,8 @@ cdef inline void ce_ex_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classe
             continue
         v = x[k * xs]
         pk = exp(xf(v, 1.0, cap) - lse)
-        gk = keep * wy * (pk - (1.0 if k == y else 0.0))
+        # p_y - 1 as -rest: no cancellation when p_y is ~1
+        gk = keep * wy * (-rest if k == y else pk)
         if eps > 0:
             gk = gk + spread * (w_on * pk - (w[k] if w != NULL else 1.0))
         g[k * gs] = <floating>(grad_scale * sw * gk * dxf(v, 1.0, cap))

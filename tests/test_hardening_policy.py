@@ -249,12 +249,13 @@ def _at_max_case(n_cols, dtype, layout, rng):
     return x, target, rows
 
 
-def _at_max_exact(mpmath, rows, target):
-    """-log p_y and p_y - 1 from mpmath, per row."""
+def _at_max_exact(mpmath, rows, target, mask=None):
+    """-log p_y and p_y - 1 from mpmath, per row (over the mask's classes)."""
     loss, grad_y = [], []
     with mpmath.workprec(200):
-        for row, y in zip(rows, target):
-            terms = [mpmath.exp(mpmath.mpf(float(v)) - mpmath.mpf(float(row[y]))) for v in row]
+        for r, (row, y) in enumerate(zip(rows, target)):
+            terms = [mpmath.exp(mpmath.mpf(float(v)) - mpmath.mpf(float(row[y])))
+                     for k, v in enumerate(row) if mask is None or mask[r, k]]
             rest = mpmath.fsum(terms) - 1
             loss.append(float(mpmath.log1p(rest)))
             grad_y.append(float(-rest / (1 + rest)))
@@ -267,7 +268,8 @@ def _at_max_exact(mpmath, rows, target):
 def test_cross_entropy_at_max_keeps_relative_precision(mpmath, n_cols, layout, dtype):
     """The README's "cross-entropy of the most likely class is as precise"
     on every row length and layout, with the gradient's target entry
-    (-(1 - p_y), the other classes' share) and through sample_weight.  With
+    (-(1 - p_y), the other classes' share), through sample_weight and
+    where=.  With
     the target's exp(0) = 1 inside the row's sum, these losses (1e-20..1e-9)
     came out 0 or with no correct digit (up to 1e16 ulp off)."""
     rng = np.random.default_rng([n_cols, len(layout), np.dtype(dtype).itemsize])
@@ -289,9 +291,21 @@ def test_cross_entropy_at_max_keeps_relative_precision(mpmath, n_cols, layout, d
     # error twice (9 ulp seen on avx2): twice the loss's bound
     np.testing.assert_allclose(grad_y, want_grad_y.astype(dtype),
                                rtol=rtol * (2 if dtype == np.float32 else 1), atol=0)
-    if layout == "C":
-        weighted = lm.cross_entropy(x, t, reduction="none", sample_weight=np.full(len(t), 2.0))
-        np.testing.assert_allclose(weighted, (2 * want).astype(dtype), rtol=rtol, atol=0)
+    if layout == "middle_axis":
+        return
+    # the extended path: sample_weight (the vectorised rows on C order, the
+    # row-by-row code on the others), and where= (always row by row) with a
+    # few classes other than the target masked out
+    weighted = lm.cross_entropy(x, t, reduction="none", sample_weight=np.full(len(t), 2.0))
+    np.testing.assert_allclose(weighted, (2 * want).astype(dtype), rtol=rtol, atol=0)
+    mask = rng.random(rows.shape) > 0.2
+    mask[np.arange(len(target)), target] = True
+    want_m, want_grad_m = _at_max_exact(mpmath, rows, target, mask)
+    np.testing.assert_allclose(lm.cross_entropy(x, t, reduction="none", where=mask),
+                               want_m.astype(dtype), rtol=rtol, atol=0)
+    _, grad = lm.cross_entropy_with_grad(x, t, reduction="sum", where=mask)
+    np.testing.assert_allclose(grad[np.arange(len(target)), target], want_grad_m.astype(dtype),
+                               rtol=rtol * (2 if dtype == np.float32 else 1), atol=0)
 
 
 # ---------------------------------------------------------------------------
