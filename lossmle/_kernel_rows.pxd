@@ -369,8 +369,10 @@ cdef enum:
 cdef struct RowStats:
     double m            # row max
     double log_s        # log(sum(exp(x - m))); nan marks a row whose loss is nan
-    double rest         # with a target y: 1 - p_y, the other classes' share, or -1
-                        # where p_y <= 1/2 (1 - p_y then has no cancellation)
+    double rest         # with a target y: 1 - p_y, the other classes' share
+                        # (target_log_s), or -1 where row_stats_fast left the
+                        # target's term in the sum (then p_y <= 1/2 and
+                        # 1 - p_y has no cancellation); -1 without a target
     double d_wx         # sum_c w[c] * (x[c] - m)          (label smoothing)
     double sum_wt       # sum_c w[c] * t'[c]               (probability targets)
     double d_wtx        # sum_c w[c] * t'[c] * (x[c] - m)  (probability targets)
@@ -398,7 +400,7 @@ cdef inline bint row_stats_fast(const floating* x, Py_ssize_t n, const double* w
                                 bint want_wx, Py_ssize_t y, RowStats* st) noexcept nogil:
     """row_stats for a contiguous row: vectorised, block by block, one read.
 
-    y: the target class, or -1 for none (st.rest is then not set).  Where
+    y: the target class, or -1 for none (st.rest is then -1).  Where
     the target is the max of the row so far, its block is summed without the
     values at that max (lm_sumexp_below, one call) and the others at it are
     added back as their count: the target's term stays out of the sum (see
@@ -419,7 +421,9 @@ cdef inline bint row_stats_fast(const floating* x, Py_ssize_t n, const double* w
             m = bm
         elif bm != bm:
             return False
-        if b0 <= y < b0 + nb and x[y] == m:
+        if b0 <= y < b0 + nb and x[y] == m and m != -INFINITY:
+            # (an all -inf block has every value "at" m: it takes the plain
+            # sum, whose nan sends the row to the scalar code, as before)
             s += fast_sumexp_below(x + b0, nb, m, &c) + (c - 1.0)
             y_out = True
         else:
@@ -469,6 +473,7 @@ cdef inline void row_stats(const floating* x, Py_ssize_t n, Py_ssize_t stride,
         target_log_s(s, x[y * stride], m, st)
     else:
         st.log_s = log(s)
+        st.rest = -1.0
     if want_wx and st.log_s == st.log_s:
         for j in range(n):
             d += (w[j] if w != NULL else 1.0) * (x[j * stride] - m)

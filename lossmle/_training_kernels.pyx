@@ -34,7 +34,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.math cimport exp, log, log1p, tanh, fabs, NAN, INFINITY, isfinite
 
-from lossmle._kernel_rows cimport RowStats, row_stats_fast, target_grad
+from lossmle._kernel_rows cimport RowStats, row_stats_fast, target_log_s, target_grad
 from lossmle._rowops cimport (
     simd_init, lm_simd_ready, fast_max, fast_sumexp, fast_dot, lm_ce_grad_d, lm_ce_grad_f,
     lm_ent_sums_d, lm_ent_sums_f, lm_kl_logit_sums_d, lm_kl_logit_sums_f,
@@ -834,7 +834,7 @@ cdef inline void ce_ex_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classe
     """
     cdef Py_ssize_t k, n_on = 0
     cdef double keep = 1.0 - eps, wk, wy, v, w_on = 0.0, swx = 0.0, lse, xy
-    cdef double pk, gk, spread, row_loss, alpha, top, s_rest, e_y, log_s, nll, rest
+    cdef double pk, gk, spread, row_loss, alpha, top, s_rest, nll, rest
     cdef bint bad = False
     cdef Online st
     cdef RowStats cs
@@ -887,18 +887,13 @@ cdef inline void ce_ex_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classe
         nll = NAN
         rest = NAN
     else:
-        # the target's term out of the others' sum, as row_stats /
-        # target_log_s: -log p_y = log1p(s_rest) when the target is the max
+        # the target's term out of the others' sum, as row_stats:
+        # -log p_y = log1p(s_rest) when the target is the max
         s_rest = st.s * exp(st.m - top) if st.m != -INFINITY else 0.0
-        if xy == top:
-            log_s = log1p(s_rest)
-            rest = s_rest / (1.0 + s_rest)
-        else:
-            e_y = exp(xy - top)
-            log_s = log(s_rest + e_y)
-            rest = s_rest / (s_rest + e_y)
-        lse = top + log_s
-        nll = (top - xy) + log_s
+        target_log_s(s_rest, xy, top, &cs)
+        rest = cs.rest
+        lse = top + cs.log_s
+        nll = (top - xy) + cs.log_s
     wy = w[y] if w != NULL else 1.0
     spread = eps / n_on
     row_loss = keep * wy * nll

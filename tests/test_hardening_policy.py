@@ -263,6 +263,26 @@ def _at_max_exact(mpmath, rows, target, mask=None):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("target", [0, 5, 2047], ids=["first", "inside", "last"])
+@pytest.mark.parametrize("n_cols", [2049, 4096])
+def test_cross_entropy_target_in_an_all_minus_inf_first_block(torch, n_cols, target, dtype):
+    """A target in a first block (2048 classes) of only -inf, before the
+    finite ones: loss +inf and the gradient as torch's.  Counting that
+    block's values "at the max" (-inf) as ties of the target left 2047 in
+    the row's sum, and the other classes' gradient entries 1/2048 of
+    torch's (a regression found in review)."""
+    x = np.full((2, n_cols), -np.inf)
+    x[:, 2048:] = np.random.default_rng(n_cols).normal(size=(2, n_cols - 2048))
+    t = np.array([target, target])
+    e_loss, e_grad = torch_ce(torch, x, t, grad=True, reduction="sum")
+    for kw in ({}, {"sample_weight": np.ones(2)}):
+        loss, grad = lm.cross_entropy_with_grad(x.astype(dtype), t, reduction="sum", **kw)
+        assert loss == e_loss == np.inf
+        np.testing.assert_allclose(grad, e_grad, rtol=1e-5 if dtype == np.float32 else 1e-13,
+                                   atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("layout", AT_MAX_LAYOUTS)
 @pytest.mark.parametrize("n_cols", AT_MAX_COLS)
 def test_cross_entropy_at_max_keeps_relative_precision(mpmath, n_cols, layout, dtype):
