@@ -3,5 +3,6 @@
 from typing import Any
 
 TABLE_REF: Any  # a PyCapsule named "lossmle._simd.table_ref"
+SIMD_NAMES: tuple[str, ...]  # the LOSSMLE_SIMD values select() knows
 
 def select() -> str: ...
