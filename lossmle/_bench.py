@@ -34,6 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ._validation import MAX_THREADS
+
 FUNCTIONS = (
     "logsumexp", "softmax", "log_softmax", "cross_entropy", "cross_entropy_prob",
     "cross_entropy_with_grad", "kl_divergence", "entropy",
@@ -728,7 +730,7 @@ def parse_shapes(text):
     return shapes
 
 
-def _positive_int(what):
+def _positive_int(what, most=None):
     def parse(text):
         try:
             n = int(text)
@@ -737,6 +739,8 @@ def _positive_int(what):
                                              f"got {text!r}") from None
         if n < 1:
             raise argparse.ArgumentTypeError(f"{what} must be a positive integer, got {n}")
+        if most is not None and n > most:
+            raise argparse.ArgumentTypeError(f"{what} must be at most {most}, got {n}")
         return n
     return parse
 
@@ -776,7 +780,7 @@ def make_parser():
     p.add_argument("--impls", type=_csv_choice(IMPLEMENTATIONS, "implementation"),
                    help="comma-separated implementations to include (lossmle is always "
                         "included; default: all that are installed)")
-    p.add_argument("--threads", type=_positive_int("--threads"),
+    p.add_argument("--threads", type=_positive_int("--threads", MAX_THREADS),
                    help="threads for lossmle and torch (default: lossmle.get_num_threads())")
     p.add_argument("--rounds", type=_positive_int("--rounds"),
                    help=f"interleaved rounds per case (default {QUICK_ROUNDS}, "
@@ -827,6 +831,14 @@ def main(argv=None):
         parser.print_usage(sys.stderr)
         print("lossmle bench: error: --bandwidth-mib must be >= 0", file=sys.stderr)
         return 2
+    for path, what in ((args.json, "--json"), (args.plot, "--plot")):
+        folder = os.path.dirname(os.path.abspath(path)) if path else None
+        if folder is not None and not os.path.isdir(folder):
+            # fail before the benchmark, not after it
+            parser.print_usage(sys.stderr)
+            print(f"lossmle bench: error: {what}: no such directory: {folder}",
+                  file=sys.stderr)
+            return 2
     if args.plot is not None:
         try:
             import matplotlib  # noqa: F401  (fail before the benchmark, not after)

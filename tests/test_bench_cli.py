@@ -47,6 +47,9 @@ def test_help_exits_zero_and_lists_options(capsys):
     (["--impls", "jax"], "jax"),
     (["--threads", "0"], "--threads"),
     (["--threads", "two"], "--threads"),
+    (["--threads", "1025"], "at most 1024"),   # n_threads' ceiling, before any timing
+    (["--json", "/nonexistent-dir/r.json"], "no such directory"),   # not after the run
+    (["--plot", "/nonexistent-dir/r.png"], "no such directory"),
     (["--rounds", "-1"], "--rounds"),
     (["--sample-ms", "nan"], "--sample-ms"),
     (["--bandwidth-mib", "-1"], "--bandwidth-mib"),
