@@ -160,8 +160,15 @@ def set_num_threads(n_threads):
 
 
 def get_num_threads():
-    """The thread count a kernel uses when ``n_threads=None`` (above its size threshold)."""
-    return _num_threads if _num_threads is not None else _parallel.max_threads()
+    """The thread count a kernel uses when ``n_threads=None`` (above its size threshold).
+
+    ``set_num_threads``' value if set, else OpenMP's default (``OMP_NUM_THREADS``,
+    threadpoolctl limits) capped at ``MAX_THREADS``: libgomp cannot start
+    100,000 threads and ends the process when asked to.
+    """
+    if _num_threads is not None:
+        return _num_threads
+    return min(_parallel.max_threads(), MAX_THREADS)
 
 
 def _check_n_threads(n_threads):

@@ -9,10 +9,13 @@ extreme labels (int64/uint64 limits), ignore_index / base / reduction /
 label_smoothing / n_threads / out= of the wrong kind or value, axis duplicates
 and tuples where one axis is needed.
 """
+import os
+
 import numpy as np
 import pytest
 
 import lossmle as lm
+from conftest import same_package_cwd
 
 X = np.linspace(-2.0, 2.0, 12).reshape(4, 3)  # logits: 4 rows x 3 classes
 T = np.array([0, 2, 1, 0])
@@ -228,3 +231,26 @@ def test_thread_ceiling_on_a_threaded_input():
                                   lm.logsumexp(x, axis=-1, n_threads=1))
     with pytest.raises(ValueError, match="n_threads must be at most"):
         lm.logsumexp(x, axis=-1, n_threads=MAX_THREADS + 1)
+
+
+def test_omp_num_threads_above_the_ceiling_is_capped(tmp_path):
+    """OMP_NUM_THREADS=100000 used to reach prange as is: libgomp failed to
+    start the threads and the process died (SIGSEGV).  n_threads=None now
+    caps OpenMP's default at MAX_THREADS, and the answer is SciPy's."""
+    import subprocess
+    import sys
+    pytest.importorskip("scipy")
+    script = tmp_path / "omp_env.py"
+    script.write_text(
+        "import numpy as np, scipy.special as sc, lossmle as lm\n"
+        "from lossmle._validation import MAX_THREADS, PARALLEL_MIN_ELEMENTS\n"
+        "x = np.random.default_rng(1).normal(size=(PARALLEL_MIN_ELEMENTS // 64, 128))\n"
+        "assert lm.get_num_threads() == MAX_THREADS, lm.get_num_threads()\n"
+        "np.testing.assert_allclose(lm.logsumexp(x, axis=-1), sc.logsumexp(x, axis=-1),\n"
+        "                           rtol=1e-14)\n"
+        "print('ok')\n")
+    env = dict(os.environ, OMP_NUM_THREADS="100000", PYTHONPATH=same_package_cwd())
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", (
+        proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
