@@ -99,6 +99,10 @@ cdef extern from "_simd.h" nogil:
 cdef extern from "_simd.h" nogil:
     double lm_ent_sums_d(const double* x, Py_ssize_t n, double inv_t, double m, double* s)
     double lm_ent_sums_f(const float* x, Py_ssize_t n, double inv_t, double m, double* s)
+    double lm_ent_sums_below_d(const double* x, Py_ssize_t n, double inv_t, double m,
+                               double* s, double* n_at_max)
+    double lm_ent_sums_below_f(const float* x, Py_ssize_t n, double inv_t, double m,
+                               double* s, double* n_at_max)
     double lm_kl_logit_sums_d(const double* p, const double* q, Py_ssize_t n, double inv_t,
                               double ma, double mb, double* sums)
     double lm_kl_logit_sums_f(const float* p, const float* q, Py_ssize_t n, double inv_t,

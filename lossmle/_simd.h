@@ -564,6 +564,8 @@ lm_transpose8_ps256(const float *s, ptrdiff_t ld, int nr, int nk, float *d, ptrd
                            double *);                                              \
     /* training primitives (issue 6) */                                            \
     double (*ent_sums_##S)(const T *, ptrdiff_t, double, double, double *);        \
+    double (*ent_sums_below_##S)(const T *, ptrdiff_t, double, double, double *,   \
+                                 double *);                                        \
     double (*kl_logit_sums_##S)(const T *, const T *, ptrdiff_t, double, double,   \
                                 double, double *);                                 \
     void (*kl_logit_grad_##S)(const T *, const T *, ptrdiff_t, double, double,     \
@@ -609,7 +611,8 @@ typedef struct {
         lm_expwrite_##S##_##ISA, lm_divide_##S##_##ISA, lm_shift_##S##_##ISA,       \
         lm_ce_grad_##S##_##ISA, lm_dot_##S##_##ISA, lm_kl_##S##_##ISA,              \
         lm_short_rows_##S##_##ISA,                                                  \
-        lm_ent_sums_##S##_##ISA, lm_kl_logit_sums_##S##_##ISA,                      \
+        lm_ent_sums_##S##_##ISA, lm_ent_sums_below_##S##_##ISA,                     \
+        lm_kl_logit_sums_##S##_##ISA,                                               \
         lm_kl_logit_grad_##S##_##ISA, lm_js_logit_sum_##S##_##ISA,                  \
         lm_bce_logits_##S##_##ISA, lm_rank_count_##S##_##ISA, lm_mul_sum_##S##_##ISA, \
         lm_sum_##S##_##ISA, lm_softmax_bwd_##S##_##ISA, lm_log_softmax_bwd_##S##_##ISA, \
@@ -723,6 +726,9 @@ static int lm_simd_ready(void) { return lm_simd_ref != NULL; }
     LM_INLINE double lm_ent_sums_##S(const T *x, ptrdiff_t n, double it, double m,  \
                                      double *s)                                    \
     { return lm_simd->ent_sums_##S(x, n, it, m, s); }                               \
+    LM_INLINE double lm_ent_sums_below_##S(const T *x, ptrdiff_t n, double it,      \
+                                           double m, double *s, double *c)         \
+    { return lm_simd->ent_sums_below_##S(x, n, it, m, s, c); }                      \
     LM_INLINE double lm_kl_logit_sums_##S(const T *p, const T *q, ptrdiff_t n,      \
                                           double it, double ma, double mb, double *s) \
     { return lm_simd->kl_logit_sums_##S(p, q, n, it, ma, mb, s); }                  \

@@ -1380,6 +1380,30 @@ static LM_TARGET double LM_FN(lm_ent_sums)(const LM_T *x, ptrdiff_t n, double in
     return s == s ? u : s;
 }
 
+/* lm_ent_sums without the values at the max: *s_out = the sum of exp(d)
+ * over the d != 0 only, *n_at_max = #{d == 0}, with d = x inv_t - m (at the
+ * max d is exactly 0: the caller's m is the same product).  The return value
+ * is u, to which the values at the max add nothing.  Kept apart, the 1s let
+ * the caller take log1p of the rest: a row with one dominant value has an
+ * entropy or a target loss far below 1 ulp of log(1 + rest). */
+static LM_TARGET double LM_FN(lm_ent_sums_below)(const LM_T *x, ptrdiff_t n, double inv_t,
+                                                 double m, double *s_out, double *n_at_max)
+{
+    double s = 0.0, u = 0.0, c = 0.0;
+    ptrdiff_t j;
+#pragma omp simd reduction(+ : s, u, c)
+    for (j = 0; j < n; j++) {
+        double d = (double)x[j] * inv_t - m;
+        double e = lm_exp_neg_sum(d);
+        u += e > 0.0 ? e * d : 0.0;
+        s += d == 0.0 ? 0.0 : e;
+        c += d == 0.0 ? 1.0 : 0.0;
+    }
+    *s_out = s;
+    *n_at_max = c;
+    return s == s ? u : s;
+}
+
 /* KL sums of two logit rows, a = inv_t * p and b = inv_t * q, against
  * ma >= every a and mb >= every b:  sums[0] = sa = sum exp(a - ma),
  * sums[1] = sb = sum exp(b - mb), and the return value

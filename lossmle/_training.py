@@ -1211,7 +1211,8 @@ def evaluate_logits(logits, target, axis=-1, *, k=5, ignore_index=-100,
     Returns
     -------
     dict
-        ``'nll'`` (``lse - x[y]``, the cross-entropy), ``'accuracy'`` (argmax
+        ``'nll'`` (``lse - x[y]``, the cross-entropy; a top class's is
+        ``log1p`` of the others' share, precise however small), ``'accuracy'`` (argmax
         equals the target), ``'top{k}_accuracy'`` for each ``k``,
         ``'entropy'`` of the predicted distribution, ``'z_loss'``
         (``lse**2``, PaLM's auxiliary loss before its coefficient) and

@@ -37,7 +37,7 @@ from libc.math cimport exp, log, log1p, tanh, fabs, NAN, INFINITY, isfinite
 from lossmle._kernel_rows cimport RowStats, row_stats_fast, target_log_s, target_grad
 from lossmle._rowops cimport (
     simd_init, lm_simd_ready, fast_max, fast_sumexp, fast_dot, lm_ce_grad_d, lm_ce_grad_f,
-    lm_ent_sums_d, lm_ent_sums_f, lm_kl_logit_sums_d, lm_kl_logit_sums_f,
+    lm_ent_sums_d, lm_ent_sums_f, lm_ent_sums_below_d, lm_ent_sums_below_f, lm_kl_logit_sums_d, lm_kl_logit_sums_f,
     lm_kl_logit_grad_d, lm_kl_logit_grad_f, lm_js_logit_sum_d, lm_js_logit_sum_f,
     lm_bce_logits_d, lm_bce_logits_f, lm_rank_count_d, lm_rank_count_f,
     lm_mul_sum_d, lm_mul_sum_f, lm_sum_d, lm_sum_f, lm_softmax_bwd_d, lm_softmax_bwd_f,
@@ -109,14 +109,29 @@ cdef inline double sigmoid(double x) noexcept nogil:
 # ---------------------------------------------------------------------------
 cdef struct Online:
     double m     # running maximum (-inf before the first finite value)
-    double s     # sum exp(x - m)
+    double c     # how many values are at m: their terms exp(0) = 1 are kept
+                 # apart, so that log(c + s) can be log1p(s) when c = 1
+    double s     # sum exp(x - m) over the values below m
     double u     # sum exp(x - m) * (x - m)
 
 
 cdef inline void online_init(Online* st) noexcept nogil:
     st.m = -INFINITY
+    st.c = 0.0
     st.s = 0.0
     st.u = 0.0
+
+
+cdef inline double online_total(Online* st) noexcept nogil:
+    """sum exp(x - m) over every value."""
+    return st.c + st.s
+
+
+cdef inline double online_log_total(Online* st) noexcept nogil:
+    """log(sum exp(x - m)): log1p of the rest when one value is at the max, so
+    a near one-hot row's entropy, or its top class's -log p, keeps its
+    relative precision (log(1 + 4e-18) is 0)."""
+    return log1p(st.s) if st.c == 1.0 else log(st.c + st.s)
 
 
 cdef inline double online_rescale(Online* st, double v) noexcept nogil:
@@ -128,8 +143,9 @@ cdef inline double online_rescale(Online* st, double v) noexcept nogil:
         sc = 0.0
     else:
         sc = exp(st.m - v)
-        st.u = sc * (st.u + (st.m - v) * st.s)
-        st.s = sc * st.s
+        st.u = sc * (st.u + (st.m - v) * online_total(st))
+        st.s = sc * online_total(st)
+    st.c = 0.0
     st.m = v
     return sc
 
@@ -141,6 +157,9 @@ cdef inline double online_push(Online* st, double v) noexcept nogil:
         online_rescale(st, v)
     if v == -INFINITY:
         return 0.0  # exp(-inf) == 0 takes no part (and keeps 0 * -inf out of u)
+    if v == st.m:
+        st.c += 1.0
+        return 1.0
     e = exp(v - st.m)
     st.s += e
     st.u += e * (v - st.m)
@@ -148,12 +167,18 @@ cdef inline double online_push(Online* st, double v) noexcept nogil:
 
 
 cdef inline double online_lse(Online* st) noexcept nogil:
-    return st.m + log(st.s)
+    return st.m + online_log_total(st)
+
+
+cdef inline double online_nll(Online* st, double v) noexcept nogil:
+    """-log softmax at a value v of the row (finite m): (m - v) + log total,
+    not lse - v, whose log(1 + tiny) loses a top class's small loss."""
+    return (st.m - v) + online_log_total(st)
 
 
 cdef inline double online_entropy(Online* st) noexcept nogil:
     """-sum p log p = log s - u / s; both terms >= 0, so no cancellation."""
-    return log(st.s) - st.u / st.s
+    return online_log_total(st) - st.u / online_total(st)
 
 
 # ---------------------------------------------------------------------------
@@ -167,6 +192,14 @@ cdef inline double ent_sums(const floating* x, Py_ssize_t n, double inv_t, doubl
         return lm_ent_sums_f(x, n, inv_t, m, s)
 
 
+cdef inline double ent_sums_below(const floating* x, Py_ssize_t n, double inv_t, double m,
+                                  double* s, double* n_at_max) noexcept nogil:
+    if floating is double:
+        return lm_ent_sums_below_d(x, n, inv_t, m, s, n_at_max)
+    else:
+        return lm_ent_sums_below_f(x, n, inv_t, m, s, n_at_max)
+
+
 cdef inline double rank_count(const floating* x, Py_ssize_t n, double xy,
                               Py_ssize_t y) noexcept nogil:
     if floating is double:
@@ -176,38 +209,50 @@ cdef inline double rank_count(const floating* x, Py_ssize_t n, double xy,
 
 
 cdef inline bint online_fast(const floating* x, Py_ssize_t n, double inv_t, Online* st,
-                             bint want_rank, double xy, Py_ssize_t y,
+                             bint count_top, bint want_rank, double xy, Py_ssize_t y,
                              double* above) noexcept nogil:
-    """Online m, s, u of a = inv_t * x over a contiguous row, vectorised, one read.
+    """Online m, c, s, u of a = inv_t * x over a contiguous row, vectorised, one read.
 
     With want_rank also (OUT) above = #{j: x_j > xy} + #{j < y: x_j == xy}.
     Returns False (st undefined) when the row holds nan or +inf or starts
     with a block of only -inf: the caller's scalar code defines those rows.
+    With count_top, a block that holds the running max counts its values at
+    it (c) apart from the sum of the rest (s), as online_push does (for a
+    result that needs log1p of the rest: 1.08x the time of the plain sums on
+    1000-value rows, 1.16x on 30); the other blocks, and every block without
+    count_top, take the plain sums (c = 0, s the whole sum).
     """
     cdef Py_ssize_t b0 = 0, nb
-    cdef double m = -INFINITY, s = 0.0, u = 0.0, c = 0.0, bm, sc, bs
+    cdef double m = -INFINITY, c = 0.0, s = 0.0, u = 0.0, n_above = 0.0
+    cdef double bm, sc, bs, bc
     while b0 < n:
         nb = min(<Py_ssize_t>BLOCK, n - b0)
         bm = fast_max(x + b0, nb) * inv_t
         if bm > m:
             if m != -INFINITY:
                 sc = exp(m - bm)
-                u = sc * (u + (m - bm) * s)
-                s = sc * s
+                u = sc * (u + (m - bm) * (c + s))
+                s = sc * (c + s)
+                c = 0.0
             m = bm
         if not isfinite(m):
             return False
-        u += ent_sums(x + b0, nb, inv_t, m, &bs)
+        if count_top and bm == m:
+            u += ent_sums_below(x + b0, nb, inv_t, m, &bs, &bc)
+            c += bc
+        else:
+            u += ent_sums(x + b0, nb, inv_t, m, &bs)
         s += bs
         if want_rank:
-            c += rank_count(x + b0, nb, xy, y - b0)
+            n_above += rank_count(x + b0, nb, xy, y - b0)
         b0 += nb
     if not (isfinite(s) and isfinite(u)):
         return False
     st.m = m
+    st.c = c
     st.s = s
     st.u = u
-    above[0] = c
+    above[0] = n_above
     return True
 
 
@@ -281,7 +326,7 @@ cdef inline double entropy_row(const floating* xr, Py_ssize_t n, Py_ssize_t xs,
     cdef double v, unused
     cdef Online st
     if (xs == 1 and cap <= 0 and lm_simd_ready()
-            and online_fast(xr, n, inv_t, &st, False, 0.0, 0, &unused)):
+            and online_fast(xr, n, inv_t, &st, True, False, 0.0, 0, &unused)):
         return online_entropy(&st)
     online_init(&st)
     for j in range(n):
@@ -317,7 +362,7 @@ cdef inline double kl_row(const floating* pr, Py_ssize_t ps,
                           double grad_scale) noexcept nogil:
     """KL of one row pair; gradients written when gq / gp are not NULL."""
     cdef Py_ssize_t j
-    cdef double va, vb, e, v = 0.0, pk, qk, kl, dq, dp, log_sa, log_sb, c
+    cdef double va, vb, e, v = 0.0, pk, qk, kl, dq, dp, log_sa, log_sb, c, sa_t, sb_t
     cdef bint bad = False, inf_kl = False
     cdef Online sa, sb
     cdef KLStats ks
@@ -349,7 +394,7 @@ cdef inline double kl_row(const floating* pr, Py_ssize_t ps,
         # inf_kl, which decides the row whatever v holds).
         if vb > sb.m:
             if sb.m != -INFINITY:
-                v = v + (sb.m - vb) * sa.s
+                v = v + (sb.m - vb) * online_total(&sa)
             online_rescale(&sb, vb)
         e = online_push(&sa, va)
         if e > 0:
@@ -360,12 +405,14 @@ cdef inline double kl_row(const floating* pr, Py_ssize_t ps,
         elif va != -INFINITY and vb == -INFINITY:
             inf_kl = True  # exp underflowed but P > 0 exactly
         online_push(&sb, vb)
+    sa_t = online_total(&sa)
+    sb_t = online_total(&sb)
     if bad or sa.m == -INFINITY or sb.m == -INFINITY:
         kl = NAN
     elif inf_kl:
         kl = INFINITY
     else:
-        kl = (sa.u - v) / sa.s + (log(sb.s) - log(sa.s))
+        kl = (sa.u - v) / sa_t + (online_log_total(&sb) - online_log_total(&sa))
     if gq == NULL and gp == NULL:
         return kl
     for j in range(n):
@@ -375,15 +422,15 @@ cdef inline double kl_row(const floating* pr, Py_ssize_t ps,
             dq = NAN
             dp = NAN
         else:
-            pk = exp(va - sa.m) / sa.s
-            qk = exp(vb - sb.m) / sb.s
+            pk = exp(va - sa.m) / sa_t
+            qk = exp(vb - sb.m) / sb_t
             dq = grad_scale * (qk - pk) * dxf(qr[j * qs], inv_t, cap)
             if kl == INFINITY:
                 dp = NAN  # d KL / d p is undefined where Q = 0 < P
             elif pk > 0:
                 # P_k (log P_k - log Q_k - KL), in shifted pieces
                 dp = grad_scale * pk * (
-                    (va - sa.m - sa.u / sa.s) - (vb - sb.m - v / sa.s)
+                    (va - sa.m - sa.u / sa_t) - (vb - sb.m - v / sa_t)
                 ) * dxf(pr[j * ps], inv_t, cap)
             else:
                 dp = 0.0
@@ -437,8 +484,8 @@ cdef inline double js_row(const floating* pr, Py_ssize_t ps,
     cdef double va, vb, lp, lq, lm, hi, lo, s = 0.0, lse_a, lse_b, unused
     cdef Online sa, sb
     if (ps == 1 and qs == 1 and cap <= 0 and lm_simd_ready()
-            and online_fast(pr, n, inv_t, &sa, False, 0.0, 0, &unused)
-            and online_fast(qr, n, inv_t, &sb, False, 0.0, 0, &unused)):
+            and online_fast(pr, n, inv_t, &sa, False, False, 0.0, 0, &unused)
+            and online_fast(qr, n, inv_t, &sb, False, False, 0.0, 0, &unused)):
         if floating is double:
             s = lm_js_logit_sum_d(pr, qr, n, inv_t, online_lse(&sa), online_lse(&sb))
         else:
@@ -777,7 +824,7 @@ cdef inline void masked_softmax_row(const floating* xr, Py_ssize_t xs,
                                     floating* orow, Py_ssize_t os, Py_ssize_t n,
                                     bint log_space) noexcept nogil:
     cdef Py_ssize_t j
-    cdef double v, log_s, fill = -INFINITY if log_space else 0.0
+    cdef double v, s, log_s, fill = -INFINITY if log_space else 0.0
     cdef Online st
     cdef bint has_nan, pos_inf
     masked_stats(xr, xs, mr, ms, n, &st, &has_nan, &pos_inf)
@@ -785,13 +832,16 @@ cdef inline void masked_softmax_row(const floating* xr, Py_ssize_t xs,
         # nan, +inf or only -inf among the unmasked entries: nan (scipy); also
         # taken by a fully masked row, which never reads m or s.
         st.m = NAN
-        st.s = NAN
-    log_s = log(st.s)
+        s = NAN
+        log_s = NAN
+    else:
+        s = online_total(&st)
+        log_s = online_log_total(&st)
     for j in range(n):
         if mr[j * ms]:
             v = xr[j * xs] - st.m
             # exp(x - m) / s divides exactly; (x - m) - log s is exact at the max
-            orow[j * os] = <floating>((v - log_s) if log_space else exp(v) / st.s)
+            orow[j * os] = <floating>((v - log_s) if log_space else exp(v) / s)
         else:
             orow[j * os] = <floating>fill
 
@@ -889,7 +939,7 @@ cdef inline void ce_ex_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classe
     else:
         # the target's term out of the others' sum, as row_stats:
         # -log p_y = log1p(s_rest) when the target is the max
-        s_rest = st.s * exp(st.m - top) if st.m != -INFINITY else 0.0
+        s_rest = online_total(&st) * exp(st.m - top) if st.m != -INFINITY else 0.0
         target_log_s(s_rest, xy, top, &cs)
         rest = cs.rest
         lse = top + cs.log_s
@@ -1027,12 +1077,12 @@ cdef inline void eval_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classes
     if valid:
         xy = xf(x[y * xs], 1.0, cap)
     if (xs == 1 and cap <= 0 and lm_simd_ready()
-            and online_fast(x, n_classes, 1.0, &st, valid, xy, y, &n_above)):
+            and online_fast(x, n_classes, 1.0, &st, True, valid, xy, y, &n_above)):
         lse = online_lse(&st)
         entropy[0] = online_entropy(&st)
         lse_out[0] = lse
         if valid:
-            nll[0] = lse - xy
+            nll[0] = online_nll(&st, xy)
             rank[0] = <int64_t>n_above
         else:
             nll[0] = NAN
@@ -1058,7 +1108,7 @@ cdef inline void eval_row(const floating* x, Py_ssize_t xs, Py_ssize_t n_classes
         entropy[0] = online_entropy(&st)
     lse_out[0] = lse
     if valid and not has_nan:
-        nll[0] = lse - xy
+        nll[0] = online_nll(&st, xy) if lse == lse else NAN
         rank[0] = above
     else:
         nll[0] = NAN

@@ -328,6 +328,70 @@ def test_cross_entropy_at_max_keeps_relative_precision(mpmath, n_cols, layout, d
                                rtol=rtol * (2 if dtype == np.float32 else 1), atol=0)
 
 
+def _at_max_entropy(mpmath, rows, inv_t):
+    """H(softmax(inv_t * row)) per row from mpmath, with log S = log1p(rest)
+    (S = 1 + rest would round the rest away at any working precision)."""
+    out = []
+    with mpmath.workprec(200):
+        for row in rows:
+            a = [mpmath.mpf(float(v)) * inv_t for v in row]
+            top = max(a)
+            d = [v - top for v in a]
+            e = [mpmath.exp(v) for v in d]
+            i_top = d.index(0)
+            rest = mpmath.fsum(ek for k, ek in enumerate(e) if k != i_top)
+            log_s = mpmath.log1p(rest)
+            out.append(float(mpmath.fsum(ek * (log_s - dk) for ek, dk in zip(e, d))
+                             / (1 + rest)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("layout", AT_MAX_LAYOUTS)
+@pytest.mark.parametrize("n_cols", AT_MAX_COLS)
+def test_evaluate_and_entropy_from_logits_at_max_keep_relative_precision(
+        mpmath, n_cols, layout, dtype):
+    """evaluate_logits' nll of a top class and the entropy of a near one-hot
+    row are the rest's share, far below an ulp of 1: computed as lse - x_y
+    and log(1 + rest) - u / S, the nll came out 0 and the entropy without
+    its log1p(rest) term (2.2% low); the count at the max keeps them to a few
+    ulp on every layout (the vectorised blocks and the row-by-row code)."""
+    rng = np.random.default_rng([n_cols, len(layout), np.dtype(dtype).itemsize, 7])
+    x, target, rows = _at_max_case(n_cols, dtype, layout, rng)
+    axis = 1 if layout == "middle_axis" else -1
+    t = target[None] if layout == "middle_axis" else target
+    # as the cross-entropy test: sequential sums of thousands of tiny terms
+    # on the row-by-row layouts; float results are rounded to float
+    rtol = 64 * np.finfo(np.float64).eps if dtype == np.float64 else 2 * np.finfo(np.float32).eps
+    want_nll, _ = _at_max_exact(mpmath, rows, target)
+    got = lm.evaluate_logits(x, t, axis=axis, k=1, reduction="none")
+    np.testing.assert_allclose(got["nll"].reshape(-1), want_nll.astype(dtype), rtol=rtol, atol=0)
+    assert got["accuracy"].all()
+    for temperature in (1.0, 0.5):   # 0.5: inv_t = 2, exact
+        want_h = _at_max_entropy(mpmath, rows, 1.0 / temperature)
+        got_h = lm.entropy_from_logits(x, axis=axis, temperature=temperature)
+        np.testing.assert_allclose(got_h.reshape(-1), want_h.astype(dtype), rtol=rtol, atol=0)
+        if temperature == 1.0:
+            np.testing.assert_allclose(got["entropy"].reshape(-1), want_h.astype(dtype),
+                                       rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n_cols", [41, 2049])
+def test_near_one_hot_metrics_on_every_simd_path(simd_path, mpmath, n_cols, dtype):
+    """The vectorised blocks' count at the max (lm_ent_sums_below) on each
+    dispatch path: C-ordered rows, as the test above."""
+    rng = np.random.default_rng([n_cols, np.dtype(dtype).itemsize, 11])
+    x, target, rows = _at_max_case(n_cols, dtype, "C", rng)
+    rtol = 64 * np.finfo(np.float64).eps if dtype == np.float64 else 2 * np.finfo(np.float32).eps
+    got = lm.evaluate_logits(x, target, k=1, reduction="none")
+    np.testing.assert_allclose(got["nll"], _at_max_exact(mpmath, rows, target)[0].astype(dtype),
+                               rtol=rtol, atol=0)
+    want_h = _at_max_entropy(mpmath, rows, 1.0).astype(dtype)
+    np.testing.assert_allclose(got["entropy"], want_h, rtol=rtol, atol=0)
+    np.testing.assert_allclose(lm.entropy_from_logits(x), want_h, rtol=rtol, atol=0)
+
+
 # ---------------------------------------------------------------------------
 # 4. KL: limits and validation
 # ---------------------------------------------------------------------------
