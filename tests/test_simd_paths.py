@@ -137,11 +137,11 @@ DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", 
 def _exp_bound(simd_path, dtype):
     """Max ulp of the exp each path uses, against mpmath (the design
     comments in lossmle/_simd.h give the measurements): AVX-512's table exps
-    0.80 (double) and 1.002 (float); the polynomial exps of the other
+    1.21 (double) and 1.002 (float); the polynomial exps of the other
     paths up to 1.22 (double; 1.12 seen for float in the subnormals, where
     the float product is rounded twice)."""
     if simd_path == "avx512":
-        return 1.0 if dtype == np.float64 else 1.01
+        return 1.22 if dtype == np.float64 else 1.01
     return 1.25
 
 
