@@ -97,11 +97,11 @@ cdef extern from "_simd.h" nogil:
 # exp/log and double sums for both dtypes; see each function's comment there
 # for which special values turn its result non-finite.
 cdef extern from "_simd.h" nogil:
-    double lm_ent_sums_d(const double* x, Py_ssize_t n, double inv_t, double m, double* s)
-    double lm_ent_sums_f(const float* x, Py_ssize_t n, double inv_t, double m, double* s)
-    double lm_ent_sums_below_d(const double* x, Py_ssize_t n, double inv_t, double m,
+    double lm_ent_sums_d(const double* x, Py_ssize_t n, double inv_t, double x_max, double* s)
+    double lm_ent_sums_f(const float* x, Py_ssize_t n, double inv_t, double x_max, double* s)
+    double lm_ent_sums_below_d(const double* x, Py_ssize_t n, double inv_t, double x_max,
                                double* s, double* n_at_max)
-    double lm_ent_sums_below_f(const float* x, Py_ssize_t n, double inv_t, double m,
+    double lm_ent_sums_below_f(const float* x, Py_ssize_t n, double inv_t, double x_max,
                                double* s, double* n_at_max)
     double lm_kl_logit_sums_d(const double* p, const double* q, Py_ssize_t n, double inv_t,
                               double ma, double mb, double* sums)

@@ -1360,18 +1360,21 @@ static LM_TARGET double LM_FN(lm_col_rows)(const LM_T *x, ptrdiff_t ld, ptrdiff_
  * has written anything.
  * ========================================================================== */
 
-/* Entropy sums of a = inv_t * x against m >= every a: returns
- * u = sum e * (a - m) over the a > -inf and (OUT) s = sum e, e = exp(a - m)
- * (0 below exp's double range: s >= 1 holds the term at the max).  A nan
- * entry makes s nan. */
-static LM_TARGET double LM_FN(lm_ent_sums)(const LM_T *x, ptrdiff_t n, double inv_t, double m,
+/* Entropy sums of a = inv_t * x against the max of a, given as x_max >=
+ * every x (inv_t > 0): with d = (x - x_max) inv_t, returns u = sum e d over
+ * the d > -inf and (OUT) s = sum e, e = exp(d) (0 below exp's double range:
+ * s >= 1 holds the term at the max).  d is formed from the difference, not
+ * as x inv_t - inv_t x_max: with FMA contraction (the avx2 / AVX-512
+ * variants) that is the product's rounding error at the max, not 0, and a
+ * one-value row's entropy came out -5.6e-17.  A nan entry makes s nan. */
+static LM_TARGET double LM_FN(lm_ent_sums)(const LM_T *x, ptrdiff_t n, double inv_t, double x_max,
                                            double *s_out)
 {
     double s = 0.0, u = 0.0;
     ptrdiff_t j;
 #pragma omp simd reduction(+ : s, u)
     for (j = 0; j < n; j++) {
-        double d = (double)x[j] * inv_t - m;
+        double d = ((double)x[j] - x_max) * inv_t;
         double e = lm_exp_neg_sum(d);
         s += e;
         u += e > 0.0 ? e * d : 0.0;
@@ -1381,19 +1384,20 @@ static LM_TARGET double LM_FN(lm_ent_sums)(const LM_T *x, ptrdiff_t n, double in
 }
 
 /* lm_ent_sums without the values at the max: *s_out = the sum of exp(d)
- * over the d != 0 only, *n_at_max = #{d == 0}, with d = x inv_t - m (at the
- * max d is exactly 0: the caller's m is the same product).  The return value
- * is u, to which the values at the max add nothing.  Kept apart, the 1s let
- * the caller take log1p of the rest: a row with one dominant value has an
- * entropy or a target loss far below 1 ulp of log(1 + rest). */
+ * over the d != 0 only, *n_at_max = #{d == 0} = #{x == x_max}.  The return
+ * value is u, to which the values at the max add nothing.  Kept apart, the
+ * 1s let the caller take log1p of the rest: a row with one dominant value
+ * has an entropy or a target loss far below 1 ulp of log(1 + rest).  (Terms
+ * below exp(-708) are still left out, as in lm_ent_sums: a rest made only of
+ * such terms, a loss below 1e-307, comes out 0.) */
 static LM_TARGET double LM_FN(lm_ent_sums_below)(const LM_T *x, ptrdiff_t n, double inv_t,
-                                                 double m, double *s_out, double *n_at_max)
+                                                 double x_max, double *s_out, double *n_at_max)
 {
     double s = 0.0, u = 0.0, c = 0.0;
     ptrdiff_t j;
 #pragma omp simd reduction(+ : s, u, c)
     for (j = 0; j < n; j++) {
-        double d = (double)x[j] * inv_t - m;
+        double d = ((double)x[j] - x_max) * inv_t;
         double e = lm_exp_neg_sum(d);
         u += e > 0.0 ? e * d : 0.0;
         s += d == 0.0 ? 0.0 : e;

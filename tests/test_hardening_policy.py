@@ -367,7 +367,9 @@ def test_evaluate_and_entropy_from_logits_at_max_keep_relative_precision(
     got = lm.evaluate_logits(x, t, axis=axis, k=1, reduction="none")
     np.testing.assert_allclose(got["nll"].reshape(-1), want_nll.astype(dtype), rtol=rtol, atol=0)
     assert got["accuracy"].all()
-    for temperature in (1.0, 0.5):   # 0.5: inv_t = 2, exact
+    # 0.5: inv_t = 2, exact; 0.7: x inv_t rounds (the difference to the max
+    # must still be exactly 0 at it, FMA contraction or not)
+    for temperature in (1.0, 0.5, 0.7):
         want_h = _at_max_entropy(mpmath, rows, 1.0 / temperature)
         got_h = lm.entropy_from_logits(x, axis=axis, temperature=temperature)
         np.testing.assert_allclose(got_h.reshape(-1), want_h.astype(dtype), rtol=rtol, atol=0)
@@ -390,6 +392,67 @@ def test_near_one_hot_metrics_on_every_simd_path(simd_path, mpmath, n_cols, dtyp
     want_h = _at_max_entropy(mpmath, rows, 1.0).astype(dtype)
     np.testing.assert_allclose(got["entropy"], want_h, rtol=rtol, atol=0)
     np.testing.assert_allclose(lm.entropy_from_logits(x), want_h, rtol=rtol, atol=0)
+    # inv_t = 1 / 0.7 rounds: formed as x inv_t - m, FMA-contracted on the
+    # avx2 / AVX-512 variants, the max's own term was the product's rounding
+    # error and a one-value row's entropy -5.6e-17 (found in review)
+    want_t = _at_max_entropy(mpmath, rows, 1.0 / 0.7).astype(dtype)
+    np.testing.assert_allclose(lm.entropy_from_logits(x, temperature=0.7), want_t,
+                               rtol=rtol, atol=0)
+    assert (lm.entropy_from_logits(x[:, :1], temperature=0.7) == 0).all()
+
+
+def _js_exact(mpmath, p_rows, q_rows):
+    """JS(softmax(p) || softmax(q)) per row from mpmath, in nats."""
+    def log_softmax(row):
+        a = [mpmath.mpf(float(v)) for v in row]
+        top = max(a)
+        i_top = a.index(top)
+        rest = mpmath.fsum(mpmath.exp(v - top) for k, v in enumerate(a) if k != i_top)
+        return [v - top - mpmath.log1p(rest) for v in a]
+    out = []
+    with mpmath.workprec(300):
+        for pr, qr in zip(p_rows, q_rows):
+            lp, lq = log_softmax(pr), log_softmax(qr)
+            total = 0
+            for a, b in zip(lp, lq):
+                ea, eb = mpmath.exp(a), mpmath.exp(b)
+                if ea == 0 and eb == 0:
+                    continue   # a class neither row can take: no term
+                lmix = mpmath.log((ea + eb) / 2)
+                total += (ea * (a - lmix) if ea else 0) + (eb * (b - lmix) if eb else 0)
+            out.append(float(total / 2))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("layout", ["C", "fortran", "with_minus_inf", "softcap"])
+def test_js_from_logits_near_one_hot_stays_precise(mpmath, layout):
+    """A JS of 1e-17 between two near one-hot rows: the row-by-row code
+    took log1p's lse (m + 4e-18) for a while, and the mixture's log at the
+    max then left ulp(log 2) errors: -1.2e-17 (found in review).  Every
+    layout agrees with mpmath, none is negative, and JS(p || p) is 0."""
+    rng = np.random.default_rng(len(layout))
+    p = np.array([[0.0, -40.0], [0.0, -40.0], [1.0, -35.0]])
+    q = np.array([[0.0, -38.0], [0.0, -20.0], [1.0, -36.5]])
+    p = np.concatenate([p, np.full((3, 3), -45.0) + rng.normal(size=(3, 3))], axis=1)
+    q = np.concatenate([q, np.full((3, 3), -44.0) + rng.normal(size=(3, 3))], axis=1)
+    kw, rtol = {}, 1e-13
+    if layout == "fortran":
+        p, q = np.asfortranarray(p), np.asfortranarray(q)
+    elif layout == "with_minus_inf":   # a C row the vectorised code hands back
+        p = np.concatenate([p, np.full((3, 1), -np.inf)], axis=1)
+        q = np.concatenate([q, np.full((3, 1), -np.inf)], axis=1)
+    elif layout == "softcap":
+        kw, rtol = {"logit_softcap": 100.0}, 1e-12
+    p_eff = 100.0 * np.tanh(p / 100.0) if kw else p
+    q_eff = 100.0 * np.tanh(q / 100.0) if kw else q
+    want = _js_exact(mpmath, p_eff, q_eff)
+    got = lm.js_divergence_from_logits(p, q, reduction="none", **kw)
+    # the middle row's 7e-10 is a difference of terms ~1e-9 whose own
+    # rounding (~1e-18 absolute, as before the change) bounds it at ~2e-9
+    np.testing.assert_allclose(got[[0, 2]], want[[0, 2]], rtol=rtol, atol=0)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-8, atol=0)
+    assert (got > 0).all()
+    assert (lm.js_divergence_from_logits(p, p, reduction="none", **kw) == 0).all()
 
 
 # ---------------------------------------------------------------------------
