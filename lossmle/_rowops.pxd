@@ -303,6 +303,46 @@ cdef inline double row_sum_exp_below_max(const floating* x, Py_ssize_t n,
     return s
 
 
+# Contiguous rows longer than this are read once, block by block (its max,
+# then its exps while it sits in L1): max-then-sum over a whole row read a
+# 4096-value float64 row (32 KiB, an L1's size) twice from L2.
+cdef enum:
+    LSE_BLOCK = 2048
+
+
+cdef inline bint blocked_sumexp_below(const floating* x, Py_ssize_t n, double* m_out,
+                                      double* s_out, double* c_out) noexcept nogil:
+    """The max m of a contiguous row, the sum s of exp(x - m) over the values
+    below it and the count c at it, in one read: block by block against the
+    running max, the older sums rescaled when it rises (values at an old max
+    go into s).  False when the row holds nan or +inf, or a first block of
+    only -inf: the caller's exact code defines those rows."""
+    cdef Py_ssize_t b0 = 0, nb
+    cdef double m = -INFINITY, s = 0.0, c = 0.0, bm, bc
+    while b0 < n:
+        nb = min(<Py_ssize_t>LSE_BLOCK, n - b0)
+        bm = fast_max(x + b0, nb)
+        if bm > m:
+            if m != -INFINITY:
+                s = (s + c) * exp(m - bm)
+            c = 0.0
+            m = bm
+        if not isfinite(m) or bm != bm:
+            return False
+        if bm == m:
+            s += fast_sumexp_below(x + b0, nb, m, &bc)
+            c += bc
+        else:
+            s += fast_sumexp(x + b0, nb, m)
+        b0 += nb
+    if not isfinite(s):
+        return False
+    m_out[0] = m
+    s_out[0] = s
+    c_out[0] = c
+    return True
+
+
 cdef inline double row_logsumexp(const floating* x, Py_ssize_t n,
                                  Py_ssize_t stride) noexcept nogil:
     """log(sum(exp(x))) of a row, stable and precise when one term dominates.
@@ -311,7 +351,10 @@ cdef inline double row_logsumexp(const floating* x, Py_ssize_t n,
     row -> -inf (log of an empty sum), exactly as the direct formula gives.
     """
     cdef double m, c, s
-    if stride == 1 and lm_simd_ready():
+    if stride == 1 and lm_simd_ready() and n > LSE_BLOCK:
+        if blocked_sumexp_below(x, n, &m, &s, &c):
+            return log1p(s / c) + log(c) + m
+    elif stride == 1 and lm_simd_ready():
         m = fast_max(x, n)
         if isfinite(m):
             # also for float: with the maxima in the sum, a row [0, -30, ...]
@@ -441,17 +484,22 @@ cdef inline void row_log_softmax(const floating* x, Py_ssize_t x_stride,
     """
     cdef Py_ssize_t j
     cdef double m, c, s, lse
+    cdef bint have_sums = False
     if x_stride == 1 and out_stride == 1 and lm_simd_ready():
-        m = fast_max(x, n)
-        if isfinite(m):
-            s = fast_sumexp_below(x, n, m, &c)
-            if isfinite(s):
-                lse = log1p(s / c) + log(c)
-                if floating is double:
-                    lm_shift_d(x, out, n, m, lse)
-                else:
-                    lm_shift_f(x, out, n, m, lse)
-                return
+        if n > LSE_BLOCK:
+            have_sums = blocked_sumexp_below(x, n, &m, &s, &c)
+        else:
+            m = fast_max(x, n)
+            if isfinite(m):
+                s = fast_sumexp_below(x, n, m, &c)
+                have_sums = isfinite(s)
+        if have_sums:
+            lse = log1p(s / c) + log(c)
+            if floating is double:
+                lm_shift_d(x, out, n, m, lse)
+            else:
+                lm_shift_f(x, out, n, m, lse)
+            return
     m = row_max(x, n, x_stride)
     if isfinite(m):
         s = row_sum_exp_below_max(x, n, x_stride, m, &c)

@@ -321,3 +321,62 @@ def test_label_smoothing_near_the_float_maximum_closed_form():
     x = np.array([[1e308, 0.0], [1e308, 0.0]])
     got = lm.cross_entropy(x, np.array([0, 0]), label_smoothing=0.25)
     assert got == pytest.approx(0.125 * 1e308, rel=1e-15)
+
+
+# ---------------------------------------------------------------------------
+# Long rows read block by block (logsumexp, log_softmax: over 2048 values)
+# ---------------------------------------------------------------------------
+def _long_row_cases(n, rng):
+    """Rows of n > 2048 values that exercise the running max between
+    blocks: max in a later block, ties across blocks, nan / +inf in a later
+    block (first and not first in it), a first block of only -inf (alone
+    and with a nan), all -inf, a dominant max with terms ~e^-40."""
+    base = rng.normal(size=n)
+    b1, b2 = 2048, min(2060, n - 1)   # the second block's first value, one inside it
+    rows = {}
+    r = base.copy(); r[n - 5] = 9.0; rows["max_in_last_block"] = r
+    r = base.copy(); r[3] = r[b2] = 7.5; rows["tie_across_blocks"] = r
+    r = base.copy(); r[3] = 7.5; r[b1] = 9.0; r[n - 1] = 9.0; rows["max_rises_then_ties"] = r
+    r = base.copy(); r[b1] = np.nan; rows["nan_first_of_block"] = r
+    r = base.copy(); r[b2] = np.nan; rows["nan_inside_block"] = r
+    r = base.copy(); r[b2] = np.inf; rows["inf_later_block"] = r
+    r = base.copy(); r[:2048] = -np.inf; rows["first_block_minus_inf"] = r
+    r = base.copy(); r[:2048] = -np.inf; r[7] = np.nan; rows["minus_inf_block_with_nan"] = r
+    rows["all_minus_inf"] = np.full(n, -np.inf)
+    r = -40.0 + rng.normal(size=n); r[b2] = 0.0; rows["dominant_max"] = r
+    return rows
+
+
+@pytest.mark.parametrize("n", [2049, 4096, 6200])
+def test_long_rows_read_in_blocks_match_scipy(simd_path, n):
+    """logsumexp and log_softmax of rows longer than one block equal
+    SciPy's, special values included, on every SIMD path and for float32."""
+    cases = _long_row_cases(n, np.random.default_rng(n))
+    x = np.array(list(cases.values()))
+    with np.errstate(invalid="ignore", over="ignore"):
+        want_lse = sps.logsumexp(x, axis=-1)
+        want_lsm = sps.log_softmax(x, axis=-1)
+    for dtype, rtol in ((np.float64, 1e-14), (np.float32, 3e-6)):
+        xd = x.astype(dtype)
+        got_lse = lm.logsumexp(xd, axis=-1, n_threads=1)
+        got_lsm = lm.log_softmax(xd, axis=-1, n_threads=1)
+        for name, gl, wl, gs, ws in zip(cases, got_lse, want_lse, got_lsm, want_lsm):
+            np.testing.assert_allclose(gl, wl.astype(dtype), rtol=rtol, atol=0,
+                                       err_msg=f"logsumexp {name} {np.dtype(dtype)}")
+            np.testing.assert_allclose(gs, ws.astype(dtype), rtol=rtol, atol=1e-12,
+                                       err_msg=f"log_softmax {name} {np.dtype(dtype)}")
+        np.testing.assert_array_equal(lm.logsumexp(xd, axis=-1, n_threads=2), got_lse)
+
+
+def test_long_row_dominant_max_keeps_log1p_precision(mpmath):
+    """Across blocks the terms at the max stay out of the sum: a 6200-value
+    row of one 0 and the rest ~e^-40 has logsumexp ~1e-14 to a few ulps."""
+    rng = np.random.default_rng(3)
+    x = -40.0 + rng.normal(size=(3, 6200))
+    x[0, 2100] = 0.0                       # in the second block
+    x[1, 6199] = 0.0                       # in the last
+    x[2, 5] = x[2, 4000] = 0.0             # two maxima, two blocks
+    with mpmath.workprec(200):
+        want = [float(mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v))) for v in row)))
+                for row in x]
+    np.testing.assert_allclose(lm.logsumexp(x, axis=-1), want, rtol=4e-16, atol=0)
