@@ -380,3 +380,37 @@ def test_long_row_dominant_max_keeps_log1p_precision(mpmath):
         want = [float(mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v))) for v in row)))
                 for row in x]
     np.testing.assert_allclose(lm.logsumexp(x, axis=-1), want, rtol=4e-16, atol=0)
+
+
+@pytest.mark.parametrize("n", [32, 33, 39, 64, 100, 1000])
+def test_row_max_at_every_lane_and_tail(simd_path, n):
+    """The row max (four running maxima on AVX-512 float64, a masked tail)
+    wherever it sits, and nan first, at a lane boundary or last: logsumexp,
+    softmax and log_softmax as SciPy's, cross-entropy as the closed form."""
+    rng = np.random.default_rng(n)
+    spots = sorted({0, 7, 8, 23, 24, 31, min(32, n - 1), n - 2, n - 1})
+    rows = []
+    for j in spots:
+        # a dominant max: a max taken too low (the exps still sum right)
+        # would show as lost digits of the ~1e-17 logsumexp
+        r = -40.0 + rng.normal(size=n)
+        r[j] = 0.0
+        rows.append(r)
+    for j in (0, 31, n - 1):
+        r = rng.normal(size=n)
+        r[j] = np.nan
+        rows.append(r)
+    x = np.array(rows)
+    with np.errstate(invalid="ignore"):
+        want_lse = sps.logsumexp(x, axis=-1)
+        want_sm = sps.softmax(x, axis=-1)
+        want_lsm = sps.log_softmax(x, axis=-1)
+    np.testing.assert_allclose(lm.logsumexp(x, axis=-1), want_lse, rtol=1e-14)
+    exact = [np.log1p(np.exp(np.delete(x[i], j)).sum()) for i, j in enumerate(spots)]
+    np.testing.assert_allclose(lm.logsumexp(x[:len(spots)], axis=-1), exact, rtol=4e-15, atol=0)
+    np.testing.assert_allclose(lm.softmax(x, axis=-1), want_sm, rtol=1e-13, atol=1e-300)
+    np.testing.assert_allclose(lm.log_softmax(x, axis=-1), want_lsm, rtol=1e-13, atol=1e-14)
+    target = np.array([j for j in spots] + [1, 1, 1])
+    want_ce = want_lse - x[np.arange(len(x)), target]
+    np.testing.assert_allclose(lm.cross_entropy(x, target, reduction="none"), want_ce,
+                               rtol=1e-13, atol=1e-14)
