@@ -332,7 +332,7 @@ def _at_max_entropy(mpmath, rows, inv_t):
     """H(softmax(inv_t * row)) per row from mpmath, with log S = log1p(rest)
     (S = 1 + rest would round the rest away at any working precision)."""
     out = []
-    with mpmath.workprec(200):
+    with mpmath.workprec(120):
         for row in rows:
             a = [mpmath.mpf(float(v)) * inv_t for v in row]
             top = max(a)
