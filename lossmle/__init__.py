@@ -5,6 +5,7 @@ of class labels: the maximum-likelihood objective), NLL, KL divergence and
 entropy, as typed Cython kernels (float32/float64, GIL released, OpenMP over
 rows) behind a scipy/torch-compatible Python API.
 """
+from ._threads import get_num_threads, set_num_threads  # first: it configures OpenMP
 from ._divergence import entropy, kl_divergence
 from ._losses import cross_entropy, cross_entropy_with_grad, nll_loss
 from ._mle import empirical_kl, log_likelihood, negative_log_likelihood
@@ -20,7 +21,6 @@ from ._training import (
     nll_loss_with_grad, softmax_backward, weighted_cross_entropy,
     weighted_cross_entropy_with_grad, weighted_nll_loss,
 )
-from ._validation import get_num_threads, set_num_threads
 
 __version__ = "0.1.0"
 

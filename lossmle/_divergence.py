@@ -5,23 +5,11 @@ import numpy as np
 
 from . import _divergence_kernels as _k, _fastpath
 from ._validation import (
-    as_float_array, check_out, common_float_dtype, deliver, normalize_axes,
+    as_float_array, check_base as _check_base, common_float_dtype, deliver, normalize_axes,
     reduced_shape, resolve_threads, rows_view,
 )
 
 __all__ = ["kl_divergence", "entropy"]
-
-
-def _check_base(base):
-    if base is None:
-        return None
-    try:
-        base = float(base)
-    except (TypeError, ValueError):
-        raise TypeError(f"base must be a positive number or None, got {base!r}") from None
-    if not base > 0:
-        raise ValueError(f"base must be a positive number or None, got {base!r}")
-    return base
 
 
 def _pair(p, q, p_name, q_name):
@@ -112,6 +100,7 @@ def kl_divergence(p, q, axis=-1, *, base=None, keepdims=False, validate=True,
     if res is not None:
         return res
     base = _check_base(base)
+    given = [(p, "p"), (q, "q")]
     p, q = _pair(p, q, "p", "q")
     user_out = out
     out, bad_rows = _reduce_rows(_k.kl_rows, [p, q], axis, keepdims, base,
@@ -124,16 +113,14 @@ def kl_divergence(p, q, axis=-1, *, base=None, keepdims=False, validate=True,
         raise ValueError(f"{name} must hold probabilities, but some of its entries are "
                          f"negative or nan ({bad_rows} distribution(s) affected; "
                          f"pass validate=False to skip this check)")
-    return _into(out, user_out, [(p, "p"), (q, "q")])
+    return _into(out, user_out, given + [(p, "p"), (q, "q")])
 
 
 def _into(result, out, inputs):
     """Deliver a reduction into the caller's ``out`` (validated) or as is."""
     if out is None:
         return result
-    result = np.asarray(result)
-    check_out(out, result.shape, result.dtype, inputs)
-    return deliver(result, out)
+    return deliver(result, out, inputs)
 
 
 def _empty_reduction(x, axis, keepdims):
@@ -189,6 +176,7 @@ def entropy(pk, qk=None, base=None, axis=0, *, keepdims=False, out=None, n_threa
     if res is not None:
         return res
     base = _check_base(base)
+    given = [(pk, "pk"), (qk, "qk")]
     if qk is None:
         arrays, kernel = [as_float_array(pk, "pk")], _k.entropy_rows
     else:
@@ -197,4 +185,4 @@ def entropy(pk, qk=None, base=None, axis=0, *, keepdims=False, out=None, n_threa
         result = _empty_reduction(arrays[0], axis, keepdims)
     else:
         result = _reduce_rows(kernel, arrays, axis, keepdims, base, n_threads)[0]
-    return _into(result, out, [(a, name) for a, name in zip(arrays, ("pk", "qk"))])
+    return _into(result, out, given + list(zip(arrays, ("pk", "qk"))))

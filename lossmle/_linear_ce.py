@@ -13,14 +13,16 @@ accumulate ``d hidden += G @ W_blk`` and ``d W_blk = G.T @ hidden``.
 """
 from __future__ import annotations
 
-import operator
 from typing import Any, Literal, Optional, Tuple, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _streaming_kernels as _sk
-from ._validation import as_float_array, common_float_dtype, resolve_threads
+from ._validation import (
+    as_float_array, check_ignore_index, check_int, check_reduction, common_float_dtype,
+    resolve_threads,
+)
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_with_grad"]
 
@@ -52,22 +54,11 @@ class _Problem:
     denom: float                 # number of kept targets
 
 
-def _check_int(value: Any, name: str) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r}") from None
-
-
 def _prepare(hidden: ArrayLike, weight: ArrayLike, target: ArrayLike,
              bias: Optional[ArrayLike], chunk_size: Optional[int],
              ignore_index: int, reduction: str, n_threads: Optional[int]) -> _Problem:
     p = _Problem()
-    if not isinstance(reduction, str) or reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
-    p.reduction = reduction
+    p.reduction = check_reduction(reduction, ("mean", "sum", "none"))
     pairs = [(hidden, "hidden"), (weight, "weight")]
     if bias is not None:
         pairs.append((bias, "bias"))
@@ -94,7 +85,7 @@ def _prepare(hidden: ArrayLike, weight: ArrayLike, target: ArrayLike,
         p.bias = np.ascontiguousarray(b)
     else:
         p.bias = None
-    p.ignore_index = _check_int(ignore_index, "ignore_index")
+    p.ignore_index = check_ignore_index(ignore_index)
     t = np.asarray(target)
     if t.dtype.kind not in "iu":
         raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
@@ -118,7 +109,7 @@ def _prepare(hidden: ArrayLike, weight: ArrayLike, target: ArrayLike,
     if chunk_size is None:
         p.chunk = max(256, _BLOCK_ELEMENTS // max(p.n, 1))
     else:
-        p.chunk = _check_int(chunk_size, "chunk_size")
+        p.chunk = check_int(chunk_size, "chunk_size")
         if p.chunk < 1:
             raise ValueError(f"chunk_size must be a positive int, got {p.chunk}")
     p.chunk = min(p.chunk, p.v)

@@ -1,13 +1,15 @@
 """cross_entropy, nll_loss and cross_entropy_with_grad with torch.nn.functional semantics."""
 import math
-import numbers
-import operator
 
 import numpy as np
 
 from . import _fastpath, _loss_kernels as _k
+from ._reduce import to_dtype, total as reduce_total
 from ._validation import (
-    as_float_array, check_out, deliver, normalize_axes, resolve_threads, rows_view,
+    as_float_array, check_ignore_index as _check_ignore_index,
+    check_label_smoothing as _check_label_smoothing, check_output, check_output_kind,
+    check_reduction, deliver,
+    normalize_axes, output_view, resolve_threads, rows_view,
 )
 
 __all__ = ["cross_entropy", "cross_entropy_with_grad", "nll_loss"]
@@ -23,10 +25,7 @@ class _Problem:
 
 
 def _check_reduction(reduction):
-    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(
-            f"reduction must be one of 'none', 'mean', 'sum', got {reduction!r}")
-    return reduction
+    return check_reduction(reduction, _REDUCTIONS)
 
 
 def _check_weight(weight, n_classes):
@@ -40,32 +39,6 @@ def _check_weight(weight, n_classes):
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise ValueError("weight must hold finite, non-negative class weights")
     return np.ascontiguousarray(w)
-
-
-def _check_ignore_index(ignore_index):
-    if type(ignore_index) is int and _INT64.min <= ignore_index <= _INT64.max:
-        return ignore_index
-    if isinstance(ignore_index, (bool, np.bool_)):
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}")
-    try:
-        value = operator.index(ignore_index)
-    except TypeError:
-        raise TypeError(f"ignore_index must be an int, got {ignore_index!r}") from None
-    if not _INT64.min <= value <= _INT64.max:
-        raise ValueError(f"ignore_index must fit in int64, got {value}")
-    return value
-
-
-def _check_label_smoothing(label_smoothing):
-    if type(label_smoothing) in (float, int) and label_smoothing == 0.0:
-        return 0.0
-    if not isinstance(label_smoothing, numbers.Real):  # as torch: no strings
-        raise TypeError(
-            f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}")
-    eps = float(label_smoothing)
-    if not 0.0 <= eps <= 1.0:  # also rejects nan
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    return eps
 
 
 def _class_indices(target, expected_shape, x_name):
@@ -134,6 +107,7 @@ def _prepare(x, target, axis, weight, ignore_index, reduction, label_smoothing,
 
 def _check_extended(reduction, out):
     """out= with the sample-weight / mask path: reduction='none' only."""
+    check_output_kind(out, "out")
     if out is not None and reduction != "none":
         raise ValueError(f"out is only for reduction='none', got reduction={reduction!r}")
 
@@ -156,14 +130,16 @@ def _wide_class_indices(target):
     return None
 
 
-def _check_loss_out(out, p, x_given, target_given):
+def _check_loss_out(out, p, x_given, target_given, weight_given, x_name):
     """``out=`` is for reduction='none': the per-position losses."""
     if out is None:
         return
+    check_output_kind(out, "out")
     if p.reduction != "none":
         raise ValueError(f"out is only for reduction='none', got reduction={p.reduction!r}")
-    check_out(out, p.x.shape[:p.axis] + p.x.shape[p.axis + 1:], p.x.dtype,
-              [(x_given, "the input"), (target_given, "target"), (p.x, "the input")])
+    check_output(out, "out", p.x.shape[:p.axis] + p.x.shape[p.axis + 1:], p.x.dtype,
+                 [(x_given, x_name), (p.x, x_name), (target_given, "target"),
+                  (p.target, "target"), (weight_given, "weight"), (p.weight, "weight")])
 
 
 def _mean_denominator(p):
@@ -187,10 +163,10 @@ def _reduce(p, loss, row_weight):
     # np.add.reduce's pairwise summation in blocks of 256 rows, then over the
     # block totals, in the one definition the fast path and the short-row
     # totals run too; inf/nan sums are quiet, as torch's
-    total = _k.pairwise_total(loss.reshape(-1))
+    total = reduce_total(loss)
     if p.reduction == "sum":
         return _reduce_sums(p, total, None)
-    denom = _k.pairwise_total(row_weight.reshape(-1)) if row_weight is not None \
+    denom = reduce_total(row_weight) if row_weight is not None \
         else _mean_denominator(p)
     return _reduce_sums(p, total, denom)
 
@@ -199,13 +175,13 @@ def _reduce_sums(p, total, denom):
     """'sum' / 'mean' from the summed row losses and the mean's denominator."""
     dtype = p.x.dtype
     if p.reduction == "sum":
-        return _to_dtype(total, dtype)
+        return to_dtype(total, dtype)
     if denom == 0:
         # every target ignored or weighted 0: nan, as torch, whose mean divides
         # the target term by this 0 (0/0) - with label smoothing too, where the
         # smoothing term alone would be x/0 = inf
         return dtype.type(math.nan)
-    return _to_dtype(total / denom, dtype)
+    return to_dtype(total / denom, dtype)
 
 
 def _grad_scale(denom):
@@ -214,15 +190,7 @@ def _grad_scale(denom):
     return 1.0 / denom if denom != 0 else math.nan
 
 
-def _to_dtype(value, dtype):
-    """A Python float as a numpy scalar of ``dtype``; float32 overflow gives inf quietly."""
-    # float32 overflows at FLT_MAX + half an ulp
-    if dtype == np.float32 and abs(value) >= 3.4028235677973366e38:
-        return np.float32(math.copysign(math.inf, value))
-    return dtype.type(value)
-
-
-def _grad_buffer(p, grad_out):
+def _grad_buffer(p, grad_out, given):
     """``(grad, kernel view, scratch)`` for cross_entropy_with_grad's gradient.
 
     ``grad_out`` is validated as the other ``grad_out=`` parameters are.  The
@@ -233,21 +201,23 @@ def _grad_buffer(p, grad_out):
     gradient's bits are those of the call without ``grad_out`` (a strided
     gradient takes the row-by-row kernel, which rounds differently).
     """
-    from ._training import _output_buffer
-    # the class weights too: the kernels read them while they write the gradient
-    inputs = [(p.x, "logits"), (p.target, "target"), (p.weight, "weight")]
-    grad, grad3, scratch = _output_buffer(grad_out, "grad_out", p.x.shape, p.x.dtype,
-                                          p.x3.shape, inputs)
+    # every input, as given and as converted: the kernels read the class
+    # weights and the target while they write the gradient
+    inputs = [(given[0], "logits"), (p.x, "logits"), (given[1], "target"),
+              (p.target, "target"), (given[2], "weight"), (p.weight, "weight")]
+    # in place: logits, or a probability target of the logits' dtype
+    check_output(grad_out, "grad_out", p.x.shape, p.x.dtype, inputs, ("logits", "target"))
+    grad, grad3, scratch = output_view(grad_out, p.x.shape, p.x.dtype, p.x3.shape)
     if scratch is None and grad_out is not None and (
             not grad_out.flags.c_contiguous
-            or any(arr is not None and np.may_share_memory(grad_out, arr)
+            or any(isinstance(arr, np.ndarray) and np.may_share_memory(grad_out, arr)
                    for arr, _ in inputs)):
         scratch = np.empty(p.x.shape, dtype=p.x.dtype)
         grad3 = scratch.reshape(p.x3.shape)
     return grad, grad3, scratch
 
 
-def _run(p, want_grad, grad_out=None):
+def _run(p, want_grad, grad_out=None, given=None):
     if p.class_target and not want_grad and p.reduction != "none":
         # many short rows: the kernel sums the row losses block by block
         sums = _k.cross_entropy_class_total(p.x3, p.target3, p.weight, p.ignore_index,
@@ -259,7 +229,7 @@ def _run(p, want_grad, grad_out=None):
     grad = grad3 = scratch = None
     scale = 1.0
     if want_grad:
-        grad, grad3, scratch = _grad_buffer(p, grad_out)
+        grad, grad3, scratch = _grad_buffer(p, grad_out, given)
         if p.reduction == "mean":
             denom = _mean_denominator(p)
             scale = _grad_scale(denom)
@@ -367,10 +337,12 @@ def cross_entropy(logits, target, axis=-1, *, weight=None, ignore_index=-100,
         return deliver(weighted_cross_entropy(
             logits, target, axis, sample_weight=sample_weight, weight=weight,
             ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
-            where=where, logit_softcap=logit_softcap, n_threads=n_threads), out)
+            where=where, logit_softcap=logit_softcap, n_threads=n_threads), out,
+            [(logits, "logits"), (target, "target"), (weight, "weight"),
+             (sample_weight, "sample_weight"), (where, "where")])
     p = _prepare(logits, target, axis, weight, ignore_index, reduction,
                  label_smoothing, n_threads, "logits", allow_prob_target=True)
-    _check_loss_out(out, p, logits, target)
+    _check_loss_out(out, p, logits, target, weight, "logits")
     return deliver(_run(p, want_grad=False)[0], out)
 
 
@@ -428,7 +400,7 @@ def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_inde
             where=where, logit_softcap=logit_softcap, grad_out=grad_out, n_threads=n_threads)
     p = _prepare(logits, target, axis, weight, ignore_index, reduction,
                  label_smoothing, n_threads, "logits", allow_prob_target=True)
-    return _run(p, want_grad=True, grad_out=grad_out)
+    return _run(p, want_grad=True, grad_out=grad_out, given=(logits, target, weight))
 
 
 def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
@@ -471,10 +443,12 @@ def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
         _check_extended(reduction, out)
         return deliver(weighted_nll_loss(
             log_probs, target, axis, sample_weight=sample_weight, weight=weight,
-            ignore_index=ignore_index, reduction=reduction, n_threads=n_threads), out)
+            ignore_index=ignore_index, reduction=reduction, n_threads=n_threads), out,
+            [(log_probs, "log_probs"), (target, "target"), (weight, "weight"),
+             (sample_weight, "sample_weight")])
     p = _prepare(log_probs, target, axis, weight, ignore_index, reduction, 0.0,
                  n_threads, "log_probs", allow_prob_target=False)
-    _check_loss_out(out, p, log_probs, target)
+    _check_loss_out(out, p, log_probs, target, weight, "log_probs")
     loss = np.empty((p.x3.shape[0], p.x3.shape[2]), dtype=np.float64)
     row_weight = np.empty_like(loss)
     _k.nll_rows(p.x3, p.target3, p.weight, p.ignore_index, loss, row_weight,
@@ -489,5 +463,6 @@ cross_entropy_with_grad.__doc__ = cross_entropy_with_grad.__doc__.replace(
     grad_out : ndarray, optional
         Where to write the gradient: the shape of ``logits`` and the
         computation dtype (float32 for float32 logits, else float64),
-        writable, any strides; it may be ``logits`` itself (in place) but must
-        not partly overlap an input.  The returned ``grad`` is ``grad_out``.""")
+        writable, any strides; it may be ``logits`` itself (in place), or a
+        probability ``target`` itself, but must share no other memory with an
+        input.  The returned ``grad`` is ``grad_out``.""")

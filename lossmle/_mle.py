@@ -14,7 +14,10 @@ import math
 import numpy as np
 
 from ._losses import cross_entropy
-from ._validation import as_float_array, normalize_axes
+from ._threads import check_n_threads
+from ._validation import (
+    as_float_array, check_base as _check_base, check_reduction, normalize_axes,
+)
 
 __all__ = ["log_likelihood", "negative_log_likelihood", "empirical_kl"]
 
@@ -22,22 +25,7 @@ _REDUCTIONS = ("sum", "mean", "none")
 
 
 def _check_reduction(reduction):
-    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
-        raise ValueError(
-            f"reduction must be one of 'sum', 'mean', 'none', got {reduction!r}")
-    return reduction
-
-
-def _check_base(base):
-    if base is None:
-        return None
-    try:
-        value = float(base)
-    except (TypeError, ValueError):
-        raise TypeError(f"base must be a positive number or None, got {base!r}") from None
-    if not value > 0 or value == 1.0 or not math.isfinite(value):
-        raise ValueError(f"base must be a positive number other than 1, got {base!r}")
-    return value
+    return check_reduction(reduction, _REDUCTIONS)
 
 
 def _check_samples(samples, name="samples"):
@@ -188,6 +176,10 @@ def log_likelihood(dist, samples, *, logits=False, axis=-1, reduction="sum",
     -7.520386983881
     """
     reduction = _check_reduction(reduction)
+    if not isinstance(logits, (bool, np.bool_)):
+        raise TypeError(f"logits must be True or False, got {logits!r}")
+    if n_threads is not None:   # checked whether or not the kernel runs
+        check_n_threads(n_threads)
     d, s, shared = _dist_and_samples(dist, samples, axis, "dist", "samples")
     if not logits:
         _check_probs(d, "dist")

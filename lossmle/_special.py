@@ -3,7 +3,7 @@ import numpy as np
 
 from . import _fastpath, _special_kernels as _k
 from ._validation import (
-    alloc_transform_out, as_float_array, check_out, common_float_dtype, deliver,
+    alloc_transform_out, as_float_array, check_output, common_float_dtype, deliver,
     normalize_axes, reduced_shape, resolve_threads, rows_view,
 )
 
@@ -87,7 +87,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
                              "use b=where for a 0/1 weighting instead")
         from ._training import masked_logsumexp
         return deliver(masked_logsumexp(a, axis, keepdims, where=where, n_threads=n_threads),
-                       out)
+                       out, [(a, "a"), (where, "where")])
+    given = [(a, "a"), (b, "b")]
     if b is None:
         a = as_float_array(a, "a")
     else:
@@ -107,7 +108,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
     axes = normalize_axes(axis, a.ndim)
     out_shape = reduced_shape(a.shape, axes, keepdims)
     dtype = a.dtype
-    check_out(user_out, out_shape, dtype, [(a, "a"), (b, "b")])
+    check_output(user_out, "out", out_shape, dtype, given + [(a, "a"), (b, "b")])
     if a.size == 0:
         out = np.full(out_shape, -np.inf, dtype=dtype)
         sgn = np.sign(out)  # -1, as scipy
@@ -137,7 +138,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
 def _transform(x, axis, kernel, name, n_threads, user_out):
     given = x
     x = as_float_array(x, "x")
-    check_out(user_out, x.shape, x.dtype, [(given, "x"), (x, "x")], inplace_ok=True)
+    check_output(user_out, "out", x.shape, x.dtype, [(given, "x"), (x, "x")], ("x",))
     scalar_in = x.ndim == 0
     if scalar_in:
         x = x.reshape(1)
@@ -146,7 +147,7 @@ def _transform(x, axis, kernel, name, n_threads, user_out):
     if x3.shape[1] == 0 and x.size == 0 and x3.shape[0] * x3.shape[2] > 0:
         raise ValueError(f"{name} of x over an empty axis (shape {x.shape}) is undefined")
     if user_out is not None and perm is None and user_out.flags.c_contiguous \
-            and not scalar_in:
+            and user_out.flags.aligned and not scalar_in:
         # straight into the caller's buffer (a view; in place when it is x)
         out, out3 = user_out, user_out.reshape(x3.shape)
     else:
@@ -206,7 +207,8 @@ def softmax(x, axis=None, *, where=None, out=None, n_threads=None):
         return res
     if where is not None:
         from ._training import masked_softmax
-        return deliver(masked_softmax(x, axis, where=where, n_threads=n_threads), out)
+        return deliver(masked_softmax(x, axis, where=where, n_threads=n_threads), out,
+                       [(x, "x"), (where, "where")], ("x",))
     return _transform(x, axis, _k.softmax_rows, "softmax", n_threads, out)
 
 
@@ -262,5 +264,6 @@ def log_softmax(x, axis=None, *, where=None, out=None, n_threads=None):
         return res
     if where is not None:
         from ._training import masked_log_softmax
-        return deliver(masked_log_softmax(x, axis, where=where, n_threads=n_threads), out)
+        return deliver(masked_log_softmax(x, axis, where=where, n_threads=n_threads), out,
+                       [(x, "x"), (where, "where")], ("x",))
     return _transform(x, axis, _k.log_softmax_rows, "log_softmax", n_threads, out)

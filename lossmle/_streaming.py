@@ -1,6 +1,7 @@
 """LogSumExpState: a mergeable log-sum-exp over a class axis that arrives in chunks."""
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any
 
@@ -225,21 +226,73 @@ Per row the state holds, in float64, a running maximum ``m`` of its
         }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._axis = state["axis"]
-        self._shape = state["shape"]
-        self._n_classes = state["n_classes"]
-        self._m, self._c, self._s = state["m"], state["c"], state["s"]
+        # A state crosses process boundaries (pickle, Dask): the kernels
+        # trust its arrays, so everything is checked here, where it is
+        # rebuilt, and the arrays are the state's own copies.
+        axis, shape, n_classes, m, c, s = _check_state(state)
+        self._axis, self._shape, self._n_classes = axis, shape, n_classes
+        self._m, self._c, self._s = m, c, s
 
     def __repr__(self) -> str:
         return (f"LogSumExpState(axis={self._axis}, shape={self._shape}, "
                 f"n_classes={self._n_classes})")
 
 
-def _check_shape(shape: Any) -> tuple[int, ...]:
+_STATE_KEYS = ("axis", "shape", "n_classes", "m", "c", "s")
+
+
+def _check_state(state: Any) -> tuple[int, tuple[int, ...] | None, int,
+                                      NDArray[np.float64], NDArray[np.float64],
+                                      NDArray[np.float64]]:
+    """A pickled LogSumExpState's fields, checked, with arrays of its own.
+
+    Raises TypeError / ValueError for anything ``__getstate__`` would not
+    have produced: a state is data from outside, never trusted.
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"a LogSumExpState's state must be a dict, got {type(state).__name__}")
+    if sorted(state) != sorted(_STATE_KEYS):
+        raise ValueError(f"a LogSumExpState's state has the keys {sorted(_STATE_KEYS)}, "
+                         f"got {sorted(map(str, state))}")
+    axis = state["axis"]
+    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"state axis must be an int, got {axis!r}")
+    shape = None if state["shape"] is None else _check_shape(state["shape"], "state shape")
+    n_classes = state["n_classes"]
+    if (isinstance(n_classes, (bool, np.bool_))
+            or not isinstance(n_classes, (int, np.integer)) or n_classes < 0):
+        raise ValueError(f"state n_classes must be a non-negative int, got {n_classes!r}")
+    n_rows = 0 if shape is None else math.prod(shape)
+    arrays = []
+    for name in ("m", "c", "s"):
+        a = state[name]
+        if not isinstance(a, np.ndarray) or a.dtype != np.float64 or a.shape != (n_rows,):
+            got = (f"{a.dtype} array of shape {a.shape}" if isinstance(a, np.ndarray)
+                   else type(a).__name__)
+            raise ValueError(f"state {name} must be a float64 array of shape ({n_rows},) "
+                             f"(the rows of shape {shape}), got {got}")
+        arrays.append(np.array(a, dtype=np.float64, order="C", copy=True))
+    m, c, s = arrays
+    # counts and rescaled sums are finite and >= 0; a row with a finite
+    # maximum has counted it at least once (nan would compare False: refused)
+    if not (np.all(c >= 0) and np.all(np.isfinite(c))):
+        raise ValueError("state c (counts of the maximal terms) must be finite and >= 0")
+    if not (np.all(s >= 0) and np.all(np.isfinite(s))):
+        raise ValueError("state s (rescaled sums) must be finite and >= 0")
+    if np.any(np.isfinite(m) & (c < 1)):
+        raise ValueError("state c must be >= 1 where the maximum m is finite")
+    return int(axis), shape, int(n_classes), m, c, s
+
+
+def _check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:
+    if isinstance(shape, (str, bytes)):
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}")
     try:
         dims = tuple(operator.index(d) for d in shape)
     except TypeError:
-        raise TypeError(f"shape must be a tuple of ints, got {shape!r}") from None
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}") from None
     if any(d < 0 for d in dims):
-        raise ValueError(f"shape must hold non-negative ints, got {shape!r}")
+        raise ValueError(f"{name} must hold non-negative ints, got {shape!r}")
+    if any(isinstance(d, (bool, np.bool_)) for d in shape):
+        raise TypeError(f"{name} must be a tuple of ints, got {shape!r}")
     return dims

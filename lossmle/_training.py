@@ -10,14 +10,17 @@ thread count; inputs are never modified (except a ``grad_out`` buffer the
 caller hands in, which may be the logits array itself).
 """
 import math
-import operator
 
 import numpy as np
 
 from . import _training_kernels as _k
+from ._reduce import reduce_rows, total as reduce_total
 from ._validation import (
-    alloc_transform_out, as_float_array, common_float_dtype, normalize_axes,
-    reduced_shape, resolve_threads, rows_view,
+    alloc_transform_out, as_float_array, check_base as _check_base,
+    check_ignore_index as _check_ignore_index, check_int as _check_int,
+    check_label_smoothing as _check_label_smoothing, check_output, check_positive,
+    check_reduction as _check_reduction, check_temperature, common_float_dtype,
+    finish_output, normalize_axes, output_view, reduced_shape, resolve_threads, rows_view,
 )
 
 __all__ = [
@@ -37,64 +40,6 @@ _INT64 = np.iinfo(np.int64)
 # ---------------------------------------------------------------------------
 # Validation helpers (messages name the argument)
 # ---------------------------------------------------------------------------
-def _check_reduction(reduction, allowed):
-    if not isinstance(reduction, str) or reduction not in allowed:
-        names = ", ".join(repr(a) for a in allowed)
-        raise ValueError(f"reduction must be one of {names}, got {reduction!r}")
-    return reduction
-
-
-def _positive_float(value, name, allow_none=False):
-    if value is None and allow_none:
-        return 0.0
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a positive float, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a positive float, got {value!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise ValueError(f"{name} must be a positive finite float, got {value!r}")
-    return v
-
-
-def _check_base(base):
-    if base is None:
-        return None
-    b = _positive_float(base, "base")
-    if b == 1.0:
-        raise ValueError("base must not be 1 (log(1) == 0)")
-    return b
-
-
-def _check_int(value, name):
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {value!r}") from None
-    return v
-
-
-def _check_ignore_index(ignore_index):
-    v = _check_int(ignore_index, "ignore_index")
-    if not _INT64.min <= v <= _INT64.max:
-        raise ValueError(f"ignore_index must fit in int64, got {v}")
-    return v
-
-
-def _check_label_smoothing(label_smoothing):
-    try:
-        eps = float(label_smoothing)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"label_smoothing must be a float in [0, 1], got {label_smoothing!r}") from None
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
-    return eps
-
-
 def _class_axis(x, axis, name):
     if x.ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (the class axis)")
@@ -176,73 +121,15 @@ def _class_targets(target, x_shape, ax, n_classes, ignore_index, x_name):
     return t.reshape(n_outer, math.prod(x_shape[ax + 1:]))
 
 
-def _exact_alias(a, b):
-    ia, ib = a.__array_interface__, b.__array_interface__
-    return (ia["data"][0] == ib["data"][0] and a.strides == b.strides
-            and a.shape == b.shape and a.dtype == b.dtype)
-
-
-def _output_buffer(buf, name, shape, dtype, view_shape, inputs):
-    """Validate a caller's output buffer; return ``(result, view, scratch)``.
-
-    ``view`` is what the kernel writes: ``buf`` reshaped to ``view_shape``
-    without a copy, or a scratch array copied into ``buf`` afterwards
-    (``scratch`` is then not None).  ``buf`` may be exactly one of ``inputs``
-    (same memory, strides and dtype: the kernels read element k before they
-    write it) but must not partly overlap any of them.
-    """
-    if buf is None:
-        out = np.empty(shape, dtype=dtype)
-        return out, out.reshape(view_shape), None
-    if not isinstance(buf, np.ndarray):
-        raise TypeError(f"{name} must be a NumPy array, got {type(buf).__name__}")
-    if buf.dtype != dtype:
-        raise TypeError(f"{name} must have dtype {dtype} (the computation dtype), "
-                        f"got {buf.dtype}")
-    if buf.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {buf.shape}")
-    if not buf.flags.writeable:
-        raise ValueError(f"{name} is read-only")
-    for arr, arr_name in inputs:
-        if arr is None or not np.may_share_memory(buf, arr):
-            continue
-        if _exact_alias(buf, arr):
-            continue
-        try:
-            overlap = np.shares_memory(buf, arr, max_work=10_000)
-        except np.exceptions.TooHardError:
-            overlap = True
-        if overlap:
-            raise ValueError(f"{name} overlaps {arr_name} without being the same "
-                             f"array (same memory, shape and strides)")
-    try:
-        return buf, buf.reshape(view_shape, copy=False), None
-    except ValueError:
-        scratch = np.empty(shape, dtype=dtype)
-        return buf, scratch.reshape(view_shape), scratch
-
-
-def _finish_buffer(buf, scratch):
-    if scratch is not None:
-        np.copyto(buf, scratch)
-    return buf
-
-
-def _scalar(dtype, value):
-    return dtype.type(value)
+def _output_buffer(buf, name, shape, dtype, view_shape, inputs, inplace=()):
+    """check_output then output_view: ``(result, kernel view, scratch)``."""
+    check_output(buf, name, shape, dtype, inputs, inplace)
+    return output_view(buf, shape, dtype, view_shape)
 
 
 def _row_result(rows, dtype, shape, reduction, denom):
     """Reduce double per-row values: 'none' -> array, else a scalar of ``dtype``."""
-    # values near the float range overflow to inf quietly, as torch's do
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        if reduction == "none":
-            out = rows.reshape(shape).astype(dtype)
-            return out[()] if out.ndim == 0 else out
-        total = np.sum(rows)
-        if reduction == "sum":
-            return _scalar(dtype, total)
-        return _scalar(dtype, total / denom)
+    return reduce_rows(rows, dtype, shape, reduction, denom)
 
 
 # ---------------------------------------------------------------------------
@@ -263,8 +150,8 @@ def _div_denominator(reduction, n_rows, n_classes):
 def _kl_prepare(p_logits, q_logits, axis, temperature, logit_softcap, reduction):
     p, q = _same_shape_pair(p_logits, q_logits, "p_logits", "q_logits")
     ax = _class_axis(p, axis, "p_logits")
-    inv_t = 1.0 / _positive_float(temperature, "temperature")
-    cap = _positive_float(logit_softcap, "logit_softcap", allow_none=True)
+    inv_t = check_temperature(temperature)
+    cap = check_positive(logit_softcap, "logit_softcap", allow_none=True)
     reduction = _check_reduction(reduction, _DIV_REDUCTIONS)
     p3, _ = rows_view(p, (ax,))
     q3, _ = rows_view(q, (ax,))
@@ -389,25 +276,25 @@ def kl_divergence_from_logits_with_grad(p_logits, q_logits, axis=-1, *, temperat
         p_logits, q_logits, axis, temperature, logit_softcap, reduction)
     if p_grad_out is not None and not p_grad:
         raise ValueError("p_grad_out is given but p_grad is False")
-    inputs = [(p, "p_logits"), (q, "q_logits")]
+    inputs = [(p_logits, "p_logits"), (p, "p_logits"), (q_logits, "q_logits"),
+              (q, "q_logits")]
+    in_place = ("p_logits", "q_logits")
     gq, gq3, gq_tmp = _output_buffer(grad_out, "grad_out", p.shape, p.dtype, p3.shape,
-                                     inputs)
+                                     inputs, in_place)
     gp = gp3 = gp_tmp = None
     if p_grad:
         gp, gp3, gp_tmp = _output_buffer(p_grad_out, "p_grad_out", p.shape, p.dtype,
-                                         p3.shape, inputs)
-        if grad_out is not None and p_grad_out is not None and \
-                np.may_share_memory(grad_out, p_grad_out):
-            raise ValueError("grad_out and p_grad_out must not overlap")
+                                         p3.shape, inputs + [(grad_out, "grad_out")],
+                                         in_place)
     rows = np.empty((p3.shape[0], p3.shape[2]), dtype=np.float64)
     denom = _div_denominator(reduction, rows.size, p3.shape[1])
     if p.size:
         _k.kl_logits_rows(p3, q3, inv_t, cap, rows, gq3, gp3, 1.0 / denom,
                           resolve_threads(n_threads, p.size))
     loss = _row_result(rows, p.dtype, p.shape[:ax] + p.shape[ax + 1:], reduction, denom)
-    gq = _finish_buffer(gq, gq_tmp)
+    gq = finish_output(gq, gq_tmp)
     if p_grad:
-        return loss, gq, _finish_buffer(gp, gp_tmp)
+        return loss, gq, finish_output(gp, gp_tmp)
     return loss, gq
 
 
@@ -499,8 +386,8 @@ def entropy_from_logits(logits, axis=-1, base=None, *, temperature=1.0,
     x = as_float_array(logits, "logits")
     ax = _class_axis(x, axis, "logits")
     base = _check_base(base)
-    inv_t = 1.0 / _positive_float(temperature, "temperature")
-    cap = _positive_float(logit_softcap, "logit_softcap", allow_none=True)
+    inv_t = check_temperature(temperature)
+    cap = check_positive(logit_softcap, "logit_softcap", allow_none=True)
     reduction = _check_reduction(reduction, ("none", "sum", "mean"))
     x3, _ = rows_view(x, (ax,))
     rows = np.empty((x3.shape[0], x3.shape[2]), dtype=np.float64)
@@ -541,15 +428,18 @@ def _bce_prepare(logits, target, weight, pos_weight, sample_weight, reduction):
 
     sw = _check_sample_weight(sample_weight, x.shape)
     sw2 = None if sw is None else view2(sample_weight, "sample_weight")
-    others = [(weight, "weight"), (pos_weight, "pos_weight")]
-    return (x, t, x.reshape(shape2), t.reshape(shape2), view2(weight, "weight"),
-            view2(pos_weight, "pos_weight"), sw, sw2, reduction, shape2,
-            [(np.asarray(a), n) for a, n in others if isinstance(a, np.ndarray)])
+    w2, pw2 = view2(weight, "weight"), view2(pos_weight, "pos_weight")
+    # every array the kernel reads, as given and as converted
+    read = [(logits, "logits"), (x, "logits"), (target, "target"), (t, "target"),
+            (weight, "weight"), (w2, "weight"), (pos_weight, "pos_weight"),
+            (pw2, "pos_weight"), (sample_weight, "sample_weight"), (sw2, "sample_weight")]
+    return (x, t, x.reshape(shape2), t.reshape(shape2), w2, pw2, sw, sw2, reduction, shape2,
+            read)
 
 
 def _bce_run(logits, target, weight, pos_weight, sample_weight, reduction, n_threads,
              want_grad, grad_out):
-    x, t, x2, t2, w2, pw2, sw, sw2, reduction, shape2, others = _bce_prepare(
+    x, t, x2, t2, w2, pw2, sw, sw2, reduction, shape2, read = _bce_prepare(
         logits, target, weight, pos_weight, sample_weight, reduction)
     dtype = x.dtype
     if reduction == "mean":
@@ -561,9 +451,8 @@ def _bce_run(logits, target, weight, pos_weight, sample_weight, reduction, n_thr
     row_loss = np.zeros(shape2[0], dtype=np.float64)
     grad = grad2 = scratch = None
     if want_grad:
-        grad, grad2, scratch = _output_buffer(
-            grad_out, "grad_out", x.shape, dtype, shape2,
-            [(x, "logits"), (t, "target")] + others)
+        grad, grad2, scratch = _output_buffer(grad_out, "grad_out", x.shape, dtype, shape2,
+                                              read, ("logits",))
     if x.size:
         _k.bce_logits_rows(x2, t2, w2, pw2, sw2, loss, row_loss, grad2, scale,
                            resolve_threads(n_threads, x.size))
@@ -571,11 +460,9 @@ def _bce_run(logits, target, weight, pos_weight, sample_weight, reduction, n_thr
         value = loss.reshape(x.shape)
         value = value[()] if value.ndim == 0 else value
     else:
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            value = dtype.type(np.sum(row_loss) if reduction == "sum"
-                               else np.sum(row_loss) / denom)
+        value = reduce_rows(row_loss, dtype, (), reduction, denom)
     if want_grad:
-        return value, _finish_buffer(grad, scratch)
+        return value, finish_output(grad, scratch)
     return value
 
 
@@ -687,11 +574,13 @@ def _backward(kernel, grad_output, output, axis, out, n_threads, out_name):
     (ax,) = normalize_axes(axis, g.ndim, allow_tuple=False)
     g3, _ = rows_view(g, (ax,))
     y3, _ = rows_view(y, (ax,))
-    res, res3, scratch = _output_buffer(out, "out", g.shape, g.dtype, g3.shape,
-                                        [(g, "grad_output"), (y, out_name)])
+    res, res3, scratch = _output_buffer(
+        out, "out", g.shape, g.dtype, g3.shape,
+        [(grad_output, "grad_output"), (g, "grad_output"), (output, out_name), (y, out_name)],
+        ("grad_output", out_name))
     if g.size:
         kernel(g3, y3, res3, resolve_threads(n_threads, g.size))
-    res = _finish_buffer(res, scratch)
+    res = finish_output(res, scratch)
     return res.reshape(())[()] if scalar_in and out is None else res
 
 
@@ -925,7 +814,8 @@ def _ce_run(logits, target, axis, sample_weight, weight, ignore_index, reduction
     reduction = _check_reduction(reduction, ("none", "sum", "mean"))
     ignore_index = _check_ignore_index(ignore_index)
     eps = 0.0 if nll else _check_label_smoothing(label_smoothing)
-    cap = 0.0 if nll else _positive_float(logit_softcap, "logit_softcap", allow_none=True)
+    cap = 0.0 if nll else check_positive(logit_softcap, "logit_softcap", allow_none=True)
+    weight_given = weight
     weight = _check_class_weight(weight, n_classes)
     x3, _ = rows_view(x, (ax,))
     t2 = _class_targets(target, x.shape, ax, n_classes, ignore_index, x_name)
@@ -940,19 +830,25 @@ def _ce_run(logits, target, axis, sample_weight, weight, ignore_index, reduction
         keep = t2 != ignore_index
         if m3 is not None:
             keep &= m3.any(axis=1)
-        kept = t2[keep]
-        wy = weight[kept] if weight is not None else np.ones(kept.size)
+        # the weights of the positions taking part, 0 elsewhere, in position
+        # order: summed as cross_entropy sums its row weights, to the bit
+        wy = weight[np.where(keep, t2, 0)] if weight is not None else np.ones(t2.shape)
         if sw2 is not None:
-            wy = wy * sw2[keep]
+            wy = wy * sw2
         # nothing (weighted) taking part: a nan mean and a nan gradient on
         # the kept rows, as torch (0/0); rows that take no part keep their 0
-        denom = float(np.sum(wy)) or math.nan
+        denom = reduce_total(np.where(keep, wy, 0.0)) or math.nan
     grad = grad3 = scratch = None
     if want_grad:
-        # every input the kernel reads while it writes the gradient
+        # every input, as given and as the kernel reads it while it writes
+        # the gradient (an int64 target is read in place: class indices
+        # overwritten by gradient floats sent the kernel out of bounds)
         grad, grad3, scratch = _output_buffer(
             grad_out, "grad_out", x.shape, x.dtype, x3.shape,
-            [(x, x_name), (weight, "weight"), (sw2, "sample_weight"), (m3, "where")])
+            [(logits, x_name), (x, x_name), (target, "target"), (t2, "target"),
+             (weight_given, "weight"), (weight, "weight"),
+             (sample_weight, "sample_weight"), (sw2, "sample_weight"),
+             (where, "where"), (m3, "where")], (x_name,))
     loss = np.empty(t2.shape, dtype=np.float64)
     row_weight = np.empty(t2.shape, dtype=np.float64)
     scale = 1.0 / denom
@@ -966,7 +862,7 @@ def _ce_run(logits, target, axis, sample_weight, weight, ignore_index, reduction
                                      loss, row_weight, grad3, scale, n_threads)
     value = _row_result(loss, x.dtype, pos_shape, reduction, denom)
     if want_grad:
-        return value, _finish_buffer(grad, scratch)
+        return value, finish_output(grad, scratch)
     return value
 
 
@@ -1242,7 +1138,7 @@ def evaluate_logits(logits, target, axis=-1, *, k=5, ignore_index=-100,
     n_classes = x.shape[ax]
     ks = _check_ks(k)
     ignore_index = _check_ignore_index(ignore_index)
-    cap = _positive_float(logit_softcap, "logit_softcap", allow_none=True)
+    cap = check_positive(logit_softcap, "logit_softcap", allow_none=True)
     reduction = _check_reduction(reduction, ("none", "sum", "mean"))
     x3, _ = rows_view(x, (ax,))
     t2 = _class_targets(target, x.shape, ax, n_classes, ignore_index, "logits")

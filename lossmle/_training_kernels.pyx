@@ -143,8 +143,14 @@ cdef inline double online_rescale(Online* st, double v) noexcept nogil:
         sc = 0.0
     else:
         sc = exp(st.m - v)
-        st.u = sc * (st.u + (st.m - v) * online_total(st))
-        st.s = sc * online_total(st)
+        if sc == 0.0:
+            # the old terms vanish; m - v may have overflowed to -inf
+            # ([1e308, -1e308]), and 0 * -inf would make u nan
+            st.u = 0.0
+            st.s = 0.0
+        else:
+            st.u = sc * (st.u + (st.m - v) * online_total(st))
+            st.s = sc * online_total(st)
     st.c = 0.0
     st.m = v
     return sc
@@ -161,6 +167,8 @@ cdef inline double online_push(Online* st, double v) noexcept nogil:
         st.c += 1.0
         return 1.0
     e = exp(v - st.m)
+    if e == 0.0:
+        return 0.0  # likewise: v - m may be -inf for a finite v far below m
     st.s += e
     st.u += e * (v - st.m)
     return e

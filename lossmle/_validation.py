@@ -5,32 +5,26 @@ aligned float32/float64 array; axes as a tuple of non-negative ints; a
 ``(n_outer, n, n_inner)`` view whose middle axis is the one reduced; a thread
 count.  Error messages name the argument: ``"<name> ..."``.
 """
+import math
+import numbers
 import operator
 from math import prod
 
 import numpy as np
 
-from . import _parallel
+from ._threads import (  # noqa: F401  (re-exported: the argument layer's names)
+    MAX_THREADS, PARALLEL_MIN_ELEMENTS, get_num_threads, resolve_threads, set_num_threads,
+)
 
 __all__ = [
     "as_float_array", "common_float_dtype", "normalize_axes", "rows_view",
     "alloc_transform_out", "reduced_shape", "resolve_threads",
-    "set_num_threads", "get_num_threads", "check_out", "deliver",
+    "set_num_threads", "get_num_threads", "check_output", "output_view", "finish_output",
+    "item_strided", "deliver", "check_real", "check_positive", "check_base",
+    "check_temperature", "check_label_smoothing", "check_reduction", "check_int",
+    "check_ignore_index", "check_output_kind",
 ]
 
-# Below this many elements a kernel runs on one thread: OpenMP's start-up
-# (~2 us) costs more than the work it would share.
-PARALLEL_MIN_ELEMENTS = 1 << 17
-
-# The most threads n_threads / set_num_threads accept.  OpenMP starts every
-# thread it is asked for, and libgomp ends the process (no Python exception)
-# when it cannot allocate or create them: n_threads=2**31-1 exited on
-# "libgomp: Out of memory".  Results are the same for any thread count, so the
-# ceiling only turns a likely typo into a ValueError; 1024 threads started in
-# ~0.07 s here.
-MAX_THREADS = 1024
-
-_num_threads = None  # process-wide default set by set_num_threads
 
 
 def _float_dtype_for(dtype, name):
@@ -145,87 +139,196 @@ def alloc_transform_out(shape, x3_shape, perm, dtype):
     return moved.transpose(np.argsort(perm)), moved.reshape(x3_shape)
 
 
-def set_num_threads(n_threads):
-    """Set the process-wide default thread count of lossmle's kernels.
-
-    Parameters
-    ----------
-    n_threads : int or None
-        A number of threads from 1 to ``MAX_THREADS`` (1024), or None to go
-        back to OpenMP's default (all cores, honouring ``OMP_NUM_THREADS`` and
-        threadpoolctl limits).
-    """
-    global _num_threads
-    _num_threads = None if n_threads is None else _check_n_threads(n_threads)
+def _exact_alias(a, b):
+    """Same memory, dtype, shape and strides: element k of one is element k of the other."""
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.dtype == b.dtype and a.shape == b.shape and a.strides == b.strides)
 
 
-def get_num_threads():
-    """The thread count a kernel uses when ``n_threads=None`` (above its size threshold).
-
-    ``set_num_threads``' value if set, else OpenMP's default (``OMP_NUM_THREADS``,
-    threadpoolctl limits) capped at ``MAX_THREADS``: libgomp cannot start
-    100,000 threads and ends the process when asked to.
-    """
-    if _num_threads is not None:
-        return _num_threads
-    return min(_parallel.max_threads(), MAX_THREADS)
-
-
-def _check_n_threads(n_threads):
-    if isinstance(n_threads, (bool, np.bool_)):
-        raise TypeError(f"n_threads must be a positive int or None, got {n_threads!r}")
+def _overlaps(buf, arr):
+    if not np.may_share_memory(buf, arr):
+        return False
     try:
-        n = operator.index(n_threads)
-    except TypeError:
-        raise TypeError(
-            f"n_threads must be a positive int or None, got {n_threads!r}") from None
-    if n < 1:
-        raise ValueError(f"n_threads must be a positive int or None, got {n}")
-    if n > MAX_THREADS:
-        raise ValueError(f"n_threads must be at most {MAX_THREADS}, got {n}")
-    return n
+        return np.shares_memory(buf, arr, max_work=10_000)
+    except np.exceptions.TooHardError:   # too costly to prove apart: refuse
+        return True
 
 
-def resolve_threads(n_threads, n_elements):
-    """Threads for a kernel over ``n_elements`` values (1 below the threshold)."""
-    if n_threads is None:
-        return 1 if n_elements < PARALLEL_MIN_ELEMENTS else get_num_threads()
-    n = _check_n_threads(n_threads)
-    return 1 if n_elements < PARALLEL_MIN_ELEMENTS else n
+def item_strided(a):
+    """True when the kernels may index ``a`` in elements: an aligned array whose
+    byte strides are whole multiples of its item size (a field of a structured
+    array, ``stride 12`` for float64, is not)."""
+    item = a.itemsize
+    return a.flags.aligned and all(s % item == 0 for s in a.strides)
 
 
-def check_out(out, shape, dtype, inputs, inplace_ok=False):
-    """Validate a caller's ``out=`` buffer (None passes through).
+def check_output_kind(buf, name):
+    """An output buffer is None or an ndarray: the first check, before any
+    other argument is looked at (so a list is a TypeError on every path)."""
+    if buf is not None and not isinstance(buf, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray or None, got {type(buf).__name__}")
 
-    It must be a writable ndarray of exactly ``shape`` and ``dtype``, and share
-    no memory with the ``(array, name)`` pairs in ``inputs`` - except, where
-    ``inplace_ok``, by being that very array (same memory, shape and strides).
+
+def check_output(buf, name, shape, dtype, inputs, inplace=()):
+    """The one rule for a caller's output buffer (``out=``, ``grad_out=``, ...).
+
+    ``buf`` (None passes through) must be a writable ndarray of exactly
+    ``shape`` and ``dtype`` that shares no memory with any ``(array, name)``
+    pair of ``inputs`` (non-arrays and None are skipped); pass every array
+    the call reads, as given and as converted, so no input can be forgotten.
+    Where an input's name is in ``inplace`` (documented in-place use), ``buf``
+    may be that very array (same memory, dtype, shape and strides), never a
+    partial overlap.  Odd strides are allowed: see :func:`output_view`.
     """
-    if out is None:
+    if buf is None:
         return None
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray or None, got {type(out).__name__}")
-    if out.shape != tuple(shape):
-        raise ValueError(f"out has shape {out.shape}, but the result has shape {tuple(shape)}")
-    if out.dtype != dtype:
-        raise TypeError(f"out has dtype {out.dtype}, but the result has dtype {dtype}")
-    if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    for x, name in inputs:
-        if not isinstance(x, np.ndarray) or not np.may_share_memory(out, x):
+    check_output_kind(buf, name)
+    if buf.shape != tuple(shape):
+        raise ValueError(f"{name} has shape {buf.shape}, but the result has shape "
+                         f"{tuple(shape)}")
+    if buf.dtype != dtype:
+        raise TypeError(f"{name} has dtype {buf.dtype}, but the result has dtype {dtype} "
+                        f"(the computation dtype)")
+    if not buf.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    for arr, arr_name in inputs:
+        if not isinstance(arr, np.ndarray):
             continue
-        same = (inplace_ok and out.shape == x.shape and out.strides == x.strides
-                and out.__array_interface__["data"][0] == x.__array_interface__["data"][0])
-        if not same and np.shares_memory(out, x):
+        if arr_name in inplace and _exact_alias(buf, arr):
+            continue
+        if _overlaps(buf, arr):
             raise ValueError(
-                f"out overlaps {name} without being {name} itself"
-                + (" (exact overlap, i.e. in place, is allowed)" if inplace_ok else ""))
-    return out
+                f"{name} overlaps {arr_name}"
+                + (f" without being {arr_name} itself (exactly {arr_name}, i.e. in place, "
+                   f"is allowed)" if arr_name in inplace else ""))
+    return buf
 
 
-def deliver(result, out):
-    """Return ``result``, or copy it into ``out`` and return ``out``."""
+def output_view(buf, shape, dtype, view_shape):
+    """What a kernel writes for a checked output ``buf``: ``(result, view, scratch)``.
+
+    ``buf`` None: a fresh C-ordered array.  Else ``view`` is ``buf`` reshaped
+    to ``view_shape`` without a copy when the kernels may index it in
+    elements (:func:`item_strided`), or a scratch array that
+    :func:`finish_output` copies into ``buf`` (``scratch`` is then not None).
+    """
+    if buf is None:
+        out = np.empty(shape, dtype=dtype)
+        return out, out.reshape(view_shape), None
+    if item_strided(buf):
+        try:
+            return buf, buf.reshape(view_shape, copy=False), None
+        except ValueError:
+            pass
+    scratch = np.empty(shape, dtype=dtype)
+    return buf, scratch.reshape(view_shape), scratch
+
+
+def finish_output(buf, scratch):
+    """Copy a scratch result into the caller's buffer; return the buffer."""
+    if scratch is not None:
+        np.copyto(buf, scratch)
+    return buf
+
+
+def deliver(result, out, inputs=None, inplace=()):
+    """Return ``result``, or copy it into ``out`` and return ``out``.
+
+    With ``inputs`` (the call's ``(array, name)`` pairs) ``out`` is checked
+    first by :func:`check_output` against the result's shape and dtype: for
+    paths that know them only once the result is computed.
+    """
     if out is None:
         return result
+    if inputs is not None:
+        result = np.asarray(result)
+        check_output(out, "out", result.shape, result.dtype, inputs, inplace)
     np.copyto(out, result, casting="no")
     return out
+
+
+# ---------------------------------------------------------------------------
+# Scalar arguments: one check per shared keyword, one message shape
+# ---------------------------------------------------------------------------
+_INT64 = np.iinfo(np.int64)
+
+
+def check_real(value, name, what):
+    """``value`` as a Python float: a real number (int, float, NumPy real
+    scalar or 0-d array), never a bool or a string (float("0.1") would
+    accept one).  ``what`` completes the TypeError: "name must be <what>"."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and value.dtype.kind in "iuf":
+        value = value[()]
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {what}, got {value!r}")
+    return float(value)
+
+
+def check_positive(value, name, allow_none=False):
+    """A finite float > 0 (None gives 0.0 where ``allow_none``: "off")."""
+    if value is None and allow_none:
+        return 0.0
+    v = check_real(value, name, "a positive float")
+    if not (v > 0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be a positive finite float, got {value!r}")
+    return v
+
+
+def check_temperature(temperature):
+    """``1 / temperature`` for a finite temperature > 0 whose inverse is finite."""
+    t = check_positive(temperature, "temperature")
+    inv_t = 1.0 / t
+    if not math.isfinite(inv_t):
+        smallest = float(1.0 / np.finfo(np.float64).max)
+        raise ValueError(f"temperature must be at least {smallest!r} (its inverse "
+                         f"scales the logits), got {temperature!r}")
+    return inv_t
+
+
+def check_base(base):
+    """None (natural log) or a finite float > 0 other than 1."""
+    if base is None:
+        return None
+    b = check_real(base, "base", "a positive number or None")
+    if not (b > 0 and math.isfinite(b)) or b == 1.0:
+        raise ValueError(f"base must be a positive number other than 1 (log(1) == 0), "
+                         f"got {base!r}")
+    return b
+
+
+def check_label_smoothing(label_smoothing):
+    """A float in [0, 1], as torch (no strings)."""
+    if type(label_smoothing) in (float, int) and label_smoothing == 0.0:
+        return 0.0
+    eps = check_real(label_smoothing, "label_smoothing", "a float in [0, 1]")
+    if not 0.0 <= eps <= 1.0:  # also rejects nan
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    return eps
+
+
+def check_reduction(reduction, allowed):
+    """One of the names in ``allowed``."""
+    if not isinstance(reduction, str) or reduction not in allowed:
+        names = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"reduction must be one of {names}, got {reduction!r}")
+    return reduction
+
+
+def check_int(value, name):
+    """An int (operator.index: NumPy integers too), never a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {value!r}") from None
+
+
+def check_ignore_index(ignore_index):
+    """An int that fits int64 (the kernels' class-index type)."""
+    if type(ignore_index) is int and _INT64.min <= ignore_index <= _INT64.max:
+        return ignore_index
+    v = check_int(ignore_index, "ignore_index")
+    if not _INT64.min <= v <= _INT64.max:
+        raise ValueError(f"ignore_index must fit in int64, got {v}")
+    return v

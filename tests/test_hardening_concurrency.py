@@ -104,8 +104,8 @@ def test_caller_unaffected_by_unrelated_mutation_and_thread_setting():
     expected_ce = lm.cross_entropy_with_grad(x, t, n_threads=1)
     scratch = np.zeros_like(x)
     stop = threading.Event()
-    from lossmle import _validation
-    saved = _validation._num_threads  # None (OpenMP's default) unless a test set it
+    from lossmle import _threads
+    saved = _threads._State.default  # None (OpenMP's default) unless a test set it
 
     def mutate():
         k = 0

@@ -25,7 +25,7 @@ PKG_DIR = os.path.dirname(os.path.abspath(lossmle.__file__))
 PARENT = os.path.dirname(PKG_DIR)
 
 # Public modules whose stubs (.pyi next to the .py) describe the API.
-STUBBED_PY = ["_special", "_losses", "_divergence", "_validation", "_config"]
+STUBBED_PY = ["_special", "_losses", "_divergence", "_validation", "_threads", "_config"]
 
 
 def _compiled_modules():
