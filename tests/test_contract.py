@@ -1,0 +1,147 @@
+"""One contract over every public name: each shared keyword a function takes
+is checked the same way everywhere (same exception type, a message naming
+the argument), and a new public function is covered as soon as it is added.
+
+The keywords each function takes are read from its signature, so a function
+that gains ``temperature=`` is probed for it without a change here; a public
+name missing from ``CALLS`` (and not exempt) fails ``test_every_public_name``.
+"""
+import inspect
+import math
+
+import numpy as np
+import pytest
+
+import lossmle as lm
+
+rng = np.random.default_rng(2024)
+X = rng.standard_normal((4, 3))
+T = np.array([0, 1, 2, 0])
+P = np.exp(X) / np.exp(X).sum(axis=1, keepdims=True)
+G = rng.standard_normal((4, 3))
+B01 = (X > 0).astype(np.float64)
+M = np.ones((4, 3), bool)
+H = rng.standard_normal((4, 5))      # hidden states of linear_cross_entropy
+WL = rng.standard_normal((3, 5))     # its (n_classes, d) weight
+XR = rng.standard_normal((30, 3))    # SoftmaxRegression data
+YR = np.arange(30) % 3
+
+
+def _fit(**kw):
+    return lm.SoftmaxRegression(**kw).fit(XR, YR)
+
+
+def _update(**kw):
+    return lm.LogSumExpState().update(X, **kw)
+
+
+#: a valid call per public name: (callable, positional args, keyword args)
+CALLS = {
+    "logsumexp": (lm.logsumexp, (X,), {}),
+    "softmax": (lm.softmax, (X,), {}),
+    "log_softmax": (lm.log_softmax, (X,), {}),
+    "cross_entropy": (lm.cross_entropy, (X, T), {}),
+    "cross_entropy_with_grad": (lm.cross_entropy_with_grad, (X, T), {}),
+    "nll_loss": (lm.nll_loss, (np.log(P), T), {}),
+    "kl_divergence": (lm.kl_divergence, (P, P[::-1].copy()), {}),
+    "entropy": (lm.entropy, (P,), {}),
+    "linear_cross_entropy": (lm.linear_cross_entropy, (H, WL, T), {}),
+    "linear_cross_entropy_with_grad": (lm.linear_cross_entropy_with_grad, (H, WL, T), {}),
+    "LogSumExpState": (_update, (), {}),
+    "log_likelihood": (lm.log_likelihood, (P, T), {}),
+    "negative_log_likelihood": (lm.negative_log_likelihood, (P, T), {}),
+    "empirical_kl": (lm.empirical_kl, (T, P[0], P[1]), {}),
+    "SoftmaxRegression": (_fit, (), {}),
+    "kl_divergence_from_logits": (lm.kl_divergence_from_logits, (X, G), {}),
+    "kl_divergence_from_logits_with_grad": (lm.kl_divergence_from_logits_with_grad,
+                                            (X, G), {}),
+    "js_divergence_from_logits": (lm.js_divergence_from_logits, (X, G), {}),
+    "entropy_from_logits": (lm.entropy_from_logits, (X,), {}),
+    "binary_cross_entropy_with_logits": (lm.binary_cross_entropy_with_logits, (X, B01), {}),
+    "binary_cross_entropy_with_logits_with_grad": (
+        lm.binary_cross_entropy_with_logits_with_grad, (X, B01), {}),
+    "softmax_backward": (lm.softmax_backward, (G, P), {}),
+    "log_softmax_backward": (lm.log_softmax_backward, (G, np.log(P)), {}),
+    "weighted_cross_entropy": (lm.weighted_cross_entropy, (X, T), {}),
+    "weighted_cross_entropy_with_grad": (lm.weighted_cross_entropy_with_grad, (X, T), {}),
+    "weighted_nll_loss": (lm.weighted_nll_loss, (np.log(P), T), {}),
+    "nll_loss_with_grad": (lm.nll_loss_with_grad, (np.log(P), T), {}),
+    "masked_logsumexp": (lm.masked_logsumexp, (X,), {"where": M}),
+    "masked_softmax": (lm.masked_softmax, (X,), {"where": M}),
+    "masked_log_softmax": (lm.masked_log_softmax, (X,), {"where": M}),
+    "evaluate_logits": (lm.evaluate_logits, (X, T), {"k": 2}),
+    "set_num_threads": (lm.set_num_threads, (None,), {}),
+}
+#: public names that take no argument a caller could get wrong
+EXEMPT = {"ConvergenceWarning", "get_num_threads", "show_config", "__version__"}
+
+NAN, INF = math.nan, math.inf
+#: keyword -> [(bad value, exception type)]; the message must name the keyword
+BAD = {
+    "n_threads": [(0, ValueError), (-1, ValueError), (10**9, ValueError), ("2", TypeError),
+                  (2.5, TypeError), (True, TypeError)],
+    "label_smoothing": [("0.1", TypeError), (None, TypeError), (-0.1, ValueError),
+                        (1.5, ValueError), (NAN, ValueError)],
+    "temperature": [("1", TypeError), (None, TypeError), (0.0, ValueError), (-1.0, ValueError),
+                    (INF, ValueError), (NAN, ValueError), (1e-310, ValueError)],
+    "logit_softcap": [("5", TypeError), (0.0, ValueError), (-1.0, ValueError),
+                      (NAN, ValueError), (INF, ValueError)],
+    "base": [("2", TypeError), (0, ValueError), (-2.0, ValueError), (1, ValueError),
+             (NAN, ValueError), (INF, ValueError)],
+    "reduction": [("avg", ValueError), (None, ValueError), (1, ValueError)],
+    "ignore_index": [("1", TypeError), (1.5, TypeError), (True, TypeError),
+                     (2**70, ValueError)],
+    "axis": [("0", TypeError), (1.5, TypeError), (7, np.exceptions.AxisError)],
+    "out": [([[0.0]], TypeError)],
+    "grad_out": [([[0.0]], TypeError)],
+    "p_grad_out": [([[0.0]], TypeError)],
+    "k": [(0, ValueError), ("1", TypeError)],
+}
+#: (name, keyword) pairs whose keyword means something else there
+NOT_SHARED = {
+    ("set_num_threads", "n_threads"),      # probed positionally below
+    ("SoftmaxRegression", "label_smoothing"),
+}
+
+
+def _keywords(name):
+    fn = {"LogSumExpState": lm.LogSumExpState.update,
+          "SoftmaxRegression": lm.SoftmaxRegression}.get(name, getattr(lm, name))
+    return set(inspect.signature(fn).parameters)
+
+
+def _matrix():
+    for name in sorted(CALLS):
+        for kw in sorted(_keywords(name) & set(BAD)):
+            if (name, kw) in NOT_SHARED:
+                continue
+            for value, exc in BAD[kw]:
+                yield pytest.param(name, kw, value, exc, id=f"{name}-{kw}-{value!r}")
+
+
+def test_every_public_name_is_in_the_contract():
+    missing = set(lm.__all__) - set(CALLS) - EXEMPT
+    assert not missing, f"public names without a contract entry: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("name", sorted(CALLS))
+def test_the_valid_call_runs(name):
+    fn, args, kwargs = CALLS[name]
+    fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name, kw, value, exc", list(_matrix()))
+def test_bad_shared_keyword(name, kw, value, exc):
+    fn, args, kwargs = CALLS[name]
+    if kw == "p_grad_out":
+        kwargs = dict(kwargs, p_grad=True)
+    with pytest.raises(exc, match=kw):
+        fn(*args, **dict(kwargs, **{kw: value}))
+
+
+@pytest.mark.parametrize("value, exc", BAD["n_threads"], ids=repr)
+def test_set_num_threads_bad_values(value, exc):
+    before = lm.get_num_threads()
+    with pytest.raises(exc, match="n_threads"):
+        lm.set_num_threads(value)
+    assert lm.get_num_threads() == before
