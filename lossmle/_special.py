@@ -74,8 +74,9 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
     >>> from lossmle import logsumexp
     >>> float(logsumexp(np.arange(10)))
     9.45862974442671
-    >>> logsumexp([1, 2], b=[1, -1], return_sign=True)
-    (np.float64(1.5413248546129181), np.float64(-1.0))
+    >>> res, sgn = logsumexp([1, 2], b=[1, -1], return_sign=True)
+    >>> float(res), float(sgn)
+    (1.5413248546129181, -1.0)
     """
     # small plain arrays: the whole call in compiled code (None: not such a call)
     res = _fastpath.logsumexp(a, axis, b, keepdims, return_sign, where, out, n_threads)

@@ -44,7 +44,7 @@ class LogSumExpState:
 
     Notes
     -----
-Per row the state holds, in float64, a running maximum ``m`` of its
+    Per row the state holds, in float64, a running maximum ``m`` of its
     terms, the number ``c`` of terms equal to it and ``s``, the sum of
     ``exp(t - m)`` over the other terms ``t``;
     ``result() = log1p(s / c) + log(c) + m``, the one-shot formula with the

@@ -154,6 +154,14 @@ def set_num_threads(n_threads):
         A number of threads from 1 to ``MAX_THREADS`` (1024), or None to go
         back to OpenMP's default (all cores, honouring ``OMP_NUM_THREADS`` and
         threadpoolctl limits).
+
+    Examples
+    --------
+    >>> import lossmle
+    >>> lossmle.set_num_threads(1)
+    >>> lossmle.get_num_threads()
+    1
+    >>> lossmle.set_num_threads(None)   # back to OpenMP's default
     """
     global _num_threads
     _num_threads = None if n_threads is None else _check_n_threads(n_threads)
@@ -165,6 +173,17 @@ def get_num_threads():
     ``set_num_threads``' value if set, else OpenMP's default (``OMP_NUM_THREADS``,
     threadpoolctl limits) capped at ``MAX_THREADS``: libgomp cannot start
     100,000 threads and ends the process when asked to.
+
+    Returns
+    -------
+    n_threads : int
+        From 1 to ``MAX_THREADS`` (1024).
+
+    Examples
+    --------
+    >>> import lossmle
+    >>> 1 <= lossmle.get_num_threads() <= 1024
+    True
     """
     if _num_threads is not None:
         return _num_threads
