@@ -46,6 +46,10 @@ numpydoc_show_class_members = True
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 numpydoc_attributes_as_param_list = False
+# With -W these fail the build: a parameter missing from (or unknown to) its
+# docstring's Parameters, a function without Returns, a documented object
+# without a docstring.
+numpydoc_validation_checks = {"PR01", "PR02", "RT01", "GL08"}
 
 default_role = "code"
 myst_heading_anchors = 3

@@ -212,7 +212,13 @@ class LogSumExpState:
         return res[()] if res.ndim == 0 else res
 
     def copy(self) -> LogSumExpState:
-        """An independent copy of the state."""
+        """An independent copy of the state.
+
+        Returns
+        -------
+        LogSumExpState
+            A new state with the same rows, classes seen and values.
+        """
         new = LogSumExpState(self._axis)
         new.__setstate__(self.__getstate__())
         return new
