@@ -72,5 +72,8 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_end": [],
 }
-html_static_path = []
+# pages without sub-pages: no (empty) section navigation on the left
+html_sidebars = {"index": [], "getting_started": [], "performance": [], "changelog": []}
+html_static_path = ["_static"]
+html_css_files = ["lossmle.css"]
 html_show_sourcelink = False
