@@ -55,6 +55,8 @@ def _missing_optional(source):
                             source, flags=re.M))
     if re.search(r"lossmle(?:\.dask|\s+import\s+dask)", source):
         needed.add("dask")
+    if "SoftmaxRegression(" in source:  # fit() drives scipy.optimize (extra 'mle')
+        needed.add("scipy")
     return sorted(m for m in needed & set(OPTIONAL) if importlib.util.find_spec(m) is None)
 
 
