@@ -52,7 +52,23 @@ def reselect_simd():
 
 
 def show_config():
-    """Print lossmle's build and run-time configuration."""
+    """Print lossmle's build and run-time configuration.
+
+    The version of lossmle, Python and NumPy, the platform, whether the
+    kernels were built with OpenMP, the thread counts and the SIMD path in
+    use ('avx512', 'avx2' or 'baseline'; ``LOSSMLE_SIMD`` can lower it).
+    ``lossmle config`` prints the same.
+
+    Examples
+    --------
+    >>> import lossmle
+    >>> lossmle.show_config()  # doctest: +ELLIPSIS
+         lossmle: ...
+          python: ...
+           numpy: ...
+    ...
+            simd: ...
+    """
     for key, value in config().items():
         print(f"{key:>12}: {value}")
 

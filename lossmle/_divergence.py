@@ -83,7 +83,12 @@ def kl_divergence(p, q, axis=-1, *, base=None, keepdims=False, validate=True,
     Notes
     -----
     Terms follow the limits: ``0 * log(0 / q) = 0`` for any ``q >= 0``, and
-    ``p > 0`` with ``q = 0`` gives ``+inf``.  KL is not symmetric.
+    ``p > 0`` with ``q = 0`` gives ``+inf``.  KL is not symmetric [1]_.
+
+    References
+    ----------
+    .. [1] S. Kullback, R. A. Leibler, "On information and sufficiency",
+       Ann. Math. Statist. 22(1), 79-86, 1951.
 
     Examples
     --------
@@ -164,7 +169,12 @@ def entropy(pk, qk=None, base=None, axis=0, *, keepdims=False, out=None, n_threa
     -----
     Terms follow ``scipy.special.entr`` and ``rel_entr`` (0 at 0; a negative
     entry gives inf; nan propagates).  The cross-entropy of ``pk`` and ``qk``
-    is ``entropy(pk) + entropy(pk, qk)``.
+    is ``entropy(pk) + entropy(pk, qk)`` [1]_.
+
+    References
+    ----------
+    .. [1] T. M. Cover, J. A. Thomas, "Elements of Information Theory",
+       2nd ed., Wiley, 2006, ch. 2.
 
     Examples
     --------

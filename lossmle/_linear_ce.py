@@ -237,7 +237,7 @@ def linear_cross_entropy_with_grad(
         ignore_index: int = -100, reduction: _Reduction = "mean",
         n_threads: Optional[int] = None,
 ) -> Tuple[_Result, _FloatArray, _FloatArray, Optional[_FloatArray]]:
-    """:func:`linear_cross_entropy` and its gradients w.r.t. hidden, weight and bias.
+    """:func:`linear_cross_entropy` and its gradients with respect to hidden, weight and bias.
 
     Parameters
     ----------

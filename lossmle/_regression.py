@@ -209,7 +209,18 @@ class SoftmaxRegression:
                       if name != "self" and p.kind != p.VAR_KEYWORD)
 
     def get_params(self, deep=True):
-        """The constructor parameters as a dict (nested ones as ``name__key`` if deep)."""
+        """The constructor parameters as a dict (nested ones as ``name__key`` if deep).
+
+        Parameters
+        ----------
+        deep : bool, default=True
+            Also list the parameters of parameters that are estimators.
+
+        Returns
+        -------
+        params : dict
+            Parameter names mapped to their values, as scikit-learn's.
+        """
         out = {}
         for name in self._get_param_names():
             value = getattr(self, name)
@@ -219,7 +230,17 @@ class SoftmaxRegression:
         return out
 
     def set_params(self, **params):
-        """Set constructor parameters; returns ``self``."""
+        """Set constructor parameters; returns ``self``.
+
+        Parameters
+        ----------
+        **params : dict
+            Parameter names (``name__key`` for a nested one) and new values.
+
+        Returns
+        -------
+        self : SoftmaxRegression
+        """
         valid = self._get_param_names()
         for key, value in params.items():
             name, _, sub = key.partition("__")
@@ -420,25 +441,82 @@ class SoftmaxRegression:
 
         For two classes, scikit-learn's convention: the log-odds of
         ``classes_[1]``, ``z_1 - z_0``, shape (n_samples,).
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            Samples, with the features seen by ``fit``.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples, n_classes) or (n_samples,)
         """
         z = self._logits(X)
         return z[:, 1] - z[:, 0] if z.shape[1] == 2 else z
 
     def predict_proba(self, X):
-        """Class probabilities ``softmax(X W^T + b)``, shape (n_samples, n_classes)."""
+        """Class probabilities ``softmax(X W^T + b)``, shape (n_samples, n_classes).
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            Samples, with the features seen by ``fit``.
+
+        Returns
+        -------
+        proba : ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``; rows sum to 1.
+        """
         return softmax(self._logits(X), axis=1)
 
     def predict_log_proba(self, X):
-        """Log class probabilities (``log_softmax``, precise for tiny probabilities)."""
+        """Log class probabilities (``log_softmax``, precise for tiny probabilities).
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            Samples, with the features seen by ``fit``.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes)
+            Columns in the order of ``classes_``.
+        """
         return log_softmax(self._logits(X), axis=1)
 
     def predict(self, X):
-        """The most probable class label of each row of ``X``."""
+        """The most probable class label of each row of ``X``.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            Samples, with the features seen by ``fit``.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Labels from ``classes_`` (ties go to the first class).
+        """
         best = np.argmax(self._logits(X), axis=1)  # checks fitted before classes_
         return self.classes_[best]
 
     def score(self, X, y, sample_weight=None):
-        """(Weighted) accuracy of ``predict(X)`` against ``y``."""
+        """(Weighted) accuracy of ``predict(X)`` against ``y``.
+
+        Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            Samples, with the features seen by ``fit``.
+        y : array_like of shape (n_samples,)
+            True labels.
+        sample_weight : array_like of shape (n_samples,), optional
+            Non-negative per-sample weights.
+
+        Returns
+        -------
+        score : float
+            The (weighted) share of rows predicted right.
+        """
         pred = self.predict(X)
         y = _check_y(y, pred.shape[0])
         sw = _check_sample_weight(sample_weight, pred.shape[0])

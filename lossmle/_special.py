@@ -74,8 +74,9 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
     >>> from lossmle import logsumexp
     >>> float(logsumexp(np.arange(10)))
     9.45862974442671
-    >>> logsumexp([1, 2], b=[1, -1], return_sign=True)
-    (np.float64(1.5413248546129181), np.float64(-1.0))
+    >>> res, sgn = logsumexp([1, 2], b=[1, -1], return_sign=True)
+    >>> float(res), float(sgn)
+    (1.5413248546129181, -1.0)
     """
     # small plain arrays: the whole call in compiled code (None: not such a call)
     res = _fastpath.logsumexp(a, axis, b, keepdims, return_sign, where, out, n_threads)
@@ -193,8 +194,13 @@ def softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     Notes
     -----
     ``softmax(x) = exp(x - max(x)) / sum(exp(x - max(x)))``: the shift makes
-    every exponent <= 0, so nothing overflows.  A row holding nan, +inf, or
+    every exponent <= 0, so nothing overflows [1]_.  A row holding nan, +inf, or
     only -inf is all nan, as in scipy.
+
+    References
+    ----------
+    .. [1] P. Blanchard, D. J. Higham, N. J. Higham, "Accurately computing the
+       log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.
 
     Examples
     --------
@@ -248,8 +254,14 @@ def log_softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     sum of ``exp(x - m)`` over the others, the result is
     ``(x - m) - (log1p(s / c) + log(c))``, so the maximum keeps full relative
     precision (scipy returns 0 for ``log_softmax([0., -40.])[0]``, whose
-    true value is -4.25e-18; scipy#19521).  Rows with a non-finite maximum
-    follow scipy (nan where it has nan).
+    true value is -4.25e-18; scipy#19521; on the accuracy of these formulas
+    see [1]_).  Rows with a non-finite maximum follow scipy (nan where it has
+    nan).
+
+    References
+    ----------
+    .. [1] P. Blanchard, D. J. Higham, N. J. Higham, "Accurately computing the
+       log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.
 
     Examples
     --------

@@ -45,7 +45,7 @@ class LogSumExpState:
 
     Notes
     -----
-Per row the state holds, in float64, a running maximum ``m`` of its
+    Per row the state holds, in float64, a running maximum ``m`` of its
     terms, the number ``c`` of terms equal to it and ``s``, the sum of
     ``exp(t - m)`` over the other terms ``t``;
     ``result() = log1p(s / c) + log(c) + m``, the one-shot formula with the
@@ -213,7 +213,13 @@ Per row the state holds, in float64, a running maximum ``m`` of its
         return res[()] if res.ndim == 0 else res
 
     def copy(self) -> LogSumExpState:
-        """An independent copy of the state."""
+        """An independent copy of the state.
+
+        Returns
+        -------
+        LogSumExpState
+            A new state with the same rows, classes seen and values.
+        """
         new = LogSumExpState(self._axis)
         new.__setstate__(self.__getstate__())
         return new

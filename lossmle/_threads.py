@@ -120,7 +120,7 @@ def set_num_threads(n_threads):
     >>> lossmle.set_num_threads(1)
     >>> lossmle.get_num_threads()
     1
-    >>> lossmle.set_num_threads(None)
+    >>> lossmle.set_num_threads(None)   # back to OpenMP's default
     """
     _State.default = None if n_threads is None else check_n_threads(n_threads)
 
@@ -145,7 +145,7 @@ def get_num_threads():
     Examples
     --------
     >>> import lossmle
-    >>> lossmle.get_num_threads() >= 1
+    >>> 1 <= lossmle.get_num_threads() <= 1024
     True
     """
     if _State.forked_serial:

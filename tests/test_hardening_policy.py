@@ -1,8 +1,8 @@
-"""The README's "Numerical behaviour" policy, one test (or class) per line.
+"""The numerical policy (docs/guide/numerics.md), one test (or class) per line.
 
 Every expected value comes from scipy (drop-in functions), torch (losses;
-skipped cleanly without it), mpmath, or a closed form.  The README names these
-tests next to each line, so keep the names stable.
+skipped cleanly without it), mpmath, or a closed form.  The policy table names
+these tests next to each line, so keep the names stable.
 """
 import warnings
 
