@@ -115,7 +115,7 @@ LOSSMLE = {
         d["p"], d["q"], n_threads=THREADS),
     "bce_with_logits_with_grad": lambda d: lm.binary_cross_entropy_with_logits_with_grad(
         d["p"], d["t"], n_threads=THREADS),
-    "weighted_cross_entropy_with_grad": lambda d: lm.weighted_cross_entropy_with_grad(
+    "weighted_cross_entropy_with_grad": lambda d: lm.cross_entropy_with_grad(
         d["p"], d["y"], sample_weight=d["sw"], n_threads=THREADS),
     "evaluate_logits": lm_eval,
     "softmax_backward": lambda d: lm.softmax_backward(d["g"], d["ysm"], n_threads=THREADS),

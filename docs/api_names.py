@@ -11,12 +11,10 @@ listed).
 SECTIONS = [
     ("Log-sum-exp and softmax",
      "Drop-in replacements for the ``scipy.special`` functions.",
-     ["logsumexp", "softmax", "log_softmax", "masked_logsumexp", "masked_softmax",
-      "masked_log_softmax", "softmax_backward", "log_softmax_backward"]),
+     ["logsumexp", "softmax", "log_softmax", "softmax_backward", "log_softmax_backward"]),
     ("Losses",
      "The ``torch.nn.functional`` losses, with their gradients in the same pass.",
      ["cross_entropy", "cross_entropy_with_grad", "nll_loss", "nll_loss_with_grad",
-      "weighted_cross_entropy", "weighted_cross_entropy_with_grad", "weighted_nll_loss",
       "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_with_grad",
       "linear_cross_entropy", "linear_cross_entropy_with_grad"]),
     ("Divergences and entropy",

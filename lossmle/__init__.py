@@ -17,9 +17,7 @@ from ._training import (
     binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_with_grad,
     entropy_from_logits, evaluate_logits, js_divergence_from_logits,
     kl_divergence_from_logits, kl_divergence_from_logits_with_grad,
-    log_softmax_backward, masked_log_softmax, masked_logsumexp, masked_softmax,
-    nll_loss_with_grad, softmax_backward, weighted_cross_entropy,
-    weighted_cross_entropy_with_grad, weighted_nll_loss,
+    log_softmax_backward, nll_loss_with_grad, softmax_backward,
 )
 
 __version__ = "0.1.0"
@@ -38,9 +36,23 @@ __all__ = [
     "js_divergence_from_logits", "entropy_from_logits",
     "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_with_grad",
     "softmax_backward", "log_softmax_backward",
-    "weighted_cross_entropy", "weighted_cross_entropy_with_grad",
-    "weighted_nll_loss", "nll_loss_with_grad",
-    "masked_logsumexp", "masked_softmax", "masked_log_softmax", "evaluate_logits",
+    "nll_loss_with_grad", "evaluate_logits",
     "set_num_threads", "get_num_threads", "show_config",
     "__version__",
 ]
+
+#: names kept for compatibility, deprecated (removal planned for 0.3): each is
+#: a core function with a keyword, handed out with a DeprecationWarning
+__deprecated__ = (
+    "weighted_cross_entropy", "weighted_cross_entropy_with_grad", "weighted_nll_loss",
+    "masked_logsumexp", "masked_softmax", "masked_log_softmax",
+)
+
+
+def __getattr__(name):
+    if name in __deprecated__:
+        import warnings
+        from . import _deprecated
+        warnings.warn(_deprecated.message(name), DeprecationWarning, stacklevel=2)
+        return getattr(_deprecated, name)
+    raise AttributeError(f"module 'lossmle' has no attribute {name!r}")

@@ -267,12 +267,16 @@ _SHARED_PARAMS = """    axis : int, optional
 
 _EXTENDED_PARAMS = """
     sample_weight : array_like, optional
-        Per-position weights (shaped like ``target``, finite, >= 0), class
-        indices only; 'mean' becomes ``sum(sw * w[y] * loss) / sum(sw * w[y])``.
-        Computed by :func:`lossmle.weighted_cross_entropy`.
+        Per-position weights (broadcast to the shape of ``target``, finite,
+        >= 0), class indices only; 'mean' becomes
+        ``sum(sw * w[y] * loss) / sum(sw * w[y])``.  A position with weight 0
+        takes no part at all (even if its logits hold nan or inf): a padding
+        mask.
     where : array_like of bool, optional
         Class mask shaped like (or broadcast to) ``logits``: masked classes take
-        no part; a fully masked row contributes nothing (class indices only).
+        no part (as if their logit were -inf; their gradient is 0); a fully
+        masked position contributes nothing (loss 0, weight 0); a masked target
+        class gives +inf (class indices only).
     logit_softcap : float, optional
         Use ``cap * tanh(logits / cap)`` as the logits (class indices only)."""
 
@@ -332,9 +336,9 @@ def cross_entropy(logits, target, axis=-1, *, weight=None, ignore_index=-100,
     if res is not None:
         return res
     if sample_weight is not None or where is not None or logit_softcap is not None:
-        from ._training import weighted_cross_entropy
+        from ._training import _weighted_cross_entropy
         _check_extended(reduction, out)
-        return deliver(weighted_cross_entropy(
+        return deliver(_weighted_cross_entropy(
             logits, target, axis, sample_weight=sample_weight, weight=weight,
             ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
             where=where, logit_softcap=logit_softcap, n_threads=n_threads), out,
@@ -393,8 +397,8 @@ def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_inde
     if res is not None:
         return res
     if sample_weight is not None or where is not None or logit_softcap is not None:
-        from ._training import weighted_cross_entropy_with_grad
-        return weighted_cross_entropy_with_grad(
+        from ._training import _weighted_cross_entropy_with_grad
+        return _weighted_cross_entropy_with_grad(
             logits, target, axis, sample_weight=sample_weight, weight=weight,
             ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
             where=where, logit_softcap=logit_softcap, grad_out=grad_out, n_threads=n_threads)
@@ -439,9 +443,9 @@ def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
     if res is not None:
         return res
     if sample_weight is not None:
-        from ._training import weighted_nll_loss
+        from ._training import _weighted_nll_loss
         _check_extended(reduction, out)
-        return deliver(weighted_nll_loss(
+        return deliver(_weighted_nll_loss(
             log_probs, target, axis, sample_weight=sample_weight, weight=weight,
             ignore_index=ignore_index, reduction=reduction, n_threads=n_threads), out,
             [(log_probs, "log_probs"), (target, "target"), (weight, "weight"),

@@ -38,8 +38,9 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
         If True return ``(res, sgn)`` with ``res = log|sum|`` and ``sgn`` its
         sign (+1, 0, -1).  If False a negative sum gives nan.
     where : array_like of bool, optional
-        Only entries where it is True take part (broadcast against ``a``); a
-        row with none gives -inf.  See :func:`lossmle.masked_logsumexp`.
+        Only entries where it is True take part (broadcast against ``a``),
+        whatever the others hold (inf and nan included); a row with none
+        gives -inf (the log of an empty sum).
         Not combinable with ``b`` or ``return_sign``.
     out : ndarray, optional
         Where to write ``res``: exactly its shape and dtype, writable, sharing
@@ -86,8 +87,8 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
         if b is not None or return_sign:
             raise ValueError("where cannot be combined with b or return_sign; "
                              "use b=where for a 0/1 weighting instead")
-        from ._training import masked_logsumexp
-        return deliver(masked_logsumexp(a, axis, keepdims, where=where, n_threads=n_threads),
+        from ._training import _masked_logsumexp
+        return deliver(_masked_logsumexp(a, axis, keepdims, where=where, n_threads=n_threads),
                        out, [(a, "a"), (where, "where")])
     given = [(a, "a"), (b, "b")]
     if b is None:
@@ -178,7 +179,6 @@ def softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     where : array_like of bool, optional
         Only entries where it is True take part; masked entries get
         probability 0 (log-probability -inf), as does a fully masked row.
-        See :func:`lossmle.masked_softmax`.
     out : ndarray, optional
         Where to write the result: same shape as ``x``, the result's dtype,
         writable; it may be ``x`` itself (in place) but may not overlap it
@@ -212,8 +212,8 @@ def softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     if res is not None:
         return res
     if where is not None:
-        from ._training import masked_softmax
-        return deliver(masked_softmax(x, axis, where=where, n_threads=n_threads), out,
+        from ._training import _masked_softmax
+        return deliver(_masked_softmax(x, axis, where=where, n_threads=n_threads), out,
                        [(x, "x"), (where, "where")], ("x",))
     return _transform(x, axis, _k.softmax_rows, "softmax", n_threads, out)
 
@@ -234,7 +234,6 @@ def log_softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     where : array_like of bool, optional
         Only entries where it is True take part; masked entries get
         probability 0 (log-probability -inf), as does a fully masked row.
-        See :func:`lossmle.masked_log_softmax`.
     out : ndarray, optional
         Where to write the result: same shape as ``x``, the result's dtype,
         writable; it may be ``x`` itself (in place) but may not overlap it
@@ -275,7 +274,7 @@ def log_softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     if res is not None:
         return res
     if where is not None:
-        from ._training import masked_log_softmax
-        return deliver(masked_log_softmax(x, axis, where=where, n_threads=n_threads), out,
+        from ._training import _masked_log_softmax
+        return deliver(_masked_log_softmax(x, axis, where=where, n_threads=n_threads), out,
                        [(x, "x"), (where, "where")], ("x",))
     return _transform(x, axis, _k.log_softmax_rows, "log_softmax", n_threads, out)

@@ -132,6 +132,11 @@ def get_num_threads():
     (``OMP_NUM_THREADS``, threadpoolctl limits) capped at ``MAX_THREADS``:
     libgomp cannot start 100,000 threads and ends the process when asked to.
 
+    Returns
+    -------
+    n_threads : int
+        From 1 to ``MAX_THREADS`` (1024).
+
     Notes
     -----
     A call with ``n_threads=None`` runs small inputs on one thread, and large

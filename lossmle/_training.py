@@ -28,9 +28,7 @@ __all__ = [
     "js_divergence_from_logits", "entropy_from_logits",
     "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_with_grad",
     "softmax_backward", "log_softmax_backward",
-    "weighted_cross_entropy", "weighted_cross_entropy_with_grad",
-    "weighted_nll_loss", "nll_loss_with_grad",
-    "masked_logsumexp", "masked_softmax", "masked_log_softmax",
+    "nll_loss_with_grad",
     "evaluate_logits",
 ]
 
@@ -674,40 +672,9 @@ def _masked_prepare(a, where, name):
     return x, mask
 
 
-def masked_logsumexp(a, axis=None, keepdims=False, *, where, n_threads=None):
-    r"""``log(sum(exp(a)))`` over the entries where ``where`` is True.
-
-    Parameters
-    ----------
-    a : array_like
-        Input values.
-    axis : None or int or tuple of ints, optional
-        Axes to reduce (default None: all, as :func:`lossmle.logsumexp`).
-    keepdims : bool, optional
-        Keep the reduced axes as size-one dimensions.
-    where : array_like of bool
-        Broadcast to ``a``; False entries take no part, whatever they hold
-        (inf and nan included).
-    n_threads : int or None, optional
-        Threads for large inputs.
-
-    Returns
-    -------
-    ndarray or numpy scalar
-        A fully masked row gives ``-inf`` (the log of an empty sum).
-
-    Notes
-    -----
-    One read per row: a running maximum and a rescaled sum of
-    ``exp(a - max)`` over the unmasked entries.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from lossmle import masked_logsumexp
-    >>> float(masked_logsumexp([0.0, 0.0, np.nan], where=[True, True, False]))
-    0.6931471805599453
-    """
+def _masked_logsumexp(a, axis=None, keepdims=False, *, where, n_threads=None):
+    """``lossmle.logsumexp(a, axis, keepdims=keepdims, where=where)``: over the entries
+    where ``where`` is True (a fully masked row gives -inf)."""
     x, mask = _masked_prepare(a, where, "a")
     axes = normalize_axes(axis, x.ndim)
     out_shape = reduced_shape(x.shape, axes, keepdims)
@@ -721,6 +688,7 @@ def masked_logsumexp(a, axis=None, keepdims=False, *, where, n_threads=None):
 
 
 def _masked_transform(a, axis, where, n_threads, log_space):
+    scalar_in = np.ndim(a) == 0
     x, mask = _masked_prepare(a, where, "x")
     axes = normalize_axes(axis, x.ndim)
     x3, perm = rows_view(x, axes)
@@ -729,75 +697,18 @@ def _masked_transform(a, axis, where, n_threads, log_space):
     if x.size:
         _k.masked_softmax_rows(x3, m3.view(np.uint8), out3, log_space,
                                resolve_threads(n_threads, x.size))
-    return out
+    # a 0-d input gives a scalar, as softmax / log_softmax without where
+    return out.reshape(())[()] if scalar_in else out
 
 
-def masked_softmax(x, axis=None, *, where, n_threads=None):
-    r"""Softmax over the entries where ``where`` is True; 0 elsewhere.
-
-    Parameters
-    ----------
-    x : array_like
-        Input values.
-    axis : None or int or tuple of ints, optional
-        Axes the probabilities sum to one over (default None: all).
-    where : array_like of bool
-        Broadcast to ``x``; False entries take no part and get probability 0.
-    n_threads : int or None, optional
-        Threads for large inputs.
-
-    Returns
-    -------
-    ndarray
-        Same shape as ``x``.  A fully masked row is all 0; a row whose unmasked
-        entries hold nan, +inf or only -inf is nan on its unmasked entries.
-
-    Notes
-    -----
-    ``exp(x - m) / s`` with the maximum ``m`` and ``s = sum exp(x - m)`` of
-    the unmasked entries taken in one read (running maximum), so nothing
-    overflows.
-
-    Examples
-    --------
-    >>> from lossmle import masked_softmax
-    >>> masked_softmax([1.0, 1.0, 5.0], where=[True, True, False]).tolist()
-    [0.5, 0.5, 0.0]
-    """
+def _masked_softmax(x, axis=None, *, where, n_threads=None):
+    """``lossmle.softmax(x, axis, where=where)``: 0 on masked entries, a fully
+    masked row all 0."""
     return _masked_transform(x, axis, where, n_threads, False)
 
 
-def masked_log_softmax(x, axis=None, *, where, n_threads=None):
-    r"""Log-softmax over the entries where ``where`` is True; -inf elsewhere.
-
-    Parameters
-    ----------
-    x : array_like
-        Input values.
-    axis : None or int or tuple of ints, optional
-        Axes to normalise over (default None: all).
-    where : array_like of bool
-        Broadcast to ``x``; False entries take no part and get -inf.
-    n_threads : int or None, optional
-        Threads for large inputs.
-
-    Returns
-    -------
-    ndarray
-        Same shape as ``x``; a fully masked row is all -inf.
-
-    Notes
-    -----
-    ``(x - m) - log(s)`` with ``m`` the maximum and ``s = sum exp(x - m)``
-    over the unmasked entries, never ``log(softmax(x))``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from lossmle import masked_log_softmax
-    >>> masked_log_softmax([0.0, 0.0, 9.0], where=[True, True, False]).tolist()
-    [-0.6931471805599453, -0.6931471805599453, -inf]
-    """
+def _masked_log_softmax(x, axis=None, *, where, n_threads=None):
+    """``lossmle.log_softmax(x, axis, where=where)``: -inf on masked entries."""
     return _masked_transform(x, axis, where, n_threads, True)
 
 
@@ -866,113 +777,21 @@ def _ce_run(logits, target, axis, sample_weight, weight, ignore_index, reduction
     return value
 
 
-_CE_PARAMS = """    logits : array_like, shape (..., C, ...)
-        Unnormalised log-probabilities.
-    target : array_like of int
-        Class indices, shaped like ``logits`` without the class axis.
-    axis : int, optional
-        The class axis (default -1; ``axis=1`` is torch's layout).
-    sample_weight : array_like, optional
-        Per-position weights (finite, >= 0), broadcast to the target's shape.
-        A position with weight 0 takes no part at all (even if its logits
-        hold nan or inf): a padding mask.
-    weight : array_like of shape (C,), optional
-        Class weights (finite, >= 0), as torch's ``weight``.
-    ignore_index : int, optional
-        Targets equal to it take no part (default -100).
-    reduction : {'mean', 'sum', 'none'}, optional
-        'mean' is ``sum_i sw_i l_i / sum_i sw_i w[y_i]`` over the positions
-        that take part, where ``l_i`` already carries ``w[y_i]`` (torch's
-        definition when ``sample_weight`` is None, including with
-        ``label_smoothing``); nothing taking part gives nan.
-    label_smoothing : float in [0, 1], optional
-        Mixes the target with the uniform distribution over the (unmasked)
-        classes.
-    where : array_like of bool, optional
-        Class mask broadcast to ``logits``: False classes take no part (as if
-        their logit were -inf; their gradient is 0).  A fully masked position
-        takes no part (loss 0, weight 0); a masked target class gives +inf.
-    logit_softcap : float > 0, optional
-        Logits become ``cap * tanh(x / cap)`` first (Gemma-style soft-capping).
-    n_threads : int or None, optional
-        Threads for large inputs."""
-
-
-def weighted_cross_entropy(logits, target, axis=-1, *, sample_weight=None, weight=None,
+def _weighted_cross_entropy(logits, target, axis=-1, *, sample_weight=None, weight=None,
                            ignore_index=-100, reduction="mean", label_smoothing=0.0,
                            where=None, logit_softcap=None, n_threads=None):
-    r"""Cross-entropy from class indices with per-position sample weights.
-
-    :func:`lossmle.cross_entropy` (class-index targets) plus
-    ``sample_weight``, ``where`` masks and ``logit_softcap``; without them
-    it equals torch's ``cross_entropy``.
-
-    Parameters
-    ----------
-{params}
-
-    Returns
-    -------
-    numpy scalar or ndarray
-        For 'none': ``sw_i * l_i`` per position (0 where it takes no part).
-
-    Notes
-    -----
-    Per position, over the ``K`` unmasked classes with ``W = sum w`` over
-    them and ``lse`` their log-sum-exp:
-    ``l = (1 - eps) w[y] (lse - x[y]) + eps / K (W lse - sum_c w[c] x[c])``.
-    Each row is read once for the value (running maximum, rescaled sum);
-    sums in double.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from lossmle import weighted_cross_entropy
-    >>> logits = np.array([[2.0, 0.0], [0.0, 0.0]])
-    >>> round(float(weighted_cross_entropy(logits, [0, 1], sample_weight=[1.0, 0.0])), 6)
-    0.126928
-    """
+    """``lossmle.cross_entropy`` with ``sample_weight`` / ``where`` /
+    ``logit_softcap`` (class-index targets): its Notes give the formula."""
     return _ce_run(logits, target, axis, sample_weight, weight, ignore_index, reduction,
                    label_smoothing, where, logit_softcap, n_threads, False, None, False)
 
 
-def weighted_cross_entropy_with_grad(logits, target, axis=-1, *, sample_weight=None,
+def _weighted_cross_entropy_with_grad(logits, target, axis=-1, *, sample_weight=None,
                                      weight=None, ignore_index=-100, reduction="mean",
                                      label_smoothing=0.0, where=None, logit_softcap=None,
                                      grad_out=None, n_threads=None):
-    r""":func:`weighted_cross_entropy` and its gradient with respect to the logits, fused.
-
-    Parameters
-    ----------
-{params}
-    grad_out : ndarray, optional
-        Buffer for the gradient (shape of ``logits``, computation dtype);
-        may be ``logits`` itself (in place).
-
-    Returns
-    -------
-    loss : numpy scalar or ndarray
-        As :func:`weighted_cross_entropy`.
-    grad : ndarray
-        ``d loss / d logits`` (for 'none': of ``loss.sum()``).
-
-    Notes
-    -----
-    With ``p`` the softmax over the unmasked classes:
-    ``d l / d x_k = sw [(1 - eps) w[y] (p_k - [k = y]) + eps / K (W p_k - w_k)]``
-    times ``1 - tanh(x_k / cap)^2`` with a soft cap, divided by the mean's
-    denominator for 'mean'; 0 on masked classes and on positions that take no
-    part.  Two reads per row (statistics, then the gradient).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from lossmle import weighted_cross_entropy_with_grad
-    >>> loss, g = weighted_cross_entropy_with_grad(np.zeros((2, 2)), [0, 1],
-    ...                                            sample_weight=[1.0, 0.0])
-    >>> g.tolist()
-    [[-0.5, 0.5], [0.0, 0.0]]
-    """
+    """``lossmle.cross_entropy_with_grad`` with ``sample_weight`` / ``where``
+    / ``logit_softcap`` (class-index targets)."""
     return _ce_run(logits, target, axis, sample_weight, weight, ignore_index, reduction,
                    label_smoothing, where, logit_softcap, n_threads, True, grad_out, False)
 
@@ -997,32 +816,9 @@ _NLL_PARAMS = """    log_probs : array_like, shape (..., C, ...)
         Threads for large inputs."""
 
 
-def weighted_nll_loss(log_probs, target, axis=-1, *, sample_weight=None, weight=None,
+def _weighted_nll_loss(log_probs, target, axis=-1, *, sample_weight=None, weight=None,
                       ignore_index=-100, reduction="mean", n_threads=None):
-    r"""Negative log-likelihood of class indices with per-position sample weights.
-
-    Parameters
-    ----------
-{params}
-
-    Returns
-    -------
-    numpy scalar or ndarray
-        ``-sw w[y] log_probs[y]`` per position, reduced as asked.
-
-    Notes
-    -----
-    Reads one entry per row; without ``sample_weight`` it equals
-    :func:`lossmle.nll_loss` and torch's ``nll_loss``.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from lossmle import weighted_nll_loss
-    >>> float(weighted_nll_loss(np.log([[0.5, 0.5], [0.25, 0.75]]), [0, 1],
-    ...                         sample_weight=[0.0, 1.0]))
-    0.2876820724517809
-    """
+    """``lossmle.nll_loss`` with ``sample_weight``."""
     return _ce_run(log_probs, target, axis, sample_weight, weight, ignore_index, reduction,
                    0.0, None, None, n_threads, False, None, True)
 
@@ -1057,11 +853,7 @@ def nll_loss_with_grad(log_probs, target, axis=-1, *, sample_weight=None, weight
                    0.0, None, None, n_threads, True, grad_out, True)
 
 
-for _f, _p in ((weighted_cross_entropy, _CE_PARAMS),
-               (weighted_cross_entropy_with_grad, _CE_PARAMS),
-               (weighted_nll_loss, _NLL_PARAMS), (nll_loss_with_grad, _NLL_PARAMS)):
-    _f.__doc__ = _f.__doc__.replace("{params}", _p)
-del _f, _p
+nll_loss_with_grad.__doc__ = nll_loss_with_grad.__doc__.replace("{params}", _NLL_PARAMS)
 
 
 # ---------------------------------------------------------------------------

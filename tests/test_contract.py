@@ -41,6 +41,15 @@ CALLS = {
     "softmax": (lm.softmax, (X,), {}),
     "log_softmax": (lm.log_softmax, (X,), {}),
     "cross_entropy": (lm.cross_entropy, (X, T), {}),
+    # the extended paths (sample weights, class masks, soft-capping) as entries of their own
+    "cross_entropy[sample_weight]": (lm.cross_entropy, (X, T),
+                                     {"sample_weight": np.ones(4), "where": M}),
+    "cross_entropy_with_grad[sample_weight]": (lm.cross_entropy_with_grad, (X, T),
+                                               {"sample_weight": np.ones(4), "where": M}),
+    "nll_loss[sample_weight]": (lm.nll_loss, (np.log(P), T), {"sample_weight": np.ones(4)}),
+    "logsumexp[where]": (lm.logsumexp, (X,), {"where": M}),
+    "softmax[where]": (lm.softmax, (X,), {"where": M}),
+    "log_softmax[where]": (lm.log_softmax, (X,), {"where": M}),
     "cross_entropy_with_grad": (lm.cross_entropy_with_grad, (X, T), {}),
     "nll_loss": (lm.nll_loss, (np.log(P), T), {}),
     "kl_divergence": (lm.kl_divergence, (P, P[::-1].copy()), {}),
@@ -62,13 +71,7 @@ CALLS = {
         lm.binary_cross_entropy_with_logits_with_grad, (X, B01), {}),
     "softmax_backward": (lm.softmax_backward, (G, P), {}),
     "log_softmax_backward": (lm.log_softmax_backward, (G, np.log(P)), {}),
-    "weighted_cross_entropy": (lm.weighted_cross_entropy, (X, T), {}),
-    "weighted_cross_entropy_with_grad": (lm.weighted_cross_entropy_with_grad, (X, T), {}),
-    "weighted_nll_loss": (lm.weighted_nll_loss, (np.log(P), T), {}),
     "nll_loss_with_grad": (lm.nll_loss_with_grad, (np.log(P), T), {}),
-    "masked_logsumexp": (lm.masked_logsumexp, (X,), {"where": M}),
-    "masked_softmax": (lm.masked_softmax, (X,), {"where": M}),
-    "masked_log_softmax": (lm.masked_log_softmax, (X,), {"where": M}),
     "evaluate_logits": (lm.evaluate_logits, (X, T), {"k": 2}),
     "set_num_threads": (lm.set_num_threads, (None,), {}),
 }
@@ -105,6 +108,7 @@ NOT_SHARED = {
 
 
 def _keywords(name):
+    name = name.split("[")[0]
     fn = {"LogSumExpState": lm.LogSumExpState.update,
           "SoftmaxRegression": lm.SoftmaxRegression}.get(name, getattr(lm, name))
     return set(inspect.signature(fn).parameters)
@@ -120,7 +124,7 @@ def _matrix():
 
 
 def test_every_public_name_is_in_the_contract():
-    missing = set(lm.__all__) - set(CALLS) - EXEMPT
+    missing = set(lm.__all__) - {n.split("[")[0] for n in CALLS} - EXEMPT
     assert not missing, f"public names without a contract entry: {sorted(missing)}"
 
 
@@ -145,3 +149,30 @@ def test_set_num_threads_bad_values(value, exc):
     with pytest.raises(exc, match="n_threads"):
         lm.set_num_threads(value)
     assert lm.get_num_threads() == before
+
+
+@pytest.mark.parametrize("name", lm.__deprecated__)
+def test_deprecated_names_warn_and_call_the_core_function(name):
+    """Each deprecated alias warns (naming its replacement), is not public, and
+    gives the core function's bits."""
+    assert name not in lm.__all__
+    with pytest.warns(DeprecationWarning, match=r"lossmle\.\w+\(.*same keywords"):
+        fn = getattr(lm, name)
+    if name.startswith("masked_"):
+        core = getattr(lm, name.replace("masked_", ""))
+        got, expected = fn(X, 1, where=M), core(X, 1, where=M)
+    else:
+        core = getattr(lm, name.replace("weighted_", ""))
+        x = np.log(P) if "nll" in name else X
+        got, expected = fn(x, T, sample_weight=np.arange(4.0)), core(x, T,
+                                                                     sample_weight=np.arange(4.0))
+    got = got if isinstance(got, tuple) else (got,)
+    expected = expected if isinstance(expected, tuple) else (expected,)
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        np.testing.assert_array_equal(g, e)
+
+
+def test_unknown_attribute_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'weighted_softmax'"):
+        lm.weighted_softmax

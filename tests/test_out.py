@@ -254,10 +254,10 @@ def test_grad_out_may_not_overlap_the_weights(rng):
     sw = np.ones((6, 5))
     saved = sw.copy()
     with pytest.raises(ValueError, match="grad_out overlaps sample_weight"):
-        lm.weighted_cross_entropy_with_grad(x, y, sample_weight=sw.reshape(-1)[:6],
+        lm.cross_entropy_with_grad(x, y, sample_weight=sw.reshape(-1)[:6],
                                             grad_out=sw)
     with pytest.raises(ValueError, match="grad_out overlaps weight"):
-        lm.weighted_cross_entropy_with_grad(x, y, sample_weight=np.ones(6), weight=buf[0],
+        lm.cross_entropy_with_grad(x, y, sample_weight=np.ones(6), weight=buf[0],
                                             grad_out=buf)
     np.testing.assert_array_equal(sw, saved)
     # a weight elsewhere is fine, and the answer that of a fresh gradient

@@ -104,7 +104,7 @@ def probes():
             lm.cross_entropy_with_grad, dict(logits=X, target=T, weight=W),
             dict(logit_softcap=3.0), "grad_out", (N, C), f64),
         "weighted_cross_entropy_with_grad": (
-            lm.weighted_cross_entropy_with_grad,
+            lm.cross_entropy_with_grad,
             dict(logits=X, target=T, weight=W, sample_weight=SW, where=M), {}, "grad_out",
             (N, C), f64),
         "nll_loss_with_grad": (lm.nll_loss_with_grad,

@@ -479,18 +479,18 @@ def test_weighted_cross_entropy_grid(rng, dtype, layout, weighted, ignore, eps, 
     loss_r, wrow = ref_ce_rows(x, y, axis, weight, -100, eps)
     swb = 1.0 if sw is None else sw
     kw = dict(sample_weight=sw, weight=weight, label_smoothing=eps)
-    got_none = lm.weighted_cross_entropy(x, y, axis, reduction="none", **kw)
+    got_none = lm.cross_entropy(x, y, axis, reduction="none", **kw)
     np.testing.assert_allclose(got_none, swb * loss_r, **tol(dtype, 4))
-    got_sum = lm.weighted_cross_entropy(x, y, axis, reduction="sum", **kw)
+    got_sum = lm.cross_entropy(x, y, axis, reduction="sum", **kw)
     np.testing.assert_allclose(got_sum, np.sum(swb * loss_r), **tol(dtype, 4))
     expected_mean = weighted_mean(loss_r, wrow, sw)
-    got_mean = lm.weighted_cross_entropy(x, y, axis, **kw)
+    got_mean = lm.cross_entropy(x, y, axis, **kw)
     np.testing.assert_allclose(got_mean, expected_mean, **tol(dtype, 4))
     if dtype == np.float64:
         def ref_total(z):
             lr, wr = ref_ce_rows(z, y, axis, weight, -100, eps)
             return weighted_mean(lr, wr, sw)
-        loss, grad = lm.weighted_cross_entropy_with_grad(x, y, axis, **kw)
+        loss, grad = lm.cross_entropy_with_grad(x, y, axis, **kw)
         np.testing.assert_allclose(loss, expected_mean, rtol=1e-12)
         np.testing.assert_allclose(grad, fd_grad(ref_total, x), atol=1e-8)
 
@@ -508,7 +508,7 @@ def test_weighted_cross_entropy_matches_torch(torch, rng, weighted, eps):
     tx = to_torch(torch, x, True)
     ty = torch.tensor(y)
     ref = F.cross_entropy(tx, ty, weight=tw, label_smoothing=eps)
-    got = lm.weighted_cross_entropy(x, y, 1, weight=weight, label_smoothing=eps)
+    got = lm.cross_entropy(x, y, 1, weight=weight, label_smoothing=eps)
     np.testing.assert_allclose(got, ref.item(), rtol=1e-12)
     sw = rng.random(y.shape)
     tx.grad = None
@@ -517,7 +517,7 @@ def test_weighted_cross_entropy_matches_torch(torch, rng, weighted, eps):
     tsw = to_torch(torch, sw) * (ty != -100)
     ref = (to_torch(torch, sw) * per).sum() / (tsw * wy).sum()
     ref.backward()
-    loss, grad = lm.weighted_cross_entropy_with_grad(x, y, 1, weight=weight,
+    loss, grad = lm.cross_entropy_with_grad(x, y, 1, weight=weight,
                                                      label_smoothing=eps, sample_weight=sw)
     np.testing.assert_allclose(loss, ref.item(), rtol=1e-12)
     np.testing.assert_allclose(grad, tx.grad.numpy(), rtol=1e-11, atol=1e-14)
@@ -530,14 +530,14 @@ def test_sample_weight_zero_excludes_rows_even_nan(rng):
     x_bad[2] = np.nan
     sw = np.array([1.0, 2.0, 0.0, 0.5])
     keep = sw != 0
-    expected = lm.weighted_cross_entropy(x[keep], y[keep], sample_weight=sw[keep])
-    loss, grad = lm.weighted_cross_entropy_with_grad(x_bad, y, sample_weight=sw)
+    expected = lm.cross_entropy(x[keep], y[keep], sample_weight=sw[keep])
+    loss, grad = lm.cross_entropy_with_grad(x_bad, y, sample_weight=sw)
     assert loss == expected
     assert np.all(grad[2] == 0)
     # integer sample weights as counts: the same as repeating rows
     counts = np.array([1, 3, 0, 2])
-    rep = lm.weighted_cross_entropy(np.repeat(x, counts, 0), np.repeat(y, counts))
-    got = lm.weighted_cross_entropy(x, y, sample_weight=counts)
+    rep = lm.cross_entropy(np.repeat(x, counts, 0), np.repeat(y, counts))
+    got = lm.cross_entropy(x, y, sample_weight=counts)
     assert got == pytest.approx(rep, rel=1e-14)
 
 
@@ -554,18 +554,18 @@ def test_masked_cross_entropy_vs_numpy(rng, dtype, layout, eps):
     flat_mask[(0,) * (flat_mask.ndim - 1)] = False
     weight = rng.random(C) + 0.2
     loss_r, wrow = ref_ce_rows(x, y, axis, weight, -100, eps, mask=mask)
-    got = lm.weighted_cross_entropy(x, y, axis, weight=weight, label_smoothing=eps,
+    got = lm.cross_entropy(x, y, axis, weight=weight, label_smoothing=eps,
                                     where=mask, reduction="none")
     np.testing.assert_allclose(got, loss_r, **tol(dtype, 4))
     assert got[(0,) * got.ndim] == 0  # fully masked position: no part
-    got = lm.weighted_cross_entropy(x, y, axis, weight=weight, label_smoothing=eps,
+    got = lm.cross_entropy(x, y, axis, weight=weight, label_smoothing=eps,
                                     where=mask)
     np.testing.assert_allclose(got, weighted_mean(loss_r, wrow, None), **tol(dtype, 4))
     if dtype == np.float64:
         def ref_total(z):
             lr, wr = ref_ce_rows(z, y, axis, weight, -100, eps, mask=mask)
             return weighted_mean(lr, wr, None)
-        _, grad = lm.weighted_cross_entropy_with_grad(
+        _, grad = lm.cross_entropy_with_grad(
             x, y, axis, weight=weight, label_smoothing=eps, where=mask)
         np.testing.assert_allclose(grad, fd_grad(ref_total, x), atol=1e-8)
         assert np.all(grad[~mask] == 0)
@@ -574,7 +574,7 @@ def test_masked_cross_entropy_vs_numpy(rng, dtype, layout, eps):
 def test_masked_cross_entropy_nan_in_masked_class_and_masked_target():
     x = np.array([[0.0, 1.0, np.nan], [0.0, 1.0, 2.0]])
     where = np.array([[True, True, False], [True, False, True]])
-    got = lm.weighted_cross_entropy(x, [1, 1], where=where, reduction="none")
+    got = lm.cross_entropy(x, [1, 1], where=where, reduction="none")
     assert got[0] == pytest.approx(np.logaddexp(0.0, 1.0) - 1.0, rel=1e-15)
     assert got[1] == np.inf  # a masked target class has probability 0
 
@@ -587,7 +587,7 @@ def test_cross_entropy_softcap_vs_torch(torch, rng, cap):
     tx = to_torch(torch, x, True)
     ref = F.cross_entropy(cap * torch.tanh(tx / cap), torch.tensor(y), label_smoothing=0.1)
     ref.backward()
-    loss, grad = lm.weighted_cross_entropy_with_grad(x, y, logit_softcap=cap,
+    loss, grad = lm.cross_entropy_with_grad(x, y, logit_softcap=cap,
                                                      label_smoothing=0.1)
     np.testing.assert_allclose(loss, ref.item(), rtol=1e-12)
     np.testing.assert_allclose(grad, tx.grad.numpy(), rtol=1e-11, atol=1e-15)
@@ -595,9 +595,9 @@ def test_cross_entropy_softcap_vs_torch(torch, rng, cap):
 
 def test_weighted_cross_entropy_grad_out_in_place(rng):
     x, y, axis = make_ce(rng, "3d-axis1", np.float32)
-    loss, grad = lm.weighted_cross_entropy_with_grad(x, y, axis, label_smoothing=0.1)
+    loss, grad = lm.cross_entropy_with_grad(x, y, axis, label_smoothing=0.1)
     xb = x.copy()
-    loss2, g2 = lm.weighted_cross_entropy_with_grad(xb, y, axis, label_smoothing=0.1,
+    loss2, g2 = lm.cross_entropy_with_grad(xb, y, axis, label_smoothing=0.1,
                                                     grad_out=xb)
     assert g2 is xb and loss2 == loss
     np.testing.assert_array_equal(g2, grad)
@@ -630,7 +630,7 @@ def test_weighted_nll_sample_weight_vs_numpy(rng):
     wy = np.where(y == -100, 0.0, w[np.clip(y, 0, None)])
     l = -wy * lp[np.arange(8), np.clip(y, 0, None)]
     expected = np.sum(sw * l) / np.sum(sw * wy)
-    got = lm.weighted_nll_loss(lp, y, weight=w, sample_weight=sw)
+    got = lm.nll_loss(lp, y, weight=w, sample_weight=sw)
     assert got == pytest.approx(expected, rel=1e-14)
     loss, grad = lm.nll_loss_with_grad(lp, y, weight=w, sample_weight=sw)
     g = np.zeros_like(lp)
@@ -654,7 +654,7 @@ def test_masked_softmax_family_vs_numpy(rng, dtype, axis):
     x[~mask & (rng.random(x.shape) > 0.5)] = np.nan  # masked nan takes no part
     xm = np.where(mask, x.astype(np.float64), -np.inf)
     lse = quiet(sps.logsumexp, xm, axis=axis, keepdims=True)
-    got = lm.masked_logsumexp(x, axis, where=mask)
+    got = lm.logsumexp(x, axis, where=mask)
     np.testing.assert_allclose(got, np.squeeze(lse, axis=axis) if axis is not None
                                else lse.reshape(()), **tol(dtype, 3))
     with np.errstate(invalid="ignore"):
@@ -663,23 +663,23 @@ def test_masked_softmax_family_vs_numpy(rng, dtype, axis):
     # fully masked rows: all 0 / all -inf
     expected_sm = np.nan_to_num(expected_sm, nan=0.0)
     expected_lsm = np.where(np.isnan(expected_lsm), -np.inf, expected_lsm)
-    got = lm.masked_softmax(x, axis, where=mask)
+    got = lm.softmax(x, axis, where=mask)
     assert got.dtype == dtype
     np.testing.assert_allclose(got, expected_sm, **tol(dtype, 1))
-    got = lm.masked_log_softmax(x, axis, where=mask)
+    got = lm.log_softmax(x, axis, where=mask)
     np.testing.assert_allclose(got, expected_lsm, **tol(dtype, 3))
 
 
 def test_masked_fully_masked_rows_and_broadcast_mask():
     x = np.array([[1.0, 2.0], [3.0, 4.0]])
     where = np.array([[False, False], [True, True]])
-    np.testing.assert_array_equal(lm.masked_logsumexp(x, -1, where=where)[0], -np.inf)
-    np.testing.assert_array_equal(lm.masked_softmax(x, -1, where=where)[0], [0.0, 0.0])
-    np.testing.assert_array_equal(lm.masked_log_softmax(x, -1, where=where)[0],
+    np.testing.assert_array_equal(lm.logsumexp(x, -1, where=where)[0], -np.inf)
+    np.testing.assert_array_equal(lm.softmax(x, -1, where=where)[0], [0.0, 0.0])
+    np.testing.assert_array_equal(lm.log_softmax(x, -1, where=where)[0],
                                   [-np.inf, -np.inf])
-    got = lm.masked_softmax(x, -1, where=np.array([True, False]))  # broadcast
+    got = lm.softmax(x, -1, where=np.array([True, False]))  # broadcast
     np.testing.assert_array_equal(got, [[1.0, 0.0], [1.0, 0.0]])
-    assert lm.masked_logsumexp(x, where=True) == pytest.approx(sps.logsumexp(x))
+    assert lm.logsumexp(x, where=True) == pytest.approx(sps.logsumexp(x))
 
 
 # ---------------------------------------------------------------------------
@@ -759,7 +759,7 @@ def test_bad_input_messages(rng):
     with pytest.raises(TypeError, match="temperature"):
         lm.entropy_from_logits(x, temperature="hot")
     with pytest.raises(ValueError, match="logit_softcap"):
-        lm.weighted_cross_entropy(x, y, logit_softcap=-1.0)
+        lm.cross_entropy(x, y, logit_softcap=-1.0)
     with pytest.raises(ValueError, match="same shape"):
         lm.kl_divergence_from_logits(x, x[:2])
     with pytest.raises(ValueError, match="base"):
@@ -769,17 +769,17 @@ def test_bad_input_messages(rng):
     with pytest.raises(ValueError, match="pos_weight"):
         lm.binary_cross_entropy_with_logits(x, x, pos_weight=np.ones(3))
     with pytest.raises(ValueError, match="sample_weight"):
-        lm.weighted_cross_entropy(x, y, sample_weight=[1.0, -1.0, 1.0])
+        lm.cross_entropy(x, y, sample_weight=[1.0, -1.0, 1.0])
     with pytest.raises(ValueError, match="sample_weight"):
-        lm.weighted_cross_entropy(x, y, sample_weight=[1.0, np.nan, 1.0])
+        lm.cross_entropy(x, y, sample_weight=[1.0, np.nan, 1.0])
     with pytest.raises(ValueError, match="sample_weight"):
-        lm.weighted_nll_loss(x, y, sample_weight=np.ones(4))
+        lm.nll_loss(x, y, sample_weight=np.ones(4))
     with pytest.raises(TypeError, match="where"):
-        lm.masked_softmax(x, where=np.ones(x.shape))
+        lm.softmax(x, where=np.ones(x.shape))
     with pytest.raises(ValueError, match="where"):
-        lm.masked_logsumexp(x, where=np.ones((2, 2), bool))
+        lm.logsumexp(x, where=np.ones((2, 2), bool))
     with pytest.raises(IndexError, match="class index 7"):
-        lm.weighted_cross_entropy(x, np.array([0, 7, 1]))
+        lm.cross_entropy(x, np.array([0, 7, 1]))
     with pytest.raises(TypeError, match="target"):
         lm.evaluate_logits(x, y.astype(float))
     with pytest.raises(ValueError, match="k must be positive"):
@@ -793,7 +793,7 @@ def test_bad_input_messages(rng):
 def test_bad_grad_out(rng):
     x = rng.standard_normal((3, C))
     y = np.array([0, 1, 2])
-    f = lm.weighted_cross_entropy_with_grad
+    f = lm.cross_entropy_with_grad
     with pytest.raises(TypeError, match="grad_out.*dtype"):
         f(x, y, grad_out=np.empty((3, C), np.float32))
     with pytest.raises(ValueError, match="grad_out.*shape"):
@@ -819,7 +819,7 @@ def test_inputs_not_mutated(rng):
     mask = np.ones((4, C), bool)
     copies = [a.copy() for a in (x, q, y, sw, mask)]
     lm.kl_divergence_from_logits_with_grad(x, q, p_grad=True)
-    lm.weighted_cross_entropy_with_grad(x, y, sample_weight=sw, where=mask)
+    lm.cross_entropy_with_grad(x, y, sample_weight=sw, where=mask)
     lm.evaluate_logits(x, y)
     lm.softmax_backward(x, q)
     for a, c in zip((x, q, y, sw, mask), copies):
@@ -837,10 +837,10 @@ CALLS = {
     "softmax_backward": lambda d, n: lm.softmax_backward(d["x"], d["q"], n_threads=n),
     "log_softmax_backward": lambda d, n: lm.log_softmax_backward(d["x"], d["q"],
                                                                 n_threads=n),
-    "masked_lse": lambda d, n: lm.masked_logsumexp(d["x"], -1, where=d["m"], n_threads=n),
-    "masked_softmax": lambda d, n: lm.masked_softmax(d["x"], -1, where=d["m"],
+    "masked_lse": lambda d, n: lm.logsumexp(d["x"], -1, where=d["m"], n_threads=n),
+    "masked_softmax": lambda d, n: lm.softmax(d["x"], -1, where=d["m"],
                                                      n_threads=n),
-    "wce": lambda d, n: lm.weighted_cross_entropy_with_grad(
+    "wce": lambda d, n: lm.cross_entropy_with_grad(
         d["x"], d["y"], sample_weight=d["sw"], where=d["m"], label_smoothing=0.1,
         reduction="none", n_threads=n),
     "nll": lambda d, n: lm.nll_loss_with_grad(d["x"], d["y"], sample_weight=d["sw"],
