@@ -1,4 +1,4 @@
-"""Benchmarks: fused value + gradient losses and one-pass evaluation (lossmle._training).
+"""Benchmarks: fused value + gradient losses and one-pass evaluation (training and evaluation functions).
 
 Each group (function, shape, dtype) times lossmle against the best NumPy/SciPy
 composition and torch CPU forward + autograd backward (where installed).

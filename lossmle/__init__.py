@@ -7,18 +7,18 @@ rows) behind a scipy/torch-compatible Python API.
 """
 from ._threads import get_num_threads, set_num_threads  # first: it configures OpenMP
 from ._divergence import entropy, kl_divergence
-from ._losses import cross_entropy, cross_entropy_with_grad, nll_loss
+from ._losses import cross_entropy, cross_entropy_with_grad, nll_loss, nll_loss_with_grad
 from ._mle import empirical_kl, log_likelihood, negative_log_likelihood
 from ._regression import ConvergenceWarning, SoftmaxRegression
-from ._special import log_softmax, logsumexp, softmax
+from ._special import log_softmax, log_softmax_backward, logsumexp, softmax, softmax_backward
 from ._linear_ce import linear_cross_entropy, linear_cross_entropy_with_grad
 from ._streaming import LogSumExpState
-from ._training import (
-    binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_with_grad,
-    entropy_from_logits, evaluate_logits, js_divergence_from_logits,
-    kl_divergence_from_logits, kl_divergence_from_logits_with_grad,
-    log_softmax_backward, nll_loss_with_grad, softmax_backward,
+from ._bce import binary_cross_entropy_with_logits, binary_cross_entropy_with_logits_with_grad
+from ._logit_divergence import (
+    entropy_from_logits, js_divergence_from_logits, kl_divergence_from_logits,
+    kl_divergence_from_logits_with_grad,
 )
+from ._metrics import evaluate_logits
 
 __version__ = "0.1.0"
 

@@ -3,16 +3,20 @@ import math
 
 import numpy as np
 
-from . import _fastpath, _loss_kernels as _k
-from ._reduce import to_dtype, total as reduce_total
+from . import _fastpath, _loss_kernels as _k, _training_kernels as _tk
+from ._reduce import reduce_rows, to_dtype, total as reduce_total
 from ._validation import (
-    as_float_array, check_ignore_index as _check_ignore_index,
+    as_float_array, check_class_weight as _check_class_weight,
+    check_ignore_index as _check_ignore_index,
     check_label_smoothing as _check_label_smoothing, check_output, check_output_kind,
-    check_reduction, deliver,
-    normalize_axes, output_view, resolve_threads, rows_view,
+    check_positive, check_reduction as _check_reduction,
+    check_sample_weight as _check_sample_weight, check_where as _check_where,
+    checked_output as _output_buffer, class_axis as _class_axis,
+    class_targets as _class_targets, deliver, finish_output, normalize_axes, output_view,
+    resolve_threads, rows_view,
 )
 
-__all__ = ["cross_entropy", "cross_entropy_with_grad", "nll_loss"]
+__all__ = ["cross_entropy", "cross_entropy_with_grad", "nll_loss", "nll_loss_with_grad"]
 
 _REDUCTIONS = ("none", "mean", "sum")
 _INT64 = np.iinfo(np.int64)
@@ -22,10 +26,6 @@ class _Problem:
     """A validated loss call: 3-D views, options, and where results go."""
     __slots__ = ("x", "x3", "axis", "n_classes", "target", "target3", "class_target",
                  "weight", "ignore_index", "reduction", "label_smoothing", "n_threads")
-
-
-def _check_reduction(reduction):
-    return check_reduction(reduction, _REDUCTIONS)
 
 
 def _check_weight(weight, n_classes):
@@ -65,7 +65,7 @@ def _prepare(x, target, axis, weight, ignore_index, reduction, label_smoothing,
     n_classes = x.shape[ax]
     if n_classes == 0:
         raise ValueError(f"{x_name} has no classes: axis {axis} has length 0")
-    p.reduction = _check_reduction(reduction)
+    p.reduction = _check_reduction(reduction, _REDUCTIONS)
     p.label_smoothing = _check_label_smoothing(label_smoothing)
     p.weight = _check_weight(weight, n_classes)
     p.ignore_index = _check_ignore_index(ignore_index)
@@ -336,7 +336,6 @@ def cross_entropy(logits, target, axis=-1, *, weight=None, ignore_index=-100,
     if res is not None:
         return res
     if sample_weight is not None or where is not None or logit_softcap is not None:
-        from ._training import _weighted_cross_entropy
         _check_extended(reduction, out)
         return deliver(_weighted_cross_entropy(
             logits, target, axis, sample_weight=sample_weight, weight=weight,
@@ -397,7 +396,6 @@ def cross_entropy_with_grad(logits, target, axis=-1, *, weight=None, ignore_inde
     if res is not None:
         return res
     if sample_weight is not None or where is not None or logit_softcap is not None:
-        from ._training import _weighted_cross_entropy_with_grad
         return _weighted_cross_entropy_with_grad(
             logits, target, axis, sample_weight=sample_weight, weight=weight,
             ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing,
@@ -443,7 +441,6 @@ def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
     if res is not None:
         return res
     if sample_weight is not None:
-        from ._training import _weighted_nll_loss
         _check_extended(reduction, out)
         return deliver(_weighted_nll_loss(
             log_probs, target, axis, sample_weight=sample_weight, weight=weight,
@@ -470,3 +467,149 @@ cross_entropy_with_grad.__doc__ = cross_entropy_with_grad.__doc__.replace(
         writable, any strides; it may be ``logits`` itself (in place), or a
         probability ``target`` itself, but must share no other memory with an
         input.  The returned ``grad`` is ``grad_out``.""")
+
+
+# ---------------------------------------------------------------------------
+# Class-index losses with sample weights, class masks and soft-capping
+# ---------------------------------------------------------------------------
+def _ce_run(logits, target, axis, sample_weight, weight, ignore_index, reduction,
+            label_smoothing, where, logit_softcap, n_threads, want_grad, grad_out,
+            nll):
+    x_name = "log_probs" if nll else "logits"
+    x = as_float_array(logits, x_name)
+    ax = _class_axis(x, axis, x_name)
+    n_classes = x.shape[ax]
+    reduction = _check_reduction(reduction, ("none", "sum", "mean"))
+    ignore_index = _check_ignore_index(ignore_index)
+    eps = 0.0 if nll else _check_label_smoothing(label_smoothing)
+    cap = 0.0 if nll else check_positive(logit_softcap, "logit_softcap", allow_none=True)
+    weight_given = weight
+    weight = _check_class_weight(weight, n_classes)
+    x3, _ = rows_view(x, (ax,))
+    t2 = _class_targets(target, x.shape, ax, n_classes, ignore_index, x_name)
+    pos_shape = x.shape[:ax] + x.shape[ax + 1:]
+    sw = _check_sample_weight(sample_weight, pos_shape)
+    sw2 = None if sw is None else np.ascontiguousarray(sw).reshape(t2.shape)
+    m3 = None
+    if where is not None:
+        m3 = rows_view(_check_where(where, x.shape), (ax,))[0].view(np.uint8)
+    denom = 1.0
+    if reduction == "mean":
+        keep = t2 != ignore_index
+        if m3 is not None:
+            keep &= m3.any(axis=1)
+        # the weights of the positions taking part, 0 elsewhere, in position
+        # order: summed as cross_entropy sums its row weights, to the bit
+        wy = weight[np.where(keep, t2, 0)] if weight is not None else np.ones(t2.shape)
+        if sw2 is not None:
+            wy = wy * sw2
+        # nothing (weighted) taking part: a nan mean and a nan gradient on
+        # the kept rows, as torch (0/0); rows that take no part keep their 0
+        denom = reduce_total(np.where(keep, wy, 0.0)) or math.nan
+    grad = grad3 = scratch = None
+    if want_grad:
+        # every input, as given and as the kernel reads it while it writes
+        # the gradient (an int64 target is read in place: class indices
+        # overwritten by gradient floats sent the kernel out of bounds)
+        grad, grad3, scratch = _output_buffer(
+            grad_out, "grad_out", x.shape, x.dtype, x3.shape,
+            [(logits, x_name), (x, x_name), (target, "target"), (t2, "target"),
+             (weight_given, "weight"), (weight, "weight"),
+             (sample_weight, "sample_weight"), (sw2, "sample_weight"),
+             (where, "where"), (m3, "where")], (x_name,))
+    loss = np.empty(t2.shape, dtype=np.float64)
+    row_weight = np.empty(t2.shape, dtype=np.float64)
+    scale = 1.0 / denom
+    n_threads = resolve_threads(n_threads, x.size)
+    if x.size:
+        if nll:
+            _tk.nll_ex_rows(x3, t2, weight, sw2, ignore_index, loss, row_weight, grad3,
+                           scale, n_threads)
+        else:
+            _tk.cross_entropy_ex_rows(x3, t2, weight, sw2, m3, ignore_index, eps, cap,
+                                     loss, row_weight, grad3, scale, n_threads)
+    value = reduce_rows(loss, x.dtype, pos_shape, reduction, denom)
+    if want_grad:
+        return value, finish_output(grad, scratch)
+    return value
+
+
+def _weighted_cross_entropy(logits, target, axis=-1, *, sample_weight=None, weight=None,
+                           ignore_index=-100, reduction="mean", label_smoothing=0.0,
+                           where=None, logit_softcap=None, n_threads=None):
+    """``lossmle.cross_entropy`` with ``sample_weight`` / ``where`` /
+    ``logit_softcap`` (class-index targets): its Notes give the formula."""
+    return _ce_run(logits, target, axis, sample_weight, weight, ignore_index, reduction,
+                   label_smoothing, where, logit_softcap, n_threads, False, None, False)
+
+
+def _weighted_cross_entropy_with_grad(logits, target, axis=-1, *, sample_weight=None,
+                                     weight=None, ignore_index=-100, reduction="mean",
+                                     label_smoothing=0.0, where=None, logit_softcap=None,
+                                     grad_out=None, n_threads=None):
+    """``lossmle.cross_entropy_with_grad`` with ``sample_weight`` / ``where``
+    / ``logit_softcap`` (class-index targets)."""
+    return _ce_run(logits, target, axis, sample_weight, weight, ignore_index, reduction,
+                   label_smoothing, where, logit_softcap, n_threads, True, grad_out, False)
+
+
+_NLL_PARAMS = """    log_probs : array_like, shape (..., C, ...)
+        Log-probabilities, e.g. from :func:`lossmle.log_softmax`.
+    target : array_like of int
+        Class indices shaped like ``log_probs`` without the class axis.
+    axis : int, optional
+        The class axis (default -1).
+    sample_weight : array_like, optional
+        Per-position weights (finite, >= 0) broadcast to the target's shape;
+        weight 0 takes no part.
+    weight : array_like of shape (C,), optional
+        Class weights (finite, >= 0).
+    ignore_index : int, optional
+        Targets equal to it take no part (default -100).
+    reduction : {'mean', 'sum', 'none'}, optional
+        'mean' is ``sum_i sw_i w[y_i] l_i / sum_i sw_i w[y_i]`` (torch's
+        when ``sample_weight`` is None).
+    n_threads : int or None, optional
+        Threads for large inputs."""
+
+
+def _weighted_nll_loss(log_probs, target, axis=-1, *, sample_weight=None, weight=None,
+                      ignore_index=-100, reduction="mean", n_threads=None):
+    """``lossmle.nll_loss`` with ``sample_weight``."""
+    return _ce_run(log_probs, target, axis, sample_weight, weight, ignore_index, reduction,
+                   0.0, None, None, n_threads, False, None, True)
+
+
+def nll_loss_with_grad(log_probs, target, axis=-1, *, sample_weight=None, weight=None,
+                       ignore_index=-100, reduction="mean", grad_out=None, n_threads=None):
+    r"""NLL loss and its gradient with respect to ``log_probs``, fused.
+
+    Parameters
+    ----------
+{params}
+    grad_out : ndarray, optional
+        Buffer for the gradient (shape of ``log_probs``); may be
+        ``log_probs`` itself.
+
+    Returns
+    -------
+    loss : numpy scalar or ndarray
+        As :func:`weighted_nll_loss`.
+    grad : ndarray
+        ``-sw w[y] / denominator`` at the target class, 0 elsewhere.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lossmle import nll_loss_with_grad
+    >>> loss, g = nll_loss_with_grad(np.log([[0.5, 0.5]]), [1])
+    >>> g.tolist()
+    [[0.0, -1.0]]
+    """
+    return _ce_run(log_probs, target, axis, sample_weight, weight, ignore_index, reduction,
+                   0.0, None, None, n_threads, True, grad_out, True)
+
+
+nll_loss_with_grad.__doc__ = nll_loss_with_grad.__doc__.replace("{params}", _NLL_PARAMS)
+
+

@@ -1,5 +1,5 @@
 # Type stub for lossmle/_losses.py (the public cross_entropy, cross_entropy_with_grad,
-# nll_loss).  Keep in step with the .py: tests/test_typing.py runs mypy's stubtest.
+# nll_loss, nll_loss_with_grad).  Keep in step with the .py: tests/test_typing.py runs mypy's stubtest.
 from typing import Any, Literal, SupportsIndex, TypeVar, overload
 
 import numpy as np
@@ -11,7 +11,7 @@ _SCT = TypeVar("_SCT", np.float32, np.float64)
 _Result: TypeAlias = NDArray[np.floating[Any]] | np.floating[Any]
 _Reduction: TypeAlias = Literal["mean", "sum", "none"]
 
-__all__ = ["cross_entropy", "cross_entropy_with_grad", "nll_loss"]
+__all__ = ["cross_entropy", "cross_entropy_with_grad", "nll_loss", "nll_loss_with_grad"]
 
 def cross_entropy(
     logits: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
@@ -38,3 +38,9 @@ def nll_loss(
     weight: ArrayLike | None = None, ignore_index: SupportsIndex = -100,
     reduction: _Reduction = "mean", sample_weight: ArrayLike | None = None, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> _Result: ...
+def nll_loss_with_grad(
+    log_probs: ArrayLike, target: ArrayLike, axis: SupportsIndex = -1, *,
+    sample_weight: ArrayLike | None = None, weight: ArrayLike | None = None,
+    ignore_index: SupportsIndex = -100, reduction: _Reduction = "mean",
+    grad_out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
+) -> tuple[_Result, NDArray[np.floating[Any]]]: ...

@@ -1,13 +1,15 @@
 """logsumexp, softmax and log_softmax: drop-in replacements for scipy.special."""
 import numpy as np
 
-from . import _fastpath, _special_kernels as _k
+from . import _fastpath, _special_kernels as _k, _training_kernels as _tk
 from ._validation import (
-    alloc_transform_out, as_float_array, check_output, common_float_dtype, deliver,
+    alloc_transform_out, as_float_array, check_output, check_where as _check_where,
+    checked_output as _output_buffer, common_float_dtype, deliver, finish_output,
     normalize_axes, reduced_shape, resolve_threads, rows_view,
+    same_shape_pair as _same_shape_pair,
 )
 
-__all__ = ["logsumexp", "softmax", "log_softmax"]
+__all__ = ["logsumexp", "softmax", "log_softmax", "softmax_backward", "log_softmax_backward"]
 
 
 def _scalar_or_array(out):
@@ -87,7 +89,6 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
         if b is not None or return_sign:
             raise ValueError("where cannot be combined with b or return_sign; "
                              "use b=where for a 0/1 weighting instead")
-        from ._training import _masked_logsumexp
         return deliver(_masked_logsumexp(a, axis, keepdims, where=where, n_threads=n_threads),
                        out, [(a, "a"), (where, "where")])
     given = [(a, "a"), (b, "b")]
@@ -212,7 +213,6 @@ def softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     if res is not None:
         return res
     if where is not None:
-        from ._training import _masked_softmax
         return deliver(_masked_softmax(x, axis, where=where, n_threads=n_threads), out,
                        [(x, "x"), (where, "where")], ("x",))
     return _transform(x, axis, _k.softmax_rows, "softmax", n_threads, out)
@@ -274,7 +274,161 @@ def log_softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     if res is not None:
         return res
     if where is not None:
-        from ._training import _masked_log_softmax
         return deliver(_masked_log_softmax(x, axis, where=where, n_threads=n_threads), out,
                        [(x, "x"), (where, "where")], ("x",))
     return _transform(x, axis, _k.log_softmax_rows, "log_softmax", n_threads, out)
+
+
+# ---------------------------------------------------------------------------
+# where=: the masked paths
+# ---------------------------------------------------------------------------
+def _masked_prepare(a, where, name):
+    x = as_float_array(a, name)
+    if x.ndim == 0:
+        x = x.reshape(1)
+        where = np.asarray(where).reshape(np.shape(where) if np.ndim(where) else (1,))
+    mask = _check_where(where, x.shape)
+    return x, mask
+
+
+def _masked_logsumexp(a, axis=None, keepdims=False, *, where, n_threads=None):
+    """``lossmle.logsumexp(a, axis, keepdims=keepdims, where=where)``: over the entries
+    where ``where`` is True (a fully masked row gives -inf)."""
+    x, mask = _masked_prepare(a, where, "a")
+    axes = normalize_axes(axis, x.ndim)
+    out_shape = reduced_shape(x.shape, axes, keepdims)
+    x3, _ = rows_view(x, axes)
+    m3, _ = rows_view(mask, axes)
+    out = np.full((x3.shape[0], x3.shape[2]), -np.inf, dtype=x.dtype)
+    if x.size:
+        _tk.masked_lse_rows(x3, m3.view(np.uint8), out, resolve_threads(n_threads, x.size))
+    out = out.reshape(out_shape)
+    return out[()] if out.ndim == 0 else out
+
+
+def _masked_transform(a, axis, where, n_threads, log_space):
+    scalar_in = np.ndim(a) == 0
+    x, mask = _masked_prepare(a, where, "x")
+    axes = normalize_axes(axis, x.ndim)
+    x3, perm = rows_view(x, axes)
+    m3, _ = rows_view(mask, axes)
+    out, out3 = alloc_transform_out(x.shape, x3.shape, perm, x.dtype)
+    if x.size:
+        _tk.masked_softmax_rows(x3, m3.view(np.uint8), out3, log_space,
+                               resolve_threads(n_threads, x.size))
+    # a 0-d input gives a scalar, as softmax / log_softmax without where
+    return out.reshape(())[()] if scalar_in else out
+
+
+def _masked_softmax(x, axis=None, *, where, n_threads=None):
+    """``lossmle.softmax(x, axis, where=where)``: 0 on masked entries, a fully
+    masked row all 0."""
+    return _masked_transform(x, axis, where, n_threads, False)
+
+
+def _masked_log_softmax(x, axis=None, *, where, n_threads=None):
+    """``lossmle.log_softmax(x, axis, where=where)``: -inf on masked entries."""
+    return _masked_transform(x, axis, where, n_threads, True)
+
+
+
+
+# ---------------------------------------------------------------------------
+# softmax / log_softmax backward (vector-Jacobian products)
+# ---------------------------------------------------------------------------
+def _backward(kernel, grad_output, output, axis, out, n_threads, out_name):
+    g, y = _same_shape_pair(grad_output, output, "grad_output", out_name)
+    scalar_in = g.ndim == 0
+    if scalar_in:
+        g, y = g.reshape(1), y.reshape(1)
+    (ax,) = normalize_axes(axis, g.ndim, allow_tuple=False)
+    g3, _ = rows_view(g, (ax,))
+    y3, _ = rows_view(y, (ax,))
+    res, res3, scratch = _output_buffer(
+        out, "out", g.shape, g.dtype, g3.shape,
+        [(grad_output, "grad_output"), (g, "grad_output"), (output, out_name), (y, out_name)],
+        ("grad_output", out_name))
+    if g.size:
+        kernel(g3, y3, res3, resolve_threads(n_threads, g.size))
+    res = finish_output(res, scratch)
+    return res.reshape(())[()] if scalar_in and out is None else res
+
+
+def softmax_backward(grad_output, softmax_output, axis=-1, *, out=None, n_threads=None):
+    r"""Vector-Jacobian product of softmax: the gradient with respect to its input.
+
+    For wrapping lossmle in an autograd framework: given ``y = softmax(x)``
+    and ``g = d L / d y``, returns ``d L / d x``.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        ``d L / d y``.
+    softmax_output : array_like
+        ``y = softmax(x, axis)``, same shape.
+    axis : int, optional
+        The softmax axis (default -1).
+    out : ndarray, optional
+        Buffer for the result; may be ``grad_output`` or ``softmax_output``
+        itself (in place).
+    n_threads : int or None, optional
+        Threads for large inputs.
+
+    Returns
+    -------
+    ndarray
+        ``y * (g - sum(g * y, axis))``, as torch's ``_softmax_backward_data``.
+
+    Notes
+    -----
+    Two reads per row: the dot product ``sum(g * y)`` in double, then the
+    elementwise result.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lossmle import softmax_backward
+    >>> softmax_backward([1.0, 0.0], [0.5, 0.5]).tolist()
+    [0.25, -0.25]
+    """
+    return _backward(_tk.softmax_backward_rows, grad_output, softmax_output, axis, out,
+                     n_threads, "softmax_output")
+
+
+def log_softmax_backward(grad_output, log_softmax_output, axis=-1, *, out=None,
+                         n_threads=None):
+    r"""Vector-Jacobian product of log_softmax: the gradient with respect to its input.
+
+    Parameters
+    ----------
+    grad_output : array_like
+        ``g = d L / d z`` with ``z = log_softmax(x)``.
+    log_softmax_output : array_like
+        ``z``, same shape.
+    axis : int, optional
+        The log_softmax axis (default -1).
+    out : ndarray, optional
+        Buffer for the result; may be either input itself.
+    n_threads : int or None, optional
+        Threads for large inputs.
+
+    Returns
+    -------
+    ndarray
+        ``g - exp(z) * sum(g, axis)``, as torch's ``_log_softmax_backward_data``.
+
+    Notes
+    -----
+    ``exp(z)`` is the softmax, recomputed rather than stored; two reads per row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from lossmle import log_softmax_backward
+    >>> log_softmax_backward([1.0, 0.0], np.log([0.5, 0.5])).tolist()
+    [0.5, -0.5]
+    """
+    return _backward(_tk.log_softmax_backward_rows, grad_output, log_softmax_output, axis,
+                     out, n_threads, "log_softmax_output")
+
+

@@ -12,7 +12,7 @@ _SCT = TypeVar("_SCT", np.float32, np.float64)
 _Result: TypeAlias = NDArray[np.floating[Any]] | np.floating[Any]
 _Axis: TypeAlias = SupportsIndex | Sequence[SupportsIndex] | None
 
-__all__ = ["logsumexp", "softmax", "log_softmax"]
+__all__ = ["logsumexp", "softmax", "log_softmax", "softmax_backward", "log_softmax_backward"]
 
 @overload
 def logsumexp(
@@ -56,4 +56,12 @@ def log_softmax(
 @overload
 def log_softmax(
     x: ArrayLike, axis: _Axis = None, *, where: ArrayLike | None = None, out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
+) -> _Result: ...
+def softmax_backward(
+    grad_output: ArrayLike, softmax_output: ArrayLike, axis: SupportsIndex = -1, *,
+    out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
+) -> _Result: ...
+def log_softmax_backward(
+    grad_output: ArrayLike, log_softmax_output: ArrayLike, axis: SupportsIndex = -1, *,
+    out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> _Result: ...

@@ -22,7 +22,9 @@ __all__ = [
     "set_num_threads", "get_num_threads", "check_output", "output_view", "finish_output",
     "item_strided", "deliver", "check_real", "check_positive", "check_base",
     "check_temperature", "check_label_smoothing", "check_reduction", "check_int",
-    "check_ignore_index", "check_output_kind",
+    "check_ignore_index", "check_output_kind", "class_axis", "same_shape_pair",
+    "check_class_weight", "check_sample_weight", "check_where", "class_targets",
+    "checked_output",
 ]
 
 
@@ -332,3 +334,97 @@ def check_ignore_index(ignore_index):
     if not _INT64.min <= v <= _INT64.max:
         raise ValueError(f"ignore_index must fit in int64, got {v}")
     return v
+
+
+# ---------------------------------------------------------------------------
+# Array arguments shared by the losses and divergences
+# ---------------------------------------------------------------------------
+def class_axis(x, axis, name):
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension (the class axis)")
+    (ax,) = normalize_axes(axis, x.ndim, allow_tuple=False)
+    if x.shape[ax] == 0:
+        raise ValueError(f"{name} has no classes: axis {axis} has length 0")
+    return ax
+
+
+def same_shape_pair(a, b, a_name, b_name):
+    dtype = common_float_dtype((a, a_name), (b, b_name))
+    a = as_float_array(a, a_name, dtype)
+    b = as_float_array(b, b_name, dtype)
+    if a.shape != b.shape:
+        raise ValueError(f"{a_name} with shape {a.shape} and {b_name} with shape "
+                         f"{b.shape} must have the same shape")
+    return a, b
+
+
+def check_class_weight(weight, n_classes):
+    if weight is None:
+        return None
+    w = as_float_array(weight, "weight", np.dtype(np.float64))
+    if w.shape != (n_classes,):
+        raise ValueError(f"weight must be a 1-D array of length {n_classes} (the number "
+                         f"of classes), got shape {w.shape}")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise ValueError("weight must hold finite, non-negative class weights")
+    return np.ascontiguousarray(w)
+
+
+def check_sample_weight(sample_weight, shape, name="sample_weight"):
+    """Per-position weights as float64, broadcast to ``shape`` (finite, >= 0)."""
+    if sample_weight is None:
+        return None
+    sw = as_float_array(sample_weight, name, np.dtype(np.float64))
+    try:
+        sw = np.broadcast_to(sw, shape)
+    except ValueError:
+        raise ValueError(f"{name} with shape {sw.shape} cannot be broadcast to "
+                         f"{shape}") from None
+    if not np.all(np.isfinite(sw)) or np.any(sw < 0):
+        raise ValueError(f"{name} must hold finite, non-negative weights")
+    return sw
+
+
+def check_where(where, shape):
+    """A boolean mask broadcast to ``shape`` (a view when possible)."""
+    w = np.asarray(where)
+    if w.dtype != np.bool_:
+        raise TypeError(f"where must be a boolean array, got dtype {w.dtype}")
+    try:
+        return np.broadcast_to(w, shape)
+    except ValueError:
+        raise ValueError(f"where with shape {w.shape} cannot be broadcast to "
+                         f"{shape}") from None
+
+
+def class_targets(target, x_shape, ax, n_classes, ignore_index, x_name):
+    """Integer class indices as an int64 (n_outer, n_inner) array, checked."""
+    target = np.asarray(target)
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
+    expected = x_shape[:ax] + x_shape[ax + 1:]
+    if target.shape != expected:
+        raise ValueError(f"target holds class indices with shape {target.shape}, but "
+                         f"{x_name} needs shape {expected} ({x_name} without its "
+                         f"class axis)")
+    if target.dtype.kind == "u" and target.size and target.max() > _INT64.max:
+        raise IndexError(f"target contains class index {int(target.max())}, out of range")
+    t = target.astype(np.int64, copy=False)
+    bad = ((t < 0) | (t >= n_classes)) & (t != ignore_index)
+    if bad.any():
+        label = int(t[bad].flat[0])
+        raise IndexError(f"target contains class index {label}, but {x_name} have "
+                         f"{n_classes} classes along axis {ax} (valid: 0..{n_classes - 1} "
+                         f"or ignore_index={ignore_index})")
+    n_outer = math.prod(x_shape[:ax])
+    return t.reshape(n_outer, math.prod(x_shape[ax + 1:]))
+
+
+
+
+def checked_output(buf, name, shape, dtype, view_shape, inputs, inplace=()):
+    """check_output then output_view: ``(result, kernel view, scratch)``."""
+    check_output(buf, name, shape, dtype, inputs, inplace)
+    return output_view(buf, shape, dtype, view_shape)
+
+

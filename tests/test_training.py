@@ -1,4 +1,5 @@
-"""Training/evaluation functions (lossmle._training) against independent oracles.
+"""Training/evaluation functions (divergences from logits, BCE, sample weights, masks,
+backward, evaluate_logits) against independent oracles.
 
 Oracles: torch autograd (skipped cleanly when torch is absent), central finite
 differences (always), scipy (softmax, log_softmax, logsumexp, entropy,
