@@ -28,19 +28,6 @@ class _Problem:
                  "weight", "ignore_index", "reduction", "label_smoothing", "n_threads")
 
 
-def _check_weight(weight, n_classes):
-    if weight is None:
-        return None
-    w = as_float_array(weight, "weight", np.dtype(np.float64))
-    if w.shape != (n_classes,):
-        raise ValueError(
-            f"weight must be a 1-D array of length {n_classes} (the number of "
-            f"classes), got shape {w.shape}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError("weight must hold finite, non-negative class weights")
-    return np.ascontiguousarray(w)
-
-
 def _class_indices(target, expected_shape, x_name):
     """Integer class-index target as an int64 array of ``expected_shape``."""
     if target.shape != expected_shape:
@@ -67,7 +54,7 @@ def _prepare(x, target, axis, weight, ignore_index, reduction, label_smoothing,
         raise ValueError(f"{x_name} has no classes: axis {axis} has length 0")
     p.reduction = _check_reduction(reduction, _REDUCTIONS)
     p.label_smoothing = _check_label_smoothing(label_smoothing)
-    p.weight = _check_weight(weight, n_classes)
+    p.weight = _check_class_weight(weight, n_classes)
     p.ignore_index = _check_ignore_index(ignore_index)
     target = np.asarray(target)
     kind = target.dtype.kind
