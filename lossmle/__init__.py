@@ -51,8 +51,12 @@ __deprecated__ = (
 
 def __getattr__(name):
     if name in __deprecated__:
+        import sys
         import warnings
         from . import _deprecated
-        warnings.warn(_deprecated.message(name), DeprecationWarning, stacklevel=2)
+        # `from lossmle import name` first probes with hasattr (importlib's
+        # _handle_fromlist), then fetches: warn once, on the fetch
+        if sys._getframe(1).f_code.co_name != "_handle_fromlist":
+            warnings.warn(_deprecated.message(name), DeprecationWarning, stacklevel=2)
         return getattr(_deprecated, name)
     raise AttributeError(f"module 'lossmle' has no attribute {name!r}")

@@ -65,9 +65,10 @@ def _bce_run(logits, target, weight, pos_weight, sample_weight, reduction, n_thr
     if want_grad:
         grad, grad2, scratch = _output_buffer(grad_out, "grad_out", x.shape, dtype, shape2,
                                               read, ("logits",))
+    n_threads = resolve_threads(n_threads, x.size)
     if x.size:
         _k.bce_logits_rows(x2, t2, w2, pw2, sw2, loss, row_loss, grad2, scale,
-                           resolve_threads(n_threads, x.size))
+                           n_threads)
     if reduction == "none":
         value = loss.reshape(x.shape)
         value = value[()] if value.ndim == 0 else value

@@ -27,6 +27,12 @@ def message(name):
             f"use lossmle.{REPLACEMENTS[name]} (same keywords, same results)")
 
 
+def _check_mask_given(where):
+    # the masked_* functions required a mask; the core functions read None as "no mask"
+    if where is None:
+        raise TypeError("where must be a boolean array, got None")
+
+
 def weighted_cross_entropy(logits, target, axis=-1, *, sample_weight=None, weight=None,
                            ignore_index=-100, reduction="mean", label_smoothing=0.0,
                            where=None, logit_softcap=None, n_threads=None):
@@ -57,14 +63,17 @@ def weighted_nll_loss(log_probs, target, axis=-1, *, sample_weight=None, weight=
 
 def masked_logsumexp(a, axis=None, keepdims=False, *, where, n_threads=None):
     """Deprecated: :func:`lossmle.logsumexp` with ``where=``."""
+    _check_mask_given(where)
     return logsumexp(a, axis, keepdims=keepdims, where=where, n_threads=n_threads)
 
 
 def masked_softmax(x, axis=None, *, where, n_threads=None):
     """Deprecated: :func:`lossmle.softmax` with ``where=``."""
+    _check_mask_given(where)
     return softmax(x, axis, where=where, n_threads=n_threads)
 
 
 def masked_log_softmax(x, axis=None, *, where, n_threads=None):
     """Deprecated: :func:`lossmle.log_softmax` with ``where=``."""
+    _check_mask_given(where)
     return log_softmax(x, axis, where=where, n_threads=n_threads)

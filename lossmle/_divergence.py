@@ -105,6 +105,7 @@ def kl_divergence(p, q, axis=-1, *, base=None, keepdims=False, validate=True,
     if res is not None:
         return res
     base = _check_base(base)
+    resolve_threads(n_threads, 0)   # n_threads is checked on empty input too
     given = [(p, "p"), (q, "q")]
     p, q = _pair(p, q, "p", "q")
     user_out = out
@@ -186,6 +187,7 @@ def entropy(pk, qk=None, base=None, axis=0, *, keepdims=False, out=None, n_threa
     if res is not None:
         return res
     base = _check_base(base)
+    resolve_threads(n_threads, 0)   # n_threads is checked on empty input too
     given = [(pk, "pk"), (qk, "qk")]
     if qk is None:
         arrays, kernel = [as_float_array(pk, "pk")], _k.entropy_rows

@@ -107,9 +107,10 @@ def kl_divergence_from_logits(p_logits, q_logits, axis=-1, *, temperature=1.0,
     p, q, ax, p3, q3, inv_t, cap, reduction = _kl_prepare(
         p_logits, q_logits, axis, temperature, logit_softcap, reduction)
     rows = np.empty((p3.shape[0], p3.shape[2]), dtype=np.float64)
+    n_threads = resolve_threads(n_threads, p.size)
     if p.size:
         _k.kl_logits_rows(p3, q3, inv_t, cap, rows, None, None, 1.0,
-                          resolve_threads(n_threads, p.size))
+                          n_threads)
     denom = _div_denominator(reduction, rows.size, p3.shape[1])
     return reduce_rows(rows, p.dtype, p.shape[:ax] + p.shape[ax + 1:], reduction, denom)
 
@@ -177,9 +178,10 @@ def kl_divergence_from_logits_with_grad(p_logits, q_logits, axis=-1, *, temperat
                                          in_place)
     rows = np.empty((p3.shape[0], p3.shape[2]), dtype=np.float64)
     denom = _div_denominator(reduction, rows.size, p3.shape[1])
+    n_threads = resolve_threads(n_threads, p.size)
     if p.size:
         _k.kl_logits_rows(p3, q3, inv_t, cap, rows, gq3, gp3, 1.0 / denom,
-                          resolve_threads(n_threads, p.size))
+                          n_threads)
     loss = reduce_rows(rows, p.dtype, p.shape[:ax] + p.shape[ax + 1:], reduction, denom)
     gq = finish_output(gq, gq_tmp)
     if p_grad:
@@ -225,8 +227,9 @@ def js_divergence_from_logits(p_logits, q_logits, axis=-1, *, temperature=1.0,
         p_logits, q_logits, axis, temperature, logit_softcap, reduction)
     base = _check_base(base)
     rows = np.empty((p3.shape[0], p3.shape[2]), dtype=np.float64)
+    n_threads = resolve_threads(n_threads, p.size)
     if p.size:
-        _k.js_logits_rows(p3, q3, inv_t, cap, rows, resolve_threads(n_threads, p.size))
+        _k.js_logits_rows(p3, q3, inv_t, cap, rows, n_threads)
     if base is not None:
         rows /= math.log(base)
     denom = _div_denominator(reduction, rows.size, p3.shape[1])
@@ -280,8 +283,9 @@ def entropy_from_logits(logits, axis=-1, base=None, *, temperature=1.0,
     reduction = _check_reduction(reduction, ("none", "sum", "mean"))
     x3, _ = rows_view(x, (ax,))
     rows = np.empty((x3.shape[0], x3.shape[2]), dtype=np.float64)
+    n_threads = resolve_threads(n_threads, x.size)
     if x.size:
-        _k.entropy_logits_rows(x3, inv_t, cap, rows, resolve_threads(n_threads, x.size))
+        _k.entropy_logits_rows(x3, inv_t, cap, rows, n_threads)
     if base is not None:
         rows /= math.log(base)
     return reduce_rows(rows, x.dtype, x.shape[:ax] + x.shape[ax + 1:], reduction,

@@ -92,9 +92,10 @@ def evaluate_logits(logits, target, axis=-1, *, k=5, ignore_index=-100,
     ent = np.empty_like(nll)
     lse = np.empty_like(nll)
     rank = np.empty(t2.shape, dtype=np.int64)
+    n_threads = resolve_threads(n_threads, x.size)
     if x.size:
         _k.evaluate_rows(x3, t2, ignore_index, cap, nll, ent, lse, rank,
-                         resolve_threads(n_threads, x.size))
+                         n_threads)
     valid = t2 != ignore_index
     dtype = x.dtype
     metrics = {"nll": nll, "accuracy": rank == 0}

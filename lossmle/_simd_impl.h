@@ -280,9 +280,10 @@ static LM_TARGET double LM_FN(lm_sumexp)(const LM_T *x, ptrdiff_t n, double m)
  * (LM_EXPNEG_SUM, identical above it) runs first, counting the values below
  * that branch's threshold; a row with any redoes its exps with LM_EXPNEG
  * (values near the subnormals are rare: a spread of 87 in float, 708 in
- * double).  float: the exps at full width, summed in a second loop.  Not
- * for out == x: the redo would read its own output; that takes LM_EXPNEG
- * at once.  -24% per float row, -10% per double row. */
+ * double).  float: the exps at full width, summed in a second loop.  For
+ * out == x the redo would read its own output: a first read of the row
+ * decides, and a row with such values takes LM_EXPNEG at once - the exps,
+ * and the bits, of out != x either way. */
 static LM_TARGET double LM_FN(lm_expwrite)(const LM_T *x, LM_T *out, ptrdiff_t n, double m)
 {
     const LM_T mt = (LM_T)m;
@@ -341,7 +342,17 @@ static LM_TARGET double LM_FN(lm_expwrite)(const LM_T *x, LM_T *out, ptrdiff_t n
     return _mm512_reduce_add_pd(_mm512_add_pd(s0, s1));
     }
 #endif
-    if ((const void *)out != (const void *)x) {
+    int redo_impossible = (const void *)out == (const void *)x;
+    if (redo_impossible) {
+        /* in place the redo could not read x again: one read decides first
+         * whether the row has values below the threshold, so that out == x
+         * runs the exps out != x runs, and gives its bits */
+        LM_T low_in = 0;
+#pragma omp simd reduction(+ : low_in)
+        for (j = 0; j < n; j++) low_in += (x[j] - mt) < tiny ? (LM_T)1 : (LM_T)0;
+        redo_impossible = low_in != 0;
+    }
+    if (!redo_impossible) {
         LM_PF_LOOP_BEGIN(x + n)
         if (sizeof(LM_T) < sizeof(double)) {
 #pragma omp simd reduction(+ : low)

@@ -112,13 +112,13 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
     out_shape = reduced_shape(a.shape, axes, keepdims)
     dtype = a.dtype
     check_output(user_out, "out", out_shape, dtype, given + [(a, "a"), (b, "b")])
+    n_threads = resolve_threads(n_threads, a.size)   # checked on empty input too
     if a.size == 0:
         out = np.full(out_shape, -np.inf, dtype=dtype)
         sgn = np.sign(out)  # -1, as scipy
     else:
         a3, _ = rows_view(a, axes)
         out = np.empty((a3.shape[0], a3.shape[2]), dtype=dtype)
-        n_threads = resolve_threads(n_threads, a.size)
         if b is None:
             _k.logsumexp_rows(a3, out, n_threads)
             sgn = None
@@ -138,6 +138,12 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
     return res
 
 
+def _check_axis_not_empty(x, x3, name):
+    """A softmax over an empty axis of a non-empty set of rows is undefined (scipy raises)."""
+    if x3.shape[1] == 0 and x.size == 0 and x3.shape[0] * x3.shape[2] > 0:
+        raise ValueError(f"{name} of x over an empty axis (shape {x.shape}) is undefined")
+
+
 def _transform(x, axis, kernel, name, n_threads, user_out):
     given = x
     x = as_float_array(x, "x")
@@ -147,16 +153,16 @@ def _transform(x, axis, kernel, name, n_threads, user_out):
         x = x.reshape(1)
     axes = normalize_axes(axis, x.ndim)
     x3, perm = rows_view(x, axes)
-    if x3.shape[1] == 0 and x.size == 0 and x3.shape[0] * x3.shape[2] > 0:
-        raise ValueError(f"{name} of x over an empty axis (shape {x.shape}) is undefined")
+    _check_axis_not_empty(x, x3, name)
     if user_out is not None and perm is None and user_out.flags.c_contiguous \
             and user_out.flags.aligned and not scalar_in:
         # straight into the caller's buffer (a view; in place when it is x)
         out, out3 = user_out, user_out.reshape(x3.shape)
     else:
         out, out3 = alloc_transform_out(x.shape, x3.shape, perm, x.dtype)
+    n_threads = resolve_threads(n_threads, x.size)
     if x.size:
-        kernel(x3, out3, resolve_threads(n_threads, x.size))
+        kernel(x3, out3, n_threads)
     if user_out is not None:
         return out if out is user_out else deliver(out.reshape(user_out.shape), user_out)
     if scalar_in:
@@ -300,8 +306,9 @@ def _masked_logsumexp(a, axis=None, keepdims=False, *, where, n_threads=None):
     x3, _ = rows_view(x, axes)
     m3, _ = rows_view(mask, axes)
     out = np.full((x3.shape[0], x3.shape[2]), -np.inf, dtype=x.dtype)
+    n_threads = resolve_threads(n_threads, x.size)
     if x.size:
-        _tk.masked_lse_rows(x3, m3.view(np.uint8), out, resolve_threads(n_threads, x.size))
+        _tk.masked_lse_rows(x3, m3.view(np.uint8), out, n_threads)
     out = out.reshape(out_shape)
     return out[()] if out.ndim == 0 else out
 
@@ -311,11 +318,13 @@ def _masked_transform(a, axis, where, n_threads, log_space):
     x, mask = _masked_prepare(a, where, "x")
     axes = normalize_axes(axis, x.ndim)
     x3, perm = rows_view(x, axes)
+    _check_axis_not_empty(x, x3, "log_softmax" if log_space else "softmax")
     m3, _ = rows_view(mask, axes)
     out, out3 = alloc_transform_out(x.shape, x3.shape, perm, x.dtype)
+    n_threads = resolve_threads(n_threads, x.size)
     if x.size:
         _tk.masked_softmax_rows(x3, m3.view(np.uint8), out3, log_space,
-                               resolve_threads(n_threads, x.size))
+                               n_threads)
     # a 0-d input gives a scalar, as softmax / log_softmax without where
     return out.reshape(())[()] if scalar_in else out
 
@@ -348,8 +357,9 @@ def _backward(kernel, grad_output, output, axis, out, n_threads, out_name):
         out, "out", g.shape, g.dtype, g3.shape,
         [(grad_output, "grad_output"), (g, "grad_output"), (output, out_name), (y, out_name)],
         ("grad_output", out_name))
+    n_threads = resolve_threads(n_threads, g.size)
     if g.size:
-        kernel(g3, y3, res3, resolve_threads(n_threads, g.size))
+        kernel(g3, y3, res3, n_threads)
     res = finish_output(res, scratch)
     return res.reshape(())[()] if scalar_in and out is None else res
 

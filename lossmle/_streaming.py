@@ -103,7 +103,7 @@ class LogSumExpState:
 
     # -- state ------------------------------------------------------------
     def _init_rows(self, shape: tuple[int, ...]) -> None:
-        n_rows = int(np.prod(shape, dtype=np.int64))
+        n_rows = _row_count(shape, "shape")
         self._shape = shape
         self._m = np.full(n_rows, -np.inf)
         self._c = np.zeros(n_rows)
@@ -155,12 +155,12 @@ class LogSumExpState:
             raise ValueError("chunk must have at least one dimension (the class axis)")
         (ax,) = normalize_axes(self._axis, x.ndim, allow_tuple=False)
         rows = x.shape[:ax] + x.shape[ax + 1:]
+        n_threads = resolve_threads(n_threads, x.size)   # checked on empty chunks too
         self._check_rows(rows, "chunk")
         if x.shape[ax] == 0 or x.size == 0:
             return self
         x3, _ = rows_view(x, (ax,))
-        _k.update_rows(x3, self._m, self._c, self._s,
-                       resolve_threads(n_threads, x.size))
+        _k.update_rows(x3, self._m, self._c, self._s, n_threads)
         self._n_classes += x.shape[ax]
         return self
 
@@ -257,9 +257,9 @@ def _check_state(state: Any) -> tuple[int, tuple[int, ...] | None, int,
     """
     if not isinstance(state, dict):
         raise TypeError(f"a LogSumExpState's state must be a dict, got {type(state).__name__}")
-    if sorted(state) != sorted(_STATE_KEYS):
+    if set(state) != set(_STATE_KEYS):
         raise ValueError(f"a LogSumExpState's state has the keys {sorted(_STATE_KEYS)}, "
-                         f"got {sorted(map(str, state))}")
+                         f"got {sorted(map(repr, state))}")
     axis = state["axis"]
     if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, (int, np.integer)):
         raise TypeError(f"state axis must be an int, got {axis!r}")
@@ -268,7 +268,10 @@ def _check_state(state: Any) -> tuple[int, tuple[int, ...] | None, int,
     if (isinstance(n_classes, (bool, np.bool_))
             or not isinstance(n_classes, (int, np.integer)) or n_classes < 0):
         raise ValueError(f"state n_classes must be a non-negative int, got {n_classes!r}")
-    n_rows = 0 if shape is None else math.prod(shape)
+    if shape is None and n_classes != 0:
+        raise ValueError(f"state n_classes must be 0 for a state without rows, got "
+                         f"{n_classes!r}")
+    n_rows = 0 if shape is None else _row_count(shape, "state shape")
     arrays = []
     for name in ("m", "c", "s"):
         a = state[name]
@@ -281,13 +284,28 @@ def _check_state(state: Any) -> tuple[int, tuple[int, ...] | None, int,
     m, c, s = arrays
     # counts and rescaled sums are finite and >= 0; a row with a finite
     # maximum has counted it at least once (nan would compare False: refused)
-    if not (np.all(c >= 0) and np.all(np.isfinite(c))):
-        raise ValueError("state c (counts of the maximal terms) must be finite and >= 0")
-    if not (np.all(s >= 0) and np.all(np.isfinite(s))):
-        raise ValueError("state s (rescaled sums) must be finite and >= 0")
+    # c counts terms and s sums terms below 1, so both are at most the number
+    # of terms merged: beyond 2**53 (where counts stop being exact) a state is
+    # not one __getstate__ made, and s + c could overflow in a merge
+    if not (np.all(c >= 0) and np.all(c <= _MAX_TERMS) and np.all(c == np.floor(c))):
+        raise ValueError("state c (counts of the maximal terms) must hold whole numbers "
+                         "from 0 to 2**53")
+    if not (np.all(s >= 0) and np.all(s <= _MAX_TERMS)):
+        raise ValueError("state s (rescaled sums) must be finite, from 0 to 2**53")
     if np.any(np.isfinite(m) & (c < 1)):
         raise ValueError("state c must be >= 1 where the maximum m is finite")
     return int(axis), shape, int(n_classes), m, c, s
+
+
+_MAX_TERMS = float(2**53)
+
+
+def _row_count(shape: tuple[int, ...], name: str) -> int:
+    """The number of rows of a row shape, refused when no array could hold them."""
+    n_rows = math.prod(shape)
+    if n_rows > np.iinfo(np.intp).max // 8:
+        raise ValueError(f"{name} {shape} has {n_rows} rows, more than an array can hold")
+    return n_rows
 
 
 def _check_shape(shape: Any, name: str = "shape") -> tuple[int, ...]:

@@ -164,6 +164,19 @@ def item_strided(a):
     return a.flags.aligned and all(s % item == 0 for s in a.strides)
 
 
+def _overlaps_itself(buf):
+    """True when two elements of ``buf`` share memory: a zero stride on an axis
+    longer than 1, or (pigeonhole) fewer bytes spanned than its elements need.
+    Other self-overlapping stride patterns (rare, and only from as_strided)
+    are not detected."""
+    if buf.size <= 1:
+        return False
+    if any(st == 0 and n > 1 for st, n in zip(buf.strides, buf.shape)):
+        return True
+    span = sum(abs(st) * (n - 1) for st, n in zip(buf.strides, buf.shape)) + buf.itemsize
+    return span < buf.size * buf.itemsize
+
+
 def check_output_kind(buf, name):
     """An output buffer is None or an ndarray: the first check, before any
     other argument is looked at (so a list is a TypeError on every path)."""
@@ -193,6 +206,9 @@ def check_output(buf, name, shape, dtype, inputs, inplace=()):
                         f"(the computation dtype)")
     if not buf.flags.writeable:
         raise ValueError(f"{name} is read-only")
+    if _overlaps_itself(buf):
+        raise ValueError(f"{name} overlaps itself (a zero or overlapping stride): one "
+                         f"element would hold several results")
     for arr, arr_name in inputs:
         if not isinstance(arr, np.ndarray):
             continue
@@ -263,7 +279,10 @@ def check_real(value, name, what):
         value = value[()]
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be {what}, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:   # an int or Fraction beyond the float range
+        raise ValueError(f"{name} must be finite in float64, got {value!r}") from None
 
 
 def check_positive(value, name, allow_none=False):

@@ -84,13 +84,14 @@ BAD = {
     "n_threads": [(0, ValueError), (-1, ValueError), (10**9, ValueError), ("2", TypeError),
                   (2.5, TypeError), (True, TypeError)],
     "label_smoothing": [("0.1", TypeError), (None, TypeError), (-0.1, ValueError),
-                        (1.5, ValueError), (NAN, ValueError)],
+                        (1.5, ValueError), (NAN, ValueError), (10**400, ValueError)],
     "temperature": [("1", TypeError), (None, TypeError), (0.0, ValueError), (-1.0, ValueError),
-                    (INF, ValueError), (NAN, ValueError), (1e-310, ValueError)],
+                    (INF, ValueError), (NAN, ValueError), (1e-310, ValueError),
+                    (10**400, ValueError)],
     "logit_softcap": [("5", TypeError), (0.0, ValueError), (-1.0, ValueError),
-                      (NAN, ValueError), (INF, ValueError)],
+                      (NAN, ValueError), (INF, ValueError), (10**400, ValueError)],
     "base": [("2", TypeError), (0, ValueError), (-2.0, ValueError), (1, ValueError),
-             (NAN, ValueError), (INF, ValueError)],
+             (NAN, ValueError), (INF, ValueError), (10**400, ValueError)],
     "reduction": [("avg", ValueError), (None, ValueError), (1, ValueError)],
     "ignore_index": [("1", TypeError), (1.5, TypeError), (True, TypeError),
                      (2**70, ValueError)],
@@ -176,3 +177,63 @@ def test_deprecated_names_warn_and_call_the_core_function(name):
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'weighted_softmax'"):
         lm.weighted_softmax
+
+
+E = np.empty((0, 3))
+#: calls on empty input: no kernel runs, and n_threads is checked all the same
+EMPTY_CALLS = {
+    "logsumexp": lambda **kw: lm.logsumexp(E, axis=1, **kw),
+    "logsumexp[b]": lambda **kw: lm.logsumexp(E, axis=1, b=E, **kw),
+    "logsumexp[where]": lambda **kw: lm.logsumexp(E, axis=1, where=E > 0, **kw),
+    "softmax": lambda **kw: lm.softmax(E, axis=1, **kw),
+    "softmax[where]": lambda **kw: lm.softmax(E, axis=1, where=E > 0, **kw),
+    "log_softmax": lambda **kw: lm.log_softmax(E, axis=1, **kw),
+    "cross_entropy": lambda **kw: lm.cross_entropy(E, np.empty(0, np.int64), **kw),
+    "kl_divergence": lambda **kw: lm.kl_divergence(E, E, **kw),
+    "entropy": lambda **kw: lm.entropy(E, **kw),
+    "entropy[qk]": lambda **kw: lm.entropy(E, E, **kw),
+    "entropy_from_logits": lambda **kw: lm.entropy_from_logits(E, **kw),
+    "kl_divergence_from_logits": lambda **kw: lm.kl_divergence_from_logits(E, E, **kw),
+    "kl_divergence_from_logits_with_grad":
+        lambda **kw: lm.kl_divergence_from_logits_with_grad(E, E, **kw),
+    "js_divergence_from_logits": lambda **kw: lm.js_divergence_from_logits(E, E, **kw),
+    "binary_cross_entropy_with_logits":
+        lambda **kw: lm.binary_cross_entropy_with_logits(E, E, **kw),
+    "binary_cross_entropy_with_logits_with_grad":
+        lambda **kw: lm.binary_cross_entropy_with_logits_with_grad(E, E, **kw),
+    "softmax_backward": lambda **kw: lm.softmax_backward(E, E, **kw),
+    "log_softmax_backward": lambda **kw: lm.log_softmax_backward(E, E, **kw),
+    "evaluate_logits": lambda **kw: lm.evaluate_logits(E, np.empty(0, np.int64), **kw),
+    "LogSumExpState": lambda **kw: lm.LogSumExpState().update(E, **kw),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EMPTY_CALLS))
+@pytest.mark.parametrize("value, exc", [("2", TypeError), (0, ValueError), (2.5, TypeError)],
+                         ids=repr)
+def test_n_threads_is_checked_on_empty_input(name, value, exc):
+    EMPTY_CALLS[name]()    # valid without it
+    with pytest.raises(exc, match="n_threads"):
+        EMPTY_CALLS[name](n_threads=value)
+
+
+def test_from_import_of_a_deprecated_name_warns_once():
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        from lossmle import weighted_nll_loss  # noqa: F401
+    assert [w.category for w in caught] == [DeprecationWarning]
+
+
+@pytest.mark.parametrize("name", ["masked_logsumexp", "masked_softmax", "masked_log_softmax"])
+def test_deprecated_masked_functions_still_require_a_mask(name):
+    with pytest.warns(DeprecationWarning):
+        fn = getattr(lm, name)
+    with pytest.raises(TypeError, match="where"):
+        fn(X, 1, where=None)
+
+
+def test_softmax_over_an_empty_axis_raises_with_where_too():
+    for kw in ({}, {"where": np.ones((3, 0), bool)}):
+        with pytest.raises(ValueError, match="empty axis"):
+            lm.softmax(np.empty((3, 0)), axis=1, **kw)

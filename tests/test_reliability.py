@@ -256,12 +256,19 @@ crafted = {
     "no shape but rows": dict(shape=None),
     "missing key": "drop m",
     "extra key": dict(evil=1),
+    "keys of mixed types": "mixed keys",
+    "counts beyond 2**53": dict(c=np.full(5, 1e308), s=np.full(5, 1e308)),
+    "fractional counts": dict(c=np.full(5, 1.5)),
+    "n_classes without rows": dict(shape=None, m=np.empty(0), c=np.empty(0), s=np.empty(0)),
+    "rows beyond int64": dict(shape=(2**62 + 1, 4)),
 }
 report = {}
 for name, change in crafted.items():
     state = dict(good)
     if change == "drop m":
         del state["m"]
+    elif change == "mixed keys":
+        state = {1: 2, "a": 3}
     else:
         state.update(change)
     st = lm.LogSumExpState()
@@ -366,3 +373,30 @@ print(json.dumps([int(os.read(r, 100)), lm.get_num_threads()]))
 ''', tmp_path)
     child, parent = json.loads(out.strip().splitlines()[-1])
     assert child == parent
+
+
+def test_row_shapes_beyond_any_array_are_refused(tmp_path):
+    """np.prod wrapped around int64: shape=(2**62 + 1, 4) made a state of 4 rows."""
+    import lossmle as lm
+    for shape in [(2**62 + 1, 4), (2**32, 2**32)]:
+        with pytest.raises(ValueError, match="more than an array can hold"):
+            lm.LogSumExpState(shape=shape)
+    assert lm.LogSumExpState(shape=(0, 2**70)).shape == (0, 2**70)
+
+
+def test_an_output_overlapping_itself_is_refused():
+    """A writable zero-stride view as out= / grad_out=: every element would hold
+    several results (and the kernel read what it had just written)."""
+    import numpy as np
+    import lossmle as lm
+    from numpy.lib.stride_tricks import as_strided
+    b = np.array([1.0, 2.0, 3.0, 4.0])
+    x = as_strided(b, (3, 4), (0, 8), writeable=True)
+    with pytest.raises(ValueError, match="grad_out overlaps itself"):
+        lm.cross_entropy_with_grad(x.copy(), [0, 1, 2], grad_out=x)
+    out = as_strided(np.zeros(1), (6,), (0,), writeable=True)
+    with pytest.raises(ValueError, match="out overlaps itself"):
+        lm.logsumexp(np.ones((6, 2)), axis=1, out=out)
+    with pytest.raises(ValueError, match="out overlaps itself"):
+        lm.softmax(np.ones((2, 3)), axis=1, out=as_strided(np.zeros(3), (2, 3), (0, 8),
+                                                           writeable=True))

@@ -14,7 +14,7 @@ import scipy.special as sps
 import lossmle as lm
 from lossmle import _config
 
-from conftest import SIMD_PATHS as PATHS
+from conftest import SIMD_PATHS as PATHS, rtol_for
 
 
 def np_cross_entropy_rows(x, y):
@@ -281,3 +281,25 @@ def test_unknown_simd_name_warns_and_keeps_the_best_path(monkeypatch, value):
     finally:
         monkeypatch.undo()   # the caller's LOSSMLE_SIMD, if any, and its path
         _config.reselect_simd()
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("with_low", [False, True], ids=["plain", "near-subnormal"])
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_in_place_gives_the_out_of_place_bits(simd_path, name, dtype, with_low):
+    """out=x runs the exps out != x runs: the avx2/baseline softmax wrote its
+    in-place rows with the subnormal-exact exp at once and differed by an ulp
+    from the out-of-place call on rows of over ~20 values."""
+    rng = np.random.default_rng(31)
+    x = rng.normal(size=(20, 500)).astype(dtype)
+    if with_low:
+        x[::3, 7] = -800.0 if dtype == np.float64 else -100.0   # below the fast exp's range
+    fn = getattr(lm, name)
+    expected = fn(x, axis=-1, n_threads=1)
+    buf = x.copy()
+    got = fn(buf, axis=-1, out=buf, n_threads=1)
+    assert got is buf
+    np.testing.assert_array_equal(got, expected)
+    # and against SciPy, so that equal bits are not equally wrong
+    want = getattr(sps, name)(x.astype(np.float64), axis=-1).astype(dtype)
+    np.testing.assert_allclose(got, want, rtol=rtol_for(dtype), atol=0)
