@@ -195,7 +195,11 @@ def missing_oracles(skipped_reports):
     return counts
 
 
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_terminal_summary(terminalreporter):
+    # around the terminal reporter's own summary: after `-ra`'s list of skips,
+    # just above the closing "N passed" line
+    yield
     counts = missing_oracles(terminalreporter.stats.get("skipped", []))
     counts.pop("lossmle", None)  # lossmle.dask: reported as dask
     if not counts:
