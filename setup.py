@@ -53,6 +53,10 @@ if sys.platform != "win32":
     extra_compile += ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
 if DEBUG:
     extra_compile += ["-O0", "-g"]
+elif sys.platform != "win32":
+    # Python's own CFLAGS carry -g: a release build drops the debug info
+    # (it was most of the wheel's size).
+    extra_compile += ["-g0"]
 
 extensions = [
     Extension(

@@ -5,7 +5,34 @@ of class labels: the maximum-likelihood objective), NLL, KL divergence and
 entropy, as typed Cython kernels (float32/float64, GIL released, OpenMP over
 rows) behind a scipy/torch-compatible Python API.
 """
-from ._threads import get_num_threads, set_num_threads  # first: it configures OpenMP
+
+
+def _check_built():
+    """Fail with what to do when the compiled kernels are missing (a source tree)."""
+    import importlib.machinery
+    import os
+    here = os.path.dirname(os.path.abspath(__file__))
+    missing = [name for name in ("_simd", "_special_kernels", "_loss_kernels",
+                                 "_divergence_kernels", "_parallel", "_training_kernels",
+                                 "_streaming_kernels", "_fastpath")
+               if not any(os.path.exists(os.path.join(here, name + suffix))
+                          for suffix in importlib.machinery.EXTENSION_SUFFIXES)]
+    if missing:
+        raise ImportError(
+            f"lossmle's compiled extensions ({', '.join(missing)}) are not built for this "
+            f"Python in {here}: this is lossmle's source tree. To use the installed "
+            f"lossmle (pip install .), run Python from another directory, so that this "
+            f"folder does not shadow it; to work in the source tree, build it in place "
+            f"with `pip install -e .` or `python setup.py build_ext --inplace`.",
+            name="lossmle", path=here) from None
+
+
+try:
+    # first: it configures OpenMP, then loads the first compiled module
+    from ._threads import get_num_threads, set_num_threads
+except ImportError:
+    _check_built()
+    raise
 from ._divergence import entropy, kl_divergence
 from ._losses import cross_entropy, cross_entropy_with_grad, nll_loss, nll_loss_with_grad
 from ._mle import empirical_kl, log_likelihood, negative_log_likelihood

@@ -662,9 +662,9 @@ static const lm_table_t *const *lm_simd_ref = NULL;
 #endif /* LM_SIMD_IMPLEMENT */
 
 /* Bind this module to the implementing module's table (the capsule's pointer). */
-static void lm_simd_bind(const void *ref) { lm_simd_ref = (const lm_table_t *const *)ref; }
+static inline void lm_simd_bind(const void *ref) { lm_simd_ref = (const lm_table_t *const *)ref; }
 /* False until bound: callers then take their scalar paths. */
-static int lm_simd_ready(void) { return lm_simd_ref != NULL; }
+static inline int lm_simd_ready(void) { return lm_simd_ref != NULL; }
 #define lm_simd (*lm_simd_ref)
 
 /* Thin wrappers with one name per (operation, dtype) for Cython. */

@@ -2,10 +2,17 @@
 
 Needs the optional extra ``dask`` (``pip install 'lossmle[dask]'``).  Every
 function takes ``dask.array`` inputs chunked along the rows and/or the class
-axis and returns a lazy ``dask.array`` (call ``.compute()``):
+axis and returns a lazy ``dask.array`` (call ``.compute()``) of the in-memory
+function's dtype (float32 for float32 or float16 input, else float64):
 
+* :func:`from_npy` builds such an input from a ``.npy`` file *by reference*:
+  the graph holds the path and each task reads its own block, so nothing
+  larger than a block crosses a process boundary (``da.from_array`` of a
+  memmap pickles the whole file into the graph);
 * each block runs lossmle's compiled kernels (GIL released, so the threaded
-  scheduler scales as well as processes do);
+  scheduler scales as well as processes do) on one thread by default: Dask
+  already runs one block per worker thread, and OpenMP threads inside each
+  block would multiply with them (``n_threads`` overrides this);
 * class-axis chunks are combined by a tree reduction: for ``logsumexp``
   through :class:`lossmle.LogSumExpState` (running max, count at it, rescaled
   sum; merged in any order), for ``kl_divergence`` as a plain sum;
@@ -18,6 +25,8 @@ merges is the only difference).
 from __future__ import annotations
 
 import operator
+import os
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
@@ -31,8 +40,105 @@ except ImportError as exc:  # pragma: no cover - exercised without dask only
 
 from ._divergence import kl_divergence as _kl_divergence
 from ._streaming import LogSumExpState
+from ._validation import _check_n_threads
 
-__all__ = ["logsumexp", "cross_entropy", "kl_divergence"]
+__all__ = ["from_npy", "logsumexp", "cross_entropy", "kl_divergence"]
+
+
+def _result_dtype(*dtypes: Any) -> np.dtype:
+    """The in-memory functions' result dtype: float32 stays float32 (float16
+    computes in float32), anything else is float64."""
+    small = (np.dtype(np.float32), np.dtype(np.float16))
+    return np.dtype(np.float32) if all(np.dtype(d) in small for d in dtypes) \
+        else np.dtype(np.float64)
+
+
+def _block_threads(n_threads: Any) -> int | None:
+    """Threads for one block's kernel: 1 unless the caller says otherwise."""
+    return None if n_threads is None else _check_n_threads(n_threads)
+
+
+class _NpyFile:
+    """A ``.npy`` file by reference, as ``dask.array.from_array`` wants it.
+
+    Pickles to its path, shape and dtype only; indexing opens the file
+    memory-mapped (read-only) and copies out just the requested block.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        arr = np.load(path, mmap_mode="r")  # reads the header only
+        if not isinstance(arr, np.ndarray):
+            arr.close()
+            raise ValueError(f"{path!r} is not a .npy file (np.load gave "
+                             f"{type(arr).__name__})")
+        self.shape: tuple[int, ...] = arr.shape
+        self.dtype = arr.dtype
+        del arr
+        self.ndim = len(self.shape)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.array(np.load(self.path, mmap_mode="r")[index])
+
+    def __repr__(self) -> str:
+        return f"_NpyFile({self.path!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def from_npy(path: str | os.PathLike[str], chunks: Any = "auto") -> Any:
+    """A dask array reading a ``.npy`` file block by block, by reference.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.npy`` file (as written by :func:`numpy.save`) of a real numeric
+        dtype.  With worker processes on other machines, the same path must
+        name the same file there.
+    chunks : int, tuple or 'auto', optional
+        Block shape, as for :func:`dask.array.from_array`.
+
+    Returns
+    -------
+    dask.array.Array
+        The file's shape and dtype.  Its graph holds the path (and the file's
+        size and modification time, in the name), never the data: each task
+        opens the file memory-mapped and copies out its own block, so a
+        distributed worker reads only the blocks it computes.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a ``.npy`` file.
+    TypeError
+        If its dtype is not real numeric.
+
+    See Also
+    --------
+    dask.array.from_zarr : the same, by reference, for a Zarr store.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import numpy as np
+    >>> from lossmle import dask as lmd
+    >>> path = os.path.join(tempfile.mkdtemp(), "logits.npy")
+    >>> np.save(path, np.arange(12.0, dtype=np.float32).reshape(3, 4))
+    >>> x = lmd.from_npy(path, chunks=(2, 2))
+    >>> x.chunks, x.dtype
+    (((2, 1), (2, 2)), dtype('float32'))
+    >>> lse = lmd.logsumexp(x, axis=-1).compute()
+    >>> lse.dtype, [round(float(v), 4) for v in lse]
+    (dtype('float32'), [3.4402, 7.4402, 11.4402])
+    """
+    p = os.path.abspath(os.fspath(path))
+    src = _NpyFile(p)
+    if src.dtype.kind not in "fiub":
+        raise TypeError(f"{path!r} holds dtype {src.dtype}; lossmle.dask needs a real "
+                        f"numeric array")
+    st = os.stat(p)
+    from dask.base import tokenize
+    name = "from-npy-" + tokenize(p, st.st_size, st.st_mtime_ns, chunks)
+    return da.from_array(src, chunks=chunks, name=name, lock=False, asarray=False,
+                         fancy=False, meta=np.empty((0,) * src.ndim, dtype=src.dtype))
 
 
 def _single_axis(axis: Any, ndim: int, name: str = "axis") -> int:
@@ -69,10 +175,10 @@ def _flatten(items: Any) -> list[Any]:
 
 # -- the reduction protocol of dask.array.reduction (concatenate=False) -----
 def _lse_chunk(x: Any, axis: tuple[int, ...], keepdims: bool,
-               computing_meta: bool = False, **_: Any) -> Any:
+               computing_meta: bool = False, n_threads: int | None = 1, **_: Any) -> Any:
     if computing_meta:
         return x
-    return LogSumExpState(axis=axis[0]).update(x)
+    return LogSumExpState(axis=axis[0]).update(x, n_threads=n_threads)
 
 
 def _lse_merge(states: Any) -> LogSumExpState:
@@ -91,16 +197,18 @@ def _lse_combine(states: Any, axis: tuple[int, ...], keepdims: bool,
 
 
 def _lse_aggregate(states: Any, axis: tuple[int, ...], keepdims: bool,
-                   computing_meta: bool = False, **_: Any) -> Any:
+                   computing_meta: bool = False, out_dtype: Any = np.float64,
+                   **_: Any) -> Any:
     if computing_meta:
-        return np.empty((0,) * (states.ndim if keepdims else states.ndim - 1))
-    res = np.asarray(_lse_merge(states).result())
+        return np.empty((0,) * (states.ndim if keepdims else states.ndim - 1),
+                        dtype=out_dtype)
+    res = np.asarray(_lse_merge(states).result()).astype(out_dtype, copy=False)
     return np.expand_dims(res, axis) if keepdims else res
 
 
 def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False,
-              split_every: int | None = None) -> Any:
-    """Log-sum-exp of a dask array along one axis (lazy; float64 result).
+              split_every: int | None = None, n_threads: int | None = 1) -> Any:
+    """Log-sum-exp of a dask array along one axis (lazy).
 
     Parameters
     ----------
@@ -112,11 +220,15 @@ def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False,
         Keep the reduced axis with length one.
     split_every : int, optional
         Fan-in of the tree reduction over the chunks of ``axis``.
+    n_threads : int or None, optional
+        Threads for each block's kernel (default 1: Dask runs blocks in
+        parallel already; None: :func:`lossmle.get_num_threads`).
 
     Returns
     -------
     dask.array.Array
-        float64, ``x``'s shape without ``axis``.
+        ``x``'s shape without ``axis``; float32 for float32 (and float16)
+        input, float64 otherwise, as :func:`lossmle.logsumexp`.
 
     Notes
     -----
@@ -138,14 +250,23 @@ def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False,
     if x.ndim == 0:
         raise ValueError("x must have at least one dimension")
     ax = _single_axis(axis, x.ndim)
+    n_threads = _block_threads(n_threads)
+    out_dtype = _result_dtype(x.dtype)
     if x.shape[ax] == 0:
         shape = tuple(1 if d == ax else s for d, s in enumerate(x.shape)) if keepdims \
             else x.shape[:ax] + x.shape[ax + 1:]
-        return da.full(shape, -np.inf, dtype=np.float64)
+        return da.full(shape, -np.inf, dtype=out_dtype)
+    return _lse_reduction(x, ax, keepdims, split_every, n_threads, out_dtype)
+
+
+def _lse_reduction(x: Any, ax: int, keepdims: bool, split_every: int | None,
+                   n_threads: int | None, out_dtype: Any) -> Any:
     return da.reduction(
-        x, _lse_chunk, _lse_aggregate, combine=_lse_combine, axis=ax,
-        keepdims=keepdims, dtype=np.float64, split_every=split_every,
-        concatenate=False, meta=np.empty((0,) * (x.ndim - (0 if keepdims else 1))),
+        x, partial(_lse_chunk, n_threads=n_threads),
+        partial(_lse_aggregate, out_dtype=out_dtype), combine=_lse_combine, axis=ax,
+        keepdims=keepdims, dtype=out_dtype, split_every=split_every,
+        concatenate=False,
+        meta=np.empty((0,) * (x.ndim - (0 if keepdims else 1)), dtype=out_dtype),
     )
 
 
@@ -162,7 +283,7 @@ def _target_logit_block(x: np.ndarray, t: np.ndarray, ax: int,
 def cross_entropy(logits: Any, target: Any, axis: int = -1, *,
                   ignore_index: int = -100,
                   reduction: Literal["mean", "sum", "none"] = "mean",
-                  split_every: int | None = None) -> Any:
+                  split_every: int | None = None, n_threads: int | None = 1) -> Any:
     """Cross-entropy of class indices on dask logits (torch semantics), lazily.
 
     Parameters
@@ -180,11 +301,15 @@ def cross_entropy(logits: Any, target: Any, axis: int = -1, *,
         As :func:`lossmle.cross_entropy`.
     split_every : int, optional
         Fan-in of the tree reductions.
+    n_threads : int or None, optional
+        Threads for each block's kernel, as in :func:`logsumexp`.
 
     Returns
     -------
     dask.array.Array
-        float64; 0-d for 'mean'/'sum', the rows' shape for 'none'.
+        0-d for 'mean'/'sum', the rows' shape for 'none'; float32 for float32
+        (and float16) logits, float64 otherwise, as
+        :func:`lossmle.cross_entropy`.  Accumulated in float64.
 
     Notes
     -----
@@ -200,6 +325,8 @@ def cross_entropy(logits: Any, target: Any, axis: int = -1, *,
     if x.ndim == 0:
         raise ValueError("logits must have at least one dimension (the class axis)")
     ax = _single_axis(axis, x.ndim)
+    n_threads = _block_threads(n_threads)
+    out_dtype = _result_dtype(x.dtype)
     n_classes = x.shape[ax]
     if n_classes == 0:
         raise ValueError(f"logits has no classes: axis {axis} has length 0")
@@ -230,21 +357,22 @@ def cross_entropy(logits: Any, target: Any, axis: int = -1, *,
     picked = da.map_blocks(
         lambda xb, tb, block_info=None: _target_logit_block(
             xb, np.squeeze(tb, ax), ax, block_info),
-        x, t_b, dtype=np.float64, chunks=tuple(
+        x, t_b, dtype=np.float64, meta=np.empty((0,) * x.ndim), chunks=tuple(
             (1,) * len(c) if d == ax else c for d, c in enumerate(x.chunks)))
     target_logit = picked.sum(axis=ax, split_every=split_every)
-    lse = logsumexp(x, axis=ax, split_every=split_every)
+    lse = _lse_reduction(x, ax, False, split_every, n_threads, np.float64)
     loss = da.where(kept, lse - target_logit, 0.0)
     if reduction == "none":
-        return loss
+        return loss.astype(out_dtype)
     total = loss.sum(split_every=split_every)
     if reduction == "sum":
-        return total
-    return total / kept.sum(split_every=split_every)
+        return total.astype(out_dtype)
+    return (total / kept.sum(split_every=split_every)).astype(out_dtype)
 
 
 def kl_divergence(p: Any, q: Any, axis: int = -1, *, base: float | None = None,
-                  validate: bool = True, split_every: int | None = None) -> Any:
+                  validate: bool = True, split_every: int | None = None,
+                  n_threads: int | None = 1) -> Any:
     """KL divergence ``sum p log(p / q)`` of dask arrays along one axis, lazily.
 
     Parameters
@@ -260,11 +388,15 @@ def kl_divergence(p: Any, q: Any, axis: int = -1, *, base: float | None = None,
         ValueError (at compute time).
     split_every : int, optional
         Fan-in of the tree sum over the chunks of ``axis``.
+    n_threads : int or None, optional
+        Threads for each block's kernel, as in :func:`logsumexp`.
 
     Returns
     -------
     dask.array.Array
-        float64, ``p``'s shape without ``axis``.
+        ``p``'s shape without ``axis``; float32 when both ``p`` and ``q`` are
+        float32 (or float16), float64 otherwise, as
+        :func:`lossmle.kl_divergence`.  Partial sums are float64.
 
     Notes
     -----
@@ -279,10 +411,13 @@ def kl_divergence(p: Any, q: Any, axis: int = -1, *, base: float | None = None,
     if pp.ndim == 0:
         raise ValueError("p must have at least one dimension")
     ax = _single_axis(axis, pp.ndim)
+    n_threads = _block_threads(n_threads)
+    out_dtype = _result_dtype(pp.dtype, qq.dtype)
     qq = qq.rechunk(pp.chunks)
-    partial = da.map_blocks(
+    partial_sums = da.map_blocks(
         lambda pb, qb: np.asarray(_kl_divergence(pb, qb, axis=ax, base=base, keepdims=True,
-                                                 validate=validate), dtype=np.float64),
-        pp, qq, dtype=np.float64,
+                                                 validate=validate, n_threads=n_threads),
+                                  dtype=np.float64),
+        pp, qq, dtype=np.float64, meta=np.empty((0,) * pp.ndim),
         chunks=tuple((1,) * len(c) if d == ax else c for d, c in enumerate(pp.chunks)))
-    return partial.sum(axis=ax, split_every=split_every)
+    return partial_sums.sum(axis=ax, split_every=split_every).astype(out_dtype)

@@ -165,3 +165,48 @@ def simd_path(request, monkeypatch):
     finally:
         monkeypatch.delenv("LOSSMLE_SIMD")
         _config.reselect_simd()
+
+
+# ---------------------------------------------------------------------------
+# One closing line naming the optional oracles whose tests skipped, and the
+# command that adds them (without torch alone, some 2,800 tests skip).
+# ---------------------------------------------------------------------------
+#: importable name -> what to pip install for it
+_OPTIONAL = {
+    "torch": "torch==2.13.0", "sklearn": "scikit-learn", "mpmath": "mpmath",
+    "scipy": "scipy", "hypothesis": "hypothesis", "dask": "'dask[array,distributed]'",
+    "distributed": "'dask[array,distributed]'", "mypy": "mypy", "Cython": "Cython",
+    "setuptools": "setuptools", "matplotlib": "matplotlib", "threadpoolctl": "threadpoolctl",
+}
+
+
+def missing_oracles(skipped_reports):
+    """{top-level module: number of skips} for skips by ``pytest.importorskip``."""
+    import re
+    counts = {}
+    for rep in skipped_reports:
+        longrepr = getattr(rep, "longrepr", None)
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 \
+            else str(longrepr)
+        m = re.search(r"could not import '([\w.]+)'", reason)
+        if m:
+            top = m.group(1).split(".")[0]
+            counts[top] = counts.get(top, 0) + 1
+    return counts
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter):
+    # around the terminal reporter's own summary: after `-ra`'s list of skips,
+    # just above the closing "N passed" line
+    yield
+    counts = missing_oracles(terminalreporter.stats.get("skipped", []))
+    counts.pop("lossmle", None)  # lossmle.dask: reported as dask
+    if not counts:
+        return
+    names = sorted(counts, key=lambda k: (-counts[k], k))
+    adds = list(dict.fromkeys(_OPTIONAL.get(n, n) for n in names))
+    terminalreporter.write_line(
+        f"lossmle: {sum(counts.values())} skipped for a missing oracle or tool ("
+        + ", ".join(f"{n}: {counts[n]}" for n in names)
+        + f"); for the full suite: pip install {' '.join(adds)}", yellow=True, bold=True)
