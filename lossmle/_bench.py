@@ -746,13 +746,20 @@ def floor_kind(function):
     return "read"
 
 
+def floor_threads(inputs, threads):
+    """The floors' thread count: ``threads``, or 1 below the size where lossmle's
+    kernels start threads (a thread team costs more than it saves there)."""
+    from ._validation import PARALLEL_MIN_ELEMENTS
+    return 1 if inputs[0].size < PARALLEL_MIN_ELEMENTS else max(1, int(threads or 1))
+
+
 def build_exp_floor(function, inputs, threads):
     """The compute floor of an exp-bound ``function``, or None for the others."""
     if function not in EXP_BOUND:
         return None
     from . import _parallel
     x = inputs[0]
-    n, single, threads = int(x.size), x.dtype == np.float32, max(1, int(threads or 1))
+    n, single, threads = int(x.size), x.dtype == np.float32, floor_threads(inputs, threads)
     return lambda: _parallel.exp_floor(n, threads, single)
 
 
@@ -761,10 +768,11 @@ def build_floor(function, inputs, threads):
 
     The read floor reads every input array (targets too), split into
     ``threads`` contiguous chunks like the kernels' static schedules; the copy
-    floors copy the first input (the logits) with as many threads.
+    floors copy the first input (the logits) with as many threads (one below
+    lossmle's threading threshold: `floor_threads`).
     """
     from . import _parallel
-    threads = max(1, int(threads or 1))
+    threads = floor_threads(inputs, threads)
     kind = floor_kind(function)
     if kind == "read":
         reads = []
@@ -1069,13 +1077,14 @@ def header_lines(info):
                  f">1 means lossmle is faster")
     lines.append("GB/s = input bytes read by lossmle / its median time")
     lines.append(f"floor = the machine's limit for the case's bytes, timed in the same rounds "
-                 f"with {info['threads']} thread(s): "
-                 + "; ".join(f"{k} = {v}" for k, v in FLOOR_KINDS.items())
+                 f"with the threads lossmle uses at that size ({info['threads']}, or 1 below "
+                 f"its threading threshold): "
+                 + "; ".join(f"{k} = {v}" for k, v in FLOOR_KINDS.items() if k != "exp")
                  + " (read: logsumexp, cross-entropy, KL, entropy; copy: softmax and "
                    "log_softmax with out=; fresh copy: without out=, and the gradient)")
     lines.append("exp = the compute floor of the exp-bound functions (all but KL and "
-                 "entropy): " + FLOOR_KINDS["exp"] + "; the floor shown is the larger of "
-                 "the two, the binding limit")
+                 "entropy): " + FLOOR_KINDS["exp"].split(" (")[0] + "; the floor shown is "
+                 "the larger of the memory and compute floors, the binding limit")
     lines.append("floor/lossmle = the floor's median / lossmle's: 1.0 = at the limit")
     return lines
 
@@ -1093,8 +1102,19 @@ def plot_caption(info):
 
 
 def _speedup_ticks(lo, hi):
-    ticks = [m * 10.0 ** e for e in range(-3, 6) for m in (1, 2, 5)]
+    """1-2-5 ticks over a narrow range, decades over a wide one (at most ~8)."""
+    steps = (1, 2, 5) if hi / lo <= 1e3 else (1,)
+    ticks = [m * 10.0 ** e for e in range(-3, 7) for m in steps]
     return [t for t in ticks if lo <= t <= hi]
+
+
+def fmt_ratio(v):
+    """A speed-up as the plot writes it on a bar: 3 significant digits, no exponent."""
+    return f"{v:.3g}x" if v < 1000 else f"{v:.0f}x"
+
+
+#: the floor panel's axis ends here (values beyond it are written, their bars clipped)
+FLOOR_AXIS_MAX = 1.5
 
 
 def make_figure(results, info):
@@ -1111,7 +1131,7 @@ def make_figure(results, info):
     floors = any(r.get("floor_ratio") for r in cases)
     panels = versus + (["(floor)"] if floors else [])
     npan = max(1, len(panels))
-    height = 0.24 * max(1, len(cases)) + 1.9
+    height = 0.24 * max(1, len(cases)) + 1.6
     fig, axes = plt.subplots(1, npan, figsize=(2.9 * npan + 2.2, height), sharey=True,
                              squeeze=False)
     axes = list(axes.flat)
@@ -1125,19 +1145,20 @@ def make_figure(results, info):
     for ax, impl in zip(axes, panels):
         if impl == "(floor)":
             vals = [r.get("floor_ratio") for r in cases]
-            ax.barh([y for y, v in zip(ys, vals) if v], [v for v in vals if v],
-                    color="tab:gray")
+            ax.barh([y for y, v in zip(ys, vals) if v],
+                    [min(v, FLOOR_AXIS_MAX) for v in vals if v], color="tab:gray")
             for y, v in zip(ys, vals):
                 if v:
-                    ax.text(v, y, f" {v:.2f}", va="center", fontsize=7)
+                    ax.text(min(v, FLOOR_AXIS_MAX), y, f" {v:.2f}", va="center", fontsize=7)
             ax.axvline(1.0, color="black", linewidth=0.8)
-            ax.set_xlim(0, max([1.0] + [v for v in vals if v]) * 1.3)
+            ax.set_xlim(0, FLOOR_AXIS_MAX * 1.35)
+            ax.set_xticks([0, 0.5, 0.8, 1.0, 1.5])
             ax.set_title("floor / lossmle\n(1 = at the limit)", fontsize=9)
             continue
         vals = [r["speedup"].get(impl) for r in cases]
         ax.barh([y for y, v in zip(ys, vals) if v], [v for v in vals if v])
         for y, v in zip(ys, vals):
-            ax.text(v if v else lo, y, f" {v:.3g}x" if v else " n/a", va="center",
+            ax.text(v if v else lo, y, f" {fmt_ratio(v)}" if v else " n/a", va="center",
                     fontsize=7)
         ax.axvline(1.0, color="black", linewidth=0.8)
         ax.set_xscale("log")
@@ -1157,7 +1178,7 @@ def make_figure(results, info):
         ax.tick_params(axis="x", labelsize=7)
         ax.grid(axis="x", linewidth=0.3)
     fig.text(0.01, 0.005, plot_caption(info), fontsize=7, ha="left", va="bottom", wrap=True)
-    fig.tight_layout(rect=(0, 0.9 / height, 1, 1))
+    fig.tight_layout(rect=(0, 0.45 / height, 1, 1))
     return fig
 
 
