@@ -731,6 +731,8 @@ FLOOR_KINDS = {
                   "faults included)",
     "exp": "lossmle's vectorised exp of one value per element, from L1 (the compute "
            "floor of the exp-bound functions)",
+    "log": "lossmle's own entropy / KL terms (a vectorised log each) of one value per "
+           "element, from L1 (the compute floor of KL and entropy)",
 }
 #: functions needing (at least) one exp per input element
 EXP_BOUND = ("logsumexp", "softmax", "log_softmax", "softmax_out", "log_softmax_out",
@@ -753,14 +755,15 @@ def floor_threads(inputs, threads):
     return 1 if inputs[0].size < PARALLEL_MIN_ELEMENTS else max(1, int(threads or 1))
 
 
-def build_exp_floor(function, inputs, threads):
-    """The compute floor of an exp-bound ``function``, or None for the others."""
-    if function not in EXP_BOUND:
-        return None
+def build_compute_floor(function, inputs, threads):
+    """``(kind, callable)``: the compute floor of ``function`` ("exp" or "log")."""
     from . import _parallel
     x = inputs[0]
     n, single, threads = int(x.size), x.dtype == np.float32, floor_threads(inputs, threads)
-    return lambda: _parallel.exp_floor(n, threads, single)
+    if function in EXP_BOUND:
+        return "exp", lambda: _parallel.exp_floor(n, threads, single)
+    kl = function == "kl_divergence"
+    return "log", lambda: _parallel.log_floor(n, threads, single, kl)
 
 
 def build_floor(function, inputs, threads):
@@ -856,7 +859,7 @@ def time_interleaved(callables, rounds, sample_seconds=0.005, first_call_s=None,
 
 
 FLOOR = "(floor)"  # the floors' keys among the timed callables: not implementations
-EXP_FLOOR = "(exp floor)"
+COMPUTE_FLOOR = "(compute floor)"
 
 
 def run_case(function, shape, dtype, implementations, rounds, threads, seed=SEED,
@@ -864,8 +867,8 @@ def run_case(function, shape, dtype, implementations, rounds, threads, seed=SEED
     """Build, check and time one case; returns its JSON-ready result dict.
 
     With ``floor``, the case's floors are timed in the same rounds: the memory
-    floor (`build_floor`) and, for exp-bound functions, the compute floor
-    (`build_exp_floor`), both under ``floors``; ``floor`` is the larger (the
+    floor (`build_floor`) and the compute floor (`build_compute_floor`), both
+    under ``floors``; ``floor`` is the larger (the
     binding limit) and ``floor_ratio`` its median over lossmle's (1.0 = at
     the limit).
     """
@@ -909,17 +912,16 @@ def run_case(function, shape, dtype, implementations, rounds, threads, seed=SEED
             status[impl] = f"mismatch with {ref_name}: {first}"
             del callables[impl]
     del results
-    floor_name = None
+    floor_name = compute_kind = None
     if floor and "lossmle" in callables:
         floor_name = floor_kind(function)
         callables[FLOOR] = build_floor(function, inputs, threads)
-        exp_floor = build_exp_floor(function, inputs, threads)
-        if exp_floor is not None:
-            callables[EXP_FLOOR] = exp_floor
+        compute_kind, callables[COMPUTE_FLOOR] = build_compute_floor(function, inputs,
+                                                                     threads)
     timing, rounds_run = time_interleaved(callables, rounds, sample_seconds, first_call_s,
                                           budget_seconds, min_rounds) if callables else ({}, 0)
     floor_timings = {}
-    for key, kind in ((FLOOR, floor_name), (EXP_FLOOR, "exp")):
+    for key, kind in ((FLOOR, floor_name), (COMPUTE_FLOOR, compute_kind)):
         if key in timing:
             floor_timings[kind] = timing.pop(key)
     times = {}
@@ -1079,12 +1081,12 @@ def header_lines(info):
     lines.append(f"floor = the machine's limit for the case's bytes, timed in the same rounds "
                  f"with the threads lossmle uses at that size ({info['threads']}, or 1 below "
                  f"its threading threshold): "
-                 + "; ".join(f"{k} = {v}" for k, v in FLOOR_KINDS.items() if k != "exp")
+                 + "; ".join(f"{k} = {v}" for k, v in FLOOR_KINDS.items() if k not in ("exp", "log"))
                  + " (read: logsumexp, cross-entropy, KL, entropy; copy: softmax and "
                    "log_softmax with out=; fresh copy: without out=, and the gradient)")
-    lines.append("exp = the compute floor of the exp-bound functions (all but KL and "
-                 "entropy): " + FLOOR_KINDS["exp"].split(" (")[0] + "; the floor shown is "
-                 "the larger of the memory and compute floors, the binding limit")
+    lines.append(f"compute floors: exp = {FLOOR_KINDS['exp']}; log = {FLOOR_KINDS['log']}; "
+                 f"the floor shown is the larger of the memory and compute floors, the "
+                 f"binding limit")
     lines.append("floor/lossmle = the floor's median / lossmle's: 1.0 = at the limit")
     return lines
 

@@ -396,9 +396,9 @@ def test_floor_column_json_and_header(capsys, tmp_path, function, kind):
     assert rc == 0
     (r,) = json.loads(path.read_text())["results"]
     floors = r["floors"]
-    # the memory floor, and the compute floor of the exp-bound functions
+    # the memory floor, and the compute floor: exp, or log for KL and entropy
     assert set(floors) == ({kind, "exp"} if function not in ("kl_divergence", "entropy")
-                           else {kind})
+                           else {kind, "log"})
     for name, f in floors.items():
         assert f["kind"] == name
         assert len(f["samples_s"]) == r["rounds"] == 2
@@ -416,6 +416,7 @@ def test_floor_column_json_and_header(capsys, tmp_path, function, kind):
     assert "a parallel read of the inputs at full vector width" in out
     assert "into a preallocated array" in out and "into a new array" in out
     assert "vectorised exp of one value per element" in out
+    assert "entropy / KL terms (a vectorised log each) of one value per element" in out
 
 
 @pytest.fixture
