@@ -17,9 +17,11 @@ Design
 * Each case also times its *floor*, in the same rounds: what the machine's
   memory allows for the case's bytes (`floor_kind`): a parallel read of the
   inputs at full vector width for the reductions, a parallel copy into a
-  preallocated output for ``out=`` cases, into a fresh array otherwise.
-  ``floor / lossmle`` (1.0 = at the limit) says how far lossmle is from it on
-  this machine, whatever its bandwidth.
+  preallocated output for ``out=`` cases, into a fresh array otherwise; and
+  what its arithmetic allows (`build_compute_floor`): lossmle's own exp, or
+  its KL / entropy terms, over as many values from L1.  The larger is the
+  binding floor; ``floor / lossmle`` (1.0 = at the limit) says how far
+  lossmle is from it on this machine, whatever its bandwidth.
 
 The implementations are written to be the best version of each competitor a
 careful user would write: SciPy's public functions as documented; NumPy with
@@ -48,8 +50,8 @@ import numpy as np
 from ._validation import MAX_THREADS
 
 FUNCTIONS = (
-    "logsumexp", "softmax", "log_softmax", "softmax_out", "log_softmax_out", "cross_entropy", "cross_entropy_prob",
-    "cross_entropy_with_grad", "kl_divergence", "entropy",
+    "logsumexp", "softmax", "log_softmax", "softmax_out", "log_softmax_out", "cross_entropy",
+    "cross_entropy_prob", "cross_entropy_with_grad", "kl_divergence", "entropy",
 )
 FUNCTION_HELP = {
     "logsumexp": "logsumexp over the last axis",
@@ -1081,7 +1083,8 @@ def header_lines(info):
     lines.append(f"floor = the machine's limit for the case's bytes, timed in the same rounds "
                  f"with the threads lossmle uses at that size ({info['threads']}, or 1 below "
                  f"its threading threshold): "
-                 + "; ".join(f"{k} = {v}" for k, v in FLOOR_KINDS.items() if k not in ("exp", "log"))
+                 + "; ".join(f"{k} = {v}" for k, v in FLOOR_KINDS.items()
+                             if k not in ("exp", "log"))
                  + " (read: logsumexp, cross-entropy, KL, entropy; copy: softmax and "
                    "log_softmax with out=; fresh copy: without out=, and the gradient)")
     lines.append(f"compute floors: exp = {FLOOR_KINDS['exp']}; log = {FLOOR_KINDS['log']}; "

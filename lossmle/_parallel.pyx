@@ -30,10 +30,12 @@ cdef bint _simd_bound = False
 
 
 def read_floor(const double[::1] x, int n_threads):
-    """Read ``x`` once with ``n_threads`` threads (one chunk each); returns the sum of its chunks' maxima.
+    """Read ``x`` once with ``n_threads`` threads (one chunk each).
 
-    Integer or float32 data are read through a float64 view of their bytes:
-    the value is meaningless then, the reading is the point.
+    Returns the sum of the chunks' maxima.
+
+    Integer data (class targets) are read through a float64 view of their
+    bytes: the value is meaningless then, the reading is the point.
     """
     global _simd_bound
     if not _simd_bound:
