@@ -757,6 +757,13 @@ def floor_threads(inputs, threads):
     return 1 if inputs[0].size < PARALLEL_MIN_ELEMENTS else max(1, int(threads or 1))
 
 
+def _read_threads(a, threads):
+    """Threads reading one array of a read floor: 1 for a small one (the class
+    targets), whose second thread team would cost more than the read."""
+    from ._validation import PARALLEL_MIN_ELEMENTS
+    return 1 if a.size < PARALLEL_MIN_ELEMENTS else threads
+
+
 def build_compute_floor(function, inputs, threads):
     """``(kind, callable)``: the compute floor of ``function`` ("exp" or "log")."""
     from . import _parallel
@@ -784,15 +791,16 @@ def build_floor(function, inputs, threads):
         for a in inputs:
             flat = np.ascontiguousarray(a).reshape(-1)
             if flat.dtype == np.float32:
-                reads.append((_parallel.read_floor_f, flat))
+                reads.append((_parallel.read_floor_f, flat, _read_threads(flat, threads)))
             elif flat.nbytes % 8 == 0:
-                reads.append((_parallel.read_floor, flat.view(np.float64)))
+                reads.append((_parallel.read_floor, flat.view(np.float64),
+                              _read_threads(flat, threads)))
             else:
                 raise ValueError(f"no read floor for {flat.dtype} of {flat.size} items")
 
         def run():
-            for read, v in reads:
-                read(v, threads)
+            for read, v, t in reads:
+                read(v, t)
         return run
     x = np.ascontiguousarray(inputs[0])
     src = x.reshape(-1).view(np.uint8)
