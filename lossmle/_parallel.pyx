@@ -37,10 +37,8 @@ def read_floor(const double[::1] x, int n_threads):
     Integer data (class targets) are read through a float64 view of their
     bytes: the value is meaningless then, the reading is the point.
     """
-    global _simd_bound
     if not _simd_bound:
-        simd_init()
-        _simd_bound = True
+        _init_floors()
     cdef Py_ssize_t n = x.shape[0], chunk, lo, hi
     cdef int t, nt = max(1, n_threads)
     cdef double m = 0.0, part
@@ -58,10 +56,8 @@ def read_floor(const double[::1] x, int n_threads):
 
 def read_floor_f(const float[::1] x, int n_threads):
     """`read_floor` at float32's vector width (16 values per AVX-512 vector)."""
-    global _simd_bound
     if not _simd_bound:
-        simd_init()
-        _simd_bound = True
+        _init_floors()
     cdef Py_ssize_t n = x.shape[0], chunk, lo, hi
     cdef int t, nt = max(1, n_threads)
     cdef double m = 0.0, part
@@ -100,9 +96,6 @@ cdef enum:
     _EXP_BLOCK = 1024
 cdef double _exp_block_d[_EXP_BLOCK]
 cdef float _exp_block_f[_EXP_BLOCK]
-for _j in range(_EXP_BLOCK):  # shifted logits: in [-8, 0], as after a max shift
-    _exp_block_d[_j] = -8.0 * _j / _EXP_BLOCK
-    _exp_block_f[_j] = <float>_exp_block_d[_j]
 
 
 def exp_floor(Py_ssize_t n, int n_threads, bint single=False):
@@ -112,10 +105,8 @@ def exp_floor(Py_ssize_t n, int n_threads, bint single=False):
     (float's when ``single``) at full throughput, with no memory traffic.
     Returns the sum (meaningless; computing it is the point).
     """
-    global _simd_bound
     if not _simd_bound:
-        simd_init()
-        _simd_bound = True
+        _init_floors()
     cdef Py_ssize_t chunk, lo, hi, k, take
     cdef int t, nt = max(1, n_threads)
     cdef double s = 0.0, part
@@ -144,11 +135,24 @@ cdef double _log_p_d[_EXP_BLOCK]
 cdef double _log_q_d[_EXP_BLOCK]
 cdef float _log_p_f[_EXP_BLOCK]
 cdef float _log_q_f[_EXP_BLOCK]
-for _j in range(_EXP_BLOCK):  # probabilities of a 1024-value row, both in (0, 1)
-    _log_p_d[_j] = (1.0 + _j) / (_EXP_BLOCK * (_EXP_BLOCK + 1) / 2.0)
-    _log_q_d[_j] = (_EXP_BLOCK - _j) / (_EXP_BLOCK * (_EXP_BLOCK + 1) / 2.0)
-    _log_p_f[_j] = <float>_log_p_d[_j]
-    _log_q_f[_j] = <float>_log_q_d[_j]
+
+
+cdef void _init_floors():
+    """Bind the SIMD table and fill the L1 blocks, on first use (not at import:
+    every ``import lossmle`` imports this module)."""
+    global _simd_bound
+    cdef int j
+    simd_init()
+    for j in range(_EXP_BLOCK):
+        # shifted logits in [-8, 0], as after a max shift
+        _exp_block_d[j] = -8.0 * j / _EXP_BLOCK
+        _exp_block_f[j] = <float>_exp_block_d[j]
+        # two probability rows of 1024 values, each summing to one
+        _log_p_d[j] = (1.0 + j) / (_EXP_BLOCK * (_EXP_BLOCK + 1) / 2.0)
+        _log_q_d[j] = (_EXP_BLOCK - j) / (_EXP_BLOCK * (_EXP_BLOCK + 1) / 2.0)
+        _log_p_f[j] = <float>_log_p_d[j]
+        _log_q_f[j] = <float>_log_q_d[j]
+    _simd_bound = True
 
 
 def log_floor(Py_ssize_t n, int n_threads, bint single=False, bint kl=False):
@@ -157,10 +161,8 @@ def log_floor(Py_ssize_t n, int n_threads, bint single=False, bint kl=False):
     lossmle's own row kernels at full throughput with no memory traffic.
     Returns the sum (meaningless; computing it is the point).
     """
-    global _simd_bound
     if not _simd_bound:
-        simd_init()
-        _simd_bound = True
+        _init_floors()
     cdef Py_ssize_t chunk, lo, hi, k, take
     cdef int t, nt = max(1, n_threads)
     cdef double s = 0.0, part, bad

@@ -383,6 +383,26 @@ def test_floor_kernels_read_and_copy_everything():
         _parallel.copy_floor(np.zeros(8, np.uint8), np.zeros(7, np.uint8), 1)
 
 
+def test_compute_floor_kernels_compute_what_they_say():
+    # n values in blocks of 1024: exp of the shifted logits -8 j / 1024; the
+    # entropy and KL terms of p_j ~ j + 1 and q_j ~ 1024 - j (each summing to one)
+    special = pytest.importorskip("scipy.special")
+    from lossmle import _parallel
+    j = np.arange(1024)
+    block_exp = np.exp(-8.0 * j / 1024).sum()
+    p, q = (j + 1) / (1024 * 1025 / 2), (1024 - j) / (1024 * 1025 / 2)
+    block_entr, block_kl = special.entr(p).sum(), special.rel_entr(p, q).sum()
+    for threads in (1, 2):  # 4 blocks: whole blocks per thread
+        n = 4 * 1024
+        assert _parallel.exp_floor(n, threads) == pytest.approx(4 * block_exp, rel=1e-13)
+        assert _parallel.exp_floor(n, threads, True) == pytest.approx(4 * block_exp,
+                                                                      rel=1e-5)
+        assert _parallel.log_floor(n, threads) == pytest.approx(4 * block_entr, rel=1e-13)
+        assert _parallel.log_floor(n, threads, False, True) == pytest.approx(
+            4 * block_kl, rel=1e-12)
+    assert _parallel.exp_floor(0, 2) == 0.0
+
+
 @pytest.mark.parametrize("function, kind", [
     ("logsumexp", "read"), ("cross_entropy", "read"), ("kl_divergence", "read"),
     ("entropy", "read"), ("cross_entropy_prob", "read"), ("softmax", "fresh copy"),
