@@ -2,4 +2,5 @@ import sys
 
 from ._cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing the module (e.g. pytest --doctest-modules) runs nothing
+    sys.exit(main())

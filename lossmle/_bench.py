@@ -1,4 +1,4 @@
-"""``lossmle bench``: time lossmle against SciPy, NumPy, torch and scikit-learn.
+"""``lossmle bench``: time lossmle against SciPy, NumPy, torch, scikit-learn, jax and numba.
 
 Design
 ------
@@ -14,14 +14,27 @@ Design
   the table shows medians.  Calls shorter than ``--sample-ms`` are repeated
   inside one sample and the sample divided by the repeat count.
 * The same building blocks drive the pytest-benchmark suite in benchmarks/.
+* Each case also times its *floor*, in the same rounds: what the machine's
+  memory allows for the case's bytes (`floor_kind`): a parallel read of the
+  inputs at full vector width for the reductions, a parallel copy into a
+  preallocated output for ``out=`` cases, into a fresh array otherwise; and
+  what its arithmetic allows (`build_compute_floor`): lossmle's own exp, or
+  its KL / entropy terms, over as many values from L1.  The larger is the
+  binding floor; ``floor / lossmle`` (1.0 = at the limit) says how far
+  lossmle is from it on this machine, whatever its bandwidth.
 
 The implementations are written to be the best version of each competitor a
 careful user would write: SciPy's public functions as documented; NumPy with
 the max-shift and in-place operations (one full-size temporary where the
 result needs it); torch's functional API on tensors sharing the NumPy buffers,
-with ``torch.set_num_threads`` matching ``--threads``.
+with ``torch.set_num_threads`` matching ``--threads``; ``jax.jit`` of jax.nn /
+jax.scipy (XLA fuses the steps), and a fused parallel numba kernel per function
+(one pass per row statistic, ``prange`` over rows, ``fastmath``), the code a
+performance-minded user writes by hand.  jax and numba are optional: used
+where installed, never required.
 """
 import argparse
+import datetime
 import gc
 import json
 import math
@@ -37,20 +50,24 @@ import numpy as np
 from ._validation import MAX_THREADS
 
 FUNCTIONS = (
-    "logsumexp", "softmax", "log_softmax", "cross_entropy", "cross_entropy_prob",
-    "cross_entropy_with_grad", "kl_divergence", "entropy",
+    "logsumexp", "softmax", "log_softmax", "softmax_out", "log_softmax_out", "cross_entropy",
+    "cross_entropy_prob", "cross_entropy_with_grad", "kl_divergence", "entropy",
 )
 FUNCTION_HELP = {
     "logsumexp": "logsumexp over the last axis",
     "softmax": "softmax over the last axis",
     "log_softmax": "log_softmax over the last axis",
+    "softmax_out": "softmax over the last axis into a preallocated out=",
+    "log_softmax_out": "log_softmax over the last axis into a preallocated out=",
     "cross_entropy": "mean cross-entropy from logits and class indices",
     "cross_entropy_prob": "mean cross-entropy from logits and probability targets",
     "cross_entropy_with_grad": "mean cross-entropy and its gradient w.r.t. the logits",
     "kl_divergence": "KL(p || q) of each row",
     "entropy": "entropy of each row (scipy.stats.entropy: rows normalised)",
 }
-IMPLEMENTATIONS = ("lossmle", "scipy", "numpy", "torch", "sklearn")
+IMPLEMENTATIONS = ("lossmle", "scipy", "numpy", "torch", "sklearn", "jax", "numba")
+#: the functions whose implementations write into a preallocated ``out``
+OUT_FUNCTIONS = {"softmax_out": "softmax", "log_softmax_out": "log_softmax"}
 #: rows x classes; the reduction is over the last axis
 SHAPES = ((8, 10), (1024, 1000), (4096, 4096), (256, 50257), (1_000_000, 4))
 DTYPES = ("float64", "float32")
@@ -101,7 +118,7 @@ def make_inputs(function, shape, dtype, seed=SEED):
     def normal():
         return rng.standard_normal(shape, dtype=np.float64)
 
-    if function in ("logsumexp", "softmax", "log_softmax"):
+    if function in ("logsumexp", "softmax", "log_softmax", "softmax_out", "log_softmax_out"):
         return (normal().astype(dtype, copy=False),)
     if function in ("cross_entropy", "cross_entropy_with_grad"):
         return (normal().astype(dtype, copy=False),
@@ -148,6 +165,23 @@ def np_log_softmax(x):
     np.log(s, out=s)
     t -= s
     return t
+
+
+def np_softmax_out(x, out):
+    m = x.max(-1, keepdims=True)
+    np.subtract(x, m, out=out)
+    np.exp(out, out=out)
+    out /= out.sum(-1, keepdims=True)
+    return out
+
+
+def np_log_softmax_out(x, out):
+    m = x.max(-1, keepdims=True)
+    np.subtract(x, m, out=out)
+    s = np.exp(out).sum(-1, keepdims=True)  # exp needs a buffer of its own
+    np.log(s, out=s)
+    out -= s
+    return out
 
 
 def np_cross_entropy(x, y):
@@ -223,7 +257,7 @@ def library_versions():
     import importlib
     versions = {}
     for name, module in (("numpy", "numpy"), ("scipy", "scipy"), ("torch", "torch"),
-                         ("sklearn", "sklearn")):
+                         ("sklearn", "sklearn"), ("jax", "jax"), ("numba", "numba")):
         try:
             versions[name] = importlib.import_module(module).__version__
         except ImportError:
@@ -231,9 +265,21 @@ def library_versions():
     return versions
 
 
+def _out_buffer(x):
+    """A preallocated output like ``x``, its pages already touched (not timed)."""
+    out = np.empty_like(x)
+    out.fill(0)
+    return out
+
+
 def _build_lossmle(function, inputs, threads):
     import lossmle
     kw = {"n_threads": threads}
+    if function in OUT_FUNCTIONS:
+        f = getattr(lossmle, OUT_FUNCTIONS[function])
+        (x,) = inputs
+        out = _out_buffer(x)
+        return lambda: f(x, axis=-1, out=out, **kw)
     if function in ("logsumexp", "softmax", "log_softmax"):
         f = getattr(lossmle, function)
         (x,) = inputs
@@ -252,6 +298,8 @@ def _build_lossmle(function, inputs, threads):
 
 
 def _build_scipy(function, inputs, threads):
+    if function in OUT_FUNCTIONS:
+        raise Unavailable(f"scipy.special.{OUT_FUNCTIONS[function]} has no out=")
     special = _import("scipy.special")
     if function in ("logsumexp", "softmax", "log_softmax"):
         f = getattr(special, function)
@@ -290,11 +338,15 @@ _NUMPY = {
     "cross_entropy": np_cross_entropy, "cross_entropy_prob": np_cross_entropy_prob,
     "cross_entropy_with_grad": np_cross_entropy_with_grad,
     "kl_divergence": np_kl_divergence, "entropy": np_entropy,
+    "softmax_out": np_softmax_out, "log_softmax_out": np_log_softmax_out,
 }
 
 
 def _build_numpy(function, inputs, threads):
     f = _NUMPY[function]
+    if function in OUT_FUNCTIONS:
+        out = _out_buffer(inputs[0])
+        return lambda: f(*inputs, out)
     return lambda: f(*inputs)
 
 
@@ -313,6 +365,11 @@ def _build_torch(function, inputs, threads):
     if function == "log_softmax":
         (x,) = tensors
         return lambda: torch.log_softmax(x, -1)
+    if function in OUT_FUNCTIONS:
+        (x,) = tensors
+        f = getattr(torch, OUT_FUNCTIONS[function])
+        out = torch.from_numpy(_out_buffer(inputs[0]))
+        return lambda: f(x, -1, out=out)
     if function in ("cross_entropy", "cross_entropy_prob"):
         x, t = tensors
 
@@ -350,9 +407,221 @@ def _build_sklearn(function, inputs, threads):
     return lambda: metrics.log_loss(y, np_softmax(x), labels=labels)
 
 
+def _build_jax(function, inputs, threads):
+    if function in OUT_FUNCTIONS:
+        raise Unavailable("jax arrays are immutable: no out=")
+    jax = _import("jax")
+    import jax.numpy as jnp
+    import jax.scipy.special as jsp
+    if any(a.dtype == np.float64 for a in inputs) and not jax.config.jax_enable_x64:
+        # without it jax computes float64 input in float32; this process only
+        jax.config.update("jax_enable_x64", True)
+    nn = jax.nn
+    if function in ("logsumexp", "softmax", "log_softmax"):
+        g = {"logsumexp": jsp.logsumexp, "softmax": nn.softmax,
+             "log_softmax": nn.log_softmax}[function]
+
+        def f(x):
+            return g(x, axis=-1)
+    elif function == "cross_entropy":
+        def f(x, y):
+            ls = nn.log_softmax(x, axis=-1)
+            return -jnp.mean(jnp.take_along_axis(ls, y[:, None], -1))
+    elif function == "cross_entropy_prob":
+        def f(x, p):
+            return -jnp.mean(jnp.sum(p * nn.log_softmax(x, axis=-1), -1))
+    elif function == "cross_entropy_with_grad":
+        def loss(x, y):
+            ls = nn.log_softmax(x, axis=-1)
+            return -jnp.mean(jnp.take_along_axis(ls, y[:, None], -1))
+        f = jax.value_and_grad(loss)
+    elif function == "kl_divergence":
+        def f(p, q):
+            return jnp.sum(jsp.rel_entr(p, q), -1)
+    else:
+        def f(p):
+            return jnp.sum(jsp.entr(p / jnp.sum(p, -1, keepdims=True)), -1)
+    jitted = jax.jit(f)
+    args = [jax.device_put(a) for a in inputs]  # not timed
+
+    def run():
+        return jax.block_until_ready(jitted(*args))
+    run()  # compile now, not in the first timed call
+    return run
+
+
+_NUMBA_KERNELS = None
+
+
+def _numba_kernels():
+    """Fused parallel numba kernels, compiled on first use (one per dtype)."""
+    global _NUMBA_KERNELS
+    if _NUMBA_KERNELS is not None:
+        return _NUMBA_KERNELS
+    numba = _import("numba")
+    jit = numba.njit(parallel=True, fastmath=True, cache=False, nogil=True)
+    prange = numba.prange
+
+    @jit
+    def lse(x, out):  # out[i] = logsumexp(x[i])
+        for i in prange(x.shape[0]):
+            m = x[i, 0]
+            for j in range(1, x.shape[1]):
+                m = max(m, x[i, j])
+            s = 0.0
+            for j in range(x.shape[1]):
+                s += np.exp(x[i, j] - m)
+            out[i] = m + np.log(s)
+
+    @jit
+    def softmax(x, out):
+        for i in prange(x.shape[0]):
+            m = x[i, 0]
+            for j in range(1, x.shape[1]):
+                m = max(m, x[i, j])
+            s = 0.0
+            for j in range(x.shape[1]):
+                e = np.exp(x[i, j] - m)
+                out[i, j] = e
+                s += e
+            r = 1.0 / s
+            for j in range(x.shape[1]):
+                out[i, j] *= r
+
+    @jit
+    def log_softmax(x, out):
+        for i in prange(x.shape[0]):
+            m = x[i, 0]
+            for j in range(1, x.shape[1]):
+                m = max(m, x[i, j])
+            s = 0.0
+            for j in range(x.shape[1]):
+                s += np.exp(x[i, j] - m)
+            c = m + np.log(s)
+            for j in range(x.shape[1]):
+                out[i, j] = x[i, j] - c
+
+    @jit
+    def ce(x, y, loss):
+        for i in prange(x.shape[0]):
+            m = x[i, 0]
+            for j in range(1, x.shape[1]):
+                m = max(m, x[i, j])
+            s = 0.0
+            for j in range(x.shape[1]):
+                s += np.exp(x[i, j] - m)
+            loss[i] = m + np.log(s) - x[i, y[i]]
+
+    @jit
+    def ce_prob(x, p, loss):
+        for i in prange(x.shape[0]):
+            m = x[i, 0]
+            for j in range(1, x.shape[1]):
+                m = max(m, x[i, j])
+            s = 0.0
+            ps = 0.0
+            dot = 0.0
+            for j in range(x.shape[1]):
+                s += np.exp(x[i, j] - m)
+                ps += p[i, j]
+                dot += p[i, j] * x[i, j]
+            loss[i] = (m + np.log(s)) * ps - dot
+
+    @jit
+    def ce_grad(x, y, loss, grad):
+        n = x.shape[0]
+        for i in prange(n):
+            m = x[i, 0]
+            for j in range(1, x.shape[1]):
+                m = max(m, x[i, j])
+            s = 0.0
+            for j in range(x.shape[1]):
+                s += np.exp(x[i, j] - m)
+            c = m + np.log(s)
+            loss[i] = c - x[i, y[i]]
+            for j in range(x.shape[1]):
+                grad[i, j] = np.exp(x[i, j] - c) / n
+            grad[i, y[i]] -= 1.0 / n
+
+    @jit
+    def kl(p, q, out):
+        for i in prange(p.shape[0]):
+            s = 0.0
+            for j in range(p.shape[1]):
+                if p[i, j] > 0:
+                    s += p[i, j] * np.log(p[i, j] / q[i, j])
+            out[i] = s
+
+    @jit
+    def entropy(p, out):
+        for i in prange(p.shape[0]):
+            t = 0.0
+            h = 0.0
+            for j in range(p.shape[1]):
+                t += p[i, j]
+                if p[i, j] > 0:
+                    h += p[i, j] * np.log(p[i, j])
+            out[i] = np.log(t) - h / t
+
+    _NUMBA_KERNELS = {"numba": numba, "lse": lse, "softmax": softmax,
+                      "log_softmax": log_softmax, "ce": ce, "ce_prob": ce_prob,
+                      "ce_grad": ce_grad, "kl": kl, "entropy": entropy}
+    return _NUMBA_KERNELS
+
+
+def _build_numba(function, inputs, threads):
+    k = _numba_kernels()
+    if threads is not None:
+        k["numba"].set_num_threads(min(threads, k["numba"].config.NUMBA_NUM_THREADS))
+    x = inputs[0]
+    rows = np.empty(x.shape[0], dtype=np.float64)
+    if function in ("softmax", "log_softmax"):
+        f = k[function]
+
+        def run():
+            out = np.empty_like(x)
+            f(x, out)
+            return out
+    elif function in OUT_FUNCTIONS:
+        f, out = k[OUT_FUNCTIONS[function]], _out_buffer(x)
+
+        def run():
+            f(x, out)
+            return out
+    elif function == "logsumexp":
+        def run():
+            out = np.empty(x.shape[0], dtype=x.dtype)
+            k["lse"](x, out)
+            return out
+    elif function in ("cross_entropy", "cross_entropy_prob"):
+        f = k["ce" if function == "cross_entropy" else "ce_prob"]
+
+        def run():
+            f(x, inputs[1], rows)
+            return rows.mean()
+    elif function == "cross_entropy_with_grad":
+        def run():
+            grad = np.empty_like(x)
+            k["ce_grad"](x, inputs[1], rows, grad)
+            return rows.mean(), grad
+    elif function == "kl_divergence":
+        def run():
+            out = np.empty(x.shape[0], dtype=x.dtype)
+            k["kl"](x, inputs[1], out)
+            return out
+    else:
+        def run():
+            out = np.empty(x.shape[0], dtype=x.dtype)
+            k["entropy"](x, out)
+            return out
+    run()  # compile now, not in the first timed call
+    return run
+
+
 _BUILDERS = {
     "lossmle": _build_lossmle, "scipy": _build_scipy, "numpy": _build_numpy,
-    "torch": _build_torch, "sklearn": _build_sklearn,
+    "torch": _build_torch, "sklearn": _build_sklearn, "jax": _build_jax,
+    "numba": _build_numba,
 }
 
 
@@ -454,6 +723,103 @@ def measure_read_bandwidth(threads=1, mib=BANDWIDTH_MIB, repeats=7):
 
 
 # ---------------------------------------------------------------------------
+# Floors: what the machine allows for a case's bytes
+# ---------------------------------------------------------------------------
+#: how each floor is measured (the table's header names them)
+FLOOR_KINDS = {
+    "read": "a parallel read of the inputs at full vector width",
+    "copy": "a parallel copy of the input into a preallocated array",
+    "fresh copy": "a parallel copy of the input into a new array (np.empty: its page "
+                  "faults included)",
+    "exp": "lossmle's vectorised exp of one value per element, from L1 (the compute "
+           "floor of the exp-bound functions)",
+    "log": "lossmle's own entropy / KL terms (a vectorised log each) of one value per "
+           "element, from L1 (the compute floor of KL and entropy)",
+}
+#: functions needing (at least) one exp per input element
+EXP_BOUND = ("logsumexp", "softmax", "log_softmax", "softmax_out", "log_softmax_out",
+             "cross_entropy", "cross_entropy_prob", "cross_entropy_with_grad")
+
+
+def floor_kind(function):
+    """Which floor bounds ``function``: "read", "copy" or "fresh copy"."""
+    if function in OUT_FUNCTIONS:
+        return "copy"
+    if function in ("softmax", "log_softmax", "cross_entropy_with_grad"):
+        return "fresh copy"  # a full-size result in a new array
+    return "read"
+
+
+def floor_threads(inputs, threads):
+    """The floors' thread count: ``threads``, or 1 below the size where lossmle's
+    kernels start threads (a thread team costs more than it saves there)."""
+    from ._validation import PARALLEL_MIN_ELEMENTS
+    return 1 if inputs[0].size < PARALLEL_MIN_ELEMENTS else max(1, int(threads or 1))
+
+
+def _read_threads(a, threads):
+    """Threads reading one array of a read floor: 1 for a small one (the class
+    targets), whose second thread team would cost more than the read."""
+    from ._validation import PARALLEL_MIN_ELEMENTS
+    return 1 if a.size < PARALLEL_MIN_ELEMENTS else threads
+
+
+def build_compute_floor(function, inputs, threads):
+    """``(kind, callable)``: the compute floor of ``function`` ("exp" or "log")."""
+    from . import _parallel
+    x = inputs[0]
+    n, single, threads = int(x.size), x.dtype == np.float32, floor_threads(inputs, threads)
+    if function in EXP_BOUND:
+        return "exp", lambda: _parallel.exp_floor(n, threads, single)
+    kl = function == "kl_divergence"
+    return "log", lambda: _parallel.log_floor(n, threads, single, kl)
+
+
+def build_floor(function, inputs, threads):
+    """A zero-argument callable doing the floor of ``function`` on ``inputs``.
+
+    The read floor reads every input array (targets too), split into
+    ``threads`` contiguous chunks like the kernels' static schedules; the copy
+    floors copy the first input (the logits) with as many threads (one below
+    lossmle's threading threshold: `floor_threads`).
+    """
+    from . import _parallel
+    threads = floor_threads(inputs, threads)
+    kind = floor_kind(function)
+    if kind == "read":
+        reads = []
+        for a in inputs:
+            flat = np.ascontiguousarray(a).reshape(-1)
+            if flat.dtype == np.float32:
+                reads.append((_parallel.read_floor_f, flat, _read_threads(flat, threads)))
+            elif flat.nbytes % 8 == 0:
+                reads.append((_parallel.read_floor, flat.view(np.float64),
+                              _read_threads(flat, threads)))
+            else:
+                raise ValueError(f"no read floor for {flat.dtype} of {flat.size} items")
+
+        def run():
+            for read, v, t in reads:
+                read(v, t)
+        return run
+    x = np.ascontiguousarray(inputs[0])
+    src = x.reshape(-1).view(np.uint8)
+    if kind == "copy":
+        dst = _out_buffer(src)
+
+        def run():
+            _parallel.copy_floor(src, dst, threads)
+            return dst
+        return run
+
+    def run_fresh():
+        out = np.empty_like(x)
+        _parallel.copy_floor(src, out.reshape(-1).view(np.uint8), threads)
+        return out
+    return run_fresh
+
+
+# ---------------------------------------------------------------------------
 # Timing
 # ---------------------------------------------------------------------------
 def time_interleaved(callables, rounds, sample_seconds=0.005, first_call_s=None,
@@ -502,9 +868,20 @@ def time_interleaved(callables, rounds, sample_seconds=0.005, first_call_s=None,
     return {name: {"samples": samples[name], "repeat": repeat[name]} for name in names}, rounds
 
 
+FLOOR = "(floor)"  # the floors' keys among the timed callables: not implementations
+COMPUTE_FLOOR = "(compute floor)"
+
+
 def run_case(function, shape, dtype, implementations, rounds, threads, seed=SEED,
-             sample_seconds=0.005, budget_seconds=None, min_rounds=3):
-    """Build, check and time one case; returns its JSON-ready result dict."""
+             sample_seconds=0.005, budget_seconds=None, min_rounds=3, floor=True):
+    """Build, check and time one case; returns its JSON-ready result dict.
+
+    With ``floor``, the case's floors are timed in the same rounds: the memory
+    floor (`build_floor`) and the compute floor (`build_compute_floor`), both
+    under ``floors``; ``floor`` is the larger (the
+    binding limit) and ``floor_ratio`` its median over lossmle's (1.0 = at
+    the limit).
+    """
     inputs = make_inputs(function, shape, dtype, seed)
     input_bytes = int(sum(a.nbytes for a in inputs))
     status, callables = {}, {}
@@ -515,6 +892,8 @@ def run_case(function, shape, dtype, implementations, rounds, threads, seed=SEED
             callables[impl] = build(function, impl, inputs, threads)
         except Unavailable as exc:
             status[impl] = f"skipped: {exc}"
+        except Exception as exc:  # noqa: BLE001  (e.g. a jit compiling the call fails)
+            status[impl] = f"error: {exc.__class__.__name__}: {exc}"
     results, first_call_s = {}, {}
     for impl in list(callables):
         try:
@@ -524,6 +903,12 @@ def run_case(function, shape, dtype, implementations, rounds, threads, seed=SEED
         except Exception as exc:  # noqa: BLE001  (a competitor failing is reported)
             status[impl] = f"error: {exc.__class__.__name__}: {exc}"
             del callables[impl]
+    reference_timed = True
+    if not any(name in results for name in ("scipy", "numpy")):
+        # e.g. --impls lossmle: the check still needs a reference; NumPy's
+        # result serves, computed once and not timed
+        results["numpy"] = build(function, "numpy", inputs, threads)()
+        reference_timed = False
     ref_name = reference_implementation(results)
     for impl in list(callables):
         if impl == ref_name:
@@ -537,8 +922,18 @@ def run_case(function, shape, dtype, implementations, rounds, threads, seed=SEED
             status[impl] = f"mismatch with {ref_name}: {first}"
             del callables[impl]
     del results
+    floor_name = compute_kind = None
+    if floor and "lossmle" in callables:
+        floor_name = floor_kind(function)
+        callables[FLOOR] = build_floor(function, inputs, threads)
+        compute_kind, callables[COMPUTE_FLOOR] = build_compute_floor(function, inputs,
+                                                                     threads)
     timing, rounds_run = time_interleaved(callables, rounds, sample_seconds, first_call_s,
                                           budget_seconds, min_rounds) if callables else ({}, 0)
+    floor_timings = {}
+    for key, kind in ((FLOOR, floor_name), (COMPUTE_FLOOR, compute_kind)):
+        if key in timing:
+            floor_timings[kind] = timing.pop(key)
     times = {}
     for impl, t in timing.items():
         times[impl] = {
@@ -553,17 +948,29 @@ def run_case(function, shape, dtype, implementations, rounds, threads, seed=SEED
         "dtype": np.dtype(dtype).name,
         "input_bytes": input_bytes,
         "reference": ref_name,
+        "reference_timed": reference_timed,
         "rounds": rounds_run,
         "status": status,
         "times": times,
         "speedup": {},
         "gbps": None,
+        "floors": {},
+        "floor": None,
+        "floor_ratio": None,
     }
     if "lossmle" in times:
         base = times["lossmle"]["median_s"]
         out["gbps"] = input_bytes / base / 1e9
         out["speedup"] = {impl: t["median_s"] / base for impl, t in times.items()
                           if impl != "lossmle"}
+    for kind, t in floor_timings.items():
+        fs = t["samples"]
+        out["floors"][kind] = {"kind": kind, "median_s": statistics.median(fs),
+                               "min_s": min(fs), "samples_s": fs,
+                               "calls_per_sample": t["repeat"]}
+    if out["floors"]:
+        out["floor"] = max(out["floors"].values(), key=lambda f: f["median_s"])
+        out["floor_ratio"] = out["floor"]["median_s"] / times["lossmle"]["median_s"]
     return out
 
 
@@ -579,9 +986,27 @@ def fmt_time(seconds):
     return f"{seconds / scale:.3g} {unit}"
 
 
-def format_table(results, implementations, bandwidth_gbps):
+def shown_implementations(results, implementations):
+    """The table's columns: lossmle, and each competitor with something to show
+    in at least one case (a time, or a WRONG / error); an all-empty column is
+    left out (the notes say what was skipped)."""
+    def informative(r, impl):
+        return impl in r["times"] or r["status"].get(impl, "").startswith(
+            ("mismatch", "error"))
+    return ["lossmle"] + [i for i in implementations if i != "lossmle"
+                          and any(informative(r, i) for r in results)]
+
+
+def format_table(results, implementations, bandwidth_gbps=None, legend=True):
+    """The results as a text table; ``implementations`` are its columns.
+
+    With ``legend``, lines explaining the non-time cells that occur follow it.
+    ``bandwidth_gbps`` is accepted for compatibility and not used: the floor
+    column measures the limit per case.
+    """
     competitors = [i for i in implementations if i != "lossmle"]
-    head = ["function", "shape", "dtype", "lossmle"] + competitors + ["GB/s", "% bw"]
+    head = (["function", "shape", "dtype", "lossmle"] + competitors
+            + ["GB/s", "floor", "floor/lossmle"])
     rows = []
     for r in results:
         row = [r["function"], shape_str(r["shape"]), r["dtype"].replace("float", "f")]
@@ -595,16 +1020,31 @@ def format_table(results, implementations, bandwidth_gbps):
                 row.append(f"{fmt_time(t['median_s'])} ({r['speedup'][impl]:.3g}x)")
             else:
                 row.append(fmt_time(t["median_s"]))
-        row.append(f"{r['gbps']:.3g}" if r["gbps"] else "-")
-        row.append(f"{100 * r['gbps'] / bandwidth_gbps:.0f}%"
-                   if r["gbps"] and bandwidth_gbps else "-")
+        row.append(f"{r['gbps']:.3g}" if r["gbps"] else "n/a")
+        fl = r.get("floor")
+        row.append(f"{fl['kind']} {fmt_time(fl['median_s'])}" if fl else "n/a")
+        row.append(f"{r['floor_ratio']:.2f}" if r.get("floor_ratio") else "n/a")
         rows.append(row)
     widths = [max(len(str(c)) for c in col) for col in zip(head, *rows)]
     lines = ["  ".join(str(c).ljust(w) if j < 3 else str(c).rjust(w)
                        for j, (c, w) in enumerate(zip(line, widths)))
              for line in [head] + rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    if legend:
+        cells = {c for row in rows for c in row}
+        lines += [""] + [f'"{sym}" = {text}' for sym, text in CELL_LEGEND.items()
+                         if sym in cells]
+    return "\n".join(lines).rstrip()
+
+
+#: what the table's non-time cells mean (printed under it, for those that occur)
+CELL_LEGEND = {
+    "n/a": "no counterpart (e.g. scikit-learn has only cross-entropy; SciPy and jax "
+           "have no out=)",
+    "-": "not measured (not installed)",
+    "WRONG": "disagrees with the reference: reported, not timed",
+    "error": "raised an exception: reported, not timed",
+}
 
 
 def _status_cell(result, impl):
@@ -615,7 +1055,10 @@ def _status_cell(result, impl):
         return "WRONG"
     if s.startswith("error"):
         return "error"
+    if s.startswith("skipped") and "not installed" not in s:
+        return "n/a"
     return "-"
+
 
 
 def header_lines(info):
@@ -623,16 +1066,20 @@ def header_lines(info):
     lines = [
         f"lossmle bench: lossmle {info['lossmle']} (SIMD path: {info['simd']}, "
         f"OpenMP: {'yes' if info['openmp'] else 'no'})",
-        "versions: " + ", ".join(f"{k} {v[k] or 'not installed'}"
-                                 for k in ("numpy", "scipy", "torch", "sklearn")),
+        "versions: " + ", ".join(f"{k} {v.get(k) or 'not installed'}"
+                                 for k in ("numpy", "scipy", "torch", "sklearn", "jax",
+                                           "numba")),
         f"python {info['python']} on {info['platform']}"
         + (f"; load average {info['load_average_1min']:.2f} at start"
            if info.get("load_average_1min") is not None else ""),
         f"CPU: {info['cpu']} ({info['logical_cpus']} logical CPUs)",
         f"threads: lossmle {info['threads']}, torch "
-        f"{info['threads'] if v['torch'] else '-'}, NumPy/SciPy 1 "
+        f"{info['threads'] if v['torch'] else '-'}, numba "
+        f"{info['threads'] if v.get('numba') else '-'}, jax: XLA's own pool, NumPy/SciPy 1 "
         f"(their element-wise code is single-threaded)",
     ]
+    if info.get("date"):
+        lines.insert(2, f"date: {info['date']}")
     bw = info.get("bandwidth")
     if bw:
         lines.append(f"read bandwidth: {bw['gbps']:.1f} GB/s (np.sum of {bw['mib']} MiB float64, "
@@ -640,47 +1087,123 @@ def header_lines(info):
     lines.append(f"{info['rounds']} interleaved rounds per case (order rotated each round); "
                  f"times are medians; (Nx) = that implementation's median / lossmle's, "
                  f">1 means lossmle is faster")
-    lines.append("GB/s = input bytes read by lossmle / its median time; "
-                 "% bw = that as a share of the read bandwidth above")
+    lines.append("GB/s = input bytes read by lossmle / its median time")
+    lines.append(f"floor = the machine's limit for the case's bytes, timed in the same rounds "
+                 f"with the threads lossmle uses at that size ({info['threads']}, or 1 below "
+                 f"its threading threshold): "
+                 + "; ".join(f"{k} = {v}" for k, v in FLOOR_KINDS.items()
+                             if k not in ("exp", "log"))
+                 + " (read: logsumexp, cross-entropy, KL, entropy; copy: softmax and "
+                   "log_softmax with out=; fresh copy: without out=, and the gradient)")
+    lines.append(f"compute floors: exp = {FLOOR_KINDS['exp']}; log = {FLOOR_KINDS['log']}; "
+                 f"the floor shown is the larger of the memory and compute floors, the "
+                 f"binding limit")
+    lines.append("floor/lossmle = the floor's median / lossmle's: 1.0 = at the limit")
     return lines
 
 
-def write_plot(path, results):
-    """A bar chart of lossmle's speed-up over SciPy, NumPy (and torch) per case."""
+def plot_caption(info):
+    """The plot's caption: machine, threads, versions and date of the run."""
+    v = info.get("versions", {})
+    versions = ", ".join(f"{k} {v[k]}" for k in ("numpy", "scipy", "torch", "sklearn", "jax",
+                                                 "numba") if v.get(k))
+    return (f"lossmle {info.get('lossmle')} (SIMD {info.get('simd')}) on {info.get('cpu')}, "
+            f"{info.get('logical_cpus')} logical CPUs, {info.get('threads')} threads; "
+            f"{versions}; {info.get('date')}; medians of {info.get('rounds')} interleaved "
+            f"rounds. Bars: the competitor's time / lossmle's (> 1: lossmle is faster); "
+            f"floor / lossmle: 1 = at the machine's limit.")
+
+
+def _speedup_ticks(lo, hi):
+    """1-2-5 ticks over a narrow range, decades over a wide one (at most ~8)."""
+    steps = (1, 2, 5) if hi / lo <= 1e3 else (1,)
+    ticks = [m * 10.0 ** e for e in range(-3, 7) for m in steps]
+    return [t for t in ticks if lo <= t <= hi]
+
+
+def fmt_ratio(v):
+    """A speed-up as the plot writes it on a bar: 3 significant digits, no exponent."""
+    return f"{v:.3g}x" if v < 1000 else f"{v:.0f}x"
+
+
+#: the floor panel's axis ends here (values beyond it are written, their bars clipped)
+FLOOR_AXIS_MAX = 1.5
+
+
+def make_figure(results, info):
+    """The bench's figure: one panel per competitor on one shared speed-up axis,
+    one for floor / lossmle, values on the bars and a caption."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter, NullLocator
+
+    cases = [r for r in results if "lossmle" in r["times"]]
+    versus = [i for i in IMPLEMENTATIONS if i != "lossmle"
+              and any(i in r["speedup"] for r in cases)]
+    floors = any(r.get("floor_ratio") for r in cases)
+    panels = versus + (["(floor)"] if floors else [])
+    npan = max(1, len(panels))
+    height = 0.24 * max(1, len(cases)) + 1.6
+    fig, axes = plt.subplots(1, npan, figsize=(2.9 * npan + 2.2, height), sharey=True,
+                             squeeze=False)
+    axes = list(axes.flat)
+    ys = list(range(len(cases)))[::-1]  # first case on top
+    labels = [f"{r['function']} {shape_str(r['shape'])} {r['dtype'].replace('float', 'f')}"
+              for r in cases]
+    speedups = [r["speedup"][i] for r in cases for i in versus if i in r["speedup"]]
+    lo = min(speedups + [1.0]) / 1.6
+    hi = max(speedups + [1.0]) * 2.5  # room for the values
+    first = None
+    for ax, impl in zip(axes, panels):
+        if impl == "(floor)":
+            vals = [r.get("floor_ratio") for r in cases]
+            ax.barh([y for y, v in zip(ys, vals) if v],
+                    [min(v, FLOOR_AXIS_MAX) for v in vals if v], color="tab:gray")
+            for y, v in zip(ys, vals):
+                if v:
+                    ax.text(min(v, FLOOR_AXIS_MAX), y, f" {v:.2f}", va="center", fontsize=7)
+            ax.axvline(1.0, color="black", linewidth=0.8)
+            ax.set_xlim(0, FLOOR_AXIS_MAX * 1.35)
+            ax.set_xticks([0, 0.5, 0.8, 1.0, 1.5])
+            ax.set_title("floor / lossmle\n(1 = at the limit)", fontsize=9)
+            continue
+        vals = [r["speedup"].get(impl) for r in cases]
+        ax.barh([y for y, v in zip(ys, vals) if v], [v for v in vals if v])
+        for y, v in zip(ys, vals):
+            ax.text(v if v else lo, y, f" {fmt_ratio(v)}" if v else " n/a", va="center",
+                    fontsize=7)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        if first is None:
+            first = ax
+            ax.set_xlim(lo, hi)
+        else:
+            ax.sharex(first)
+        ax.xaxis.set_major_locator(FixedLocator(_speedup_ticks(lo, hi)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(f"vs {impl}\n(its time / lossmle's)", fontsize=9)
+    axes[0].set_yticks(ys)
+    axes[0].set_yticklabels(labels, fontsize=7)
+    for ax in axes:
+        ax.tick_params(axis="x", labelsize=7)
+        ax.grid(axis="x", linewidth=0.3)
+    fig.text(0.01, 0.005, plot_caption(info), fontsize=7, ha="left", va="bottom", wrap=True)
+    fig.tight_layout(rect=(0, 0.45 / height, 1, 1))
+    return fig
+
+
+def write_plot(path, results, info=None):
+    """Draw `make_figure` into ``path`` (PNG)."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError:
         raise Unavailable("--plot needs matplotlib: pip install 'lossmle[plot]' "
                           "(or pip install matplotlib)") from None
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    functions = [f for f in FUNCTIONS if any(r["function"] == f for r in results)]
-    versus = [i for i in ("scipy", "numpy", "torch")
-              if any(i in r["speedup"] for r in results)]
-    ncols = 2 if len(functions) > 1 else 1
-    nrows = math.ceil(len(functions) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(6.5 * ncols, 3.0 * nrows + 0.6),
-                             squeeze=False)
-    width = 0.8 / max(1, len(versus))
-    for ax, function in zip(axes.flat, functions):
-        rs = [r for r in results if r["function"] == function]
-        labels = [f"{shape_str(r['shape'])}\n{r['dtype']}" for r in rs]
-        for j, impl in enumerate(versus):
-            xs = [i + (j - (len(versus) - 1) / 2) * width for i in range(len(rs))]
-            ys = [r["speedup"].get(impl, float("nan")) for r in rs]
-            ax.bar(xs, ys, width=width, label=f"vs {impl}")
-        ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_yscale("log")
-        ax.set_xticks(range(len(rs)))
-        ax.set_xticklabels(labels, fontsize=8)
-        ax.set_title(function, fontsize=10)
-        ax.set_ylabel("speed-up of lossmle")
-    for ax in list(axes.flat)[len(functions):]:
-        ax.set_visible(False)
-    handles, names = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="upper center", ncol=len(versus), frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (3.0 * nrows + 0.6)))
+    fig = make_figure(results, info or {})
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
@@ -761,8 +1284,9 @@ def make_parser():
     quick = ", ".join(shape_str(s) for s in QUICK_SHAPES)
     p = argparse.ArgumentParser(
         prog="lossmle bench",
-        description="Time lossmle against SciPy, NumPy, torch and scikit-learn (where "
-                    "installed) with interleaved rounds, after checking that all agree.",
+        description="Time lossmle against SciPy, NumPy, torch, scikit-learn, jax and numba "
+                    "(where installed) with interleaved rounds, after checking that all "
+                    "agree, next to the machine's own floor for each case.",
         epilog=f"Quick default: every function at {quick}, {', '.join(QUICK_DTYPES)}, "
                f"{QUICK_ROUNDS} rounds. --full: shapes {', '.join(shape_str(s) for s in SHAPES)}, "
                f"dtypes {', '.join(DTYPES)}, {FULL_ROUNDS} rounds. Options given explicitly "
@@ -779,7 +1303,8 @@ def make_parser():
                    help="comma-separated dtypes: float64, float32 (or 'all')")
     p.add_argument("--impls", type=_csv_choice(IMPLEMENTATIONS, "implementation"),
                    help="comma-separated implementations to include (lossmle is always "
-                        "included; default: all that are installed)")
+                        "included, and checked against NumPy even when NumPy is not "
+                        "listed; default: all that are installed)")
     p.add_argument("--threads", type=_positive_int("--threads", MAX_THREADS),
                    help="threads for lossmle and torch (default: lossmle.get_num_threads())")
     p.add_argument("--rounds", type=_positive_int("--rounds"),
@@ -858,14 +1383,15 @@ def main(argv=None):
                   f"and SciPy (their results here may be pessimistic). Unset it for a fair "
                   f"comparison: env -u {var} lossmle bench ...", file=sys.stderr)
 
+    notes = []
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     if load is not None and load > 0.5 * (os.cpu_count() or 1):
-        print(f"lossmle bench: WARNING: the machine is busy (load average {load:.2f} on "
-              f"{os.cpu_count()} CPUs): timings will be noisy, threaded code suffers most",
-              file=sys.stderr)
+        busy = (f"WARNING: the machine is busy (load average {load:.2f} on "
+                f"{os.cpu_count()} CPUs): timings will be noisy, threaded code suffers most")
+        print(f"lossmle bench: {busy}", file=sys.stderr)
+        notes.append(busy)  # and in the report and the JSON, which outlive the terminal
     versions = library_versions()
     cfg = _config.config()
-    notes = []
     if not args.full:
         notes.append(
             "this run: shapes " + ", ".join(shape_str(s) for s in shapes)
@@ -885,6 +1411,7 @@ def main(argv=None):
         "versions": versions, "rounds": rounds,
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
         "load_average_1min": load,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     if args.bandwidth_mib:
         _progress(f"measuring read bandwidth ({args.bandwidth_mib} MiB, {threads} thread(s))")
@@ -914,7 +1441,7 @@ def main(argv=None):
     _progress(f"done: {len(cases)} cases in {time.perf_counter() - t_start:.1f} s", final=True)
 
     bw = info.get("bandwidth", {}).get("gbps")
-    shown = [i for i in impls if any(i in r["times"] or i in r["status"] for r in results)]
+    shown = shown_implementations(results, impls)
     print("\n".join(header_lines(info)))
     fewer = [r for r in results if r["times"] and r["rounds"] < rounds]
     if fewer:
@@ -953,7 +1480,7 @@ def main(argv=None):
             json.dump(doc, fh, indent=1)
         print(f"results written to {args.json}")
     if args.plot:
-        write_plot(args.plot, results)
+        write_plot(args.plot, results, info)
         print(f"plot written to {args.plot}")
     lossmle_wrong = any(impl == "lossmle" for _, impl, _ in problems)
     return 1 if lossmle_wrong else 0

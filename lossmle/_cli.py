@@ -7,7 +7,7 @@ import importlib
 import sys
 
 COMMANDS = {
-    "bench": ("lossmle._bench", "benchmark lossmle against SciPy, NumPy and torch"),
+    "bench": ("lossmle._bench", "benchmark lossmle against SciPy, NumPy, torch, jax, numba"),
     "demo": ("lossmle._demo", "the seed's KL / cross-entropy / MLE lessons, step by step"),
     "config": ("lossmle._config", "show build and run-time configuration"),
 }

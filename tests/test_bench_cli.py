@@ -44,7 +44,7 @@ def test_help_exits_zero_and_lists_options(capsys):
     (["--shapes", "0x5"], "0x5"),
     (["--shapes", "4x5x6"], "4x5x6"),
     (["--dtypes", "float16"], "float16"),
-    (["--impls", "jax"], "jax"),
+    (["--impls", "tensorflow"], "tensorflow"),
     (["--threads", "0"], "--threads"),
     (["--threads", "two"], "--threads"),
     (["--threads", "1025"], "at most 1024"),   # n_threads' ceiling, before any timing
@@ -153,7 +153,8 @@ def test_every_competitor_agrees_with_scipy_on_every_function():
                                 sample_seconds=0)
             for impl, status in r["status"].items():
                 assert status.startswith(("ok", "skipped")), (function, dtype, impl, status)
-            assert {"lossmle", "scipy", "numpy"} <= set(r["times"])
+            scipy = set() if function in _bench.OUT_FUNCTIONS else {"scipy"}  # no out=
+            assert {"lossmle", "numpy"} | scipy <= set(r["times"])
 
 
 def test_a_wrong_competitor_is_reported_and_not_timed(capsys, monkeypatch):
@@ -238,3 +239,238 @@ def test_python_dash_m_dispatches_to_bench():
                           cwd=same_package_cwd())
     assert proc.returncode == 0, proc.stderr
     assert "usage: lossmle bench" in proc.stdout
+
+
+# ---------------------------------------------------------------------------
+# CLI edges (issue 27, item 5)
+# ---------------------------------------------------------------------------
+def test_impls_lossmle_alone_runs_and_is_still_checked(capsys, tmp_path, monkeypatch):
+    path = tmp_path / "b.json"
+    rc, out, err = run(capsys, "--functions", "logsumexp,softmax_out", "--shapes", "4x5",
+                       "--dtypes", "f64", "--impls", "lossmle", "--json", str(path), *FAST)
+    assert rc == 0, err
+    assert "Traceback" not in out + err
+    for r in json.loads(path.read_text())["results"]:
+        assert r["status"] == {"lossmle": "ok"}
+        assert set(r["times"]) == {"lossmle"}
+        assert (r["reference"], r["reference_timed"]) == ("numpy", False)
+    header = next(line for line in out.splitlines() if line.startswith("function"))
+    assert header.split()[:4] == ["function", "shape", "dtype", "lossmle"]
+    assert "numpy" not in header
+
+    # the untimed reference still catches a wrong lossmle
+    def wrong_lossmle(function, inputs, threads):
+        return lambda: np.zeros(inputs[0].shape[0])
+    monkeypatch.setitem(_bench._BUILDERS, "lossmle", wrong_lossmle)
+    rc, out, _ = run(capsys, "--functions", "logsumexp", "--shapes", "4x5", "--dtypes", "f64",
+                     "--impls", "lossmle", *FAST)
+    assert rc == 1
+    assert "lossmle at logsumexp 4x5 float64: mismatch with numpy" in out
+
+
+def test_importing_dunder_main_runs_nothing():
+    # pytest --doctest-modules imports every module: lossmle.__main__ must not exit
+    code = "import lossmle.__main__; print('imported')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=same_package_cwd())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "imported"
+
+
+def table_header(out):
+    return next(line for line in out.splitlines() if line.startswith("function")).split()
+
+
+def test_table_drops_empty_columns_and_explains_its_symbols(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)  # torch: not installed
+    rc, out, _ = run(capsys, "--functions", "logsumexp,cross_entropy", "--shapes", "4x5",
+                     "--dtypes", "f64", "--impls", "numpy,torch,sklearn", *FAST)
+    assert rc == 0
+    header = table_header(out)
+    assert "torch" not in header  # nothing to show: said in the notes instead
+    assert "skipped torch: not installed" in out
+    sklearn = pytest.importorskip("sklearn")  # noqa: F841
+    assert "sklearn" in header  # it has cross_entropy
+    row = next(line for line in out.splitlines() if line.startswith("logsumexp"))
+    assert "n/a" in row  # no sklearn logsumexp
+    assert '"n/a" = no counterpart' in out
+
+
+def test_table_without_symbols_has_no_legend(capsys):
+    rc, out, _ = run(capsys, "--functions", "logsumexp", "--shapes", "4x5", "--dtypes", "f64",
+                     "--impls", "numpy", *FAST)
+    assert rc == 0
+    assert table_header(out)[:5] == ["function", "shape", "dtype", "lossmle", "numpy"]
+    assert '" = ' not in out
+
+
+def test_busy_machine_warning_reaches_the_report_and_the_json(capsys, monkeypatch, tmp_path):
+    monkeypatch.setattr(_bench.os, "getloadavg", lambda: (99.0, 99.0, 99.0), raising=False)
+    path = tmp_path / "b.json"
+    rc, out, err = run(capsys, "--functions", "logsumexp", "--shapes", "4x5", "--dtypes",
+                       "f64", "--impls", "numpy", "--json", str(path), *FAST)
+    assert rc == 0
+    assert "machine is busy (load average 99.00" in err
+    assert "machine is busy (load average 99.00" in out
+    assert any("machine is busy" in n for n in json.loads(path.read_text())["notes"])
+
+
+def test_plot_reads_at_a_glance(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+    path = tmp_path / "b.json"
+    rc, _, _ = run(capsys, "--functions", "logsumexp,softmax,entropy", "--shapes", "2x3,40x50",
+                   "--dtypes", "f64", "--impls", "scipy,numpy", "--json", str(path), *FAST)
+    assert rc == 0
+    doc = json.loads(path.read_text())
+    fig = _bench.make_figure(doc["results"], doc["info"])
+    try:
+        titles = [ax.get_title() for ax in fig.axes]
+        assert [t.split("\n")[0] for t in titles] == ["vs scipy", "vs numpy", "floor / lossmle"]
+        scipy_ax, numpy_ax, floor_ax = fig.axes
+        # one shared, labelled speed-up axis for the competitors
+        assert scipy_ax.get_xscale() == numpy_ax.get_xscale() == "log"
+        assert scipy_ax.get_xlim() == numpy_ax.get_xlim()
+        fig.canvas.draw()
+        ticks = [t.get_text() for t in scipy_ax.get_xticklabels() if t.get_text()]
+        assert ticks and all(t.endswith("x") and "^" not in t and "times" not in t
+                             for t in ticks)
+        # the values on the bars (one per case, top to bottom), recomputed from
+        # the JSON's raw medians
+        for ax, impl in ((scipy_ax, "scipy"), (numpy_ax, "numpy")):
+            texts = sorted(ax.texts, key=lambda t: -t.get_position()[1])
+            assert len(texts) == len(doc["results"])
+            for t, r in zip(texts, doc["results"]):
+                ratio = r["times"][impl]["median_s"] / r["times"]["lossmle"]["median_s"]
+                label = t.get_text().strip()
+                assert label.endswith("x") and "e" not in label
+                assert float(label[:-1]) == pytest.approx(ratio, rel=5e-3)
+        floor_texts = {t.get_text().strip() for t in floor_ax.texts}
+        for r in doc["results"]:
+            ratio = r["floor"]["median_s"] / r["times"]["lossmle"]["median_s"]
+            assert f"{ratio:.2f}" in floor_texts
+        # a caption: machine, threads, versions and date
+        caption = " ".join(t.get_text() for t in fig.texts)
+        info = doc["info"]
+        for needle in (info["cpu"], f"{info['threads']} threads",
+                       f"numpy {np.__version__}", info["date"][:10]):
+            assert needle in caption
+    finally:
+        plt.close(fig)
+
+
+# ---------------------------------------------------------------------------
+# floors (issue 26)
+# ---------------------------------------------------------------------------
+def test_floor_kernels_read_and_copy_everything():
+    from lossmle import _parallel
+    rng = np.random.default_rng(0)
+    for n in (1, 7, 1000, 4099):
+        x = rng.standard_normal(n)
+        for threads in (1, 2, 3):
+            src = x.view(np.uint8)
+            dst = np.zeros_like(src)
+            _parallel.copy_floor(src, dst, threads)
+            assert np.array_equal(dst, src)
+        assert _parallel.read_floor(x, 1) == x.max()
+        xf = x.astype(np.float32)
+        assert _parallel.read_floor_f(xf, 1) == float(xf.max())
+        # two chunks, one per thread: their maxima added
+        half = (n + 1) // 2
+        expected = x[:half].max() + (x[half:].max() if n > half else 0.0)
+        assert _parallel.read_floor(x, 2) == pytest.approx(expected, rel=1e-15)
+    with pytest.raises(ValueError, match="dst"):
+        _parallel.copy_floor(np.zeros(8, np.uint8), np.zeros(7, np.uint8), 1)
+
+
+def test_compute_floor_kernels_compute_what_they_say():
+    # n values in blocks of 1024: exp of the shifted logits -8 j / 1024; the
+    # entropy and KL terms of p_j ~ j + 1 and q_j ~ 1024 - j (each summing to one)
+    special = pytest.importorskip("scipy.special")
+    from lossmle import _parallel
+    j = np.arange(1024)
+    block_exp = np.exp(-8.0 * j / 1024).sum()
+    p, q = (j + 1) / (1024 * 1025 / 2), (1024 - j) / (1024 * 1025 / 2)
+    block_entr, block_kl = special.entr(p).sum(), special.rel_entr(p, q).sum()
+    for threads in (1, 2):  # 4 blocks: whole blocks per thread
+        n = 4 * 1024
+        assert _parallel.exp_floor(n, threads) == pytest.approx(4 * block_exp, rel=1e-13)
+        assert _parallel.exp_floor(n, threads, True) == pytest.approx(4 * block_exp,
+                                                                      rel=1e-5)
+        assert _parallel.log_floor(n, threads) == pytest.approx(4 * block_entr, rel=1e-13)
+        assert _parallel.log_floor(n, threads, False, True) == pytest.approx(
+            4 * block_kl, rel=1e-12)
+    assert _parallel.exp_floor(0, 2) == 0.0
+
+
+@pytest.mark.parametrize("function, kind", [
+    ("logsumexp", "read"), ("cross_entropy", "read"), ("kl_divergence", "read"),
+    ("entropy", "read"), ("cross_entropy_prob", "read"), ("softmax", "fresh copy"),
+    ("log_softmax", "fresh copy"), ("softmax_out", "copy"), ("log_softmax_out", "copy"),
+    ("cross_entropy_with_grad", "fresh copy"),
+])
+def test_floor_column_json_and_header(capsys, tmp_path, function, kind):
+    path = tmp_path / "b.json"
+    rc, out, _ = run(capsys, "--functions", function, "--shapes", "3x5", "--dtypes", "f32",
+                     "--impls", "numpy", "--json", str(path), *FAST)
+    assert rc == 0
+    (r,) = json.loads(path.read_text())["results"]
+    floors = r["floors"]
+    # the memory floor, and the compute floor: exp, or log for KL and entropy
+    assert set(floors) == ({kind, "exp"} if function not in ("kl_divergence", "entropy")
+                           else {kind, "log"})
+    for name, f in floors.items():
+        assert f["kind"] == name
+        assert len(f["samples_s"]) == r["rounds"] == 2
+        assert f["median_s"] == pytest.approx(float(np.median(f["samples_s"])))
+    floor = r["floor"]  # the binding one: the larger
+    assert floor == max(floors.values(), key=lambda f: f["median_s"])
+    assert r["floor_ratio"] == pytest.approx(
+        floor["median_s"] / r["times"]["lossmle"]["median_s"])
+    kind = floor["kind"]
+    assert table_header(out)[-2:] == ["floor", "floor/lossmle"]
+    row = next(line for line in out.splitlines() if line.startswith(function + " "))
+    assert row.split()[-1] == f"{r['floor_ratio']:.2f}"
+    assert kind + " " in row
+    # the header says how each floor is measured
+    assert "a parallel read of the inputs at full vector width" in out
+    assert "into a preallocated array" in out and "into a new array" in out
+    assert "vectorised exp of one value per element" in out
+    assert "entropy / KL terms (a vectorised log each) of one value per element" in out
+
+
+@pytest.fixture
+def jax_x64_restored():
+    jax = pytest.importorskip("jax")
+    before = jax.config.jax_enable_x64
+    yield jax
+    jax.config.update("jax_enable_x64", before)
+
+
+@pytest.mark.parametrize("impl", ["jax", "numba"])
+def test_optional_competitors_agree_with_scipy(impl, request):
+    if impl == "jax":
+        request.getfixturevalue("jax_x64_restored")
+    else:
+        pytest.importorskip("numba")
+    for function in _bench.FUNCTIONS:
+        for dtype in (_bench.DTYPES if impl == "jax" else ["float64"]):
+            r = _bench.run_case(function, (6, 7), dtype, ["lossmle", "scipy", "numpy", impl],
+                                rounds=1, threads=2, sample_seconds=0, floor=False)
+            status = r["status"][impl]
+            if function in _bench.OUT_FUNCTIONS and impl == "jax":
+                assert status.startswith("skipped")
+            else:
+                assert status == "ok", (function, dtype, status)
+                assert impl in r["times"]
+
+
+def test_missing_optional_competitors_are_skipped_and_said(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "jax", None)
+    monkeypatch.setitem(sys.modules, "numba", None)
+    monkeypatch.setattr(_bench, "_NUMBA_KERNELS", None)
+    rc, out, _ = run(capsys, "--functions", "softmax", "--shapes", "2x3", "--dtypes", "f64",
+                     "--impls", "numpy,jax,numba", *FAST)
+    assert rc == 0
+    assert "skipped jax: not installed" in out and "skipped numba: not installed" in out
+    assert "jax" not in table_header(out) and "numba" not in table_header(out)
