@@ -27,6 +27,18 @@ def weighted_cross_entropy(
     label_smoothing: float = 0.0, where: ArrayLike | None = None,
     logit_softcap: float | None = None, n_threads: SupportsIndex | None = None,
 ) -> _Result: ...
+@overload
+@deprecated("lossmle.weighted_cross_entropy_with_grad is deprecated: use "
+            "lossmle.cross_entropy_with_grad(logits, target, sample_weight=...)")
+def weighted_cross_entropy_with_grad(
+    logits: NDArray[_SCT], target: ArrayLike, axis: SupportsIndex = -1, *,
+    sample_weight: ArrayLike | None = None, weight: ArrayLike | None = None,
+    ignore_index: SupportsIndex = -100, reduction: _Reduction = "mean",
+    label_smoothing: float = 0.0, where: ArrayLike | None = None,
+    logit_softcap: float | None = None, grad_out: NDArray[Any] | None = None,
+    n_threads: SupportsIndex | None = None,
+) -> tuple[_Result, NDArray[_SCT]]: ...
+@overload
 @deprecated("lossmle.weighted_cross_entropy_with_grad is deprecated: use "
             "lossmle.cross_entropy_with_grad(logits, target, sample_weight=...)")
 def weighted_cross_entropy_with_grad(
