@@ -183,7 +183,7 @@ def _lse_chunk(x: Any, axis: tuple[int, ...], keepdims: bool,
 
 def _lse_merge(states: Any) -> LogSumExpState:
     states = _flatten(states)
-    merged = states[0].copy()
+    merged: LogSumExpState = states[0].copy()
     for s in states[1:]:
         merged.merge(s)
     return merged
