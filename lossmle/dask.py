@@ -40,7 +40,7 @@ except ImportError as exc:  # pragma: no cover - exercised without dask only
 
 from ._divergence import kl_divergence as _kl_divergence
 from ._streaming import LogSumExpState
-from ._validation import _check_n_threads
+from ._threads import check_n_threads as _check_n_threads
 
 __all__ = ["from_npy", "logsumexp", "cross_entropy", "kl_divergence"]
 
