@@ -299,3 +299,10 @@ def test_bad_input():
         lj.cross_entropy(x, jnp.asarray([0, 9, 2]))
     with pytest.raises(IndexError, match="class index 5"):
         lj.linear_cross_entropy(jnp.zeros((2, 3)), jnp.zeros((5, 3)), jnp.asarray([0, 5]))
+
+
+def test_docstring_examples():
+    import doctest
+    with jax.enable_x64(False):
+        res = doctest.testmod(lj)
+    assert res.attempted > 10 and res.failed == 0

@@ -482,3 +482,9 @@ def test_other_bad_input():
         lt.softmax(x, 2)
     with pytest.raises(ValueError, match="must be the same as"):
         lt.binary_cross_entropy_with_logits(x, torch.zeros(3, dtype=torch.float64))
+
+
+def test_docstring_examples():
+    import doctest
+    res = doctest.testmod(lt)
+    assert res.attempted > 20 and res.failed == 0
