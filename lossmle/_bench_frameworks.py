@@ -59,14 +59,15 @@ IMPLS = {
 
 def _inputs(kind: str, shape: tuple[int, ...], dtype: str, seed: int = 0) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
+    normal: Any = rng.standard_normal
     if kind == "ce":
         n, c = shape
-        return {"x": rng.standard_normal((n, c), dtype=dtype),
+        return {"x": normal((n, c), dtype=dtype),
                 "t": rng.integers(0, c, n)}
     n, d, v = shape
-    return {"h": rng.standard_normal((n, d), dtype=dtype),
-            "w": (rng.standard_normal((v, d), dtype=dtype) / np.sqrt(d)).astype(dtype),
-            "b": rng.standard_normal(v, dtype=dtype),
+    return {"h": normal((n, d), dtype=dtype),
+            "w": (normal((v, d), dtype=dtype) / np.sqrt(d)).astype(dtype),
+            "b": normal(v, dtype=dtype),
             "t": rng.integers(0, v, n)}
 
 
@@ -80,13 +81,13 @@ def _torch_step(impl: str, kind: str, arrays: dict[str, Any]) -> Callable[[], fl
         x = torch.from_numpy(arrays["x"]).requires_grad_(True)
         fn = lt.cross_entropy if impl == "lossmle.torch" else F.cross_entropy
 
-        def step() -> float:
+        def ce_step() -> float:
             x.grad = None
             loss = fn(x, t)
             loss.backward()
             return float(loss.detach())
-        step.clear = lambda: setattr(x, "grad", None)  # type: ignore[attr-defined]
-        return step
+        ce_step.clear = lambda: setattr(x, "grad", None)  # type: ignore[attr-defined]
+        return ce_step
     h = torch.from_numpy(arrays["h"]).requires_grad_(True)
     w = torch.from_numpy(arrays["w"]).requires_grad_(True)
     b = torch.from_numpy(arrays["b"]).requires_grad_(True)
@@ -117,7 +118,7 @@ def _torch_step(impl: str, kind: str, arrays: dict[str, Any]) -> Callable[[], fl
 
 def _jax_step(impl: str, kind: str, arrays: dict[str, Any]) -> Callable[[], float]:
     import jax
-    if arrays.get("x", arrays.get("h")).dtype == np.float64:
+    if (arrays["x"] if kind == "ce" else arrays["h"]).dtype == np.float64:
         jax.config.update("jax_enable_x64", True)
     import jax.numpy as jnp
 
@@ -132,11 +133,11 @@ def _jax_step(impl: str, kind: str, arrays: dict[str, Any]) -> Callable[[], floa
         fn = lj.cross_entropy if impl == "lossmle.jax" else ref_ce
         vg = jax.jit(jax.value_and_grad(fn))
 
-        def step() -> float:
+        def ce_step() -> float:
             loss, g = vg(x, t)
             g.block_until_ready()
             return float(loss)
-        return step
+        return ce_step
     h, w, b = (jnp.asarray(arrays[k]) for k in "hwb")
     if impl == "lossmle.jax":
         def loss_fn(h: Any, w: Any, b: Any) -> Any:

@@ -238,7 +238,7 @@ def _class_call(x: Any, target: Any, axis: int, weight: Any, ignore_index: int,
         kind = "integer class indices" if nll else \
             "integer class indices or floating class probabilities"
         raise TypeError(f"target must hold {kind}, got dtype {t.dtype}")
-    opts = dict(axis=ax, ignore_index=operator.index(ignore_index),
+    opts: dict[str, Any] = dict(axis=ax, ignore_index=operator.index(ignore_index),
                 reduction=_reduction(reduction), nll=nll)
     if jnp.issubdtype(t.dtype, jnp.integer):
         _check_indices(t, x.shape[ax], opts["ignore_index"], f"{x_name} have")
@@ -497,7 +497,7 @@ def kl_divergence_from_logits(p_logits: Any, q_logits: Any, axis: int = -1, *,
                          f"{q.dtype}) must have the same shape and dtype")
     if p.ndim == 0:
         raise ValueError("p_logits must have at least one dimension (the class axis)")
-    opts = dict(axis=_axis(axis, p.ndim), temperature=float(temperature),
+    opts: dict[str, Any] = dict(axis=_axis(axis, p.ndim), temperature=float(temperature),
                 logit_softcap=None if logit_softcap is None else float(logit_softcap),
                 reduction=_reduction(reduction, ("none", "batchmean", "sum", "mean")))
     return _kl_logits_loss(p, q, _freeze(opts))
@@ -814,7 +814,7 @@ def linear_cross_entropy(hidden: Any, weight: Any, target: Any, *, bias: Any = N
     if t.shape != h.shape[:-1]:
         raise ValueError(f"target has shape {t.shape}, but hidden of shape {h.shape} "
                          f"needs {h.shape[:-1]}")
-    opts = dict(ignore_index=operator.index(ignore_index), reduction=_reduction(reduction),
+    opts: dict[str, Any] = dict(ignore_index=operator.index(ignore_index), reduction=_reduction(reduction),
                 chunk_size=None if chunk_size is None else operator.index(chunk_size))
     _check_indices(t, w.shape[0], opts["ignore_index"], "weight has")
     return _lce_loss(h, w, b, t, _freeze(opts))

@@ -307,7 +307,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     t = _target_np(target)
     _no_grad_for("target", target)
     _no_grad_for("weight", weight)
-    kwargs = dict(axis=_class_axis(x, "input"), weight=_opt_float_np(weight, "weight"),
+    kwargs: dict[str, Any] = dict(axis=_class_axis(x, "input"), weight=_opt_float_np(weight, "weight"),
                   ignore_index=ignore_index, reduction=reduction,
                   label_smoothing=label_smoothing)
     if not _grad_enabled(input):
@@ -349,7 +349,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
     if target.dtype.is_floating_point:
         raise TypeError(f"target must hold integer class indices, got dtype {target.dtype}")
     _no_grad_for("weight", weight)
-    kwargs = dict(axis=_class_axis(x, "input"), weight=_opt_float_np(weight, "weight"),
+    kwargs: dict[str, Any] = dict(axis=_class_axis(x, "input"), weight=_opt_float_np(weight, "weight"),
                   ignore_index=ignore_index, reduction=reduction)
     if not _grad_enabled(input):
         return _to_tensor(_nll(x, t, **kwargs))
@@ -420,7 +420,7 @@ def binary_cross_entropy_with_logits(
                          f"input size ({tuple(input.shape)})")
     for name, arg in (("target", target), ("weight", weight), ("pos_weight", pos_weight)):
         _no_grad_for(name, arg)
-    kwargs = dict(weight=_opt_float_np(weight, "weight"),
+    kwargs: dict[str, Any] = dict(weight=_opt_float_np(weight, "weight"),
                   pos_weight=_opt_float_np(pos_weight, "pos_weight"), reduction=reduction)
     if not _grad_enabled(input):
         return _to_tensor(_bce(x, t, **kwargs))
@@ -505,7 +505,7 @@ def kl_divergence_from_logits(p_logits: Tensor, q_logits: Tensor, dim: int = -1,
     if p_logits.dtype != q_logits.dtype:
         raise TypeError(f"p_logits ({p_logits.dtype}) and q_logits ({q_logits.dtype}) "
                         f"must have the same dtype")
-    kwargs = dict(axis=dim, temperature=temperature, logit_softcap=logit_softcap,
+    kwargs: dict[str, Any] = dict(axis=dim, temperature=temperature, logit_softcap=logit_softcap,
                   reduction=reduction)
     if not _grad_enabled(p_logits, q_logits):
         return _to_tensor(_kl_logits(p, q, **kwargs))
@@ -528,9 +528,9 @@ class _KLDivFn(torch.autograd.Function):
     @_first_order
     def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         input, target = ctx.saved_tensors
-        gx, gt = _kl_div_grads(_view(input), _view(target), ctx.reduction, ctx.log_target,
-                               ctx.needs_input_grad[0], ctx.needs_input_grad[1])
-        gx, gt = (None if a is None else _scaled(torch.from_numpy(a), g) for a in (gx, gt))
+        grads = _kl_div_grads(_view(input), _view(target), ctx.reduction, ctx.log_target,
+                              ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        gx, gt = (None if a is None else _scaled(torch.from_numpy(a), g) for a in grads)
         return gx, gt, None, None, None, None
 
 
@@ -893,7 +893,7 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
     if target.dtype.is_floating_point:
         raise ValueError("linear_cross_entropy: lossmle.torch supports class-index "
                          "targets only (got a float target)")
-    kwargs = dict(ignore_index=-100 if ignore_index is None else ignore_index,
+    kwargs: dict[str, Any] = dict(ignore_index=-100 if ignore_index is None else ignore_index,
                   reduction=reduction, chunk_size=chunk_size)
     if not _grad_enabled(input, linear_weight, linear_bias):
         return _to_tensor(_lce(h, w, t, bias=b, **kwargs))
