@@ -37,8 +37,8 @@ def _check_weight(weight, n_classes):
         raise ValueError(
             f"weight must be a 1-D array of length {n_classes} (the number of "
             f"classes), got shape {w.shape}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError("weight must hold finite, non-negative class weights")
+    if not np.all(np.isfinite(w)):  # any finite weight, negative too, as torch
+        raise ValueError("weight must hold finite class weights (no nan or inf)")
     return np.ascontiguousarray(w)
 
 
@@ -281,7 +281,7 @@ _SHARED_PARAMS = """    axis : int, optional
         The class axis (default -1, the last).  ``axis=1`` is PyTorch's
         ``(N, C, d1, ...)`` layout.
     weight : array_like of shape (C,), optional
-        Class weights (finite, >= 0), as torch's ``weight``.
+        Class weights (any finite value, negative too), as torch's ``weight``.
     ignore_index : int, optional
         Class-index targets equal to it contribute neither loss nor weight
         (default -100).  Unused for probability targets.

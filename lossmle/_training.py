@@ -121,8 +121,8 @@ def _check_class_weight(weight, n_classes):
     if w.shape != (n_classes,):
         raise ValueError(f"weight must be a 1-D array of length {n_classes} (the number "
                          f"of classes), got shape {w.shape}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError("weight must hold finite, non-negative class weights")
+    if not np.all(np.isfinite(w)):  # any finite weight, negative too, as torch
+        raise ValueError("weight must hold finite class weights (no nan or inf)")
     return np.ascontiguousarray(w)
 
 
@@ -981,7 +981,7 @@ _CE_PARAMS = """    logits : array_like, shape (..., C, ...)
         A position with weight 0 takes no part at all (even if its logits
         hold nan or inf): a padding mask.
     weight : array_like of shape (C,), optional
-        Class weights (finite, >= 0), as torch's ``weight``.
+        Class weights (any finite value, negative too), as torch's ``weight``.
     ignore_index : int, optional
         Targets equal to it take no part (default -100).
     reduction : {'mean', 'sum', 'none'}, optional
@@ -1091,7 +1091,7 @@ _NLL_PARAMS = """    log_probs : array_like, shape (..., C, ...)
         Per-position weights (finite, >= 0) broadcast to the target's shape;
         weight 0 takes no part.
     weight : array_like of shape (C,), optional
-        Class weights (finite, >= 0).
+        Class weights (any finite value, negative too).
     ignore_index : int, optional
         Targets equal to it take no part (default -100).
     reduction : {'mean', 'sum', 'none'}, optional

@@ -72,7 +72,7 @@ for name, fn in LOSSES_ALL.items():
     case(f"{name}-weight_2d", fn, (X, T), {"weight": np.ones((1, 3))}, ValueError, "weight")
     case(f"{name}-weight_nan", fn, (X, T), {"weight": np.array([1.0, np.nan, 1.0])}, ValueError,
          "weight")
-    case(f"{name}-weight_negative", fn, (X, T), {"weight": np.array([1.0, -0.5, 1.0])},
+    case(f"{name}-weight_inf", fn, (X, T), {"weight": np.array([1.0, np.inf, 1.0])},
          ValueError, "weight")
     case(f"{name}-weight_complex", fn, (X, T), {"weight": W.astype(complex)}, TypeError, "weight")
     case(f"{name}-n_threads_zero", fn, (X, T), {"n_threads": 0}, THREAD_ERR, "n_threads")
