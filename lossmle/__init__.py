@@ -6,6 +6,7 @@ entropy, as typed Cython kernels (float32/float64, GIL released, OpenMP over
 rows) behind a scipy/torch-compatible Python API.
 """
 from ._divergence import entropy, kl_divergence
+from ._kl_div import kl_div, kl_div_with_grad
 from ._losses import cross_entropy, cross_entropy_with_grad, nll_loss
 from ._mle import empirical_kl, log_likelihood, negative_log_likelihood
 from ._regression import ConvergenceWarning, SoftmaxRegression
@@ -29,7 +30,7 @@ from ._config import show_config  # noqa: E402  (needs __version__)
 __all__ = [
     "logsumexp", "softmax", "log_softmax",
     "cross_entropy", "cross_entropy_with_grad", "nll_loss",
-    "kl_divergence", "entropy",
+    "kl_divergence", "entropy", "kl_div", "kl_div_with_grad",
     "linear_cross_entropy", "linear_cross_entropy_with_grad",
     "LogSumExpState",
     "log_likelihood", "negative_log_likelihood", "empirical_kl",
