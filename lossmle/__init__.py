@@ -34,6 +34,7 @@ except ImportError:
     _check_built()
     raise
 from ._divergence import entropy, kl_divergence
+from ._kl_div import kl_div, kl_div_with_grad
 from ._losses import cross_entropy, cross_entropy_with_grad, nll_loss, nll_loss_with_grad
 from ._mle import empirical_kl, log_likelihood, negative_log_likelihood
 from ._regression import ConvergenceWarning, SoftmaxRegression
@@ -54,7 +55,7 @@ from ._config import show_config  # noqa: E402  (needs __version__)
 __all__ = [
     "logsumexp", "softmax", "log_softmax",
     "cross_entropy", "cross_entropy_with_grad", "nll_loss",
-    "kl_divergence", "entropy",
+    "kl_divergence", "entropy", "kl_div", "kl_div_with_grad",
     "linear_cross_entropy", "linear_cross_entropy_with_grad",
     "LogSumExpState",
     "log_likelihood", "negative_log_likelihood", "empirical_kl",

@@ -23,8 +23,9 @@ def _pair(p, q, p_name, q_name):
     try:
         return np.broadcast_arrays(p, q)
     except ValueError:
-        raise ValueError(f"{p_name} with shape {p.shape} and {q_name} with shape "
-                         f"{q.shape} cannot be broadcast together") from None
+        raise ValueError(f"Array shapes are incompatible for broadcasting: {p_name} with "
+                         f"shape {p.shape} and {q_name} with shape {q.shape} cannot be "
+                         f"broadcast together") from None
 
 
 def _reduce_rows(kernel, arrays, axis, keepdims, base, n_threads, *args):
@@ -136,7 +137,8 @@ def _empty_reduction(x, axis, keepdims):
     return out[()] if out.ndim == 0 else out
 
 
-def entropy(pk, qk=None, base=None, axis=0, *, keepdims=False, out=None, n_threads=None):
+def entropy(pk, qk=None, base=None, axis=0, *, nan_policy="propagate", keepdims=False,
+            out=None, n_threads=None):
     r"""Shannon entropy of ``pk``, or relative entropy ``D(pk || qk)``, as scipy.stats.
 
     Same semantics and results as :func:`scipy.stats.entropy`: ``pk`` (and
@@ -153,6 +155,10 @@ def entropy(pk, qk=None, base=None, axis=0, *, keepdims=False, out=None, n_threa
         Logarithm base (default e).
     axis : None or int or tuple of ints, optional
         The axis holding each distribution (default 0, as scipy); None: all.
+    nan_policy : {'propagate', 'omit', 'raise'}, optional
+        As scipy: 'propagate' (default) gives nan for a distribution holding
+        a nan; 'omit' drops the nan entries first (with ``qk``, the positions
+        where either holds a nan, from both); 'raise' raises ValueError.
     keepdims : bool, optional
         Keep the reduced axes as size-one dimensions.
     out : ndarray, optional
@@ -182,10 +188,16 @@ def entropy(pk, qk=None, base=None, axis=0, *, keepdims=False, out=None, n_threa
     >>> from lossmle import entropy
     >>> float(entropy([1/2, 1/2], base=2))
     1.0
+    >>> float(entropy([1/2, float("nan"), 1/2], base=2, nan_policy="omit"))
+    1.0
     """
-    res = _fastpath.entropy(pk, qk, base, axis, keepdims, out, n_threads)  # small plain pk
-    if res is not None:
-        return res
+    if nan_policy == "propagate":
+        res = _fastpath.entropy(pk, qk, base, axis, keepdims, out, n_threads)  # small plain pk
+        if res is not None:
+            return res
+    elif nan_policy not in ("omit", "raise"):
+        raise ValueError("nan_policy must be one of {'propagate', 'omit', 'raise'}, "
+                         f"got {nan_policy!r}")
     base = _check_base(base)
     resolve_threads(n_threads, 0)   # n_threads is checked on empty input too
     given = [(pk, "pk"), (qk, "qk")]
@@ -193,8 +205,43 @@ def entropy(pk, qk=None, base=None, axis=0, *, keepdims=False, out=None, n_threa
         arrays, kernel = [as_float_array(pk, "pk")], _k.entropy_rows
     else:
         arrays, kernel = list(_pair(pk, qk, "pk", "qk")), _k.relative_entropy_rows
+    if nan_policy != "propagate" and any(np.isnan(a).any() for a in arrays):
+        if nan_policy == "raise":
+            raise ValueError("The input contains nan values")
+        result = _entropy_omit(arrays, kernel, axis, keepdims, base)
+        return _into(result, out, given + list(zip(arrays, ("pk", "qk"))))
     if arrays[0].size == 0:
         result = _empty_reduction(arrays[0], axis, keepdims)
     else:
         result = _reduce_rows(kernel, arrays, axis, keepdims, base, n_threads)[0]
     return _into(result, out, given + list(zip(arrays, ("pk", "qk"))))
+
+
+def _entropy_omit(arrays, kernel, axis, keepdims, base):
+    """entropy with nan_policy='omit': each distribution without the positions
+    where any of ``arrays`` holds a nan (scipy's paired omission)."""
+    x = arrays[0]
+    if x.ndim == 0:
+        arrays = [a.reshape(1) for a in arrays]
+        x = arrays[0]
+    axes = normalize_axes(axis, x.ndim)
+    out_shape = reduced_shape(x.shape, axes, keepdims)
+    kept = [i for i in range(x.ndim) if i not in axes]
+    # (distributions, values): the kept axes first, the reduced ones raveled
+    flat = [np.moveaxis(a, list(axes), list(range(len(kept), x.ndim)))
+            .reshape(-1, math.prod(x.shape[i] for i in axes)) for a in arrays]
+    nan = np.zeros(flat[0].shape, dtype=bool)
+    for a in flat:
+        nan |= np.isnan(a)
+    res = np.empty(flat[0].shape[0], dtype=x.dtype)
+    for r in range(res.shape[0]):
+        rows = [np.ascontiguousarray(a[r][~nan[r]]).reshape(1, -1, 1) for a in flat]
+        one = np.zeros((1, 1), dtype=x.dtype)
+        if rows[0].shape[1] > 0:   # an empty distribution: 0, as scipy's
+            kernel(*rows, one, 1)
+        res[r] = one[0, 0]
+    if base is not None:
+        with np.errstate(over="ignore"):
+            res /= math.log(base)
+    res = res.reshape(out_shape)
+    return res[()] if res.ndim == 0 else res

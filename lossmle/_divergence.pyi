@@ -1,7 +1,7 @@
 # Type stub for lossmle/_divergence.py (the public kl_divergence and entropy).
 # Keep in step with the .py: tests/test_typing.py runs mypy's stubtest on it.
 from collections.abc import Sequence
-from typing import Any, SupportsIndex
+from typing import Any, Literal, SupportsIndex
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -20,6 +20,7 @@ def kl_divergence(
 ) -> _Result: ...
 def entropy(
     pk: ArrayLike, qk: ArrayLike | None = None, base: float | None = None,
-    axis: _Axis = 0, *, keepdims: bool = False,
+    axis: _Axis = 0, *, nan_policy: Literal["propagate", "omit", "raise"] = "propagate",
+    keepdims: bool = False,
     out: NDArray[Any] | None = None, n_threads: SupportsIndex | None = None,
 ) -> _Result: ...

@@ -777,6 +777,11 @@ cdef inline double rel_entr(double x, double y) noexcept nogil:
     """scipy.special.rel_entr: x log(x/y); 0 at x == 0 <= y; inf elsewhere; nan in, nan out."""
     cdef double r
     if x > 0 and y > 0:
+        if 0.5 * y <= x <= 2.0 * y:
+            # x - y is exact (Sterbenz): log1p of p/q - 1 to half an ulp keeps
+            # the digits of a near-equal pair (log(x / y) has an ulp of x / y
+            # as its floor; scipy's rel_entr since gh-20710)
+            return x * log1p((x - y) / y)
         r = x / y
         if r > DBL_MAX or r < DBL_MIN:
             # x / y overflowed or went subnormal (y or x tiny): the logs apart

@@ -238,7 +238,7 @@ _SHARED_PARAMS = """    axis : int, optional
         The class axis (default -1, the last).  ``axis=1`` is PyTorch's
         ``(N, C, d1, ...)`` layout.
     weight : array_like of shape (C,), optional
-        Class weights (finite, >= 0), as torch's ``weight``.
+        Class weights (any finite value, negative too), as torch's ``weight``.
     ignore_index : int, optional
         Class-index targets equal to it contribute neither loss nor weight
         (default -100).  Unused for probability targets.
@@ -550,7 +550,7 @@ _NLL_PARAMS = """    log_probs : array_like, shape (..., C, ...)
         Per-position weights (finite, >= 0) broadcast to the target's shape;
         weight 0 takes no part.
     weight : array_like of shape (C,), optional
-        Class weights (finite, >= 0).
+        Class weights (any finite value, negative too).
     ignore_index : int, optional
         Targets equal to it take no part (default -100).
     reduction : {'mean', 'sum', 'none'}, optional

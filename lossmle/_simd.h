@@ -299,17 +299,37 @@ LM_INLINE double lm_log_normal_for_float(double x) { return lm_log_plus(x, 0.0, 
  * holds (p > 0, q > 0, p/q a normal number), else 0; (OUT) *special = 0 there
  * and for p == 0 <= q (a term of 0), 1 where the exact scalar code must
  * decide (negative, nan, inf, q == 0 < p, p/q out of the normal range).
- * Shared by lm_kl (one row) and lm_kl_rows (a block of short rows). */
-LM_INLINE double lm_rel_entr_term(double p, double q, double *special)
+ * With t = fl(p / q) and r = p - t q its remainder (exact: one FMA, or
+ * Dekker's product without), p log(p/q) = p log t + p log(1 + r / (t q)),
+ * and as p / (t q) is 1 to an ulp and r / (t q) below an ulp, that is
+ * p log t + r to an ulp of r.  log t alone is only good to an ulp of t, so
+ * the KL of near-equal distributions (p/q - 1 ~ 1e-14) lost its digits, as
+ * scipy's rel_entr did before gh-20710.  Shared by lm_kl (one row) and
+ * lm_kl_rows (a block of short rows); called as lm_rel_entr_term(p, q, &s)
+ * inside _simd_impl.h: mode 1 (FMA) or 2 (Dekker's product).  float32 rows
+ * need it too: each term without it is only good to ~1e-9 relative, and the
+ * terms of near-equal rows cancel (1e-7 terms, a 5e-14 sum: 1800 float ulps
+ * off).  Mode 0 (no remainder) is kept for comparison only. */
+LM_INLINE double lm_rel_entr_term_(double p, double q, double *special, int mode)
 {
     double t = p / q;
     int regular = p > 0.0 && q > 0.0 && t >= 2.2250738585072014e-308 &&
                   t <= 1.7976931348623157e308;
     int zero = p == 0.0 && q >= 0.0;
-    double term = p * lm_log_normal(regular ? t : 1.0);
+    double r = 0.0;
+    if (mode == 1) {
+        r = __builtin_fma(-t, q, p);
+    } else if (mode == 2) {
+        double tq = t * q;   /* p - tq is exact (Sterbenz: tq is p to 2 ulps) */
+        r = (p - tq) - lm_prod_err(t, q, tq);
+        r = r - r == 0.0 ? r : 0.0;  /* Dekker's split overflows above ~1e300 */
+    }
+    double term = p * lm_log_normal(regular ? t : 1.0) + r;
     *special = (regular || zero) ? 0.0 : 1.0;
     return regular ? term : 0.0;
 }
+#define lm_rel_entr_term(p, q, special) \
+    lm_rel_entr_term_((p), (q), (special), LM_HAS_FMA ? 1 : 2)
 
 /* One term of entr(t) = -t log t, t = p / total, where the vectorised
  * formula holds (t positive, normal, finite), else 0; (OUT) *special = 0

@@ -91,6 +91,9 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
                              "use b=where for a 0/1 weighting instead")
         return deliver(_masked_logsumexp(a, axis, keepdims, where=where, n_threads=n_threads),
                        out, [(a, "a"), (where, "where")])
+    if _is_complex(a) or (b is not None and _is_complex(b)):
+        resolve_threads(n_threads, 0)   # checked, though the complex path is NumPy's
+        return _logsumexp_complex(a, axis, b, keepdims, return_sign, out)
     given = [(a, "a"), (b, "b")]
     if b is None:
         a = as_float_array(a, "a")
@@ -142,6 +145,111 @@ def _check_axis_not_empty(x, x3, name):
     """A softmax over an empty axis of a non-empty set of rows is undefined (scipy raises)."""
     if x3.shape[1] == 0 and x.size == 0 and x3.shape[0] * x3.shape[2] > 0:
         raise ValueError(f"{name} of x over an empty axis (shape {x.shape}) is undefined")
+
+
+def _is_complex(x):
+    if isinstance(x, np.ndarray):
+        return x.dtype.kind == "c"
+    if isinstance(x, (float, int, np.floating, np.integer, bool)):
+        return False
+    return np.asarray(x).dtype.kind == "c"
+
+
+def _csign(z):
+    """z / |z| (0 at 0), the array API's sign of a complex number: nan for an
+    infinite z (NumPy's own np.sign gives 1 for inf + 2j, not SciPy's answer)."""
+    with np.errstate(all="ignore"):
+        return np.where(z == 0, 0, z / np.abs(z))
+
+
+def _wrap_phase(x):
+    """Angles into (-pi, pi], unchanged (to the bit) where already inside."""
+    wrapped = -((np.pi - x) % (2 * np.pi) - np.pi)
+    return np.where(np.abs(x) < np.pi, x, wrapped)
+
+
+def _logsumexp_complex(a, axis, b, keepdims, return_sign, user_out):
+    """logsumexp of complex ``a`` (or ``b``), as scipy: a NumPy path, not a kernel.
+
+    The shift is the element of largest real part (one per slice), kept out of
+    the sum, which is then ``log1p``'d; where that is not finite (an infinite
+    element, an all -inf slice) the direct ``log(sum(b * exp(a)))`` is kept,
+    whose infinities follow C99's complex exp and log (scipy's gh-22601).
+    The imaginary part (``return_sign=False``) or the phase is in (-pi, pi].
+    """
+    arrays = [np.asarray(a)] + ([] if b is None else [np.asarray(b)])
+    for x, name in zip(arrays, ("a", "b")):
+        if x.dtype.kind not in "biufc" or x.dtype == np.clongdouble \
+                or x.dtype == np.longdouble:
+            raise TypeError(f"{name} has dtype {x.dtype}; complex logsumexp computes in "
+                            f"complex64 or complex128")
+    dtype = np.result_type(*arrays)
+    if dtype.kind != "c":
+        dtype = np.result_type(dtype, np.complex64)
+    a = arrays[0].astype(dtype, copy=False)
+    if b is not None:
+        b = arrays[1].astype(dtype, copy=False)
+        try:
+            a, b = np.broadcast_arrays(a, b)
+        except ValueError:
+            raise ValueError(f"b with shape {b.shape} cannot be broadcast to a with shape "
+                             f"{a.shape}") from None
+    if a.ndim == 0:
+        a = a.reshape(1)
+        b = None if b is None else b.reshape(1)
+    axes = normalize_axes(axis, a.ndim)
+    out_shape = reduced_shape(a.shape, axes, keepdims)
+    real_out = return_sign and a.size != 0   # |sum|'s log is real
+    check_output(user_out, "out", out_shape,
+                 dtype.type(0).real.dtype if real_out else dtype, [(a, "a"), (b, "b")])
+    if a.size == 0:
+        out = np.full(reduced_shape(a.shape, axes, True), -np.inf, dtype=dtype)
+        sgn = _csign(out)
+    else:
+        with np.errstate(all="ignore"):
+            direct = np.sum(np.exp(a) if b is None else b * np.exp(a), axis=axes,
+                            keepdims=True)
+            sgn_direct = _csign(direct) if return_sign else None
+            out_direct = np.log(np.abs(direct) if return_sign else direct)
+            out, sgn = _logsumexp_complex_shifted(a, b, axes)
+            if return_sign:
+                out = out.real
+            finite = np.isfinite(out)
+            out = np.where(finite, out, out_direct)
+            if return_sign:
+                sgn = np.where(finite, sgn, sgn_direct)
+                sgn = (sgn.real + 1j * _wrap_phase(sgn.imag)).astype(dtype)
+            else:
+                out = (out.real + 1j * _wrap_phase(out.imag)).astype(dtype)
+    if not keepdims:
+        out = out.reshape(out_shape)
+        sgn = sgn.reshape(out_shape) if return_sign else None
+    res = deliver(out, user_out) if user_out is not None else _scalar_or_array(out)
+    if return_sign:
+        return res, _scalar_or_array(sgn)
+    return res
+
+
+def _logsumexp_complex_shifted(a, b, axes):
+    """(log(sum b exp(a)), its sign/phase) shifted by the largest real part."""
+    if b is not None:   # a zero weight drops its element, inf or nan included
+        a = np.where(b == 0, -np.inf, a)
+    re = a.real
+    top = re == np.max(re, axis=axes, keepdims=True)
+    # one element per slice: the last of those with the largest real part
+    idx = np.arange(a.size).reshape(a.shape)
+    top = idx == np.max(np.where(top, idx, -1), axis=axes, keepdims=True)
+    a_max = np.sum(np.where(top, a, 0), axis=axes, keepdims=True)
+    m = np.sum(top if b is None else np.where(top, b, 0), axis=axes, keepdims=True,
+               dtype=a.dtype)
+    rest = np.exp(np.where(top, -np.inf, a) - a_max)
+    if b is not None:
+        rest = b * rest
+    s = np.sum(rest, axis=axes, keepdims=True)
+    s = np.where(s == 0, s, s / m)
+    sgn = _csign(s + 1) * _csign(m) * np.exp(1j * a_max.imag)
+    out = np.log1p(s) + np.log(m) + a_max
+    return out, sgn
 
 
 def _transform(x, axis, kernel, name, n_threads, user_out):

@@ -310,10 +310,11 @@ def check_base(base):
     """None (natural log) or a finite float > 0 other than 1."""
     if base is None:
         return None
-    b = check_real(base, "base", "a positive number or None")
+    # SciPy's wording ("`base` must be a positive number"), which its tests match
+    b = check_real(base, "`base`", "a positive number or None")
     if not (b > 0 and math.isfinite(b)) or b == 1.0:
-        raise ValueError(f"base must be a positive number other than 1 (log(1) == 0), "
-                         f"got {base!r}")
+        raise ValueError(f"`base` must be a positive number, finite and not 1 "
+                         f"(log(1) == 0), got {base!r}")
     return b
 
 
@@ -384,8 +385,8 @@ def check_class_weight(weight, n_classes):
     if w.shape != (n_classes,):
         raise ValueError(f"weight must be a 1-D array of length {n_classes} (the number "
                          f"of classes), got shape {w.shape}")
-    if not np.all(np.isfinite(w)) or np.any(w < 0):
-        raise ValueError("weight must hold finite, non-negative class weights")
+    if not np.all(np.isfinite(w)):  # any finite weight, negative too, as torch
+        raise ValueError("weight must hold finite class weights (no nan or inf)")
     return np.ascontiguousarray(w)
 
 
