@@ -7,7 +7,9 @@ reduced over the middle axis, outputs ``(n_outer, n_inner)``.  The elementwise
 terms follow scipy.special exactly (``entr`` and ``rel_entr``), including
 their conventions at 0, for negative arguments and for nan, so that results
 agree with ``rel_entr(p, q).sum(axis)`` and ``scipy.stats.entropy``.  Sums are
-in double.
+in double.  A term is ``p log(p / q)``, one log of the quotient (no
+cancellation between ``log p`` and ``log q`` when they are close); only when
+``p / q`` overflows or goes subnormal are the logs taken apart.
 
 The KL loop also counts entries that are negative or nan when asked to
 (``validate``), in the same pass; the Python layer raises on a non-zero count,
@@ -58,7 +60,7 @@ cdef Py_ssize_t _kl_short_rows(const floating[:, :, :] p, const floating[:, :, :
     cdef Py_ssize_t n = p.shape[1], n_rows = p.shape[0]
     cdef Py_ssize_t n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
     cdef Py_ssize_t blk, start, bad_rows = 0
-    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+    if n_threads == 1:  # one thread's work: no OpenMP region to start
         with nogil:
             bad_rows = kl_short_blocks(&p[0, 0, 0], &q[0, 0, 0], n_rows, n, validate,
                                        &out[0, 0])
@@ -88,7 +90,7 @@ cdef Py_ssize_t _divergence_tiles(const floating[:, :, :] p, const floating[:, :
     cdef Py_ssize_t n = p.shape[1], n_inner = p.shape[2]
     cdef Py_ssize_t n_units = tile_units(p.shape[0], n, n_inner), t, nt, bad_rows = 0
     nt = min(<Py_ssize_t>n_threads, n_units)
-    if nt <= 1:  # no OpenMP region (~2 us) for one thread's work
+    if nt <= 1:  # one thread's work: no OpenMP region to start
         return divergence_strided_rows(&p[0, 0, 0], &q[0, 0, 0], n, n_inner, kind, validate,
                                        &out[0, 0], 0, n_units)
     for t in prange(nt, schedule='static', num_threads=nt):
@@ -117,7 +119,7 @@ def kl_rows(const floating[:, :, :] p, const floating[:, :, :] q, floating[:, :]
         with nogil:
             bad_rows = _divergence_tiles(p, q, out, DIV_KL, validate, n_threads)
         return bad_rows
-    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+    if n_threads == 1:  # one thread's work: no OpenMP region to start
         with nogil:
             for r in range(n_rows):
                 o = r // n_inner
@@ -159,7 +161,7 @@ cdef _entropy_rows(const floating[:, :, :] pk, const floating[:, :, :] qk,
             _divergence_tiles(pk, qk, out, DIV_REL_ENTR if relative else DIV_ENTR, False,
                               n_threads)
         return
-    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+    if n_threads == 1:  # one thread's work: no OpenMP region to start
         with nogil:
             for r in range(n_rows):
                 out[r // n_inner, r % n_inner] = <floating>entropy_row(

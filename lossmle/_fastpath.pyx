@@ -4,8 +4,8 @@ Design
 ------
 A public call on a small array spends far longer in Python than in its
 kernel: validation, ``rows_view``'s reshape, ``np.empty``, the fused-type
-``def`` dispatch and memoryview acquisition of the kernel cost ~4 us, the
-arithmetic of an 8x10 input ~0.1 us.  The functions here take the public
+``def`` dispatch and memoryview acquisition of the kernel cost many times
+the arithmetic of an 8x10 input.  The functions here take the public
 function's raw arguments and handle only the common case, with C-level checks:
 
 * inputs are exact ``np.ndarray`` of float64 or float32 (native byte order,

@@ -12,8 +12,9 @@ NumPy's pairwise summation within blocks of 256 rows, then over the block
 totals) and divides, so a mean over millions of rows keeps ~1e-16 relative
 accuracy and a result never depends on the thread count.  Many short rows
 with a 'mean'/'sum' reduction skip the arrays: ``cross_entropy_class_total``
-sums each block of row losses from a stack buffer, the same blocked sum (at
-1e6 x 4 the fresh pages of two row arrays cost ~40% of the whole call).
+sums each block of row losses from a stack buffer, the same blocked sum
+(for many short rows, first-touching the pages of two fresh row arrays is a
+large part of the call).
 
 Class indices are checked here, before any arithmetic, in one cheap serial
 pass over ``target``: the loop returns the flat position of the first index
@@ -31,6 +32,11 @@ smoothing ``eps`` and ``C`` classes (torch.nn.functional.cross_entropy):
     probabilities t: t' = (1 - eps) * t + eps / C
                      loss = sum_c w[c] t'[c] * L - sum_c w[c] t'[c] (x[c] - m)
 
+and the gradients ``d loss / d x_k`` with ``p = softmax(x)``:
+
+    class target y:  (1 - eps) * w[y] * (p_k - [k == y]) + eps / C * (W p_k - w_k)
+    probabilities t: (sum_c w[c] t'[c]) * p_k - w_k t'_k
+
 Every difference is taken against the row max before it is summed, never as
 ``lse - x[y]``: with logits of 1e17 the latter cancels to 0 (or inf - inf).
 Many short rows (C <= 8) take an across-rows SIMD kernel for ``L``.
@@ -40,11 +46,6 @@ The row helpers of cross-entropy (``row_stats``, ``ce_class_row``,
 targets ``row_stats_prob``, ``ce_prob_row``, ``ce_prob_short_block``) and
 ``pairwise_sum`` live in ``_kernel_rows.pxd``, one definition shared with
 ``_fastpath`` (which must give these kernels' bits for small inputs).
-
-and the gradients ``d loss / d x_k`` with ``p = softmax(x)``:
-
-    class target y:  (1 - eps) * w[y] * (p_k - [k == y]) + eps / C * (W p_k - w_k)
-    probabilities t: (sum_c w[c] t'[c]) * p_k - w_k t'_k
 """
 from cython.parallel cimport prange
 from cython cimport floating
@@ -76,7 +77,7 @@ def check_class_indices(const int64_t[:, :] target, Py_ssize_t n_classes,
     """Flat position of the first bad class index in target, or -1.  IN only.
 
     A contiguous target is first counted through in parallel (a branch-free
-    loop: ~memory speed), and scanned for the position only if it holds one.
+    loop, bound by memory), and scanned for the position only if it holds one.
     """
     cdef Py_ssize_t o, i, n_inner = target.shape[1], bad = -1
     cdef Py_ssize_t j, n_bad = 0, size = target.shape[0] * n_inner
@@ -298,7 +299,7 @@ def cross_entropy_class_rows(const floating[:, :, :] logits,
                 and op.spread == 0):
             # many short rows with the gradient: the across-rows softmax
             n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
-            if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+            if n_threads == 1:  # one thread's work: no OpenMP region to start
                 with nogil:
                     for r in range(n_blocks):
                         start = r * SHORT_BLOCK
@@ -317,7 +318,7 @@ def cross_entropy_class_rows(const floating[:, :, :] logits,
     elif plain_loss(&op) and _class_col_layout(logits, target, loss, row_weight):
         # a middle class axis, the plain loss: across rows, read in place
         n_blocks = (n_inner + LM_COL_ROWS - 1) // LM_COL_ROWS
-        if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+        if n_threads == 1:  # one thread's work: no OpenMP region to start
             with nogil:
                 for r in range(logits.shape[0] * n_blocks):
                     _class_col_unit(&logits[0, 0, 0], n_classes, n_inner, n_blocks, r,
@@ -355,7 +356,7 @@ def cross_entropy_class_rows(const floating[:, :, :] logits,
             gp = &grad[0, 0, 0]
         n_units = tile_units(logits.shape[0], n_classes, n_inner)
         nt = min(<Py_ssize_t>n_threads, n_units)
-        if nt <= 1:  # no OpenMP region (~2 us) for one thread's work
+        if nt <= 1:  # one thread's work: no OpenMP region to start
             with nogil:
                 _class_tiles(&logits[0, 0, 0], n_classes, n_inner, &target[0, 0], &op,
                              &loss[0, 0], &row_weight[0, 0], gp, 0, n_units)
@@ -365,7 +366,7 @@ def cross_entropy_class_rows(const floating[:, :, :] logits,
                              &loss[0, 0], &row_weight[0, 0], gp, r * n_units // nt,
                              (r + 1) * n_units // nt)
         return
-    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+    if n_threads == 1:  # one thread's work: no OpenMP region to start
         with nogil:
             for r in range(n_rows):
                 g = &grad[r // n_inner, 0, r % n_inner] if gs != 0 or grad is not None else NULL
@@ -410,7 +411,7 @@ def cross_entropy_prob_rows(const floating[:, :, :] logits,
           and n_rows > 0):
         # many short rows, loss only: the across-rows log-sum
         n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
-        if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+        if n_threads == 1:  # one thread's work: no OpenMP region to start
             with nogil:
                 for r in range(n_blocks):
                     start = r * SHORT_BLOCK
@@ -424,7 +425,7 @@ def cross_entropy_prob_rows(const floating[:, :, :] logits,
                                     min(<Py_ssize_t>SHORT_BLOCK, n_rows - start),
                                     n_classes, w, keep, spread, &loss[start, 0])
         return
-    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+    if n_threads == 1:  # one thread's work: no OpenMP region to start
         with nogil:
             for r in range(n_rows):
                 ce_prob_row(&logits[r // n_inner, 0, r % n_inner], n_classes, xs,
@@ -459,7 +460,7 @@ def nll_rows(const floating[:, :, :] log_probs, const int64_t[:, :] target,
     cdef Py_ssize_t r
     if weight is not None:
         w = &weight[0]
-    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+    if n_threads == 1:  # one thread's work: no OpenMP region to start
         with nogil:
             for r in range(n_rows):
                 nll_row(log_probs, target, w, ignore_index, loss, row_weight,

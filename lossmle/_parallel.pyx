@@ -1,4 +1,16 @@
-"""What the compiled kernels know about threads: OpenMP present, and its pool size."""
+"""What the compiled kernels know about threads: OpenMP present, and its pool size.
+
+Design
+------
+Two small layers: the Python-facing ``openmp_enabled`` / ``max_threads``
+(read by the Python layer to pick a thread count), and the benchmark's
+floors below, each a nogil ``prange`` with one contiguous chunk per thread,
+as the kernels' static schedules take: ``read_floor`` / ``copy_floor`` (what
+the memory system allows for a kernel's bytes: a SIMD ``lm_max`` read, a
+memcpy) and ``exp_floor`` / ``log_floor`` (the compute bound: lossmle's own
+vectorised exp, entropy and KL terms over blocks held in L1).  The floors'
+sums are meaningless; nothing here computes a public result.
+"""
 
 cdef extern from "_omp_compat.h":
     int omp_get_max_threads() noexcept nogil

@@ -1,5 +1,19 @@
 /* One instruction-set variant of lossmle's contiguous-row primitives.
  *
+ * Layers: _rowops.pxd / _kernel_rows.pxd (Cython row helpers, called from
+ * the nogil row loops of the kernel modules) -> the dispatch table of
+ * _simd.h (one entry per ISA, chosen once at import) -> these functions:
+ * per-row passes (lm_max, lm_sumexp*, lm_expwrite, lm_divide, lm_shift, the
+ * dot products, lm_kl / lm_entr, the logit-space sums), and across-rows
+ * kernels for many short or medium rows (lm_short_rows_*, lm_col_rows,
+ * lm_entr_rows / _cols: one SIMD lane per row, over a transposed copy).
+ * Numerical methods: every exp is taken against the row max, so no term
+ * exceeds 1; log-sum-exp keeps the terms equal to the max out of the sum,
+ * log1p(s / c) + log(c) (Blanchard, Higham & Higham 2021); softmax divides
+ * by FMA steps that give the correctly rounded quotient where Markstein's
+ * theorem applies; the across-rows sums of medium rows are compensated
+ * (TwoSum).  Long rows prefetch the next row while this one's exps run.
+ *
  * Included by _simd.h once per ISA (it then includes itself once per dtype):
  * LM_ISA names the variant,
  * LM_TARGET is its function attribute, LM_T the element type (float or
@@ -76,8 +90,9 @@ static LM_TARGET double LM_FN(lm_max)(const LM_T *x, ptrdiff_t n)
     LM_T m = x[0];
     ptrdiff_t j;
 #if LM_VEXP && LM_DOUBLE
-    /* four running maxima: the vectoriser keeps one, a chain of vmaxpd
-     * latencies (~13% of a 1000-value logsumexp's exp pass).  Same values
+    /* four running maxima: the vectoriser keeps one, so every vmaxpd waits
+     * for the previous one's latency; four independent chains keep the
+     * max unit busy.  Same values
      * and nan rule as the loop below: each lane starts at x[0] and
      * vmaxpd(x, m) keeps m when x is nan. */
     if (n >= 32) {
@@ -108,13 +123,12 @@ static LM_TARGET double LM_FN(lm_max)(const LM_T *x, ptrdiff_t n)
 #define LM_PF_CHUNK ((ptrdiff_t)(LM_PF_BYTES / sizeof(LM_T)))
 /* Rows shorter than this are neither chunked (double) nor prefetched; float
  * is always chunked (its two-loop sums use a chunk-sized buffer).  From 128
- * values on, the next row comes in while this one's exps run: on a VM with
- * 2 MiB of L2 per core and a slow L3, a C harness (one thread, both variants
- * interleaved in one binary, medians of 41) took 0.75-0.94x the time for
- * logsumexp / log_softmax of 300- to 2000-value rows (float 0.85-0.94,
- * softmax 0.91-1.0) than with the old threshold, 2048 - set on a machine with
- * 2.8x this memory bandwidth, where 1000-value rows gained nothing.  Lower
- * thresholds (32, 64) were within that harness's noise (~5%). */
+ * values on, the next row comes in while this one's exps run.  Where memory
+ * is fast next to the exps, prefetching pays only for long rows; on machines
+ * with little L2 per core and a slow L3 it already pays from a few hundred
+ * values, and below 128 the rows are too short for it to matter either
+ * way.  (Measurements: benchmarks/RESULTS.md, "Kernel design
+ * measurements".) */
 #define LM_PF_MIN_N 128
 #define LM_PF_LOOP_BEGIN(after)                                                  \
     const char *pf_ = (const char *)(after);                                     \
@@ -391,12 +405,13 @@ static LM_TARGET double LM_FN(lm_expwrite)(const LM_T *x, LM_T *out, ptrdiff_t n
  * 1/d), for 0 <= out, 1 <= d finite (softmax).  float values (normal
  * numbers once in double) with FMA skip the division: q = e * y, y = 1 / d,
  * then q += (e - q d) y, the correctly rounded e / d for a normal quotient
- * (Markstein's theorem) - 1.7x faster here.  double takes the same steps
+ * (Markstein's theorem), a multiply and two FMAs instead of a division, whose
+ * throughput is several times lower.  double takes the same steps
  * when every e of the row is >= 2^-900 (one min pass first; then no step
  * underflows, so the theorem holds; a C check against the division found no
  * difference over 3.3e9 random and edge-mantissa pairs), else the division:
- * vdivpd was 44% of a float64 softmax of 1000-value rows on an Intel AVX-512
- * VM (16 cycles per 8 values). */
+ * the packed double division is slow enough to dominate a float64 softmax
+ * of long rows, so the extra min pass is worth it. */
 static LM_TARGET void LM_FN(lm_divide)(LM_T *out, ptrdiff_t n, double d)
 {
     ptrdiff_t j;
@@ -425,7 +440,8 @@ static LM_TARGET void LM_FN(lm_divide)(LM_T *out, ptrdiff_t n, double d)
 
 /* out = (x - m) - c, c >= 0 (log_softmax: x - m <= 0, so no cancellation).
  * float computes in float (c split in two floats): through double, the
- * conversions made it 5.7x slower than the arithmetic; the result is within
+ * float <-> double conversions would cost far more than the arithmetic; the
+ * result is within
  * ~1 ulp instead of 0.5 (x == m still gives exactly -c rounded once). */
 static LM_TARGET void LM_FN(lm_shift)(const LM_T *x, LM_T *out, ptrdiff_t n, double m,
                                       double c)
@@ -654,8 +670,8 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
                         bad += flags[r * n_cols + k];
                     }
                 } else {
-                    /* lane-wise (64-value rows: 113 -> 93 ns, one thread;
-                     * for 9-12 values it cost 1.2-1.3x) */
+                    /* lane-wise: pays for long rows; for rows of up to 16
+                     * values the reduction's set-up costs more than it saves */
 #pragma omp simd reduction(+ : s, bad)
                     for (k = 0; k < n_cols; k++) {
                         s += terms[r * n_cols + k];
@@ -768,9 +784,9 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
  * ulp, towards mpmath, when this came in):
  * out_row = base + log1p(sum) (0, 3, 5, 6: the loss), or log_softmax's
  * values (2).  As one loop, the row's max -> exps -> sum -> division -> log
- * polynomial was one long dependent chain per 8 rows, and the 150-
- * instruction body kept the core from overlapping the next rows' chains
- * (logsumexp of 1e6 rows of 4 values, one thread: 4.8 -> 4.1 ms). */
+ * polynomial was one long dependent chain per 8 rows, and the long loop
+ * body kept the core from overlapping the next rows' chains; split in two,
+ * the out-of-order core overlaps the rows' chains. */
 #define LM_SHORT_LOG_PASS(MODE, N, OFF)                                          \
     _Pragma("omp simd")                                                          \
     for (r = 0; r < N; r++) {                                                    \
@@ -799,7 +815,7 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
         for (kk = 0; kk < NC; kk++) buf[kk][r] = src[(r0 + r) * NC + kk];
 
 /* GCC 12's value-range pass turns the 2-value row's selects into branches
- * the vectoriser then refuses (6x slower per row); without it the loop
+ * the vectoriser then refuses (leaving the loop scalar); without it the loop
  * vectorises.  Other widths are unaffected. */
 #if defined(__GNUC__) && !defined(__clang__)
 #define LM_SHORT_OPT_2 __attribute__((optimize("no-tree-vrp")))
@@ -813,12 +829,12 @@ static LM_TARGET double LM_FN(lm_kl_rows)(const LM_T *p, const LM_T *q, ptrdiff_
 #define LM_SHORT_OPT_7
 #define LM_SHORT_OPT_8
 
-/* One function per (n_cols, mode): GCC vectorised the same loop into code
- * twice as slow when it shared a function with the other cases.  The rows
- * are first copied transposed, 64 at a time, into a stack buffer: read in
- * place (x[r * NC + k]) GCC 12 left rows of 2, 5, 6 and 7 values scalar
- * (5-8x slower per row), and the transposed copy also halved the time of
- * softmax / log_softmax of rows of 4 and 8 (C harness, one thread). */
+/* One function per (n_cols, mode): GCC vectorised the same loop into worse
+ * code when it shared a function with the other cases.  The rows are first
+ * copied transposed, 64 at a time, into a stack buffer, so every load of the
+ * loop is unit-stride: read in place (x[r * NC + k]) GCC 12 left rows of 2,
+ * 5, 6 and 7 values scalar, and strided loads slowed the other widths'
+ * softmax / log_softmax too. */
 #define LM_SHORT_FN(NC, MODE)                                                    \
     static LM_TARGET LM_SHORT_OPT_##NC __attribute__((noinline)) double          \
     LM_FN(lm_short_rows_##NC##_##MODE)(const LM_T *x, ptrdiff_t n_rows,          \
@@ -861,9 +877,9 @@ LM_SHORT_FNS(6)
 /* dst[k * dst_ld + r] = src[r * src_ld + k] for r < rows, k < cols: the
  * transposed copies around lm_col_rows (contiguous rows into a column-major
  * block, and softmax / log_softmax's block back into rows; lm_entr_cols'
- * copy in).  As a scalar loop in Cython, one value per load and store, the
- * copy in took 38% of an 80000 x 20 logsumexp (perf, the input's first
- * reads included); the AVX-512 variant moves 8 x 8 tiles through registers
+ * copy in).  As a scalar loop, one value per load and store, the copy is a
+ * large share of a short-row kernel's time; the AVX-512 variant moves 8 x 8
+ * tiles through registers
  * (lm_transpose8_pd512 / _ps256 in _simd.h, masked at the edges), the
  * others keep the scalar loop.  Data movement only: the bits stay. */
 static LM_TARGET void LM_FN(lm_transpose)(const LM_T *src, ptrdiff_t src_ld, ptrdiff_t rows,
@@ -934,10 +950,9 @@ LM_ENTR_ROWS_FN(6) LM_ENTR_ROWS_FN(7) LM_ENTR_ROWS_FN(8)
  * and its entr), through lm_transpose's copy of up to 64 rows, the row's
  * values in a loop.  Row-wise, a row of fewer than 16 values was scalar
  * (a libm log per value) and a longer one left its last n % 16 values to
- * the vectoriser's scalar epilogue.  One thread, 4000 rows, time per row
- * against the row-wise path (per-process minimum of three alternated
- * runs): 9 values 0.30, 12 0.29, 16 0.67, 21 0.41, 31 0.46, 32 0.90, 48
- * 0.87, 64 0.96. */
+ * the vectoriser's scalar epilogue; across rows every lane is busy whatever
+ * n % 16 is.  The gain shrinks as rows approach LM_ENTR_COLS_MAX, where
+ * the row-wise path's vectors are full. */
 static LM_TARGET double LM_FN(lm_entr_cols)(const LM_T *p, ptrdiff_t n_rows, ptrdiff_t n,
                                             double *out_row, double *special)
 {
@@ -1072,8 +1087,8 @@ static LM_TARGET double LM_FN(lm_short_ce_grad)(const LM_T *x, ptrdiff_t n_rows,
  * instead of registers: up to LM_COL_ROWS rows stored column-major, value k
  * of row r at x[k * ld + r] - a transposed copy of contiguous rows, or a
  * middle axis of the array itself (ld = the axis' stride).  Row-wise, a
- * 10-value row is two masked vectors and a scalar libm log1p (~70 ns per
- * row, one thread); here each lane takes one row.  Per row, with m the max,
+ * 10-value row is two masked vectors and a scalar libm log1p, mostly
+ * overhead; here each lane takes one row.  Per row, with m the max,
  * c the count of values equal to it and s the sum of exp(x - m) over the
  * others: log-sum = log1p(s / c) + log(c) (row_logsumexp's formula), s
  * summed with TwoSum's compensation (a plain running sum of 63 terms left
@@ -1211,17 +1226,12 @@ static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_col_rows_
      * dtypes.  LM_COL_WALK(ld) (a transposed copy, or a middle axis with
      * few positions after it): eight rows at a time down all n values, their
      * sums in registers; with the rows inner, every step loaded and stored
-     * s, c and the compensation (the top of perf's profile).  With the max
-     * pass above so arranged and lm_transpose's copies, a 20-value float64
-     * logsumexp row takes 0.80x the time (one thread).  Other middle axes
-     * keep the rows inner: value k of the nr rows, up to 512 contiguous
-     * bytes at a time, which the hardware prefetchers follow.  One thread,
-     * 21 values over axis 1 of (200000 / d, 21, d), the walk's time against
-     * the rows-inner order's (alternated runs): d = 8 logsumexp 0.59,
-     * softmax 0.73, cross-entropy 0.63; d = 24 and 32 within 0.85-1.05;
-     * d = 48 1.22, ~1.05, 1.1-1.3 (so it keeps the rows inner); d = 16384
-     * ((16, 21, 128, 128)) logsumexp 1.05-1.2, and 1.3-1.5 with a copy of
-     * the block first.
+     * s, c and the compensation, which then bound the loop.  Other middle
+     * axes keep the rows inner: value k of the nr rows, up to 512
+     * contiguous bytes at a time, which the hardware prefetchers follow;
+     * for those (a long stride between a row's values) the walk's strided
+     * loads, or a copy of the block first, cost more than the stores they
+     * save, so LM_COL_WALK takes the walk only for a copy or a short stride.
      * Either way each row's terms are added in the same order: the same
      * bits. */
     if (LM_COL_WALK(ld)) {

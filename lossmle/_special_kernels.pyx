@@ -16,6 +16,16 @@ count, allocates the outputs and calls these loops once.
 Every loop here trusts its input: n >= 1, outputs shaped to match, strides in
 whole elements.  Rows run under ``prange(schedule='static')`` so a result
 never depends on the thread count or on scheduling.
+
+Numerics (in the row helpers): every exp is taken against the row max ``m``;
+the ``c`` values equal to ``m`` are kept out of the sum ``s`` of the others,
+so ``logsumexp = m + log1p(s / c) + log(c)`` keeps full precision when one
+term dominates (Blanchard, Higham & Higham 2021, as scipy.special does);
+softmax is ``exp(x - m) / sum``, the division correctly rounded (FMA steps
+under Markstein's theorem where they apply); log_softmax is
+``(x - m) - log(sum)``, never ``x - logsumexp`` (no cancellation for large
+logits).  A contiguous row whose vectorised result is not finite is redone
+by the exact scalar code, so nan and +-inf follow one definition.
 """
 from cython.parallel cimport prange
 from cython cimport floating
@@ -62,7 +72,7 @@ cdef void _across_rows_parallel(const floating[:, :, :] x, floating* out, int mo
     cdef Py_ssize_t n = x.shape[1], n_rows = x.shape[0]
     cdef Py_ssize_t n_blocks = (n_rows + SHORT_BLOCK - 1) // SHORT_BLOCK
     cdef Py_ssize_t blk, start, per_row = 1 if mode == SHORT_LSE else n
-    if n_threads == 1 or n_blocks == 1:  # no OpenMP region (~2 us) for one thread's work
+    if n_threads == 1 or n_blocks == 1:  # one thread's work: no OpenMP region to start
         contig_rows(&x[0, 0, 0], n_rows, n, mode, out)
     else:
         for blk in prange(n_blocks, schedule='static', num_threads=n_threads):
@@ -84,7 +94,7 @@ cdef void _tiles_parallel(const floating[:, :, :] x, floating* out, int mode,
     cdef Py_ssize_t n = x.shape[1], n_inner = x.shape[2]
     cdef Py_ssize_t n_units = tile_units(x.shape[0], n, n_inner), t, nt
     nt = min(<Py_ssize_t>n_threads, n_units)
-    if nt <= 1:  # no OpenMP region (~2 us) for one thread's work
+    if nt <= 1:  # one thread's work: no OpenMP region to start
         strided_rows(&x[0, 0, 0], n, n_inner, mode, out, 0, n_units)
     else:
         for t in prange(nt, schedule='static', num_threads=nt):
@@ -106,7 +116,7 @@ def logsumexp_rows(const floating[:, :, :] a, floating[:, :] out, int n_threads)
         with nogil:
             _tiles_parallel(a, &out[0, 0], SHORT_LSE, n_threads)
         return
-    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+    if n_threads == 1:  # one thread's work: no OpenMP region to start
         with nogil:
             for r in range(n_rows):
                 o = r // n_inner
@@ -146,7 +156,7 @@ def logsumexp_signed_rows(const floating[:, :, :] a, const floating[:, :, :] b,
     cdef Py_ssize_t a_stride = a.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t b_stride = b.strides[1] // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t r
-    if n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+    if n_threads == 1:  # one thread's work: no OpenMP region to start
         with nogil:
             for r in range(n_rows):
                 _signed_row(a, b, out, sign, return_sign, r // n_inner,
@@ -181,7 +191,7 @@ cdef _transform_rows(const floating[:, :, :] x, floating[:, :, :] out, int n_thr
         with nogil:
             _tiles_parallel(x, &out[0, 0, 0],
                             SHORT_LOG_SOFTMAX if log_space else SHORT_SOFTMAX, n_threads)
-    elif n_threads == 1:  # no OpenMP region (~2 us) for one thread's work
+    elif n_threads == 1:  # one thread's work: no OpenMP region to start
         with nogil:
             for r in range(n_rows):
                 _transform_row(x, out, r, log_space)

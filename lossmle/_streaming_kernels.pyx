@@ -28,7 +28,11 @@ gives -inf.  When ``m`` is not finite, ``c`` and ``s`` are never read.
 
 Layout: a chunk is an ``(n_outer, n, n_inner)`` view reduced over its middle
 axis (``_validation.rows_view``); the state arrays are flat, row
-``r = o * n_inner + i`` (the C order of the row shape).
+``r = o * n_inner + i`` (the C order of the row shape).  Layers: the
+Python state object (``_streaming.py``) -> ``update_rows`` (a nogil
+``prange(schedule='static')`` over rows, so the state never depends on the
+thread count), ``merge_rows`` and ``result_rows`` (serial nogil loops) ->
+``row_logsumexp`` of ``_rowops.pxd`` and the inline ``merge_one``.
 """
 from cython.parallel cimport prange
 from cython cimport floating
