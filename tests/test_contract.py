@@ -54,6 +54,8 @@ CALLS = {
     "nll_loss": (lm.nll_loss, (np.log(P), T), {}),
     "kl_divergence": (lm.kl_divergence, (P, P[::-1].copy()), {}),
     "entropy": (lm.entropy, (P,), {}),
+    "kl_div": (lm.kl_div, (np.log(P), P[::-1].copy()), {}),
+    "kl_div_with_grad": (lm.kl_div_with_grad, (np.log(P), P[::-1].copy()), {}),
     "linear_cross_entropy": (lm.linear_cross_entropy, (H, WL, T), {}),
     "linear_cross_entropy_with_grad": (lm.linear_cross_entropy_with_grad, (H, WL, T), {}),
     "LogSumExpState": (_update, (), {}),

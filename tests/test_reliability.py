@@ -126,6 +126,8 @@ def probes():
                                  (N, C), f64),
         "kl_divergence": (lm.kl_divergence, dict(p=P, q=Q), {}, "out", (N,), f64),
         "entropy": (lm.entropy, dict(pk=P, qk=Q), dict(axis=1), "out", (N,), f64),
+        "kl_div_with_grad": (lm.kl_div_with_grad, dict(input=LP, target=Q),
+                             dict(reduction="batchmean"), "grad_out", (N, C), f64),
     }
 
 
@@ -153,7 +155,7 @@ def _probe_names():
             "cross_entropy_with_grad-sample_weight", "cross_entropy_with_grad-softcap",
             "weighted_cross_entropy_with_grad", "nll_loss_with_grad", "bce_with_grad",
             "kl_from_logits_with_grad", "kl_from_logits_with_grad-p", "softmax_backward",
-            "log_softmax_backward", "kl_divergence", "entropy"]
+            "log_softmax_backward", "kl_divergence", "entropy", "kl_div_with_grad"]
 
 
 @pytest.mark.parametrize("probe", _probe_names())

@@ -114,6 +114,10 @@ GOOD = textwrap.dedent('''
     lse = lossmle.logsumexp(x64, axis=1, keepdims=True)
     res, sgn = lossmle.logsumexp([1.0, 2.0], b=[1.0, -1.0], return_sign=True)
     kl = lossmle.kl_divergence([0.5, 0.5], [1 / 3, 2 / 3], base=2, validate=True)
+    kd = lossmle.kl_div(np.log([[0.5, 0.5]]), [[0.25, 0.75]], reduction="batchmean")
+    kd_loss, kd_grad = lossmle.kl_div_with_grad(np.log([[0.5, 0.5]]), [[0.25, 0.75]],
+                                                log_target=False)
+    kd_shape: tuple[int, ...] = kd_grad.shape
     h = lossmle.entropy([0.5, 0.5], [0.25, 0.75], axis=None, keepdims=False)
     nll = lossmle.nll_loss(lp, y, reduction="none", ignore_index=-1)
     lossmle.set_num_threads(2)
