@@ -81,8 +81,10 @@ def test_float32_and_weighted_variants():
     loss, grad = lm.cross_entropy_with_grad(x, y, weight=w)
     np.testing.assert_allclose(loss, e_loss, rtol=2e-6)
     np.testing.assert_allclose(grad, e_grad, rtol=2e-5, atol=1e-7)
-    np.testing.assert_allclose(lm.weighted_cross_entropy(x.astype(np.float64), y, weight=w),
-                               lm.cross_entropy(x.astype(np.float64), y, weight=w), rtol=1e-13)
+    # the sample-weight path (unit weights) takes negative class weights too
+    e64 = torch_loss_grad(F.cross_entropy, x.astype(np.float64), y, weight=w)[0]
+    np.testing.assert_allclose(lm.cross_entropy(x.astype(np.float64), y, weight=w,
+                                                sample_weight=np.ones(7)), e64, rtol=1e-13)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -91,7 +93,7 @@ def test_non_finite_weight_still_raises(bad):
     with pytest.raises(ValueError, match="weight"):
         lm.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), weight=w)
     with pytest.raises(ValueError, match="weight"):
-        lm.weighted_cross_entropy(np.zeros((2, 3)), np.array([0, 1]), weight=w)
+        lm.cross_entropy(np.zeros((2, 3)), np.array([0, 1]), weight=w, sample_weight=np.ones(2))
 
 
 def test_mean_over_target_weights_summing_to_zero_is_nan():

@@ -53,6 +53,7 @@ def _inputs():
     wl = rng.standard_normal((10, 4))
     y = (x > 0).astype(np.float64)
     return dict(x=x, x32=x32, t=t, p=p, q=q, mask=mask, h=h, wl=wl, y=y,
+                sw=rng.uniform(0.5, 2.0, size=16),
                 sm=lm.softmax(x, axis=1), lsm=lm.log_softmax(x, axis=1),
                 bad=x.astype(np.complex128), t_bad=np.full(16, 99))
 
@@ -89,14 +90,15 @@ CALLS = {
         lambda d: lm.binary_cross_entropy_with_logits_with_grad(d["x"], d["y"]),
     "softmax_backward": lambda d: lm.softmax_backward(d["x"], d["sm"]),
     "log_softmax_backward": lambda d: lm.log_softmax_backward(d["x"], d["lsm"]),
-    "weighted_cross_entropy": lambda d: lm.weighted_cross_entropy(d["x"], d["t"]),
-    "weighted_cross_entropy_with_grad": lambda d: lm.weighted_cross_entropy_with_grad(d["x"],
-                                                                                      d["t"]),
-    "weighted_nll_loss": lambda d: lm.weighted_nll_loss(d["lsm"], d["t"]),
+    "cross_entropy[sample_weight]": lambda d: lm.cross_entropy(d["x"], d["t"],
+                                                                sample_weight=d["sw"]),
+    "cross_entropy_with_grad[sample_weight]": lambda d: lm.cross_entropy_with_grad(
+        d["x"], d["t"], sample_weight=d["sw"]),
+    "nll_loss[sample_weight]": lambda d: lm.nll_loss(d["lsm"], d["t"], sample_weight=d["sw"]),
     "nll_loss_with_grad": lambda d: lm.nll_loss_with_grad(d["lsm"], d["t"]),
-    "masked_logsumexp": lambda d: lm.masked_logsumexp(d["x"], axis=1, where=d["mask"]),
-    "masked_softmax": lambda d: lm.masked_softmax(d["x"], axis=1, where=d["mask"]),
-    "masked_log_softmax": lambda d: lm.masked_log_softmax(d["x"], axis=1, where=d["mask"]),
+    "logsumexp[where]": lambda d: lm.logsumexp(d["x"], axis=1, where=d["mask"]),
+    "softmax[where]": lambda d: lm.softmax(d["x"], axis=1, where=d["mask"]),
+    "log_softmax[where]": lambda d: lm.log_softmax(d["x"], axis=1, where=d["mask"]),
     "evaluate_logits": lambda d: lm.evaluate_logits(d["x"], d["t"], k=3),
     "linear_cross_entropy": lambda d: lm.linear_cross_entropy(d["h"], d["wl"], d["t"]),
     "linear_cross_entropy_with_grad": lambda d: lm.linear_cross_entropy_with_grad(d["h"], d["wl"],
