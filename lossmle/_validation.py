@@ -17,7 +17,7 @@ from ._threads import (  # noqa: F401  (re-exported: the argument layer's names)
 )
 
 __all__ = [
-    "as_float_array", "common_float_dtype", "normalize_axes", "rows_view",
+    "as_float_array", "common_float_dtype", "normalize_axes", "single_axis", "rows_view",
     "alloc_transform_out", "reduced_shape", "resolve_threads",
     "set_num_threads", "get_num_threads", "check_output", "output_view", "finish_output",
     "item_strided", "deliver", "check_real", "check_positive", "check_base",
@@ -103,6 +103,13 @@ def normalize_axes(axis, ndim, name="axis", allow_tuple=True):
             raise ValueError(f"{name} contains a repeated axis: {axis!r}")
         return axes
     return (_axis_index(axis, ndim, name),)
+
+
+def single_axis(axis, ndim, name="axis"):
+    """One axis (an int, never None or a tuple) as an index in [0, ndim)."""
+    if axis is None or isinstance(axis, (tuple, list)):
+        raise TypeError(f"{name} must be an int, got {axis!r}")
+    return _axis_index(axis, ndim, name)
 
 
 def reduced_shape(shape, axes, keepdims):

@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike, DTypeLike, NDArray
 _SCT = TypeVar("_SCT", bound=np.generic)
 
 __all__ = [
-    "as_float_array", "common_float_dtype", "normalize_axes", "rows_view",
+    "as_float_array", "common_float_dtype", "normalize_axes", "single_axis", "rows_view",
     "alloc_transform_out", "reduced_shape", "resolve_threads",
     "set_num_threads", "get_num_threads", "check_output", "output_view", "finish_output",
     "item_strided", "deliver", "check_real", "check_positive", "check_base",
@@ -87,3 +87,4 @@ def checked_output(
     view_shape: tuple[int, ...], inputs: Sequence[tuple[object, str]],
     inplace: Sequence[str] = (),
 ) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any] | None]: ...
+def single_axis(axis: object, ndim: int, name: str = "axis") -> int: ...

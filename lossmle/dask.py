@@ -41,6 +41,7 @@ except ImportError as exc:  # pragma: no cover - exercised without dask only
 from ._divergence import kl_divergence as _kl_divergence
 from ._streaming import LogSumExpState
 from ._threads import check_n_threads as _check_n_threads
+from ._validation import single_axis
 
 __all__ = ["from_npy", "logsumexp", "cross_entropy", "kl_divergence"]
 
@@ -142,15 +143,7 @@ def from_npy(path: str | os.PathLike[str], chunks: Any = "auto") -> Any:
 
 
 def _single_axis(axis: Any, ndim: int, name: str = "axis") -> int:
-    if isinstance(axis, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int, got {axis!r}")
-    try:
-        ax = operator.index(axis)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {axis!r}") from None
-    if not -ndim <= ax < ndim:
-        raise np.exceptions.AxisError(ax, ndim, name)
-    return ax % ndim
+    return single_axis(axis, ndim, name)
 
 
 def _as_dask(x: Any, name: str) -> Any:

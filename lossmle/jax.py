@@ -51,6 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised without jax only
     raise ImportError("lossmle.jax needs JAX: pip install 'lossmle[jax]' "
                       "(or 'jax')") from exc
 
+from ._validation import single_axis
 from ._adapters import (
     check_kl_div_reduction, kl_div_grads, kl_div_value, linear_ce_rows_grads,
 )
@@ -104,15 +105,7 @@ def _opt_const(x: Any, name: str, dtype: Any) -> Optional[jax.Array]:
 
 
 def _axis(axis: Any, ndim: int, name: str = "axis") -> int:
-    if isinstance(axis, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an int, got {axis!r}")
-    try:
-        ax = operator.index(axis)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, got {axis!r}") from None
-    if not -ndim <= ax < ndim:
-        raise ValueError(f"{name} {ax} is out of bounds for an array of dimension {ndim}")
-    return ax % ndim
+    return single_axis(axis, ndim, name)
 
 
 def _reduction(reduction: Any, allowed: Sequence[str] = _REDUCTIONS) -> str:
