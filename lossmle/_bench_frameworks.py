@@ -268,7 +268,7 @@ def _format_row(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m lossmle._bench_frameworks",
+        prog="lossmle bench-frameworks",
         description="one forward + backward step of the loss: lossmle's adapters "
                     "against torch's and jax.jit's own (time ratio to lossmle, extra "
                     "peak memory of the step)")

@@ -8,6 +8,9 @@ import sys
 
 COMMANDS = {
     "bench": ("lossmle._bench", "benchmark lossmle against SciPy, NumPy, torch, jax, numba"),
+    "bench-frameworks": ("lossmle._bench_frameworks",
+                         "one training step inside torch / JAX autograd: lossmle.torch / "
+                         "lossmle.jax against the frameworks' own losses (time, peak memory)"),
     "demo": ("lossmle._demo", "the seed's KL / cross-entropy / MLE lessons, step by step"),
     "config": ("lossmle._config", "show build and run-time configuration"),
 }
@@ -15,7 +18,7 @@ COMMANDS = {
 
 def _usage():
     lines = ["usage: lossmle <command> [options]", "", "commands:"]
-    lines += [f"  {name:<8} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<16} {help_}" for name, (_, help_) in COMMANDS.items()]
     lines += ["", "Run 'lossmle <command> --help' for a command's options."]
     return "\n".join(lines)
 
