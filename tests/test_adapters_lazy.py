@@ -4,10 +4,13 @@ import sys
 
 
 def test_import_lossmle_does_not_import_frameworks():
+    from conftest import same_package_cwd
     code = ("import sys, lossmle; "
             "print(sorted(m for m in ('torch', 'jax', 'jaxlib') if m in sys.modules))")
+    # from the folder holding the lossmle under test: in a clone's root, "import
+    # lossmle" would find the unbuilt source tree instead of the installed package
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+                         check=True, cwd=same_package_cwd()).stdout.strip()
     assert out == "[]"
 
 
