@@ -60,19 +60,20 @@ elif sys.platform != "win32":
 
 extensions = [
     Extension(
-        f"lossmle.{name}",
-        [f"lossmle/{name}.pyx"],
-        include_dirs=[np.get_include(), "lossmle"],
-        depends=["lossmle/_simd.h", "lossmle/_simd_impl.h", "lossmle/_omp_compat.h",
-                 "lossmle/_rowops.pxd", "lossmle/_kernel_rows.pxd"],
-        # only lossmle._simd instantiates the per-ISA SIMD variants (see _simd.h)
+        f"lossmle._kernels.{name}",
+        [f"lossmle/_kernels/{name}.pyx"],
+        include_dirs=[np.get_include(), "lossmle/_kernels"],
+        depends=["lossmle/_kernels/lm_simd.h", "lossmle/_kernels/lm_simd_impl.h",
+                 "lossmle/_kernels/lm_omp_compat.h", "lossmle/_kernels/rowops.pxd",
+                 "lossmle/_kernels/rows.pxd"],
+        # only lossmle._kernels.simd instantiates the per-ISA SIMD variants (see lm_simd.h)
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
-        + ([("LM_SIMD_IMPLEMENT", "1")] if name == "_simd" else []),
+        + ([("LM_SIMD_IMPLEMENT", "1")] if name == "simd" else []),
         extra_compile_args=extra_compile,
         extra_link_args=list(omp[1]),
     )
-    for name in ("_simd", "_special_kernels", "_loss_kernels", "_divergence_kernels", "_parallel",
-                 "_training_kernels", "_streaming_kernels", "_fastpath")
+    for name in ("simd", "special", "losses", "divergence", "parallel", "training", "streaming",
+                 "fastpath")
 ]
 
 setup(

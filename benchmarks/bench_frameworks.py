@@ -4,13 +4,13 @@ lossmle's adapters (``lossmle.torch``, ``lossmle.jax``) against the
 frameworks' own losses: ``F.cross_entropy`` (and ``F.linear`` +
 ``F.cross_entropy``, torch's ``F.linear_cross_entropy``) on CPU tensors, and
 ``jax.jit(jax.value_and_grad(...))`` of the loss written with ``jax.nn``.
-The step bodies are those of ``lossmle._bench_frameworks`` (shared with
-``python -m lossmle._bench_frameworks``, which adds the peak memory of a
+The step bodies are those of ``lossmle._cli.bench_frameworks`` (shared with
+``python -m lossmle._cli.bench_frameworks``, which adds the peak memory of a
 step, measured in a subprocess per case); each implementation's loss is
 checked against the framework's own before timing.
 
     pytest benchmarks/bench_frameworks.py
-    python -m lossmle._bench_frameworks            # ratios and peak memory
+    python -m lossmle._cli.bench_frameworks            # ratios and peak memory
 
 ``LOSSMLE_BENCH_FW_QUICK=1`` uses the small shapes.
 """
@@ -25,7 +25,7 @@ try:
 except ImportError:  # run from a source tree built in place
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import lossmle
-from lossmle import _bench_frameworks as fw  # noqa: E402
+from lossmle._cli import bench_frameworks as fw  # noqa: E402
 
 CASES = fw.QUICK_CASES if os.environ.get("LOSSMLE_BENCH_FW_QUICK") else fw.CASES
 PARAMS = [pytest.param((framework, name, kind, shape, impl),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import lossmle
-from lossmle import _bench
+from lossmle._cli import bench as _bench
 
 SHAPE = (16, 21, 128, 128)
 FUNCTIONS = ["logsumexp", "softmax", "log_softmax", "cross_entropy", "kl_divergence"]

@@ -1,11 +1,11 @@
 """pytest-benchmark harness shared by every ``bench_<function>.py``.
 
-Each bench module names its ``FUNCTION`` (one of ``lossmle._bench.FUNCTIONS``)
+Each bench module names its ``FUNCTION`` (one of ``lossmle._cli.bench.FUNCTIONS``)
 and one function ``bench_<function>(case, run_case)``; this file parametrises
 it over shape x dtype x implementation, one benchmark group per
 (function, shape, dtype) so the competitors land in one table.
 
-The competitor implementations live in ``lossmle._bench`` (shared with the
+The competitor implementations live in ``lossmle._cli.bench`` (shared with the
 ``lossmle bench`` command, which must work from an installed package): SciPy's
 public functions, the best stable in-place NumPy, torch CPU and
 scikit-learn's ``log_loss`` where installed (skipped cleanly otherwise).
@@ -31,7 +31,7 @@ try:
 except ImportError:  # `pytest benchmarks/` from a source tree built in place
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import lossmle
-from lossmle import _bench  # noqa: E402
+from lossmle._cli import bench as _bench  # noqa: E402
 
 
 def _env_list(name, parse, default):
@@ -128,7 +128,7 @@ def run_case(benchmark, _case_cache):
 
 
 def pytest_report_header(config):
-    from lossmle import _config
+    from lossmle._cli import config as _config
     cfg = _config.config()
     versions = _bench.library_versions()
     lines = [

@@ -4,7 +4,7 @@
 #     cimport lossmle            # then lossmle.row_logsumexp(...)
 #
 # Everything here is a ``cdef inline`` row helper re-exported from
-# ``lossmle/_rowops.pxd`` (the helpers lossmle's own kernels use), so calling
+# ``lossmle/_kernels/rowops.pxd`` (the helpers lossmle's own kernels use), so calling
 # one costs no Python call, no import of lossmle at run time and no link step:
 # the code is compiled into the caller's extension.  Build the caller with
 # lossmle's parent directory on Cython's include path (it is site-packages for
@@ -24,7 +24,7 @@
 #   ``prange``), provided the threads do not write to one output row.
 # * nan propagates (a row holding a nan gives nan), +inf gives +inf, a row of
 #   only -inf has log-sum-exp -inf, as scipy.special.logsumexp.
-# * Contiguous rows (stride 1) take a vectorised path (lossmle/_simd.h, which
+# * Contiguous rows (stride 1) take a vectorised path (lossmle/_kernels/simd.h, which
 #   the .pxd includes; it is installed with the package and cythonize puts
 #   its directory on the C include path).  Call ``simd_init()`` once, at the
 #   import of your module (it needs the GIL and returns the variant's name:
@@ -61,10 +61,10 @@
 #       select this extension's SIMD variant (the LOSSMLE_SIMD environment
 #       variable may lower it); returns its name.
 #
-# The private path ``from lossmle._rowops cimport ...`` reaches the same
+# The private path ``from lossmle._kernels.rowops cimport ...`` reaches the same
 # functions; this file is the stable, documented surface.
 
-from lossmle._rowops cimport (
+from lossmle._kernels.rowops cimport (
     row_max,
     row_logsumexp,
     row_logsumexp_online,

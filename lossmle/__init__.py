@@ -12,10 +12,10 @@ def _check_built():
     import importlib.machinery
     import os
     here = os.path.dirname(os.path.abspath(__file__))
-    missing = [name for name in ("_simd", "_special_kernels", "_loss_kernels",
-                                 "_divergence_kernels", "_parallel", "_training_kernels",
-                                 "_streaming_kernels", "_fastpath")
-               if not any(os.path.exists(os.path.join(here, name + suffix))
+    kernels = os.path.join(here, "_kernels")
+    missing = [name for name in ("simd", "special", "losses", "divergence", "parallel",
+                                 "training", "streaming", "fastpath")
+               if not any(os.path.exists(os.path.join(kernels, name + suffix))
                           for suffix in importlib.machinery.EXTENSION_SUFFIXES)]
     if missing:
         raise ImportError(
@@ -48,9 +48,8 @@ from ._logit_divergence import (
 )
 from ._metrics import evaluate_logits
 
-__version__ = "0.1.0"
-
-from ._config import show_config  # noqa: E402  (needs __version__)
+from ._cli.config import show_config
+from ._version import __version__
 
 __all__ = [
     "logsumexp", "softmax", "log_softmax",

@@ -1,6 +1,6 @@
 import sys
 
-from ._cli import main
+from ._cli.main import main
 
 if __name__ == "__main__":  # importing the module (e.g. pytest --doctest-modules) runs nothing
     sys.exit(main())

@@ -1,9 +1,9 @@
 """Binary cross-entropy with logits (torch's ``binary_cross_entropy_with_logits``)
-and its gradient, fused in one pass of ``_training_kernels.bce_logits_rows``."""
+and its gradient, fused in one pass of ``_kernels.training.bce_logits_rows``."""
 
 import numpy as np
 
-from . import _training_kernels as _k
+from ._kernels import training as _k
 from ._reduce import reduce_rows
 from ._validation import (
     as_float_array, check_reduction as _check_reduction,

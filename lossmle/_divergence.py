@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from . import _divergence_kernels as _k, _fastpath
+from ._kernels import divergence as _k, fastpath as _fastpath
 from ._validation import (
     as_float_array, check_base as _check_base, common_float_dtype, deliver, normalize_axes,
     reduced_shape, resolve_threads, rows_view,

@@ -5,7 +5,7 @@ classes needs an N x V logits matrix (823 MB for N=4096, V=50257 in float32,
 and as much again for its gradient).  Here the vocabulary is processed in
 blocks of ``chunk_size`` classes: each block's logits are one matmul (BLAS,
 through numpy), merged into a per-row streaming log-sum-exp state
-(``_streaming_kernels``: running max, count at it, rescaled sum, in float64)
+(``_kernels/streaming.pyx``: running max, count at it, rescaled sum, in float64)
 and the target logit is picked out of the block that holds it.  Extra memory
 is one N x chunk block.  The gradient makes a second pass over the blocks:
 recompute the block, turn it into ``softmax - onehot`` in place, and
@@ -18,7 +18,7 @@ from typing import Any, Literal, Optional, Tuple, Union
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _streaming_kernels as _sk
+from ._kernels import streaming as _sk
 from ._validation import (
     as_float_array, check_ignore_index, check_int, check_reduction, common_float_dtype,
     resolve_threads,

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from . import _fastpath, _loss_kernels as _k, _training_kernels as _tk
+from ._kernels import fastpath as _fastpath, losses as _k, training as _tk
 from ._reduce import reduce_rows, to_dtype, total as reduce_total
 from ._validation import (
     as_float_array, check_class_weight as _check_class_weight,

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from . import _training_kernels as _k
+from ._kernels import training as _k
 from ._validation import (
     as_float_array, check_ignore_index as _check_ignore_index, check_int as _check_int,
     check_positive, check_reduction as _check_reduction, class_axis as _class_axis,

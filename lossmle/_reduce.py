@@ -5,7 +5,7 @@ the class axis) and reduces them here, so that one operation gives the same
 bits whatever entry point computed it:
 
 * ``total``: the sum of the values, NumPy's pairwise summation in blocks of
-  256 then over the block totals (``_loss_kernels.pairwise_total``; the fast
+  256 then over the block totals (``_kernels.losses.pairwise_total``; the fast
   path and the blocked cross-entropy kernels run the same definition);
 * ``to_dtype``: a float as a NumPy scalar of the result dtype; float32
   overflows to inf quietly, as torch's losses do;
@@ -16,7 +16,7 @@ import math
 
 import numpy as np
 
-from . import _loss_kernels
+from ._kernels import losses as _loss_kernels
 
 __all__ = ["total", "to_dtype", "reduce_rows"]
 

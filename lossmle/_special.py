@@ -1,7 +1,7 @@
 """logsumexp, softmax and log_softmax: drop-in replacements for scipy.special."""
 import numpy as np
 
-from . import _fastpath, _special_kernels as _k, _training_kernels as _tk
+from ._kernels import fastpath as _fastpath, special as _k, training as _tk
 from ._validation import (
     alloc_transform_out, as_float_array, check_output, check_where as _check_where,
     checked_output as _output_buffer, common_float_dtype, deliver, finish_output,

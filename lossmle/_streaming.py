@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _streaming_kernels as _k
+from ._kernels import streaming as _k
 from ._validation import as_float_array, normalize_axes, resolve_threads, rows_view
 
 __all__ = ["LogSumExpState"]

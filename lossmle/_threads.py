@@ -28,7 +28,7 @@ import time
 import numpy as np
 
 # GNU OpenMP reads its settings once, when the first of lossmle's extension
-# modules loads it (the import of _parallel below, as this module is the
+# modules loads it (the import of _kernels.parallel below, as this module is the
 # package's first import).  Its default wait policy lets an idle worker spin
 # for milliseconds after a parallel region: on a busy machine the spinning
 # worker takes the core the calling thread needs, and it also counts as a
@@ -39,7 +39,7 @@ _SET_WAIT_POLICY = "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not 
 if _SET_WAIT_POLICY:
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 try:
-    from . import _parallel
+    from ._kernels import parallel as _parallel
 finally:
     if _SET_WAIT_POLICY:
         del os.environ["OMP_WAIT_POLICY"]
@@ -47,16 +47,10 @@ finally:
 __all__ = ["MAX_THREADS", "PARALLEL_MIN_ELEMENTS", "set_num_threads", "get_num_threads",
            "resolve_threads", "check_n_threads"]
 
-# Below this many elements a kernel runs on one thread: OpenMP's start-up
-# (~2 us) costs more than the work it would share.
-PARALLEL_MIN_ELEMENTS = 1 << 17
-
-# The most threads n_threads / set_num_threads accept.  OpenMP starts every
-# thread it is asked for, and libgomp ends the process (no Python exception)
-# when it cannot allocate or create them: n_threads=2**31-1 exited on
-# "libgomp: Out of memory".  Results are the same for any thread count, so the
-# ceiling only turns a likely typo into a ValueError.
-MAX_THREADS = 1024
+# The thread policy's two constants live with the kernels (the fast path reads
+# them too): see lossmle/_kernels/parallel.pyx for why each has its value.
+PARALLEL_MIN_ELEMENTS = _parallel.PARALLEL_MIN_ELEMENTS
+MAX_THREADS = _parallel.MAX_THREADS
 
 # How long one reading of the machine's load is trusted (seconds): reading
 # /proc/loadavg costs a few microseconds, a kernel call at the parallel

@@ -155,7 +155,7 @@ SIMD_PATHS = ["avx512", "avx2", "baseline"]
 def simd_path(request, monkeypatch):
     """Run the test on one SIMD path (skipped where the CPU lacks it), then
     restore the default selection."""
-    from lossmle import _config
+    from lossmle._cli import config as _config
     monkeypatch.setenv("LOSSMLE_SIMD", request.param)
     got = _config.reselect_simd()
     try:

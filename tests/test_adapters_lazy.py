@@ -15,10 +15,10 @@ def test_import_lossmle_does_not_import_frameworks():
 
 
 def test_the_framework_benchmark_is_a_lossmle_command():
-    """`lossmle bench-frameworks` runs lossmle._bench_frameworks (issue 28's step benchmark)."""
+    """`lossmle bench-frameworks` runs lossmle._cli.bench_frameworks (issue 28's step benchmark)."""
     import pytest
-    from lossmle import _cli
-    assert _cli.COMMANDS["bench-frameworks"][0] == "lossmle._bench_frameworks"
+    from lossmle._cli import main as _cli
+    assert _cli.COMMANDS["bench-frameworks"][0] == "lossmle._cli.bench_frameworks"
     with pytest.raises(SystemExit) as exc:
         _cli.main(["bench-frameworks", "--help"])
     assert exc.value.code == 0

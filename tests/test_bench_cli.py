@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from lossmle import _bench
+from lossmle._cli import bench as _bench
 from conftest import same_package_cwd
 
 # tiny and fast: no bandwidth probe beyond 1 MiB, no repeated calls per sample
@@ -363,7 +363,7 @@ def test_plot_reads_at_a_glance(capsys, tmp_path):
 # floors (issue 26)
 # ---------------------------------------------------------------------------
 def test_floor_kernels_read_and_copy_everything():
-    from lossmle import _parallel
+    from lossmle._kernels import parallel as _parallel
     rng = np.random.default_rng(0)
     for n in (1, 7, 1000, 4099):
         x = rng.standard_normal(n)
@@ -387,7 +387,7 @@ def test_compute_floor_kernels_compute_what_they_say():
     # n values in blocks of 1024: exp of the shifted logits -8 j / 1024; the
     # entropy and KL terms of p_j ~ j + 1 and q_j ~ 1024 - j (each summing to one)
     special = pytest.importorskip("scipy.special")
-    from lossmle import _parallel
+    from lossmle._kernels import parallel as _parallel
     j = np.arange(1024)
     block_exp = np.exp(-8.0 * j / 1024).sum()
     p, q = (j + 1) / (1024 * 1025 / 2), (1024 - j) / (1024 * 1025 / 2)

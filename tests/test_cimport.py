@@ -137,7 +137,7 @@ def downstream(tmp_path_factory):
 
 def test_pxd_files_ship_with_the_package():
     # what a downstream build needs next to the installed package
-    for name in ("__init__.pxd", "_rowops.pxd"):
+    for name in ("__init__.pxd", "_kernels/rowops.pxd"):
         assert os.path.isfile(os.path.join(PKG_DIR, name)), name
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import scipy.special as sps
 
-from lossmle import _demo
+from lossmle._cli import demo as _demo
 from conftest import same_package_cwd
 
 LOG = math.log

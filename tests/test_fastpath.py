@@ -1,4 +1,4 @@
-"""The small-input fast paths (lossmle/_fastpath.pyx, issue #4 "Tiny 8x10").
+"""The small-input fast paths (lossmle/_kernels/fastpath.pyx, issue #4 "Tiny 8x10").
 
 For a plain small array the public functions answer from compiled code
 without their general Python path.  What must hold, checked here:
@@ -29,7 +29,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import lossmle as lm
-from lossmle import _config, _fastpath
+from lossmle._cli import config as _config
+from lossmle._kernels import fastpath as _fastpath
 from lossmle._validation import PARALLEL_MIN_ELEMENTS
 
 from conftest import quiet, tol

@@ -25,7 +25,7 @@ def test_unbuilt_source_tree_says_what_to_do(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode != 0
     err = res.stderr.strip().splitlines()[-1]
-    assert err.startswith("ImportError: lossmle's compiled extensions (_simd, ")
+    assert err.startswith("ImportError: lossmle's compiled extensions (simd, ")
     assert "not built for this Python" in err and str(pkg) in err
     assert "circular import" not in res.stderr
     for what_to_do in ("pip install .", "from another directory", "pip install -e .",

@@ -12,7 +12,7 @@ import pytest
 import scipy.special as sps
 
 import lossmle as lm
-from lossmle import _config
+from lossmle._cli import config as _config
 
 from conftest import SIMD_PATHS as PATHS, rtol_for
 
@@ -136,7 +136,7 @@ DTYPES = pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", 
 
 def _exp_bound(simd_path, dtype):
     """Max ulp of the exp each path uses, against mpmath (the design
-    comments in lossmle/_simd.h give the measurements): AVX-512's table exps
+    comments in lossmle/_kernels/lm_simd.h give the measurements): AVX-512's table exps
     1.21 (double) and 1.002 (float); the polynomial exps of the other
     paths up to 1.22 (double; 1.12 seen for float in the subnormals, where
     the float product is rounded twice)."""
@@ -271,7 +271,7 @@ def test_unknown_simd_name_warns_and_keeps_the_best_path(monkeypatch, value):
     """A LOSSMLE_SIMD the selection does not know (a typo, upper case, a
     space) was silently ignored: a test run meant for avx2 ran the best
     path.  It now warns, naming the value and the path in use."""
-    from lossmle import _config
+    from lossmle._cli import config as _config
     try:
         monkeypatch.delenv("LOSSMLE_SIMD", raising=False)
         best = _config.reselect_simd()

@@ -32,24 +32,35 @@ import lossmle
 PKG_DIR = os.path.dirname(os.path.abspath(lossmle.__file__))
 PARENT = os.path.dirname(PKG_DIR)
 
+def _package_files():
+    """(dotted name relative to lossmle, file name) of every file in the package's tree."""
+    for folder, _, files in os.walk(PKG_DIR):
+        rel = os.path.relpath(folder, PKG_DIR)
+        prefix = "" if rel == "." else rel.replace(os.sep, ".") + "."
+        for fname in files:
+            yield prefix, fname
+
+
 def _compiled_modules():
+    """The compiled extensions, as dotted names relative to lossmle (e.g. "_kernels.simd")."""
     names = set()
     suffixes = sorted(importlib.machinery.EXTENSION_SUFFIXES, key=len, reverse=True)
-    for fname in os.listdir(PKG_DIR):
+    for prefix, fname in _package_files():
         suffix = next((s for s in suffixes if fname.endswith(s)), None)
         if suffix is not None:
-            names.add(fname[: -len(suffix)])
+            names.add(prefix + fname[: -len(suffix)])
     return sorted(names)
 
 
 def _has_stub(module):
-    return os.path.isfile(os.path.join(PKG_DIR, module + ".pyi"))
+    """Whether the module (dotted, relative to lossmle) has a .pyi beside it."""
+    return os.path.isfile(os.path.join(PKG_DIR, *module.split(".")) + ".pyi")
 
 
 def _stubbed_py_modules():
-    """The lossmle/*.py modules described by a sibling .pyi (found, not listed)."""
-    return sorted(f[:-3] for f in os.listdir(PKG_DIR)
-                  if f.endswith(".py") and _has_stub(f[:-3]))
+    """The lossmle .py modules described by a sibling .pyi (found, not listed)."""
+    return sorted(prefix + f[:-3] for prefix, f in _package_files()
+                  if f.endswith(".py") and _has_stub(prefix + f[:-3]))
 
 
 def _public_modules():
@@ -77,7 +88,7 @@ def test_package_is_marked_typed():
 
 def test_every_compiled_module_has_a_stub():
     compiled = _compiled_modules()
-    assert compiled, "no compiled extension found next to lossmle/__init__.py"
+    assert compiled, "no compiled extension found in lossmle's folder"
     missing = [m for m in compiled if not _has_stub(m)]
     assert not missing, f"compiled modules without a .pyi stub: {missing}"
 
@@ -266,14 +277,14 @@ def test_every_public_module_is_typed():
     assert {"lossmle._special", "lossmle._regression", "lossmle._streaming",
             "lossmle._threads", "lossmle.dask"} <= set(public), public
     untyped = [m for m in public
-               if m not in TYPED_MODULES and not _has_stub(m.rpartition(".")[2])]
+               if m not in TYPED_MODULES and not _has_stub(m[len("lossmle."):])]
     assert not untyped, (f"public modules with neither a .pyi stub nor inline "
                          f"annotations (TYPED_MODULES): {untyped}")
 
 
 def test_typed_modules_have_no_stub():
     # a .pyi would shadow the inline annotations: mypy would check the stub
-    shadowed = [m for m in TYPED_MODULES if _has_stub(m.rpartition(".")[2])]
+    shadowed = [m for m in TYPED_MODULES if _has_stub(m[len("lossmle."):])]
     assert not shadowed, shadowed
 
 

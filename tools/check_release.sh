@@ -50,7 +50,9 @@ echo "release: built $(basename "$wheel") ($(du -k "$wheel" | cut -f1) KiB)"
 # -- no debug info in the release extensions ---------------------------------
 mkdir "$work/unpacked"
 (cd "$work/unpacked" && "$work/tools/bin/python" -m zipfile -e "$wheel" .)
-for so in "$work"/unpacked/lossmle/*.so; do
+sos=("$work"/unpacked/lossmle/_kernels/*.so)
+[ -e "${sos[0]}" ] || { echo "release: the wheel has no lossmle/_kernels/*.so" >&2; exit 1; }
+for so in "${sos[@]}"; do
     if "$work/tools/bin/python" - "$so" <<'EOF'
 import sys
 from elftools.elf.elffile import ELFFile

@@ -4,8 +4,9 @@ import sys
 
 import numpy as np
 
-from . import __version__, _parallel
-from ._validation import get_num_threads
+from .._kernels import parallel as _parallel
+from .._threads import get_num_threads
+from .._version import __version__
 
 
 def config():
@@ -23,12 +24,12 @@ def config():
     }
 
 
-_KERNEL_MODULES = ("_special_kernels", "_loss_kernels", "_divergence_kernels")
+_KERNEL_MODULES = ("special", "losses", "divergence")
 
 
 def _kernel_modules():
     import importlib
-    return [importlib.import_module(f"lossmle.{name}") for name in _KERNEL_MODULES]
+    return [importlib.import_module(f"lossmle._kernels.{name}") for name in _KERNEL_MODULES]
 
 
 def simd_path():

@@ -1,4 +1,4 @@
-# Stub for the compiled module lossmle/_streaming_kernels.pyx (private kernels).
+# Stub for the compiled module lossmle/_kernels/streaming.pyx (private kernels).
 # The state (m, c, s) is three flat float64 arrays, one entry per row.
 from typing import Any
 

@@ -2,7 +2,7 @@
 
 Design
 ------
-Layout as in ``_special_kernels``: ``logits`` is a ``(n_outer, n_classes,
+Layout as in ``special.pyx``: ``logits`` is a ``(n_outer, n_classes,
 n_inner)`` view with the class axis in the middle (torch's ``(N, C, d1..)``
 is ``n_inner = d1 * ...``; the default last axis is ``n_inner = 1``), and
 ``target`` the matching ``(n_outer, n_inner)`` view.  Per row the kernels
@@ -44,16 +44,16 @@ Many short rows (C <= 8) take an across-rows SIMD kernel for ``L``.
 The row helpers of cross-entropy (``row_stats``, ``ce_class_row``,
 ``ce_class_short_block(s)``, ``ce_class_short_grad_block``; for probability
 targets ``row_stats_prob``, ``ce_prob_row``, ``ce_prob_short_block``) and
-``pairwise_sum`` live in ``_kernel_rows.pxd``, one definition shared with
-``_fastpath`` (which must give these kernels' bits for small inputs).
+``pairwise_sum`` live in ``rows.pxd``, one definition shared with
+``fastpath.pyx`` (which must give these kernels' bits for small inputs).
 """
 from cython.parallel cimport prange
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.math cimport exp
 
-from lossmle._rowops cimport simd_init, LM_SHORT_MAX, SHORT_BLOCK, LM_COL_ROWS, LM_COL_MAX
-from lossmle._kernel_rows cimport (
+from lossmle._kernels.rowops cimport simd_init, LM_SHORT_MAX, SHORT_BLOCK, LM_COL_ROWS, LM_COL_MAX
+from lossmle._kernels.rows cimport (
     RowStats, row_stats, ClassOpts, ce_class_row, ce_class_short_block, ce_class_short_blocks,
     ce_class_short_grad_block, pairwise_sum, blocked_sum, target_floating, ce_prob_row,
     ce_prob_short_block, nll_pick, tile_rows, tile_units, gather_rows, scatter_rows,
@@ -193,7 +193,7 @@ cdef inline void _class_tiles(const floating* x, Py_ssize_t n, Py_ssize_t n_inne
                               Py_ssize_t u1) noexcept nogil:
     """Tiles u0 .. u1 of a middle class axis (C-ordered logits, target, loss,
     row_weight and grad, NULL for none): each tile's rows gathered into a
-    contiguous buffer (_kernel_rows' gather_rows) and run as contiguous rows
+    contiguous buffer (rows' gather_rows) and run as contiguous rows
     (ce_class_contig_rows); the gradient computed into a second buffer and
     scattered back.  Rows longer than TILE_LONG_ROW, or without memory for
     the buffers, run strided in place."""
@@ -445,7 +445,7 @@ def cross_entropy_prob_rows(const floating[:, :, :] logits,
 cdef inline void nll_row(const floating[:, :, :] log_probs, const int64_t[:, :] target,
                          const double* w, int64_t ignore_index, double[:, ::1] loss,
                          double[:, ::1] row_weight, Py_ssize_t o, Py_ssize_t i) noexcept nogil:
-    """One row of nll_rows (nll_pick, as _fastpath.nll_loss)."""
+    """One row of nll_rows (nll_pick, as fastpath.nll_loss)."""
     nll_pick(&log_probs[o, 0, i], log_probs.strides[1] // <Py_ssize_t>sizeof(floating),
              target[o, i], w, ignore_index, &loss[o, i], &row_weight[o, i])
 
@@ -473,10 +473,10 @@ def nll_rows(const floating[:, :, :] log_probs, const int64_t[:, :] target,
 
 def pairwise_total(const double[::1] a):
     """The sum of a contiguous float64 array, as a Python float: the identity
-    0.0 plus ``_kernel_rows.blocked_sum`` (NumPy's pairwise summation within
+    0.0 plus ``rows.blocked_sum`` (NumPy's pairwise summation within
     blocks of 256 values, then over the block totals; up to 256 values
     float(np.add.reduce(a)) to the bit): the reductions of the per-row losses
-    and row weights, which ``_fastpath`` and ``cross_entropy_class_total``
+    and row weights, which ``fastpath.pyx`` and ``cross_entropy_class_total``
     run through the same definition.  IN only.
     """
     cdef double total = 0.0

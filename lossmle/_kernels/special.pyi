@@ -1,4 +1,4 @@
-# Stub for the compiled module lossmle/_special_kernels.pyx (private kernels).
+# Stub for the compiled module lossmle/_kernels/special.pyx (private kernels).
 # Arrays are float32 or float64 (one dtype per call), already validated and
 # viewed as (n_outer, n, n_inner) rows by the Python layer; outputs are written.
 from typing import Any

@@ -1,4 +1,4 @@
-# Stub for the compiled module lossmle/_fastpath.pyx (private fast paths).
+# Stub for the compiled module lossmle/_kernels/fastpath.pyx (private fast paths).
 # Each function takes the public function's raw arguments, positionally, and
 # returns its result for a small plain input, or None when the call is not one
 # it handles (the public function then runs its general path).

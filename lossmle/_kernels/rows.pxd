@@ -1,43 +1,43 @@
-# Row-level helpers shared by the kernel modules and lossmle._fastpath (private).
+# Row-level helpers shared by the kernel modules and lossmle._kernels.fastpath (private).
 #
 # Why here: each helper belongs to one kernel module's general path, and
-# lossmle._fastpath runs the same rows for small plain inputs without the
+# lossmle._kernels.fastpath runs the same rows for small plain inputs without the
 # memoryview / fused ``def`` overhead.  Its results must be bit-identical to the
 # general path's, so both run this one definition: ``cdef inline`` (as in
-# ``_rowops.pxd``), compiled into every module that cimports it.  Not part of
-# the public Cython API (``__init__.pxd`` / ``_rowops.pxd``): the signatures
+# ``rowops.pxd``), compiled into every module that cimports it.  Not part of
+# the public Cython API (``__init__.pxd`` / ``rowops.pxd``): the signatures
 # follow the kernels' needs and may change with them.  Installed with the
 # package (package-data ``*.pxd``) only because the kernel modules cimport it.
 #
 # Who uses what:
-#   short_block, short_blocks, contig_rows,         _special_kernels (logsumexp_rows,
+#   short_block, short_blocks, contig_rows,         special (logsumexp_rows,
 #       middle_axis_c, c_rows, tile_rows,               softmax_rows, log_softmax_rows),
 #       tile_units,
 #       tile_span,
 #       tile_buffer, gather_rows,
-#       scatter_rows, strided_rows                      _fastpath (logsumexp, softmax,
+#       scatter_rows, strided_rows                      fastpath (logsumexp, softmax,
 #                                                       log_softmax); tiles also
-#                                                       _loss_kernels (middle class axis)
-#   RowStats, row_stats_fast, row_stats             _loss_kernels (every cross-entropy row);
-#                                                       row_stats_fast also _training_kernels
-#   ClassOpts, ce_class_row, ce_class_short_block,  _loss_kernels (cross_entropy_class_rows),
-#       ce_class_short_blocks                           _fastpath (cross_entropy)
-#   ce_class_short_grad_block                       _loss_kernels (with the gradient),
-#                                                       _fastpath (cross_entropy_with_grad)
-#   target_floating, row_stats_prob, ce_prob_row,   _loss_kernels (cross_entropy_prob_rows),
-#       ce_prob_short_block                             _fastpath (cross_entropy)
-#   nll_pick                                        _loss_kernels (nll_rows), _fastpath
+#                                                       losses (middle class axis)
+#   RowStats, row_stats_fast, row_stats             losses (every cross-entropy row);
+#                                                       row_stats_fast also training
+#   ClassOpts, ce_class_row, ce_class_short_block,  losses (cross_entropy_class_rows),
+#       ce_class_short_blocks                           fastpath (cross_entropy)
+#   ce_class_short_grad_block                       losses (with the gradient),
+#                                                       fastpath (cross_entropy_with_grad)
+#   target_floating, row_stats_prob, ce_prob_row,   losses (cross_entropy_prob_rows),
+#       ce_prob_short_block                             fastpath (cross_entropy)
+#   nll_pick                                        losses (nll_rows), fastpath
 #                                                       (nll_loss)
-#   pairwise_sum, blocked_sum                       _loss_kernels (pairwise_total: the
-#       general path's reductions, _losses._reduce; the short-row totals), _fastpath
-#   rel_entr, entr, kl_row, row_sum, entropy_row    _divergence_kernels, _fastpath
+#   pairwise_sum, blocked_sum                       losses (pairwise_total: the
+#       general path's reductions, lossmle._reduce; the short-row totals), fastpath
+#   rel_entr, entr, kl_row, row_sum, entropy_row    divergence, fastpath
 #       (kl_divergence, entropy)
-#   ENTR_SHORT_MAX, entropy_short_block(s)          _divergence_kernels (entropy_rows),
-#                                                       _fastpath (entropy)
-#   KL_SHORT_MAX, kl_short_block, kl_short_blocks   _divergence_kernels (kl_rows),
-#                                                       _fastpath (kl_divergence)
-#   kl_contig_rows, entropy_contig_rows,            _divergence_kernels (a middle axis),
-#       divergence_strided_rows, DIV_*                  _fastpath (kl_divergence,
+#   ENTR_SHORT_MAX, entropy_short_block(s)          divergence (entropy_rows),
+#                                                       fastpath (entropy)
+#   KL_SHORT_MAX, kl_short_block, kl_short_blocks   divergence (kl_rows),
+#                                                       fastpath (kl_divergence)
+#   kl_contig_rows, entropy_contig_rows,            divergence (a middle axis),
+#       divergence_strided_rows, DIV_*                  fastpath (kl_divergence,
 #                                                       entropy over axis 0)
 #
 # Every helper trusts its input (n >= 1, as the kernels' own callers check) and
@@ -48,7 +48,7 @@ from libc.stdint cimport int64_t
 from libc.math cimport exp, log, log1p, NAN, INFINITY, isfinite
 from libc.float cimport DBL_MAX, DBL_MIN
 
-from lossmle._rowops cimport (
+from lossmle._kernels.rowops cimport (
     row_logsumexp, row_softmax, row_log_softmax, row_max, short_rows, fast_max, fast_sumexp,
     fast_sumexp_below,
     fast_dot, short_ce, short_ce_grad, lm_ce_grad_d, lm_ce_grad_f, lm_kl_d, lm_kl_f,
@@ -60,7 +60,7 @@ from lossmle._rowops cimport (
 from libc.stdlib cimport malloc, free
 
 
-# ---- logsumexp, softmax, log_softmax of short rows (_special_kernels) ----
+# ---- logsumexp, softmax, log_softmax of short rows (special) ----
 
 cdef inline void short_block(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, int mode,
                              floating* out) noexcept nogil:
@@ -103,7 +103,7 @@ cdef inline void short_blocks(const floating* x, Py_ssize_t n_rows, Py_ssize_t n
 cdef enum:
     # contiguous rows take col_blocks up to col_contig_max(mode) values:
     # the SIMD variant's limit (lm_col_contig_max: 40 with AVX-512, else 20;
-    # _simd.h says why), softmax up to COL_SOFTMAX_MAX.  Past it, the
+    # lm_simd.h says why), softmax up to COL_SOFTMAX_MAX.  Past it, the
     # transposed copies and the kernel cost more than the row-wise kernels.
     # One thread, 4000 rows, AVX-512, time per row against the row-wise
     # kernels (per-process minimum of three alternated runs), float64 /
@@ -119,7 +119,7 @@ cdef enum:
     COL_CONTIG_MAX = LM_COL_CONTIG_MAX     # the largest col_contig_max
     COL_SOFTMAX_MAX = 20
     # one transposed block: COL_CONTIG_MAX columns of COL_LD >= LM_COL_ROWS
-    # values (_simd.h says why 72)
+    # values (lm_simd.h says why 72)
     COL_LD = LM_COL_LD_COPY
     COL_BLOCK_VALUES = COL_CONTIG_MAX * COL_LD
 
@@ -357,7 +357,7 @@ cdef inline void strided_rows(const floating* x, Py_ssize_t n, Py_ssize_t n_inne
     free(buf)
 
 
-# ---- cross-entropy rows (_loss_kernels) ----
+# ---- cross-entropy rows (losses) ----
 
 # Contiguous rows are processed in blocks of this many values: the block's
 # max, then its exps against the running max, while it sits in L1 - so each
@@ -686,7 +686,7 @@ cdef inline void ce_class_contig_rows(const floating* x, Py_ssize_t n_rows, Py_s
                                       const int64_t* y, const ClassOpts* op, double* loss,
                                       double* row_weight, floating* g) noexcept nogil:
     """Cross-entropy of n_rows contiguous rows on this thread, dispatched as
-    every contiguous row is (_loss_kernels, _fastpath, a middle axis's
+    every contiguous row is (losses, fastpath, a middle axis's
     gathered tiles): the across-rows kernels for short rows and, for the plain
     loss, for rows of up to col_contig_max(5) classes (a transposed copy of
     64 rows at a time), else row by row.  g (contiguous like x) NULL: no
@@ -720,7 +720,7 @@ cdef inline double pairwise_sum(const double* a, Py_ssize_t n) noexcept nogil:
     0.0: ``0.0 + pairwise_sum(a, n)`` is its result to the bit).
 
     The reductions of the per-row losses use it (the general path through
-    _loss_kernels.pairwise_total, the fast path directly), so both give one
+    losses.pairwise_total, the fast path directly), so both give one
     result whatever NumPy's own summation does: ~1e-16 relative error over
     millions of rows, blocks of 8 accumulators, recursive halves above 128.
     """
@@ -758,7 +758,7 @@ cdef inline double blocked_sum(const double* a, Py_ssize_t n, double* totals) no
     Blocked so that a kernel can sum a block of row losses while it sits in a
     stack buffer, with no array of all the row losses (whose fresh pages cost
     more than the losses themselves for many short rows); the fast path and
-    _loss_kernels.pairwise_total give the same bits from an array of them.
+    losses.pairwise_total give the same bits from an array of them.
     For n <= SHORT_BLOCK this is pairwise_sum itself (np.add.reduce's result);
     above, still ~1e-16 relative error over millions of rows.
     """
@@ -771,7 +771,7 @@ cdef inline double blocked_sum(const double* a, Py_ssize_t n, double* totals) no
     return pairwise_sum(totals, n_blocks)
 
 
-# ---- KL divergence and entropy rows (_divergence_kernels) ----
+# ---- KL divergence and entropy rows (divergence) ----
 
 cdef inline double rel_entr(double x, double y) noexcept nogil:
     """scipy.special.rel_entr: x log(x/y); 0 at x == 0 <= y; inf elsewhere; nan in, nan out."""
@@ -1057,7 +1057,7 @@ cdef inline Py_ssize_t divergence_strided_rows(const floating* p, const floating
     return bad_rows
 
 
-# ---- cross-entropy with probability targets (_loss_kernels) ----
+# ---- cross-entropy with probability targets (losses) ----
 
 ctypedef fused target_floating:
     float

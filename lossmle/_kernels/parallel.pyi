@@ -1,6 +1,9 @@
-# Stub for the compiled module lossmle/_parallel.pyx.
+# Stub for the compiled module lossmle/_kernels/parallel.pyx.
 import numpy as np
 from numpy.typing import NDArray
+
+PARALLEL_MIN_ELEMENTS: int
+MAX_THREADS: int
 
 def openmp_enabled() -> bool: ...
 def max_threads() -> int: ...

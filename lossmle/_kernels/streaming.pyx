@@ -32,13 +32,13 @@ axis (``_validation.rows_view``); the state arrays are flat, row
 Python state object (``_streaming.py``) -> ``update_rows`` (a nogil
 ``prange(schedule='static')`` over rows, so the state never depends on the
 thread count), ``merge_rows`` and ``result_rows`` (serial nogil loops) ->
-``row_logsumexp`` of ``_rowops.pxd`` and the inline ``merge_one``.
+``row_logsumexp`` of ``rowops.pxd`` and the inline ``merge_one``.
 """
 from cython.parallel cimport prange
 from cython cimport floating
 from libc.math cimport exp, log, log1p, isfinite, NAN
 
-from lossmle._rowops cimport row_logsumexp, simd_init
+from lossmle._kernels.rowops cimport row_logsumexp, simd_init
 
 
 def _simd_init():

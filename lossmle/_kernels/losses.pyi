@@ -1,4 +1,4 @@
-# Stub for the compiled module lossmle/_loss_kernels.pyx (private kernels).
+# Stub for the compiled module lossmle/_kernels/losses.pyx (private kernels).
 # logits are (n_outer, n_classes, n_inner) float32/float64 views; class
 # targets int64 (n_outer, n_inner); losses and row weights float64.
 from typing import Any

@@ -3,7 +3,7 @@ value-and-gradient losses, masks, sample weights and one-pass metrics.
 
 Design
 ------
-Three layers, as in ``_special_kernels`` and ``_loss_kernels``:
+Three layers, as in ``special.pyx`` and ``losses.pyx``:
 
 1. per-element and per-row helpers below (``cdef inline ... noexcept nogil``,
    every sum and intermediate in double): the logit transform
@@ -32,7 +32,7 @@ Every exp is taken against the running max (no overflow, no term above 1);
 where a result needs ``log s`` with ``s`` close to 1, the values at the max
 are counted apart and the rest enters through ``log1p`` (as ``row_logsumexp``,
 Blanchard, Higham & Higham 2021).  Contiguous rows take the vectorised sums
-of ``_simd.h``; a row they cannot define (nan, +inf) is redone by the scalar
+of ``lm_simd.h``; a row they cannot define (nan, +inf) is redone by the scalar
 recurrence, so special values have one definition.
 """
 from cython.parallel cimport prange
@@ -40,8 +40,8 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.math cimport exp, log, log1p, tanh, fabs, NAN, INFINITY, isfinite
 
-from lossmle._kernel_rows cimport RowStats, row_stats_fast, target_log_s, target_grad
-from lossmle._rowops cimport (
+from lossmle._kernels.rows cimport RowStats, row_stats_fast, target_log_s, target_grad
+from lossmle._kernels.rowops cimport (
     simd_init, lm_simd_ready, fast_max, fast_sumexp, fast_dot, lm_ce_grad_d, lm_ce_grad_f,
     lm_ent_sums_d, lm_ent_sums_f, lm_ent_sums_below_d, lm_ent_sums_below_f, lm_kl_logit_sums_d, lm_kl_logit_sums_f,
     lm_kl_logit_grad_d, lm_kl_logit_grad_f, lm_js_logit_sum_d, lm_js_logit_sum_f,
@@ -60,7 +60,7 @@ _simd_init()
 
 cdef double LOG_HALF = -0.6931471805599453
 
-# Contiguous rows (stride 1, no soft cap) take vectorised paths (_simd.h):
+# Contiguous rows (stride 1, no soft cap) take vectorised paths (lm_simd.h):
 # blocks of BLOCK values, the block's max first, then its exps against the
 # running max while the block sits in L1, so a row still comes from memory
 # once.  A row whose fast result is not finite (nan, inf, only -inf...) is

@@ -9,18 +9,18 @@
  * (no -march=native: a wheel must run on any x86-64).  Everything else, the
  * loops over rows, threading, special values, stays in Cython.
  *
- * Dispatch: lm_simd_select() (in lossmle._simd) chooses the best variant this
+ * Dispatch: lm_simd_select() (in lossmle._kernels.simd) chooses the best variant this
  * CPU supports, or the one named by the environment variable LOSSMLE_SIMD
  * (avx512, avx2, baseline) when that is lower, so tests can run every path on
  * one machine.  Other modules call lm_simd_bind() with that module's capsule
- * (``simd_init()`` in _rowops.pxd does it).  On non-x86
+ * (``simd_init()`` in rowops.pxd does it).  On non-x86
  * or other compilers only the portable baseline exists.
  *
  * Accuracy: lm_exp_neg and lm_log_normal are within ~1 ulp (Cody-Waite
  * reduction with a split ln 2, degree-13 / atanh-series polynomials), the
  * float exp within ~1 ulp of float, the float64 rows' lm_log1p_pos within
  * ~0.76 ulp (lm_log_plus); sums are in double.  The training
- * primitives (the last section of _simd_impl.h) use the double exp/log for
+ * primitives (the last section of lm_simd_impl.h) use the double exp/log for
  * both dtypes, but for the KL gradient's P and Q (LM_T's exp).
  */
 #ifndef LOSSMLE_SIMD_H
@@ -54,7 +54,7 @@
 #define LM_COL_MAX 64
 /* Contiguous rows (a C-ordered last axis) reach lm_col_rows through
  * lm_transpose's copies, for up to the variant's col_contig_max values
- * (softmax: 20 on every variant, lossmle/_kernel_rows.pxd).  With AVX-512
+ * (softmax: 20 on every variant, lossmle/rows.pxd).  With AVX-512
  * the copies move 8 x 8 tiles through registers and the kernel runs the
  * table exp: up to 40 values it beats the row-wise kernels (logsumexp 0.34-
  * 0.76x their time, log_softmax and cross-entropy 0.42-0.92x, but float
@@ -306,7 +306,7 @@ LM_INLINE double lm_log_normal_for_float(double x) { return lm_log_plus(x, 0.0, 
  * the KL of near-equal distributions (p/q - 1 ~ 1e-14) lost its digits, as
  * scipy's rel_entr did before gh-20710.  Shared by lm_kl (one row) and
  * lm_kl_rows (a block of short rows); called as lm_rel_entr_term(p, q, &s)
- * inside _simd_impl.h: mode 1 (FMA) or 2 (Dekker's product).  float32 rows
+ * inside lm_simd_impl.h: mode 1 (FMA) or 2 (Dekker's product).  float32 rows
  * need it too: each term without it is only good to ~1e-9 relative, and the
  * terms of near-equal rows cancel (1e-7 terms, a 5e-14 sum: 1800 float ulps
  * off).  Mode 0 (no remainder) is kept for comparison only. */
@@ -347,7 +347,7 @@ LM_INLINE double lm_entr_term(double p, double t, double *special, int for_float
 
 /* log1p(u) for u >= 0 finite: log(w + c), w = 1 + u rounded and c = its
  * rounding error (exact: w - 1 is), by lm_log_plus in the given mode.
- * Called as lm_log1p_pos(u) inside _simd_impl.h: float64 rows get the
+ * Called as lm_log1p_pos(u) inside lm_simd_impl.h: float64 rows get the
  * ~0.76-ulp mode (the log-sum of a row whose max is 0 is this log1p
  * itself), float32 rows, rounded to float afterwards, the cheaper mode 3. */
 LM_INLINE double lm_log1p_pos_(double u, int mode)
@@ -357,8 +357,8 @@ LM_INLINE double lm_log1p_pos_(double u, int mode)
 }
 #define lm_log1p_pos(u) lm_log1p_pos_((u), !LM_DOUBLE ? 3 : LM_HAS_FMA ? 1 : 2)
 
-/* ---- the variants: compiled once, in the extension lossmle._simd ----
- * Only the translation unit that defines LM_SIMD_IMPLEMENT (lossmle/_simd.pyx)
+/* ---- the variants: compiled once, in the extension lossmle._kernels.simd ----
+ * Only the translation unit that defines LM_SIMD_IMPLEMENT (lossmle/_kernels/simd.pyx)
  * instantiates the per-ISA functions and their tables; every other module
  * binds to that module's table through a capsule (lm_simd_bind), so the
  * heavy code is compiled once, and a re-selection switches every module. */
@@ -378,7 +378,7 @@ LM_INLINE double lm_log1p_pos_(double u, int mode)
 #else
 #define LM_HAS_FMA 0
 #endif
-#include "_simd_impl.h"  /* both dtypes */
+#include "lm_simd_impl.h"  /* both dtypes */
 #undef LM_ISA
 #undef LM_TARGET
 #undef LM_HAS_FMA
@@ -549,8 +549,8 @@ lm_transpose8_ps256(const float *s, ptrdiff_t ld, int nr, int nk, float *d, ptrd
 
 #define LM_ISA avx512
 #define LM_TARGET LM_TARGET_AVX512
-#define LM_EXP_PD512 1  /* _simd_impl.h: exps through lm_exp_neg_pd512 / lm_expf_neg_ps512 */
-#include "_simd_impl.h"  /* both dtypes */
+#define LM_EXP_PD512 1  /* lm_simd_impl.h: exps through lm_exp_neg_pd512 / lm_expf_neg_ps512 */
+#include "lm_simd_impl.h"  /* both dtypes */
 #undef LM_EXP_PD512
 #undef LM_ADD_PS_TO_PD
 #undef LM_ISA
@@ -558,7 +558,7 @@ lm_transpose8_ps256(const float *s, ptrdiff_t ld, int nr, int nk, float *d, ptrd
 
 #define LM_ISA avx2
 #define LM_TARGET LM_TARGET_AVX2
-#include "_simd_impl.h"  /* both dtypes */
+#include "lm_simd_impl.h"  /* both dtypes */
 #undef LM_ISA
 #undef LM_TARGET
 #endif /* LM_X86 */
@@ -610,7 +610,7 @@ lm_transpose8_ps256(const float *s, ptrdiff_t ld, int nr, int nk, float *d, ptrd
                            double *);
 
 /* Fields added later go at the end: a module compiled against an earlier
- * _simd.h (another package that cimports lossmle's helpers) binds to this
+ * lm_simd.h (another package that cimports lossmle's helpers) binds to this
  * table at run time and keeps the offsets it was built with. */
 typedef struct {
     const char *name;
@@ -674,7 +674,7 @@ static const char *lm_simd_select(void)
     return lm_simd_current->name;
 }
 
-/* What the capsule lossmle._simd.TABLE_REF carries: where the current table is. */
+/* What the capsule lossmle._kernels.simd.TABLE_REF carries: where the current table is. */
 static const void *lm_simd_table_ref(void) { return (const void *)&lm_simd_current; }
 static const lm_table_t *const *lm_simd_ref = &lm_simd_current;
 #else

@@ -18,9 +18,9 @@ import time
 
 import numpy as np
 
-from ._divergence import entropy, kl_divergence
-from ._losses import cross_entropy
-from ._mle import empirical_kl, log_likelihood
+from .._divergence import entropy, kl_divergence
+from .._losses import cross_entropy
+from .._mle import empirical_kl, log_likelihood
 
 #: index 0 is tails, 1 is heads (the seed's x = 1)
 P_COIN = np.array([1 / 2, 1 / 2])
@@ -99,11 +99,11 @@ def _sample_pstar(rng, n):
 
 
 def _mle(rng, sizes, n_test):
-    from ._regression import SoftmaxRegression
+    from .._regression import SoftmaxRegression
     x_train, y_train = _sample_pstar(rng, max(sizes))
     x_test = rng.standard_normal((n_test, W_STAR.shape[1]))
     z_star = x_test @ W_STAR.T + B_STAR
-    from ._special import softmax
+    from .._special import softmax
     p_star = softmax(z_star, axis=1)
     h_star = float(np.mean(entropy(p_star, axis=1)))
     rows = []
@@ -144,7 +144,7 @@ def run(seed=0, *, kl_sizes=KL_SIZES, mle_sizes=MLE_SIZES, n_test=N_TEST, mle=Tr
 
     Examples
     --------
-    >>> from lossmle._demo import run
+    >>> from lossmle._cli.demo import run
     >>> r = run(0, kl_sizes=(10,), mle=False)
     >>> round(r["flips"]["ratio"], 10)  # 3^10 / 2^15
     1.8020324707

@@ -1,4 +1,4 @@
-# Stub for the compiled module lossmle/_divergence_kernels.pyx (private kernels).
+# Stub for the compiled module lossmle/_kernels/divergence.pyx (private kernels).
 # Inputs are (n_outer, n, n_inner) float32/float64 views, outputs (n_outer, n_inner).
 from typing import Any
 

@@ -1,5 +1,5 @@
 # Shared row helpers for every lossmle kernel, and the C surface other Cython
-# code can ``cimport``:  ``from lossmle._rowops cimport row_logsumexp``.
+# code can ``cimport``:  ``from lossmle._kernels.rowops cimport row_logsumexp``.
 #
 # Conventions (the contract for callers):
 # * A "row" is ``n`` values at ``x[0], x[stride], ..., x[(n - 1) * stride]``;
@@ -9,7 +9,7 @@
 # * All helpers are ``noexcept nogil``, pure (no global state) and therefore
 #   safe to call from any number of threads at once.
 # * nan propagates: a row holding a nan gives nan (as scipy.special does).
-# * Contiguous rows (stride 1) take the vectorised path of _simd.h; a row
+# * Contiguous rows (stride 1) take the vectorised path of lm_simd.h; a row
 #   whose fast result is not finite (nan, +inf, all -inf) is redone by the
 #   exact scalar code below, so special values have one definition only.
 #   A module that cimports these helpers calls ``simd_init()`` once (at
@@ -22,7 +22,7 @@ from libc.math cimport exp, log, log1p, fabs, INFINITY, NAN, isfinite
 from libc.stdint cimport int64_t
 
 
-cdef extern from "_simd.h" nogil:
+cdef extern from "lm_simd.h" nogil:
     void lm_simd_bind(const void* ref)
     bint lm_simd_ready()
     double lm_max_d(const double* x, Py_ssize_t n)
@@ -93,10 +93,10 @@ cdef extern from "_simd.h" nogil:
         LM_COL_LD_COPY
 
 
-# Training primitives (issue 6; the last section of _simd_impl.h): double
+# Training primitives (issue 6; the last section of lm_simd_impl.h): double
 # exp/log and double sums for both dtypes; see each function's comment there
 # for which special values turn its result non-finite.
-cdef extern from "_simd.h" nogil:
+cdef extern from "lm_simd.h" nogil:
     double lm_ent_sums_d(const double* x, Py_ssize_t n, double inv_t, double x_max, double* s)
     double lm_ent_sums_f(const float* x, Py_ssize_t n, double inv_t, double x_max, double* s)
     double lm_ent_sums_below_d(const double* x, Py_ssize_t n, double inv_t, double x_max,
@@ -140,12 +140,12 @@ cdef extern from "_simd.h" nogil:
 
 
 cdef inline str simd_init():
-    """Bind this module to the SIMD variants compiled in lossmle._simd, (re)selecting
+    """Bind this module to the SIMD variants compiled in lossmle._kernels.simd, (re)selecting
     the variant (LOSSMLE_SIMD may lower it); returns its name.  Call it once at
     import: until then every helper here takes its exact scalar path."""
-    from lossmle import _simd
+    from lossmle._kernels import simd as _simd
     name = _simd.select()
-    lm_simd_bind(PyCapsule_GetPointer(_simd.TABLE_REF, b"lossmle._simd.table_ref"))
+    lm_simd_bind(PyCapsule_GetPointer(_simd.TABLE_REF, b"lossmle._kernels.simd.table_ref"))
     return name
 
 

@@ -1,8 +1,8 @@
 /* One instruction-set variant of lossmle's contiguous-row primitives.
  *
- * Layers: _rowops.pxd / _kernel_rows.pxd (Cython row helpers, called from
+ * Layers: rowops.pxd / rows.pxd (Cython row helpers, called from
  * the nogil row loops of the kernel modules) -> the dispatch table of
- * _simd.h (one entry per ISA, chosen once at import) -> these functions:
+ * lm_simd.h (one entry per ISA, chosen once at import) -> these functions:
  * per-row passes (lm_max, lm_sumexp*, lm_expwrite, lm_divide, lm_shift, the
  * dot products, lm_kl / lm_entr, the logit-space sums), and across-rows
  * kernels for many short or medium rows (lm_short_rows_*, lm_col_rows,
@@ -14,7 +14,7 @@
  * theorem applies; the across-rows sums of medium rows are compensated
  * (TwoSum).  Long rows prefetch the next row while this one's exps run.
  *
- * Included by _simd.h once per ISA (it then includes itself once per dtype):
+ * Included by lm_simd.h once per ISA (it then includes itself once per dtype):
  * LM_ISA names the variant,
  * LM_TARGET is its function attribute, LM_T the element type (float or
  * double) with LM_SFX its suffix (f or d) and LM_EXPNEG the matching exp for
@@ -24,18 +24,18 @@
  * bodies.
  *
  * None of these functions handle nan or +inf specially: the callers in
- * _rowops.pxd detect a non-finite result and redo that row with the exact
+ * rowops.pxd detect a non-finite result and redo that row with the exact
  * scalar code, so special values follow one definition only.
  */
 
 #ifndef LM_T
-/* Included by _simd.h once per ISA: instantiate this file for both dtypes. */
+/* Included by lm_simd.h once per ISA: instantiate this file for both dtypes. */
 #define LM_T double
 #define LM_SFX d
 #define LM_EXPNEG lm_exp_neg
 #define LM_EXPNEG_SUM lm_exp_neg_sum
 #define LM_DOUBLE 1
-#include "_simd_impl.h"
+#include "lm_simd_impl.h"
 #undef LM_DOUBLE
 #undef LM_T
 #undef LM_SFX
@@ -46,7 +46,7 @@
 #define LM_EXPNEG lm_expf_neg
 #define LM_EXPNEG_SUM lm_expf_neg_sum
 #define LM_DOUBLE 0
-#include "_simd_impl.h"
+#include "lm_simd_impl.h"
 #undef LM_DOUBLE
 #undef LM_T
 #undef LM_SFX
@@ -66,7 +66,7 @@
 #define LM_ENTR_LOG lm_log_normal_for_float
 #endif
 /* LM_VEXP: this instance's exp-bound loops are the intrinsic ones below
- * (the AVX-512 variant: lm_exp_neg_pd512 / lm_expf_neg_ps512 in _simd.h;
+ * (the AVX-512 variant: lm_exp_neg_pd512 / lm_expf_neg_ps512 in lm_simd.h;
  * float sums in double, as everywhere); every other instance keeps the
  * auto-vectorised loops. */
 #if defined(LM_EXP_PD512)
@@ -74,7 +74,7 @@
 /* lanes j .. end - 1 of a tail of fewer than 8 (16 for float) */
 #define LM_TAIL_MASK(j, end) ((__mmask8)((1u << ((end) - (j))) - 1u))
 #define LM_TAIL_MASK16(j, end) ((__mmask16)((1u << ((end) - (j))) - 1u))
-/* lm_transpose's 8 x 8 tile for this dtype (_simd.h) */
+/* lm_transpose's 8 x 8 tile for this dtype (lm_simd.h) */
 #if LM_DOUBLE
 #define LM_TRANSPOSE8 lm_transpose8_pd512
 #else
@@ -880,7 +880,7 @@ LM_SHORT_FNS(6)
  * copy in).  As a scalar loop, one value per load and store, the copy is a
  * large share of a short-row kernel's time; the AVX-512 variant moves 8 x 8
  * tiles through registers
- * (lm_transpose8_pd512 / _ps256 in _simd.h, masked at the edges), the
+ * (lm_transpose8_pd512 / _ps256 in lm_simd.h, masked at the edges), the
  * others keep the scalar loop.  Data movement only: the bits stay. */
 static LM_TARGET void LM_FN(lm_transpose)(const LM_T *src, ptrdiff_t src_ld, ptrdiff_t rows,
                                           ptrdiff_t cols, LM_T *dst, ptrdiff_t dst_ld)
@@ -1388,7 +1388,7 @@ static LM_TARGET double LM_FN(lm_col_rows)(const LM_T *x, ptrdiff_t ld, ptrdiff_
 #undef LM_SHORT_OPT_8
 
 /* ==========================================================================
- * Training primitives (issue 6, lossmle/_training_kernels.pyx).
+ * Training primitives (issue 6, lossmle/_kernels/training.pyx).
  *
  * Whatever LM_T is, every value here is widened to double and every exp is
  * the double lm_exp_neg / lm_exp_neg_sum (within ~1 ulp of double; the one

@@ -1,4 +1,4 @@
-# Stub for the compiled module lossmle/_training_kernels.pyx (private kernels).
+# Stub for the compiled module lossmle/_kernels/training.pyx (private kernels).
 # Row views are (n_outer, n, n_inner) float32/float64 arrays, BCE views 2-D;
 # class targets int64 (n_outer, n_inner); masks uint8; per-row results float64.
 from typing import Any

@@ -3,7 +3,8 @@
 Design
 ------
 Two small layers: the Python-facing ``openmp_enabled`` / ``max_threads``
-(read by the Python layer to pick a thread count), and the benchmark's
+and the thread policy's constants (read by ``lossmle._threads`` to pick a
+thread count, and by the fast path), and the benchmark's
 floors below, each a nogil ``prange`` with one contiguous chunk per thread,
 as the kernels' static schedules take: ``read_floor`` / ``copy_floor`` (what
 the memory system allows for a kernel's bytes: a SIMD ``lm_max`` read, a
@@ -12,9 +13,21 @@ vectorised exp, entropy and KL terms over blocks held in L1).  The floors'
 sums are meaningless; nothing here computes a public result.
 """
 
-cdef extern from "_omp_compat.h":
+cdef extern from "lm_omp_compat.h":
     int omp_get_max_threads() noexcept nogil
     int LOSSMLE_HAVE_OPENMP
+
+
+# Below this many elements a kernel runs on one thread: OpenMP's start-up
+# (~2 us) costs more than the work it would share.
+PARALLEL_MIN_ELEMENTS = 1 << 17
+
+# The most threads n_threads / set_num_threads accept.  OpenMP starts every
+# thread it is asked for, and libgomp ends the process (no Python exception)
+# when it cannot allocate or create them: n_threads=2**31-1 exited on
+# "libgomp: Out of memory".  Results are the same for any thread count, so the
+# ceiling only turns a likely typo into a ValueError.
+MAX_THREADS = 1024
 
 
 def openmp_enabled():
@@ -36,7 +49,7 @@ def max_threads():
 
 from cython.parallel cimport prange
 from libc.string cimport memcpy
-from lossmle._rowops cimport simd_init, lm_max_d, lm_max_f
+from lossmle._kernels.rowops cimport simd_init, lm_max_d, lm_max_f
 
 cdef bint _simd_bound = False
 
@@ -102,7 +115,7 @@ def copy_floor(const unsigned char[::1] src, unsigned char[::1] dst, int n_threa
             memcpy(&dst[lo], &src[lo], hi - lo)
 
 
-from lossmle._rowops cimport lm_sumexp_d, lm_sumexp_f
+from lossmle._kernels.rowops cimport lm_sumexp_d, lm_sumexp_f
 
 cdef enum:
     _EXP_BLOCK = 1024
@@ -141,7 +154,7 @@ def exp_floor(Py_ssize_t n, int n_threads, bint single=False):
     return s
 
 
-from lossmle._rowops cimport lm_kl_d, lm_kl_f, lm_entr_d, lm_entr_f
+from lossmle._kernels.rowops cimport lm_kl_d, lm_kl_f, lm_entr_d, lm_entr_f
 
 cdef double _log_p_d[_EXP_BLOCK]
 cdef double _log_q_d[_EXP_BLOCK]

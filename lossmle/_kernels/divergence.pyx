@@ -2,7 +2,7 @@
 
 Design
 ------
-Layout as in ``_special_kernels``: inputs are ``(n_outer, n, n_inner)`` views
+Layout as in ``special.pyx``: inputs are ``(n_outer, n, n_inner)`` views
 reduced over the middle axis, outputs ``(n_outer, n_inner)``.  The elementwise
 terms follow scipy.special exactly (``entr`` and ``rel_entr``), including
 their conventions at 0, for negative arguments and for nan, so that results
@@ -22,14 +22,14 @@ Many short rows back to back (``n <= KL_SHORT_MAX``) go through
 block's terms, then a sum per row.
 
 The row helpers (``rel_entr``, ``entr``, ``kl_row``, ``entropy_row``) live in
-``_kernel_rows.pxd``, one definition shared with ``_fastpath`` (which must
+``rows.pxd``, one definition shared with ``fastpath.pyx`` (which must
 give these kernels' bits for small inputs).
 """
 from cython.parallel cimport prange
 from cython cimport floating
 
-from lossmle._rowops cimport simd_init, lm_simd_ready, SHORT_BLOCK
-from lossmle._kernel_rows cimport (
+from lossmle._kernels.rowops cimport simd_init, lm_simd_ready, SHORT_BLOCK
+from lossmle._kernels.rows cimport (
     kl_row, entropy_row, KL_SHORT_MAX, kl_short_block, kl_short_blocks, ENTR_SHORT_MAX,
     entropy_short_block, entropy_short_blocks, divergence_strided_rows, tile_units, DIV_KL,
     DIV_ENTR, DIV_REL_ENTR, middle_axis_c, c_rows,

@@ -207,7 +207,7 @@ def measure_one(framework: str, impl: str, kind: str, shape: tuple[int, ...], dt
 
 
 def _run_subprocess(args: dict[str, Any], env: dict[str, str]) -> dict[str, Any]:
-    code = ("import json, sys; from lossmle._bench_frameworks import measure_one; "
+    code = ("import json, sys; from lossmle._cli.bench_frameworks import measure_one; "
             "print(json.dumps(measure_one(**json.loads(sys.argv[1]))))")
     proc = subprocess.run([sys.executable, "-c", code, json.dumps(args)],
                           capture_output=True, text=True, env=env)

@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._validation import MAX_THREADS
+from .._validation import MAX_THREADS
 
 FUNCTIONS = (
     "logsumexp", "softmax", "log_softmax", "softmax_out", "log_softmax_out", "cross_entropy",
@@ -753,20 +753,20 @@ def floor_kind(function):
 def floor_threads(inputs, threads):
     """The floors' thread count: ``threads``, or 1 below the size where lossmle's
     kernels start threads (a thread team costs more than it saves there)."""
-    from ._validation import PARALLEL_MIN_ELEMENTS
+    from .._validation import PARALLEL_MIN_ELEMENTS
     return 1 if inputs[0].size < PARALLEL_MIN_ELEMENTS else max(1, int(threads or 1))
 
 
 def _read_threads(a, threads):
     """Threads reading one array of a read floor: 1 for a small one (the class
     targets), whose second thread team would cost more than the read."""
-    from ._validation import PARALLEL_MIN_ELEMENTS
+    from .._validation import PARALLEL_MIN_ELEMENTS
     return 1 if a.size < PARALLEL_MIN_ELEMENTS else threads
 
 
 def build_compute_floor(function, inputs, threads):
     """``(kind, callable)``: the compute floor of ``function`` ("exp" or "log")."""
-    from . import _parallel
+    from .._kernels import parallel as _parallel
     x = inputs[0]
     n, single, threads = int(x.size), x.dtype == np.float32, floor_threads(inputs, threads)
     if function in EXP_BOUND:
@@ -783,7 +783,7 @@ def build_floor(function, inputs, threads):
     floors copy the first input (the logits) with as many threads (one below
     lossmle's threading threshold: `floor_threads`).
     """
-    from . import _parallel
+    from .._kernels import parallel as _parallel
     threads = floor_threads(inputs, threads)
     kind = floor_kind(function)
     if kind == "read":
@@ -1373,7 +1373,7 @@ def main(argv=None):
             return 2
 
     import lossmle
-    from . import _config
+    from . import config as _config
 
     functions, shapes, dtypes, impls, rounds, threads = resolve_settings(args)
 

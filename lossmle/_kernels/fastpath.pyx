@@ -12,7 +12,7 @@ function's raw arguments and handle only the common case, with C-level checks:
   aligned) with C strides, 1-D or 2-D (any number of dimensions, reduced
   over any one axis, for logsumexp, softmax and log_softmax), at least one
   element and fewer than
-  ``_validation.PARALLEL_MIN_ELEMENTS`` (so the general path would run them on
+  ``PARALLEL_MIN_ELEMENTS`` of parallel.pyx (so the general path would run them on
   one thread too);
 * the reduction is over the last axis (or, where the public default is
   ``axis=None``, over the whole array); every optional argument has its
@@ -20,14 +20,14 @@ function's raw arguments and handle only the common case, with C-level checks:
   class ``weight`` (an exact contiguous float64 vector) and
   ``label_smoothing`` (a Python float in [0, 1]), and logsumexp's
   ``keepdims``;
-* ``n_threads`` is None or an ``int`` in 1 .. ``_validation.MAX_THREADS``.
+* ``n_threads`` is None or an ``int`` in 1 .. ``MAX_THREADS``.
 
 Anything else, and every input that would raise (a class index out of range,
 a negative probability under ``validate``), returns None: the public function
 then runs its general path unchanged, which computes the result again or
 raises its usual error.  Results are bit-identical to the general path: the
-loops below run the general path's own row helpers - those of ``_rowops.pxd``
-and the kernel modules' block/row helpers of ``_kernel_rows.pxd`` (one
+loops below run the general path's own row helpers - those of ``rowops.pxd``
+and the kernel modules' block/row helpers of ``rows.pxd`` (one
 definition, cimported by both) - with the same dispatch (the across-rows
 kernel for short rows, the per-row helpers otherwise) and the same order of
 summation, ``blocked_sum`` for the loss reductions included.  What is left
@@ -46,17 +46,17 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.stdint cimport int64_t
 from libc.math cimport INFINITY, NAN, fabs, copysign
 
-from lossmle._rowops cimport (
+from lossmle._kernels.rowops cimport (
     simd_init, lm_simd_ready, LM_SHORT_MAX, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX,
     SHORT_LOG_SOFTMAX,
 )
-from lossmle._kernel_rows cimport (
+from lossmle._kernels.rows cimport (
     contig_rows, strided_rows, tile_units, ClassOpts, ce_class_row, ce_class_contig_rows,
     ce_prob_row, ce_prob_short_block, blocked_sum, pairwise_sum,
     nll_pick, kl_row, entropy_row, kl_contig_rows, entropy_contig_rows,
     divergence_strided_rows, DIV_ENTR,
 )
-from lossmle import _validation
+from lossmle._kernels.parallel import MAX_THREADS, PARALLEL_MIN_ELEMENTS
 
 cdef extern from "numpy/arrayobject.h":
     # a numpy scalar holding a copy of *data (not declared in numpy's .pxd)
@@ -65,13 +65,13 @@ cdef extern from "numpy/arrayobject.h":
 cnp.import_array()
 
 
-# Bind to lossmle._simd's table.  The binding is to the table's *location*, so
-# lossmle._config.reselect_simd() switches this module's variant as well: the
+# Bind to lossmle._kernels.simd's table.  The binding is to the table's *location*, so
+# lossmle._cli.config.reselect_simd() switches this module's variant as well: the
 # fast path always runs the variant the kernels run.
 simd_init()
 
 # the general path runs smaller inputs on one thread, as every loop here does
-cdef Py_ssize_t MAX_ELEMENTS = _validation.PARALLEL_MIN_ELEMENTS
+cdef Py_ssize_t MAX_ELEMENTS = PARALLEL_MIN_ELEMENTS
 # below this many elements the GIL is kept: releasing it costs more than the work
 cdef Py_ssize_t NOGIL_MIN_ELEMENTS = 4096
 cdef cnp.dtype F64 = cnp.PyArray_DescrFromType(cnp.NPY_DOUBLE)
@@ -85,7 +85,7 @@ cdef enum:
 
 # ---- what is ours: cheap checks on the raw arguments ----
 
-cdef object _MAX_THREADS = _validation.MAX_THREADS
+cdef object _MAX_THREADS = MAX_THREADS
 
 
 cdef inline bint _threads_ok(object n_threads):
@@ -216,7 +216,7 @@ cdef inline cnp.ndarray _vector(Py_ssize_t n, int kind):
                              else cnp.NPY_FLOAT, 0)
 
 
-# ---- logsumexp, softmax, log_softmax (as _special_kernels) ----
+# ---- logsumexp, softmax, log_softmax (as special) ----
 
 cdef void _rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, Py_ssize_t inner,
                 int mode, floating* out) noexcept nogil:
@@ -314,7 +314,7 @@ def log_softmax(x, axis, where, out, n_threads):
     return _transform(x, axis, where, out, n_threads, SHORT_LOG_SOFTMAX)
 
 
-# ---- cross_entropy (and with its gradient), as _loss_kernels ----
+# ---- cross_entropy (and with its gradient), as losses ----
 
 cdef inline void _ce_prob_rows_of(int kind, const void* x, const void* t, Py_ssize_t n_rows,
                                   Py_ssize_t n, const ClassOpts* op, double* loss,
@@ -327,7 +327,7 @@ cdef inline void _ce_prob_rows_of(int kind, const void* x, const void* t, Py_ssi
 
 cdef void nll_rows(const floating* x, Py_ssize_t n_rows, Py_ssize_t n, const int64_t* y,
                    const ClassOpts* op, double* loss, double* row_weight) noexcept nogil:
-    """_loss_kernels.nll_rows over contiguous rows (the same nll_pick)."""
+    """losses.nll_rows over contiguous rows (the same nll_pick)."""
     cdef Py_ssize_t r
     for r in range(n_rows):
         nll_pick(x + r * n, 1, y[r], op.w, op.ignore_index, loss + r, row_weight + r)
@@ -366,7 +366,7 @@ cdef void ce_prob_rows(const floating* x, const floating* t, Py_ssize_t n_rows,
                         op.grad_scale, g + r * n, 1, loss + r)
     elif 2 <= n <= LM_SHORT_MAX:
         start = 0
-        while start < n_rows:   # _loss_kernels' block loop
+        while start < n_rows:   # losses' block loop
             ce_prob_short_block(x + start * n, t + start * n,
                                 min(<Py_ssize_t>SHORT_BLOCK, n_rows - start), n, op.w,
                                 op.keep, op.spread, loss + start)
@@ -407,7 +407,7 @@ cdef struct CeCall:
     const void* probs   # the probabilities (same dtype and shape as the logits)
     Py_ssize_t n_kept   # targets != ignore
     const double* w     # class weights (validated), or NULL
-    double w_total      # their sum in order (_loss_kernels._class_opts), or n
+    double w_total      # their sum in order (losses._class_opts), or n
     double eps          # label smoothing
     bint nll            # nll_loss: the logits are log-probabilities
 
@@ -495,7 +495,7 @@ cdef bint _ce_plain(object logits, object target, object axis, object weight,
             and cnp.PyArray_ISNOTSWAPPED(t) and cnp.PyArray_ISALIGNED(t)):
         return False
     c.ys = <const int64_t*>cnp.PyArray_DATA(t)
-    # _loss_kernels.check_class_indices: a bad index is the general path's IndexError
+    # losses.check_class_indices: a bad index is the general path's IndexError
     c.n_kept = 0
     for r in range(c.n_rows):
         y = c.ys[r]
@@ -510,10 +510,10 @@ cdef bint _ce_plain(object logits, object target, object axis, object weight,
 
 
 cdef object _ce_run(object logits, const CeCall* c, double grad_scale, void* g):
-    """The row losses (and g) of a plain call, reduced as _losses._reduce does;
+    """The row losses (and g) of a plain call, reduced as lossmle._reduce does;
     None for a nan 'sum' / 'mean' (left to the general path)."""
     cdef Py_ssize_t r
-    cdef ClassOpts op      # as _loss_kernels._class_opts
+    cdef ClassOpts op      # as losses._class_opts
     op.w = c.w
     op.w_total = c.w_total
     op.keep = 1.0 - c.eps
@@ -552,7 +552,7 @@ cdef object _ce_run(object logits, const CeCall* c, double grad_scale, void* g):
             with nogil:
                 _ce_rows_of(c.kind, xd, c.n_rows, c.n, c.ys, &op, loss, row_weight, g)
         if c.red == RED_NONE:
-            # _losses._reduce: the row losses cast to the logits' dtype
+            # lossmle._reduce: the row losses cast to the logits' dtype
             res = _vector(c.n_rows, c.kind)
             if c.kind == IS_F64:
                 out64 = <double*>cnp.PyArray_DATA(<cnp.ndarray>res)
@@ -563,7 +563,7 @@ cdef object _ce_run(object logits, const CeCall* c, double grad_scale, void* g):
                 for r in range(c.n_rows):
                     out32[r] = <float>loss[r]
             return res
-        # as _losses._reduce (_loss_kernels.pairwise_total): 0.0 plus the blocked sum
+        # as lossmle._reduce (losses.pairwise_total): 0.0 plus the blocked sum
         total = 0.0 + blocked_sum(loss, c.n_rows, block_totals)
         if total != total:
             # which nan a sum of nans of both signs gives depends on the operand
@@ -571,10 +571,10 @@ cdef object _ce_run(object logits, const CeCall* c, double grad_scale, void* g):
             return None
         if c.red == RED_SUM:
             return _float_scalar(total, c.kind)
-        # _losses._reduce: the summed row weights, or (probabilities) the rows
+        # lossmle._reduce: the summed row weights, or (probabilities) the rows
         denom = <double>c.n_rows if c.probs != NULL else \
             0.0 + blocked_sum(row_weight, c.n_rows, block_totals)
-        if denom == 0:  # every target ignored or weighted 0: nan (_losses._reduce_sums)
+        if denom == 0:  # every target ignored or weighted 0: nan (lossmle._reduce_sums)
             value = NAN
             if c.kind == IS_F64:
                 return PyArray_Scalar(&value, F64, None)
@@ -661,7 +661,7 @@ def cross_entropy_with_grad(logits, target, axis, weight, ignore_index, reductio
     return loss, grad
 
 
-# ---- kl_divergence and entropy (as _divergence_kernels) ----
+# ---- kl_divergence and entropy (as divergence) ----
 
 cdef inline Py_ssize_t _kl_rows_of(int kind, const void* p, const void* q, Py_ssize_t n_rows,
                                    Py_ssize_t n, bint validate, void* out) noexcept nogil:
@@ -717,7 +717,7 @@ cdef void entropy_rows(const floating* p, Py_ssize_t n_rows, Py_ssize_t n, bint 
     elif columns:            # a middle axis of (1, n_rows, n): gathered tiles
         divergence_strided_rows(p, <const floating*>NULL, n_rows, n, DIV_ENTR, False, out, 0,
                                 tile_units(1, n_rows, n))
-    else:                    # as _divergence_kernels
+    else:                    # as divergence
         entropy_contig_rows(p, <const floating*>NULL, n_rows, n, out)
 
 

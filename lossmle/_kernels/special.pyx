@@ -2,11 +2,11 @@
 
 Design
 ------
-Three layers: (1) the row helpers in ``_rowops.pxd`` (``noexcept nogil``,
+Three layers: (1) the row helpers in ``rowops.pxd`` (``noexcept nogil``,
 double accumulation), and ``contig_rows`` / ``strided_rows`` of
-``_kernel_rows.pxd`` for rows of up to COL_CONTIG_MAX values (the across-rows
+``rows.pxd`` for rows of up to COL_CONTIG_MAX values (the across-rows
 kernels) and for a middle axis (tiles of neighbouring rows), shared with
-``_fastpath``, which must give these loops' bits; (2) the loops below, one
+``fastpath.pyx``, which must give these loops' bits; (2) the loops below, one
 row per iteration over a ``(n_outer, n, n_inner)`` view whose middle axis is
 the reduced one, so any single axis of a C-ordered array is reached without
 a copy; (3) the Python layer
@@ -31,11 +31,11 @@ from cython.parallel cimport prange
 from cython cimport floating
 from libc.math cimport NAN
 
-from lossmle._rowops cimport (
+from lossmle._kernels.rowops cimport (
     row_logsumexp, row_logsumexp_signed, row_softmax, row_log_softmax,
     simd_init, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX, SHORT_LOG_SOFTMAX,
 )
-from lossmle._kernel_rows cimport (
+from lossmle._kernels.rows cimport (
     contig_rows, strided_rows, tile_units, middle_axis_c, c_rows, COL_CONTIG_MAX,
 )
 

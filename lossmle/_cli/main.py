@@ -7,12 +7,12 @@ import importlib
 import sys
 
 COMMANDS = {
-    "bench": ("lossmle._bench", "benchmark lossmle against SciPy, NumPy, torch, jax, numba"),
-    "bench-frameworks": ("lossmle._bench_frameworks",
+    "bench": ("lossmle._cli.bench", "benchmark lossmle against SciPy, NumPy, torch, jax, numba"),
+    "bench-frameworks": ("lossmle._cli.bench_frameworks",
                          "one training step inside torch / JAX autograd: lossmle.torch / "
                          "lossmle.jax against the frameworks' own losses (time, peak memory)"),
-    "demo": ("lossmle._demo", "the seed's KL / cross-entropy / MLE lessons, step by step"),
-    "config": ("lossmle._config", "show build and run-time configuration"),
+    "demo": ("lossmle._cli.demo", "the seed's KL / cross-entropy / MLE lessons, step by step"),
+    "config": ("lossmle._cli.config", "show build and run-time configuration"),
 }
 
 
