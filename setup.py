@@ -65,7 +65,8 @@ extensions = [
         include_dirs=[np.get_include(), "lossmle/_kernels"],
         depends=["lossmle/_kernels/lm_simd.h", "lossmle/_kernels/lm_simd_impl.h",
                  "lossmle/_kernels/lm_omp_compat.h", "lossmle/_kernels/rowops.pxd",
-                 "lossmle/_kernels/rows.pxd"],
+                 "lossmle/_kernels/rows.pxd", "lossmle/_kernels/loss_rows.pxd",
+                 "lossmle/_kernels/divergence_rows.pxd"],
         # only lossmle._kernels.simd instantiates the per-ISA SIMD variants (see lm_simd.h)
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
         + ([("LM_SIMD_IMPLEMENT", "1")] if name == "simd" else []),

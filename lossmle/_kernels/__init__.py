@@ -2,6 +2,8 @@
 
 Each kernel trusts its input: the public modules above check every argument
 (``lossmle._validation``) and reduce the rows (``lossmle._reduce``) first.
-``rows.pxd`` / ``rowops.pxd`` hold the per-row inline helpers and ``simd.h`` the
-vectorised row loops (one variant per instruction set, chosen at import).
+The per-row inline helpers are in ``rowops.pxd`` (also the public cimport
+surface), ``rows.pxd`` (how rows are walked), ``loss_rows.pxd`` and
+``divergence_rows.pxd``; ``lm_simd.h`` holds the vectorised row loops, one
+variant per instruction set, chosen at import.
 """

@@ -22,17 +22,18 @@ Many short rows back to back (``n <= KL_SHORT_MAX``) go through
 block's terms, then a sum per row.
 
 The row helpers (``rel_entr``, ``entr``, ``kl_row``, ``entropy_row``) live in
-``rows.pxd``, one definition shared with ``fastpath.pyx`` (which must
+``divergence_rows.pxd``, one definition shared with ``fastpath.pyx`` (which must
 give these kernels' bits for small inputs).
 """
 from cython.parallel cimport prange
 from cython cimport floating
 
 from lossmle._kernels.rowops cimport simd_init, lm_simd_ready, SHORT_BLOCK
-from lossmle._kernels.rows cimport (
+from lossmle._kernels.rows cimport tile_units, middle_axis_c, c_rows
+from lossmle._kernels.divergence_rows cimport (
     kl_row, entropy_row, KL_SHORT_MAX, kl_short_block, kl_short_blocks, ENTR_SHORT_MAX,
-    entropy_short_block, entropy_short_blocks, divergence_strided_rows, tile_units, DIV_KL,
-    DIV_ENTR, DIV_REL_ENTR, middle_axis_c, c_rows,
+    entropy_short_block, entropy_short_blocks, divergence_strided_rows, DIV_KL, DIV_ENTR,
+    DIV_REL_ENTR,
 )
 
 

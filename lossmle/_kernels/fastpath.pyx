@@ -27,8 +27,8 @@ a negative probability under ``validate``), returns None: the public function
 then runs its general path unchanged, which computes the result again or
 raises its usual error.  Results are bit-identical to the general path: the
 loops below run the general path's own row helpers - those of ``rowops.pxd``
-and the kernel modules' block/row helpers of ``rows.pxd`` (one
-definition, cimported by both) - with the same dispatch (the across-rows
+and the kernel modules' block/row helpers of ``rows.pxd``, ``loss_rows.pxd``
+and ``divergence_rows.pxd`` (one definition, cimported by both) - with the same dispatch (the across-rows
 kernel for short rows, the per-row helpers otherwise) and the same order of
 summation, ``blocked_sum`` for the loss reductions included.  What is left
 here is that dispatch for one thread and contiguous rows;
@@ -50,13 +50,16 @@ from lossmle._kernels.rowops cimport (
     simd_init, lm_simd_ready, LM_SHORT_MAX, SHORT_BLOCK, SHORT_LSE, SHORT_SOFTMAX,
     SHORT_LOG_SOFTMAX,
 )
-from lossmle._kernels.rows cimport (
-    contig_rows, strided_rows, tile_units, ClassOpts, ce_class_row, ce_class_contig_rows,
-    ce_prob_row, ce_prob_short_block, blocked_sum, pairwise_sum,
-    nll_pick, kl_row, entropy_row, kl_contig_rows, entropy_contig_rows,
-    divergence_strided_rows, DIV_ENTR,
+from lossmle._kernels.rows cimport contig_rows, strided_rows, tile_units
+from lossmle._kernels.loss_rows cimport (
+    ClassOpts, ce_class_row, ce_class_contig_rows, ce_prob_row, ce_prob_short_block,
+    blocked_sum, pairwise_sum, nll_pick,
 )
-from lossmle._kernels.parallel import MAX_THREADS, PARALLEL_MIN_ELEMENTS
+from lossmle._kernels.divergence_rows cimport (
+    kl_row, entropy_row, kl_contig_rows, entropy_contig_rows, divergence_strided_rows,
+    DIV_ENTR,
+)
+from lossmle._kernels import parallel as _parallel
 
 cdef extern from "numpy/arrayobject.h":
     # a numpy scalar holding a copy of *data (not declared in numpy's .pxd)
@@ -71,7 +74,7 @@ cnp.import_array()
 simd_init()
 
 # the general path runs smaller inputs on one thread, as every loop here does
-cdef Py_ssize_t MAX_ELEMENTS = PARALLEL_MIN_ELEMENTS
+cdef Py_ssize_t MAX_ELEMENTS = _parallel.PARALLEL_MIN_ELEMENTS
 # below this many elements the GIL is kept: releasing it costs more than the work
 cdef Py_ssize_t NOGIL_MIN_ELEMENTS = 4096
 cdef cnp.dtype F64 = cnp.PyArray_DescrFromType(cnp.NPY_DOUBLE)
@@ -85,7 +88,7 @@ cdef enum:
 
 # ---- what is ours: cheap checks on the raw arguments ----
 
-cdef object _MAX_THREADS = MAX_THREADS
+cdef object _MAX_THREADS = _parallel.MAX_THREADS
 
 
 cdef inline bint _threads_ok(object n_threads):

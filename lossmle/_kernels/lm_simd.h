@@ -54,7 +54,7 @@
 #define LM_COL_MAX 64
 /* Contiguous rows (a C-ordered last axis) reach lm_col_rows through
  * lm_transpose's copies, for up to the variant's col_contig_max values
- * (softmax: 20 on every variant, lossmle/rows.pxd).  With AVX-512
+ * (softmax: 20 on every variant, lossmle/_kernels/rows.pxd).  With AVX-512
  * the copies move 8 x 8 tiles through registers and the kernel runs the
  * table exp: up to 40 values it beats the row-wise kernels (logsumexp 0.34-
  * 0.76x their time, log_softmax and cross-entropy 0.42-0.92x, but float

@@ -44,7 +44,7 @@ Many short rows (C <= 8) take an across-rows SIMD kernel for ``L``.
 The row helpers of cross-entropy (``row_stats``, ``ce_class_row``,
 ``ce_class_short_block(s)``, ``ce_class_short_grad_block``; for probability
 targets ``row_stats_prob``, ``ce_prob_row``, ``ce_prob_short_block``) and
-``pairwise_sum`` live in ``rows.pxd``, one definition shared with
+``pairwise_sum`` live in ``loss_rows.pxd``, one definition shared with
 ``fastpath.pyx`` (which must give these kernels' bits for small inputs).
 """
 from cython.parallel cimport prange
@@ -54,11 +54,13 @@ from libc.math cimport exp
 
 from lossmle._kernels.rowops cimport simd_init, LM_SHORT_MAX, SHORT_BLOCK, LM_COL_ROWS, LM_COL_MAX
 from lossmle._kernels.rows cimport (
+    tile_rows, tile_units, gather_rows, scatter_rows, COL_CONTIG_MAX, tile_buffer, tile_span,
+    middle_axis_c, c_rows,
+)
+from lossmle._kernels.loss_rows cimport (
     RowStats, row_stats, ClassOpts, ce_class_row, ce_class_short_block, ce_class_short_blocks,
     ce_class_short_grad_block, pairwise_sum, blocked_sum, target_floating, ce_prob_row,
-    ce_prob_short_block, nll_pick, tile_rows, tile_units, gather_rows, scatter_rows,
-    ce_col_block, ce_class_contig_rows, COL_CONTIG_MAX, tile_buffer, tile_span,
-    middle_axis_c, c_rows, plain_loss,
+    ce_prob_short_block, nll_pick, ce_col_block, ce_class_contig_rows, plain_loss,
 )
 from libc.stdlib cimport malloc, free
 

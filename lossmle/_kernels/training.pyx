@@ -40,7 +40,7 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.math cimport exp, log, log1p, tanh, fabs, NAN, INFINITY, isfinite
 
-from lossmle._kernels.rows cimport RowStats, row_stats_fast, target_log_s, target_grad
+from lossmle._kernels.loss_rows cimport RowStats, row_stats_fast, target_log_s, target_grad
 from lossmle._kernels.rowops cimport (
     simd_init, lm_simd_ready, fast_max, fast_sumexp, fast_dot, lm_ce_grad_d, lm_ce_grad_f,
     lm_ent_sums_d, lm_ent_sums_f, lm_ent_sums_below_d, lm_ent_sums_below_f, lm_kl_logit_sums_d, lm_kl_logit_sums_f,
