@@ -13,6 +13,26 @@ from typing import Optional
 
 import numpy as np
 
+# The core functions the adapters wrap, named once for both (``_core.ce`` ...).
+from ._bce import (  # noqa: F401
+    binary_cross_entropy_with_logits as bce,
+    binary_cross_entropy_with_logits_with_grad as bce_with_grad,
+)
+from ._linear_ce import (  # noqa: F401
+    linear_cross_entropy as lce, linear_cross_entropy_with_grad as lce_with_grad,
+)
+from ._logit_divergence import (  # noqa: F401
+    kl_divergence_from_logits as kl_logits,
+    kl_divergence_from_logits_with_grad as kl_logits_with_grad,
+)
+from ._losses import (  # noqa: F401
+    cross_entropy as ce, cross_entropy_with_grad as ce_with_grad, nll_loss as nll,
+    nll_loss_with_grad as nll_with_grad,
+)
+from ._special import (  # noqa: F401
+    log_softmax, log_softmax_backward, logsumexp, softmax, softmax_backward,
+)
+
 __all__ = ["KL_DIV_REDUCTIONS", "kl_div_value", "kl_div_grads", "linear_ce_rows_grads"]
 
 KL_DIV_REDUCTIONS = ("none", "batchmean", "sum", "mean")

@@ -79,7 +79,9 @@ def _bce_run(logits, target, weight, pos_weight, sample_weight, reduction, n_thr
     return value
 
 
-_BCE_PARAMS = """    logits : array_like
+_BCE_PARAMS = """    Parameters
+    ----------
+    logits : array_like
         Unnormalised log-odds, any shape.
     target : array_like
         Targets in [0, 1] (soft labels allowed), same shape as ``logits``.
@@ -103,8 +105,6 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
                                      sample_weight=None, reduction="mean", n_threads=None):
     r"""Binary cross-entropy on logits, as torch's ``binary_cross_entropy_with_logits``.
 
-    Parameters
-    ----------
 {params}
 
     Returns
@@ -140,8 +140,6 @@ def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None,
                                                n_threads=None):
     r"""Binary cross-entropy on logits and its gradient, fused in one pass.
 
-    Parameters
-    ----------
 {params}
     grad_out : ndarray, optional
         Buffer for the gradient (shape of ``logits``, computation dtype); may

@@ -11,6 +11,12 @@ from ._validation import (
 
 __all__ = ["kl_divergence", "entropy"]
 
+_OUT_PARAMS = """    out : ndarray, optional
+        Where to write the result: exactly its shape and dtype, writable,
+        sharing no memory with the inputs.  Returned in place of a new array.
+    n_threads : int or None, optional
+        Threads for large inputs (None: :func:`lossmle.get_num_threads`)."""
+
 
 def _pair(p, q, p_name, q_name):
     """p and q in one float dtype, broadcast together (views, no copies)."""
@@ -28,24 +34,34 @@ def _pair(p, q, p_name, q_name):
                          f"broadcast together") from None
 
 
+def _reduced_axes(arrays, axis, keepdims):
+    """Equally shaped ``arrays`` (a 0-d one as 1-d), the reduced axes and the result shape."""
+    if arrays[0].ndim == 0:
+        arrays = [a.reshape(1) for a in arrays]
+    axes = normalize_axes(axis, arrays[0].ndim)
+    return arrays, axes, reduced_shape(arrays[0].shape, axes, keepdims)
+
+
+def _in_base(values, base, out_shape):
+    """Values in nats, divided by ``log(base)`` in place (None: kept in nats) and
+    shaped ``out_shape`` (a scalar when 0-d)."""
+    if base is not None:
+        with np.errstate(over="ignore"):   # a change of base may overflow to inf, quietly
+            values /= math.log(base)
+    values = values.reshape(out_shape)
+    return values[()] if values.ndim == 0 else values
+
+
 def _reduce_rows(kernel, arrays, axis, keepdims, base, n_threads, *args):
     """Run a row-reducing kernel over ``axis`` of equally shaped ``arrays``."""
+    arrays, axes, out_shape = _reduced_axes(arrays, axis, keepdims)
     x = arrays[0]
-    if x.ndim == 0:
-        arrays = [a.reshape(1) for a in arrays]
-        x = arrays[0]
-    axes = normalize_axes(axis, x.ndim)
-    out_shape = reduced_shape(x.shape, axes, keepdims)
     views = [rows_view(a, axes)[0] for a in arrays]
     out = np.zeros((views[0].shape[0], views[0].shape[2]), dtype=x.dtype)
     result = None
     if views[0].shape[1] > 0 and out.size > 0:  # an empty sum is 0
         result = kernel(*views, out, *args, resolve_threads(n_threads, x.size))
-    if base is not None:
-        with np.errstate(over="ignore"):   # a change of base may overflow to inf, quietly
-            out /= math.log(base)
-    out = out.reshape(out_shape)
-    return (out[()] if out.ndim == 0 else out), result
+    return _in_base(out, base, out_shape), result
 
 
 def kl_divergence(p, q, axis=-1, *, base=None, keepdims=False, validate=True,
@@ -69,11 +85,7 @@ def kl_divergence(p, q, axis=-1, *, base=None, keepdims=False, validate=True,
         If True (default) a negative or nan entry in ``p`` or ``q`` raises
         ValueError.  False skips that check (a little faster); such entries
         then follow ``rel_entr`` (negative -> inf, nan -> nan).
-    out : ndarray, optional
-        Where to write the result: exactly its shape and dtype, writable,
-        sharing no memory with the inputs.  Returned in place of a new array.
-    n_threads : int or None, optional
-        Threads for large inputs (None: :func:`lossmle.get_num_threads`).
+{out_params}
 
     Returns
     -------
@@ -161,11 +173,7 @@ def entropy(pk, qk=None, base=None, axis=0, *, nan_policy="propagate", keepdims=
         where either holds a nan, from both); 'raise' raises ValueError.
     keepdims : bool, optional
         Keep the reduced axes as size-one dimensions.
-    out : ndarray, optional
-        Where to write the result: exactly its shape and dtype, writable,
-        sharing no memory with the inputs.  Returned in place of a new array.
-    n_threads : int or None, optional
-        Threads for large inputs (None: :func:`lossmle.get_num_threads`).
+{out_params}
 
     Returns
     -------
@@ -220,12 +228,8 @@ def entropy(pk, qk=None, base=None, axis=0, *, nan_policy="propagate", keepdims=
 def _entropy_omit(arrays, kernel, axis, keepdims, base):
     """entropy with nan_policy='omit': each distribution without the positions
     where any of ``arrays`` holds a nan (scipy's paired omission)."""
+    arrays, axes, out_shape = _reduced_axes(arrays, axis, keepdims)
     x = arrays[0]
-    if x.ndim == 0:
-        arrays = [a.reshape(1) for a in arrays]
-        x = arrays[0]
-    axes = normalize_axes(axis, x.ndim)
-    out_shape = reduced_shape(x.shape, axes, keepdims)
     kept = [i for i in range(x.ndim) if i not in axes]
     # (distributions, values): the kept axes first, the reduced ones raveled
     flat = [np.moveaxis(a, list(axes), list(range(len(kept), x.ndim)))
@@ -240,8 +244,8 @@ def _entropy_omit(arrays, kernel, axis, keepdims, base):
         if rows[0].shape[1] > 0:   # an empty distribution: 0, as scipy's
             kernel(*rows, one, 1)
         res[r] = one[0, 0]
-    if base is not None:
-        with np.errstate(over="ignore"):
-            res /= math.log(base)
-    res = res.reshape(out_shape)
-    return res[()] if res.ndim == 0 else res
+    return _in_base(res, base, out_shape)
+
+
+kl_divergence.__doc__ = kl_divergence.__doc__.replace("{out_params}", _OUT_PARAMS)
+entropy.__doc__ = entropy.__doc__.replace("{out_params}", _OUT_PARAMS)

@@ -9,7 +9,9 @@ __all__ = ["kl_div", "kl_div_with_grad"]
 
 _KL_DIV_REDUCTIONS = ("none", "mean", "batchmean", "sum")
 
-_PARAMS = """input : array_like
+_PARAMS = """Parameters
+    ----------
+    input : array_like
         Log-probabilities ``log q`` (torch's ``input``).
     target : array_like
         Probabilities ``p`` (or ``log p`` with ``log_target=True``),
@@ -86,8 +88,6 @@ def kl_div(input, target, reduction="mean", log_target=False):
     ``target = p`` of shape ``(N, C)`` is the mean of ``D_KL(p || q)`` over
     the N rows.
 
-    Parameters
-    ----------
     {params}
 
     Returns
@@ -118,8 +118,6 @@ def kl_div(input, target, reduction="mean", log_target=False):
 def kl_div_with_grad(input, target, reduction="mean", log_target=False, *, grad_out=None):
     """:func:`kl_div` and its gradient with respect to ``input``.
 
-    Parameters
-    ----------
     {params}
     grad_out : ndarray, optional
         Buffer for the gradient (``input``'s shape, the computation

@@ -158,7 +158,9 @@ def _reduce(p: _Problem, loss: NDArray[np.float64], dtype: np.dtype[Any]) -> _Re
         return dtype.type(total / p.denom)  # type: ignore[no-any-return]
 
 
-_DOC_PARAMS = """    hidden : array_like, shape (..., d)
+_DOC_PARAMS = """    Parameters
+    ----------
+    hidden : array_like, shape (..., d)
         Inputs of the linear layer (e.g. a language model's last hidden
         states); float32 stays float32.
     weight : array_like, shape (V, d)
@@ -193,8 +195,6 @@ def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, target: ArrayLike
     ``F.cross_entropy(F.linear(hidden, weight, bias), target)``), with
     extra memory O(N x chunk_size) instead of O(N x V).
 
-    Parameters
-    ----------
 {params}
 
     Returns
@@ -239,8 +239,6 @@ def linear_cross_entropy_with_grad(
 ) -> Tuple[_Result, _FloatArray, _FloatArray, Optional[_FloatArray]]:
     """:func:`linear_cross_entropy` and its gradients with respect to hidden, weight and bias.
 
-    Parameters
-    ----------
 {params}
 
     Returns

@@ -110,6 +110,13 @@ def _positive(value, name, allow_inf=False, allow_zero=False):
     return v
 
 
+# the ``X`` parameter of the prediction methods, documented once
+_X_PARAM = """Parameters
+        ----------
+        X : array_like of shape (n_samples, n_features)
+            Samples, with the features seen by ``fit``."""
+
+
 class SoftmaxRegression:
     r"""Multinomial logistic (softmax) regression fitted by maximum likelihood.
 
@@ -442,10 +449,7 @@ class SoftmaxRegression:
         For two classes, scikit-learn's convention: the log-odds of
         ``classes_[1]``, ``z_1 - z_0``, shape (n_samples,).
 
-        Parameters
-        ----------
-        X : array_like of shape (n_samples, n_features)
-            Samples, with the features seen by ``fit``.
+        {X}
 
         Returns
         -------
@@ -457,10 +461,7 @@ class SoftmaxRegression:
     def predict_proba(self, X):
         """Class probabilities ``softmax(X W^T + b)``, shape (n_samples, n_classes).
 
-        Parameters
-        ----------
-        X : array_like of shape (n_samples, n_features)
-            Samples, with the features seen by ``fit``.
+        {X}
 
         Returns
         -------
@@ -472,10 +473,7 @@ class SoftmaxRegression:
     def predict_log_proba(self, X):
         """Log class probabilities (``log_softmax``, precise for tiny probabilities).
 
-        Parameters
-        ----------
-        X : array_like of shape (n_samples, n_features)
-            Samples, with the features seen by ``fit``.
+        {X}
 
         Returns
         -------
@@ -487,10 +485,7 @@ class SoftmaxRegression:
     def predict(self, X):
         """The most probable class label of each row of ``X``.
 
-        Parameters
-        ----------
-        X : array_like of shape (n_samples, n_features)
-            Samples, with the features seen by ``fit``.
+        {X}
 
         Returns
         -------
@@ -503,10 +498,7 @@ class SoftmaxRegression:
     def score(self, X, y, sample_weight=None):
         """(Weighted) accuracy of ``predict(X)`` against ``y``.
 
-        Parameters
-        ----------
-        X : array_like of shape (n_samples, n_features)
-            Samples, with the features seen by ``fit``.
+        {X}
         y : array_like of shape (n_samples,)
             True labels.
         sample_weight : array_like of shape (n_samples,), optional
@@ -521,3 +513,10 @@ class SoftmaxRegression:
         y = _check_y(y, pred.shape[0])
         sw = _check_sample_weight(sample_weight, pred.shape[0])
         return float(np.average(pred == y, weights=sw))
+
+
+for _method in (SoftmaxRegression.decision_function, SoftmaxRegression.predict_proba,
+                SoftmaxRegression.predict_log_proba, SoftmaxRegression.predict,
+                SoftmaxRegression.score):
+    _method.__doc__ = _method.__doc__.replace("{X}", _X_PARAM)
+del _method

@@ -11,9 +11,42 @@ from ._validation import (
 
 __all__ = ["logsumexp", "softmax", "log_softmax", "softmax_backward", "log_softmax_backward"]
 
+# docstring parts shared by logsumexp, softmax and log_softmax (filled in below them)
+_DOC_PARTS = {
+    "{x}": """    x : array_like
+        Input values (float32 stays float32; integers compute in float64;
+        float16 in float32).""",
+    "{options}": """    where : array_like of bool, optional
+        Only entries where it is True take part; masked entries get
+        probability 0 (log-probability -inf), as does a fully masked row.
+    out : ndarray, optional
+        Where to write the result: same shape as ``x``, the result's dtype,
+        writable; it may be ``x`` itself (in place) but may not overlap it
+        otherwise.  Returned in place of a new array.
+    n_threads : int or None, optional
+        Threads for large inputs (None: :func:`lossmle.get_num_threads`).""",
+    "{references}": """    References
+    ----------
+    .. [1] P. Blanchard, D. J. Higham, N. J. Higham, "Accurately computing the
+       log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.""",
+}
+
+
+def _fill_doc(fn):
+    for key, text in _DOC_PARTS.items():
+        fn.__doc__ = fn.__doc__.replace(key, text)
+
 
 def _scalar_or_array(out):
     return out[()] if out.ndim == 0 else out
+
+
+def _lse_result(out, sgn, return_sign, user_out):
+    """logsumexp's result, into ``user_out`` or as an array / numpy scalar, with its sign."""
+    res = deliver(out, user_out) if user_out is not None else _scalar_or_array(out)
+    if return_sign:
+        return res, _scalar_or_array(sgn)
+    return res
 
 
 def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
@@ -66,10 +99,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
     Rows whose maximum is not finite take the direct formula: nan gives nan,
     +inf gives inf, a row of -inf gives -inf.  An empty input gives -inf.
 
-    References
-    ----------
-    .. [1] P. Blanchard, D. J. Higham, N. J. Higham, "Accurately computing the
-       log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.
+{references}
 
     Examples
     --------
@@ -135,10 +165,7 @@ def logsumexp(a, axis=None, b=None, keepdims=False, return_sign=False, *,
             _k.logsumexp_signed_rows(a3, b3, out, sgn, return_sign, n_threads)
         out = out.reshape(out_shape)
         sgn = sgn.reshape(out_shape) if return_sign else None
-    res = deliver(out, user_out) if user_out is not None else _scalar_or_array(out)
-    if return_sign:
-        return res, _scalar_or_array(sgn)
-    return res
+    return _lse_result(out, sgn, return_sign, user_out)
 
 
 def _check_axis_not_empty(x, x3, name):
@@ -224,10 +251,7 @@ def _logsumexp_complex(a, axis, b, keepdims, return_sign, user_out):
     if not keepdims:
         out = out.reshape(out_shape)
         sgn = sgn.reshape(out_shape) if return_sign else None
-    res = deliver(out, user_out) if user_out is not None else _scalar_or_array(out)
-    if return_sign:
-        return res, _scalar_or_array(sgn)
-    return res
+    return _lse_result(out, sgn, return_sign, user_out)
 
 
 def _logsumexp_complex_shifted(a, b, axes):
@@ -252,7 +276,13 @@ def _logsumexp_complex_shifted(a, b, axes):
     return out, sgn
 
 
-def _transform(x, axis, kernel, name, n_threads, user_out):
+def _transform(x, axis, where, kernel, log_space, n_threads, user_out):
+    """softmax (``log_space`` False) or log_softmax past the fast path: the masked
+    kernel for ``where=``, else ``kernel`` over the rows."""
+    if where is not None:
+        return deliver(_masked_transform(x, axis, where, n_threads, log_space), user_out,
+                       [(x, "x"), (where, "where")], ("x",))
+    name = "log_softmax" if log_space else "softmax"
     given = x
     x = as_float_array(x, "x")
     check_output(user_out, "out", x.shape, x.dtype, [(given, "x"), (x, "x")], ("x",))
@@ -285,21 +315,11 @@ def softmax(x, axis=None, *, where=None, out=None, n_threads=None):
 
     Parameters
     ----------
-    x : array_like
-        Input values (float32 stays float32; integers compute in float64;
-        float16 in float32).
+{x}
     axis : None or int or tuple of ints, optional
         Axis or axes the probabilities sum to one over.  None (default): the
         whole array.
-    where : array_like of bool, optional
-        Only entries where it is True take part; masked entries get
-        probability 0 (log-probability -inf), as does a fully masked row.
-    out : ndarray, optional
-        Where to write the result: same shape as ``x``, the result's dtype,
-        writable; it may be ``x`` itself (in place) but may not overlap it
-        otherwise.  Returned in place of a new array.
-    n_threads : int or None, optional
-        Threads for large inputs (None: :func:`lossmle.get_num_threads`).
+{options}
 
     Returns
     -------
@@ -312,10 +332,7 @@ def softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     every exponent <= 0, so nothing overflows [1]_.  A row holding nan, +inf, or
     only -inf is all nan, as in scipy.
 
-    References
-    ----------
-    .. [1] P. Blanchard, D. J. Higham, N. J. Higham, "Accurately computing the
-       log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.
+{references}
 
     Examples
     --------
@@ -326,10 +343,7 @@ def softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     res = _fastpath.softmax(x, axis, where, out, n_threads)  # small plain arrays
     if res is not None:
         return res
-    if where is not None:
-        return deliver(_masked_softmax(x, axis, where=where, n_threads=n_threads), out,
-                       [(x, "x"), (where, "where")], ("x",))
-    return _transform(x, axis, _k.softmax_rows, "softmax", n_threads, out)
+    return _transform(x, axis, where, _k.softmax_rows, False, n_threads, out)
 
 
 def log_softmax(x, axis=None, *, where=None, out=None, n_threads=None):
@@ -340,20 +354,10 @@ def log_softmax(x, axis=None, *, where=None, out=None, n_threads=None):
 
     Parameters
     ----------
-    x : array_like
-        Input values (float32 stays float32; integers compute in float64;
-        float16 in float32).
+{x}
     axis : None or int or tuple of ints, optional
         Axis or axes to normalise over.  None (default): the whole array.
-    where : array_like of bool, optional
-        Only entries where it is True take part; masked entries get
-        probability 0 (log-probability -inf), as does a fully masked row.
-    out : ndarray, optional
-        Where to write the result: same shape as ``x``, the result's dtype,
-        writable; it may be ``x`` itself (in place) but may not overlap it
-        otherwise.  Returned in place of a new array.
-    n_threads : int or None, optional
-        Threads for large inputs (None: :func:`lossmle.get_num_threads`).
+{options}
 
     Returns
     -------
@@ -371,10 +375,7 @@ def log_softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     see [1]_).  Rows with a non-finite maximum follow scipy (nan where it has
     nan).
 
-    References
-    ----------
-    .. [1] P. Blanchard, D. J. Higham, N. J. Higham, "Accurately computing the
-       log-sum-exp and softmax functions", IMA J. Numer. Anal. 41(4), 2021.
+{references}
 
     Examples
     --------
@@ -387,10 +388,12 @@ def log_softmax(x, axis=None, *, where=None, out=None, n_threads=None):
     res = _fastpath.log_softmax(x, axis, where, out, n_threads)  # small plain arrays
     if res is not None:
         return res
-    if where is not None:
-        return deliver(_masked_log_softmax(x, axis, where=where, n_threads=n_threads), out,
-                       [(x, "x"), (where, "where")], ("x",))
-    return _transform(x, axis, _k.log_softmax_rows, "log_softmax", n_threads, out)
+    return _transform(x, axis, where, _k.log_softmax_rows, True, n_threads, out)
+
+
+for _fn in (logsumexp, softmax, log_softmax):
+    _fill_doc(_fn)
+del _fn
 
 
 # ---------------------------------------------------------------------------
@@ -435,19 +438,6 @@ def _masked_transform(a, axis, where, n_threads, log_space):
                                n_threads)
     # a 0-d input gives a scalar, as softmax / log_softmax without where
     return out.reshape(())[()] if scalar_in else out
-
-
-def _masked_softmax(x, axis=None, *, where, n_threads=None):
-    """``lossmle.softmax(x, axis, where=where)``: 0 on masked entries, a fully
-    masked row all 0."""
-    return _masked_transform(x, axis, where, n_threads, False)
-
-
-def _masked_log_softmax(x, axis=None, *, where, n_threads=None):
-    """``lossmle.log_softmax(x, axis, where=where)``: -inf on masked entries."""
-    return _masked_transform(x, axis, where, n_threads, True)
-
-
 
 
 # ---------------------------------------------------------------------------

@@ -146,6 +146,14 @@ def _single_axis(axis: Any, ndim: int, name: str = "axis") -> int:
     return single_axis(axis, ndim, name)
 
 
+def _axis_and_threads(x: Any, name: str, axis: Any, n_threads: Any,
+                      what: str = "") -> tuple[int, int | None]:
+    """The reduced axis of ``x`` (at least 1-d) and the threads for each block."""
+    if x.ndim == 0:
+        raise ValueError(f"{name} must have at least one dimension{what}")
+    return _single_axis(axis, x.ndim), _block_threads(n_threads)
+
+
 def _as_dask(x: Any, name: str) -> Any:
     if isinstance(x, da.Array):
         if x.dtype.kind not in "fiub":
@@ -240,10 +248,7 @@ def logsumexp(x: Any, axis: int = -1, *, keepdims: bool = False,
     [3.44019, 7.44019, 11.44019]
     """
     x = _as_dask(x, "x")
-    if x.ndim == 0:
-        raise ValueError("x must have at least one dimension")
-    ax = _single_axis(axis, x.ndim)
-    n_threads = _block_threads(n_threads)
+    ax, n_threads = _axis_and_threads(x, "x", axis, n_threads)
     out_dtype = _result_dtype(x.dtype)
     if x.shape[ax] == 0:
         shape = tuple(1 if d == ax else s for d, s in enumerate(x.shape)) if keepdims \
@@ -315,10 +320,7 @@ def cross_entropy(logits: Any, target: Any, axis: int = -1, *,
     if not isinstance(reduction, str) or reduction not in ("mean", "sum", "none"):
         raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
     x = _as_dask(logits, "logits")
-    if x.ndim == 0:
-        raise ValueError("logits must have at least one dimension (the class axis)")
-    ax = _single_axis(axis, x.ndim)
-    n_threads = _block_threads(n_threads)
+    ax, n_threads = _axis_and_threads(x, "logits", axis, n_threads, " (the class axis)")
     out_dtype = _result_dtype(x.dtype)
     n_classes = x.shape[ax]
     if n_classes == 0:
@@ -401,10 +403,7 @@ def kl_divergence(p: Any, q: Any, axis: int = -1, *, base: float | None = None,
     if pp.shape != qq.shape:
         raise ValueError(f"p with shape {pp.shape} and q with shape {qq.shape} must "
                          f"have the same shape")
-    if pp.ndim == 0:
-        raise ValueError("p must have at least one dimension")
-    ax = _single_axis(axis, pp.ndim)
-    n_threads = _block_threads(n_threads)
+    ax, n_threads = _axis_and_threads(pp, "p", axis, n_threads)
     out_dtype = _result_dtype(pp.dtype, qq.dtype)
     qq = qq.rechunk(pp.chunks)
     partial_sums = da.map_blocks(

@@ -55,24 +55,7 @@ from ._validation import single_axis
 from ._adapters import (
     check_kl_div_reduction, kl_div_grads, kl_div_value, linear_ce_rows_grads,
 )
-from ._linear_ce import linear_cross_entropy as _lce, \
-    linear_cross_entropy_with_grad as _lce_with_grad
-from ._losses import cross_entropy as _ce, cross_entropy_with_grad as _ce_with_grad, \
-    nll_loss as _nll
-from ._special import log_softmax as _log_softmax, logsumexp as _logsumexp, \
-    softmax as _softmax
-from ._bce import (
-    binary_cross_entropy_with_logits as _bce,
-    binary_cross_entropy_with_logits_with_grad as _bce_with_grad,
-)
-from ._logit_divergence import (
-    kl_divergence_from_logits as _kl_logits,
-    kl_divergence_from_logits_with_grad as _kl_logits_with_grad,
-)
-from ._losses import nll_loss_with_grad as _nll_with_grad
-from ._special import (
-    log_softmax_backward as _log_softmax_backward, softmax_backward as _softmax_backward,
-)
+from . import _adapters as _core
 
 __all__ = [
     "cross_entropy", "nll_loss", "binary_cross_entropy_with_logits",
@@ -169,7 +152,7 @@ def _class_loss(x: jax.Array, t: jax.Array, w: Optional[jax.Array], frozen: tupl
     shape = _class_shapes(x, opts)
 
     def host(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray]) -> np.ndarray:
-        fn = _nll if nll else _ce
+        fn = _core.nll if nll else _core.ce
         return _out(fn(x, t, weight=w, **opts), x.dtype, shape)
     return _call(host, _struct(shape, x.dtype), x, t, w)
 
@@ -181,7 +164,7 @@ def _class_fwd(x: jax.Array, t: jax.Array, w: Optional[jax.Array],
     shape = _class_shapes(x, opts)
 
     def host(x: np.ndarray, t: np.ndarray, w: Optional[np.ndarray]) -> tuple:
-        fn = _nll_with_grad if nll else _ce_with_grad
+        fn = _core.nll_with_grad if nll else _core.ce_with_grad
         loss, grad = fn(x, t, weight=w, **opts)
         return _out(loss, x.dtype, shape), grad
     loss, grad = _call(host, (_struct(shape, x.dtype), _struct(x.shape, x.dtype)), x, t, w)
@@ -203,7 +186,7 @@ def _prob_target_grad(x: jax.Array, t: jax.Array, w: Optional[jax.Array],
     """d loss / d t for probability targets: ``-(1 - eps) w_c log_softmax(x)_c``,
     divided by the number of rows for 'mean'."""
     ax = opts["axis"]
-    lsm = _call(lambda x: _log_softmax(x, axis=ax), _struct(x.shape, x.dtype), x)
+    lsm = _call(lambda x: _core.log_softmax(x, axis=ax), _struct(x.shape, x.dtype), x)
     g = -(1.0 - opts["label_smoothing"]) * lsm
     if w is not None:
         g = g * jnp.reshape(w, (-1,) + (1,) * (x.ndim - ax - 1))
@@ -331,7 +314,7 @@ def _bce_loss(x: jax.Array, t: jax.Array, w: Optional[jax.Array], pw: Optional[j
     shape = x.shape if reduction == "none" else ()
 
     def host(x: np.ndarray, t: np.ndarray, w: Any, pw: Any) -> np.ndarray:
-        return _out(_bce(x, t, weight=w, pos_weight=pw, reduction=reduction), x.dtype, shape)
+        return _out(_core.bce(x, t, weight=w, pos_weight=pw, reduction=reduction), x.dtype, shape)
     return _call(host, _struct(shape, x.dtype), x, t, w, pw)
 
 
@@ -340,7 +323,7 @@ def _bce_fwd(x: jax.Array, t: jax.Array, w: Optional[jax.Array], pw: Optional[ja
     shape = x.shape if reduction == "none" else ()
 
     def host(x: np.ndarray, t: np.ndarray, w: Any, pw: Any) -> tuple:
-        loss, grad = _bce_with_grad(x, t, weight=w, pos_weight=pw, reduction=reduction)
+        loss, grad = _core.bce_with_grad(x, t, weight=w, pos_weight=pw, reduction=reduction)
         return _out(loss, x.dtype, shape), grad
     loss, grad = _call(host, (_struct(shape, x.dtype), _struct(x.shape, x.dtype)),
                        x, t, w, pw)
@@ -422,7 +405,7 @@ def _kl_logits_loss(p: jax.Array, q: jax.Array, frozen: tuple) -> jax.Array:
     shape = _kl_shape(p, opts)
 
     def host(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-        return _out(_kl_logits(p, q, **opts), p.dtype, shape)
+        return _out(_core.kl_logits(p, q, **opts), p.dtype, shape)
     return _call(host, _struct(shape, p.dtype), p, q)
 
 
@@ -431,7 +414,7 @@ def _kl_logits_fwd(p: jax.Array, q: jax.Array, frozen: tuple) -> tuple[jax.Array
     shape = _kl_shape(p, opts)
 
     def host(p: np.ndarray, q: np.ndarray) -> tuple:
-        loss, gq, gp = _kl_logits_with_grad(p, q, p_grad=True, **opts)
+        loss, gq, gp = _core.kl_logits_with_grad(p, q, p_grad=True, **opts)
         return _out(loss, p.dtype, shape), gq, gp
     g = _struct(p.shape, p.dtype)
     loss, gq, gp = _call(host, (_struct(shape, p.dtype), g, g), p, q)
@@ -587,7 +570,7 @@ def _axes(axis: Any, ndim: int) -> tuple[int, ...]:
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _lse(x: jax.Array, axes: tuple[int, ...], keepdims: bool) -> jax.Array:
     shape = tuple(1 if i in axes else n for i, n in enumerate(x.shape) if keepdims or i not in axes)
-    return _call(lambda x: _out(_logsumexp(x, axis=axes, keepdims=keepdims), x.dtype, shape),
+    return _call(lambda x: _out(_core.logsumexp(x, axis=axes, keepdims=keepdims), x.dtype, shape),
                  _struct(shape, x.dtype), x)
 
 
@@ -596,7 +579,7 @@ def _lse_fwd(x: jax.Array, axes: tuple[int, ...], keepdims: bool) -> tuple[jax.A
 
 
 def _lse_bwd(axes: tuple[int, ...], keepdims: bool, x: jax.Array, ct: jax.Array) -> tuple:
-    sm = _call(lambda x: _softmax(x, axis=axes), _struct(x.shape, x.dtype), x)
+    sm = _call(lambda x: _core.softmax(x, axis=axes), _struct(x.shape, x.dtype), x)
     if not keepdims:
         ct = jnp.expand_dims(ct, axes)
     return (sm * ct,)
@@ -638,7 +621,7 @@ def logsumexp(a: Any, axis: Union[None, int, Sequence[int]] = None,
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _softmax_fn(x: jax.Array, axis: int, log: bool) -> jax.Array:
-    fn = _log_softmax if log else _softmax
+    fn = _core.log_softmax if log else _core.softmax
     return _call(lambda x: fn(x, axis=axis), _struct(x.shape, x.dtype), x)
 
 
@@ -648,7 +631,7 @@ def _softmax_fwd(x: jax.Array, axis: int, log: bool) -> tuple[jax.Array, Any]:
 
 
 def _softmax_bwd(axis: int, log: bool, y: jax.Array, ct: jax.Array) -> tuple:
-    back = _log_softmax_backward if log else _softmax_backward
+    back = _core.log_softmax_backward if log else _core.softmax_backward
     return (_call(lambda g, y: back(g, y, axis=axis), _struct(y.shape, y.dtype), ct, y),)
 
 
@@ -720,7 +703,7 @@ def _lce_loss(h: jax.Array, w: jax.Array, b: Optional[jax.Array], t: jax.Array,
               frozen: tuple) -> jax.Array:
     opts = dict(frozen)
     shape = h.shape[:-1] if opts["reduction"] == "none" else ()
-    return _call(lambda h, w, b, t: _out(_lce(h, w, t, bias=b, **opts), h.dtype, shape),
+    return _call(lambda h, w, b, t: _out(_core.lce(h, w, t, bias=b, **opts), h.dtype, shape),
                  _struct(shape, h.dtype), h, w, b, t)
 
 
@@ -734,7 +717,7 @@ def _lce_fwd(h: jax.Array, w: jax.Array, b: Optional[jax.Array], t: jax.Array,
                None if b is None else _struct(b.shape, b.dtype))
 
     def host(h: np.ndarray, w: np.ndarray, b: Any, t: np.ndarray) -> tuple:
-        loss, gh, gw, gb = _lce_with_grad(h, w, t, bias=b, **opts)
+        loss, gh, gw, gb = _core.lce_with_grad(h, w, t, bias=b, **opts)
         return _out(loss, h.dtype, ()), gh, gw, gb
     loss, gh, gw, gb = _call(host, structs, h, w, b, t)
     return loss, (gh, gw, gb)

@@ -60,24 +60,7 @@ from ._adapters import (
     check_kl_div_reduction as _check_kl_div_reduction, kl_div_grads as _kl_div_grads,
     kl_div_value as _kl_div, linear_ce_rows_grads as _lce_rows_grads,
 )
-from ._linear_ce import linear_cross_entropy as _lce, \
-    linear_cross_entropy_with_grad as _lce_with_grad
-from ._losses import cross_entropy as _ce, cross_entropy_with_grad as _ce_with_grad, \
-    nll_loss as _nll
-from ._special import log_softmax as _log_softmax, logsumexp as _logsumexp, \
-    softmax as _softmax
-from ._bce import (
-    binary_cross_entropy_with_logits as _bce,
-    binary_cross_entropy_with_logits_with_grad as _bce_with_grad,
-)
-from ._logit_divergence import (
-    kl_divergence_from_logits as _kl_logits,
-    kl_divergence_from_logits_with_grad as _kl_logits_with_grad,
-)
-from ._losses import nll_loss_with_grad as _nll_with_grad
-from ._special import (
-    log_softmax_backward as _log_softmax_backward, softmax_backward as _softmax_backward,
-)
+from . import _adapters as _core
 
 __all__ = [
     "cross_entropy", "nll_loss", "binary_cross_entropy_with_logits",
@@ -232,7 +215,7 @@ class _ClassLossFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, input: Tensor, x: np.ndarray, target: np.ndarray,  # type: ignore[override]
                 kwargs: dict[str, Any], nll: bool) -> Tensor:
-        fn = _nll_with_grad if nll else _ce_with_grad
+        fn = _core.nll_with_grad if nll else _core.ce_with_grad
         loss, grad = fn(x, target, **kwargs)
         ctx.saved = _Saved(_as_tensors(grad),
                            lambda: _as_tensors(fn(x, target, **kwargs)[1]))
@@ -315,7 +298,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
                   ignore_index=ignore_index, reduction=reduction,
                   label_smoothing=label_smoothing)
     if not _grad_enabled(input):
-        return _to_tensor(_ce(x, t, **kwargs))
+        return _to_tensor(_core.ce(x, t, **kwargs))
     return _ClassLossFn.apply(input, x, t, kwargs, False)
 
 
@@ -356,7 +339,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
     kwargs: dict[str, Any] = dict(axis=_class_axis(x, "input"), weight=_opt_float_np(weight, "weight"),
                   ignore_index=ignore_index, reduction=reduction)
     if not _grad_enabled(input):
-        return _to_tensor(_nll(x, t, **kwargs))
+        return _to_tensor(_core.nll(x, t, **kwargs))
     return _ClassLossFn.apply(input, x, t, kwargs, True)
 
 
@@ -367,9 +350,9 @@ class _BCEFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, input: Tensor, x: np.ndarray, t: np.ndarray,  # type: ignore[override]
                 kwargs: dict[str, Any]) -> Tensor:
-        loss, grad = _bce_with_grad(x, t, **kwargs)
+        loss, grad = _core.bce_with_grad(x, t, **kwargs)
         ctx.saved = _Saved(_as_tensors(grad),
-                           lambda: _as_tensors(_bce_with_grad(x, t, **kwargs)[1]))
+                           lambda: _as_tensors(_core.bce_with_grad(x, t, **kwargs)[1]))
         ctx.shape = input.shape
         return _to_tensor(loss)
 
@@ -427,7 +410,7 @@ def binary_cross_entropy_with_logits(
     kwargs: dict[str, Any] = dict(weight=_opt_float_np(weight, "weight"),
                   pos_weight=_opt_float_np(pos_weight, "pos_weight"), reduction=reduction)
     if not _grad_enabled(input):
-        return _to_tensor(_bce(x, t, **kwargs))
+        return _to_tensor(_core.bce(x, t, **kwargs))
     return _BCEFn.apply(input, x, t, kwargs)
 
 
@@ -438,10 +421,10 @@ class _KLLogitsFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, p_logits: Tensor, q_logits: Tensor, p: np.ndarray,  # type: ignore[override]
                 q: np.ndarray, kwargs: dict[str, Any], p_grad: bool) -> Tensor:
-        res = _kl_logits_with_grad(p, q, p_grad=p_grad, **kwargs)
+        res = _core.kl_logits_with_grad(p, q, p_grad=p_grad, **kwargs)
 
         def recompute() -> list[Optional[Tensor]]:
-            r = _kl_logits_with_grad(p, q, p_grad=p_grad, **kwargs)
+            r = _core.kl_logits_with_grad(p, q, p_grad=p_grad, **kwargs)
             return _as_tensors(r[1], r[2] if p_grad else None)
         ctx.saved = _Saved(_as_tensors(res[1], res[2] if p_grad else None), recompute)
         ctx.axis = kwargs["axis"] % p.ndim
@@ -512,7 +495,7 @@ def kl_divergence_from_logits(p_logits: Tensor, q_logits: Tensor, dim: int = -1,
     kwargs: dict[str, Any] = dict(axis=dim, temperature=temperature, logit_softcap=logit_softcap,
                   reduction=reduction)
     if not _grad_enabled(p_logits, q_logits):
-        return _to_tensor(_kl_logits(p, q, **kwargs))
+        return _to_tensor(_core.kl_logits(p, q, **kwargs))
     p_grad = p_logits.requires_grad
     return _KLLogitsFn.apply(p_logits, q_logits, p, q, kwargs, p_grad)
 
@@ -623,7 +606,7 @@ class _LogSumExpFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, input: Tensor, x: np.ndarray, dims: tuple[int, ...],  # type: ignore[override]
                 keepdim: bool) -> Tensor:
-        out = _to_tensor(_logsumexp(x, axis=dims, keepdims=keepdim))
+        out = _to_tensor(_core.logsumexp(x, axis=dims, keepdims=keepdim))
         ctx.save_for_backward(input)
         ctx.dims, ctx.keepdim = dims, keepdim
         return out
@@ -633,7 +616,7 @@ class _LogSumExpFn(torch.autograd.Function):
     def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         (input,) = ctx.saved_tensors
         # d lse / d x = softmax(x) over the reduced dimensions
-        grad = torch.from_numpy(_softmax(_view(input), axis=ctx.dims))
+        grad = torch.from_numpy(_core.softmax(_view(input), axis=ctx.dims))
         if not ctx.keepdim:
             for d in sorted(ctx.dims):
                 g = g.unsqueeze(d)
@@ -670,7 +653,7 @@ def logsumexp(input: Tensor, dim: Union[int, Sequence[int]], keepdim: bool = Fal
     if x.ndim == 0:  # torch reduces a 0-d tensor over dim 0 or -1 to itself
         return input.clone()
     if not _grad_enabled(input):
-        return _to_tensor(_logsumexp(x, axis=dims, keepdims=bool(keepdim)))
+        return _to_tensor(_core.logsumexp(x, axis=dims, keepdims=bool(keepdim)))
     return _LogSumExpFn.apply(input, x, dims, bool(keepdim))
 
 
@@ -678,7 +661,7 @@ class _SoftmaxFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, input: Tensor, x: np.ndarray, dim: int,  # type: ignore[override]
                 log: bool) -> Tensor:
-        out = torch.from_numpy((_log_softmax if log else _softmax)(x, axis=dim))
+        out = torch.from_numpy((_core.log_softmax if log else _core.softmax)(x, axis=dim))
         ctx.dim, ctx.log = dim, log
         ctx.save_for_backward(out)
         return out
@@ -687,7 +670,7 @@ class _SoftmaxFn(torch.autograd.Function):
     @_first_order
     def backward(ctx: Any, g: Tensor) -> tuple[Any, ...]:  # type: ignore[override]
         (out,) = ctx.saved_tensors
-        back = _log_softmax_backward if ctx.log else _softmax_backward
+        back = _core.log_softmax_backward if ctx.log else _core.softmax_backward
         return torch.from_numpy(back(_view(g), _view(out), axis=ctx.dim)), None, None, None
 
 
@@ -711,7 +694,7 @@ def _softmax_common(input: Tensor, dim: Optional[int], dtype: Optional[torch.dty
         out = (torch.zeros_like if log else torch.ones_like)(input)
         return out + 0 * input if _grad_enabled(input) else out
     if not _grad_enabled(input):
-        return torch.from_numpy((_log_softmax if log else _softmax)(x, axis=d))
+        return torch.from_numpy((_core.log_softmax if log else _core.softmax)(x, axis=d))
     return _SoftmaxFn.apply(input, x, d, log)
 
 
@@ -791,13 +774,13 @@ class _LinearCEFn(torch.autograd.Function):
         ctx.batch_dims = h.ndim - 1
         if ctx.reduction == "none":
             # per-row upstream gradients: the backward makes its own pass
-            loss = _lce(h, w, t, bias=b, **kwargs)
+            loss = _core.lce(h, w, t, bias=b, **kwargs)
             ctx.arrays = (h, w, b, t, kwargs, loss)
             return _to_tensor(loss)
-        loss, gh, gw, gb = _lce_with_grad(h, w, t, bias=b, **kwargs)
+        loss, gh, gw, gb = _core.lce_with_grad(h, w, t, bias=b, **kwargs)
 
         def recompute() -> list[Optional[Tensor]]:
-            return _as_tensors(*_lce_with_grad(h, w, t, bias=b, **kwargs)[1:])
+            return _as_tensors(*_core.lce_with_grad(h, w, t, bias=b, **kwargs)[1:])
         ctx.saved = _Saved(_as_tensors(gh, gw, gb), recompute)
         return _to_tensor(loss)
 
@@ -900,7 +883,7 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
     kwargs: dict[str, Any] = dict(ignore_index=-100 if ignore_index is None else ignore_index,
                   reduction=reduction, chunk_size=chunk_size)
     if not _grad_enabled(input, linear_weight, linear_bias):
-        return _to_tensor(_lce(h, w, t, bias=b, **kwargs))
+        return _to_tensor(_core.lce(h, w, t, bias=b, **kwargs))
     return _LinearCEFn.apply(input, linear_weight, linear_bias, h, w, b, t, kwargs)
 
 

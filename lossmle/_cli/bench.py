@@ -461,24 +461,32 @@ def _numba_kernels():
     numba = _import("numba")
     jit = numba.njit(parallel=True, fastmath=True, cache=False, nogil=True)
     prange = numba.prange
+    inline = numba.njit(fastmath=True, nogil=True, inline="always")
+
+    @inline
+    def row_max(x, i):
+        m = x[i, 0]
+        for j in range(1, x.shape[1]):
+            m = max(m, x[i, j])
+        return m
+
+    @inline
+    def row_lse(x, i):  # logsumexp(x[i])
+        m = row_max(x, i)
+        s = 0.0
+        for j in range(x.shape[1]):
+            s += np.exp(x[i, j] - m)
+        return m + np.log(s)
 
     @jit
-    def lse(x, out):  # out[i] = logsumexp(x[i])
+    def lse(x, out):
         for i in prange(x.shape[0]):
-            m = x[i, 0]
-            for j in range(1, x.shape[1]):
-                m = max(m, x[i, j])
-            s = 0.0
-            for j in range(x.shape[1]):
-                s += np.exp(x[i, j] - m)
-            out[i] = m + np.log(s)
+            out[i] = row_lse(x, i)
 
     @jit
     def softmax(x, out):
         for i in prange(x.shape[0]):
-            m = x[i, 0]
-            for j in range(1, x.shape[1]):
-                m = max(m, x[i, j])
+            m = row_max(x, i)
             s = 0.0
             for j in range(x.shape[1]):
                 e = np.exp(x[i, j] - m)
@@ -491,33 +499,19 @@ def _numba_kernels():
     @jit
     def log_softmax(x, out):
         for i in prange(x.shape[0]):
-            m = x[i, 0]
-            for j in range(1, x.shape[1]):
-                m = max(m, x[i, j])
-            s = 0.0
-            for j in range(x.shape[1]):
-                s += np.exp(x[i, j] - m)
-            c = m + np.log(s)
+            c = row_lse(x, i)
             for j in range(x.shape[1]):
                 out[i, j] = x[i, j] - c
 
     @jit
     def ce(x, y, loss):
         for i in prange(x.shape[0]):
-            m = x[i, 0]
-            for j in range(1, x.shape[1]):
-                m = max(m, x[i, j])
-            s = 0.0
-            for j in range(x.shape[1]):
-                s += np.exp(x[i, j] - m)
-            loss[i] = m + np.log(s) - x[i, y[i]]
+            loss[i] = row_lse(x, i) - x[i, y[i]]
 
     @jit
     def ce_prob(x, p, loss):
         for i in prange(x.shape[0]):
-            m = x[i, 0]
-            for j in range(1, x.shape[1]):
-                m = max(m, x[i, j])
+            m = row_max(x, i)
             s = 0.0
             ps = 0.0
             dot = 0.0
@@ -531,13 +525,7 @@ def _numba_kernels():
     def ce_grad(x, y, loss, grad):
         n = x.shape[0]
         for i in prange(n):
-            m = x[i, 0]
-            for j in range(1, x.shape[1]):
-                m = max(m, x[i, j])
-            s = 0.0
-            for j in range(x.shape[1]):
-                s += np.exp(x[i, j] - m)
-            c = m + np.log(s)
+            c = row_lse(x, i)
             loss[i] = c - x[i, y[i]]
             for j in range(x.shape[1]):
                 grad[i, j] = np.exp(x[i, j] - c) / n

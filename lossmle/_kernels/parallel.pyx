@@ -47,6 +47,7 @@ def max_threads():
 # parallel copy (memcpy) into an output.  Each thread takes one contiguous
 # chunk, as the kernels' static schedules do.
 
+from cython cimport floating
 from cython.parallel cimport prange
 from libc.string cimport memcpy
 from lossmle._kernels.rowops cimport simd_init, lm_max_d, lm_max_f
@@ -62,25 +63,16 @@ def read_floor(const double[::1] x, int n_threads):
     Integer data (class targets) are read through a float64 view of their
     bytes: the value is meaningless then, the reading is the point.
     """
-    if not _simd_bound:
-        _init_floors()
-    cdef Py_ssize_t n = x.shape[0], chunk, lo, hi
-    cdef int t, nt = max(1, n_threads)
-    cdef double m = 0.0, part
-    if n == 0:
-        return m
-    chunk = (n + nt - 1) // nt
-    for t in prange(nt, schedule='static', num_threads=nt, nogil=True):
-        lo = t * chunk
-        hi = min(n, lo + chunk)
-        if hi > lo:
-            part = lm_max_d(&x[lo], hi - lo)
-            m += part
-    return m
+    return _read_chunks(x, n_threads)
 
 
 def read_floor_f(const float[::1] x, int n_threads):
     """`read_floor` at float32's vector width (16 values per AVX-512 vector)."""
+    return _read_chunks(x, n_threads)
+
+
+cdef double _read_chunks(const floating[::1] x, int n_threads):
+    """The sum of the maxima of ``n_threads`` contiguous chunks of ``x``, one per thread."""
     if not _simd_bound:
         _init_floors()
     cdef Py_ssize_t n = x.shape[0], chunk, lo, hi
@@ -93,7 +85,10 @@ def read_floor_f(const float[::1] x, int n_threads):
         lo = t * chunk
         hi = min(n, lo + chunk)
         if hi > lo:
-            part = lm_max_f(&x[lo], hi - lo)
+            if floating is double:
+                part = lm_max_d(&x[lo], hi - lo)
+            else:
+                part = lm_max_f(&x[lo], hi - lo)
             m += part
     return m
 
@@ -130,28 +125,7 @@ def exp_floor(Py_ssize_t n, int n_threads, bint single=False):
     (float's when ``single``) at full throughput, with no memory traffic.
     Returns the sum (meaningless; computing it is the point).
     """
-    if not _simd_bound:
-        _init_floors()
-    cdef Py_ssize_t chunk, lo, hi, k, take
-    cdef int t, nt = max(1, n_threads)
-    cdef double s = 0.0, part
-    if n <= 0:
-        return s
-    chunk = (n + nt - 1) // nt
-    for t in prange(nt, schedule='static', num_threads=nt, nogil=True):
-        lo = t * chunk
-        hi = min(n, lo + chunk)
-        part = 0.0
-        k = hi - lo
-        while k > 0:
-            take = min(k, <Py_ssize_t>_EXP_BLOCK)
-            if single:
-                part = part + lm_sumexp_f(_exp_block_f, take, 0.0)
-            else:
-                part = part + lm_sumexp_d(_exp_block_d, take, 0.0)
-            k = k - take
-        s += part
-    return s
+    return _compute_floor(n, n_threads, single, _OP_EXP)
 
 
 from lossmle._kernels.rowops cimport lm_kl_d, lm_kl_f, lm_entr_d, lm_entr_f
@@ -186,6 +160,19 @@ def log_floor(Py_ssize_t n, int n_threads, bint single=False, bint kl=False):
     lossmle's own row kernels at full throughput with no memory traffic.
     Returns the sum (meaningless; computing it is the point).
     """
+    return _compute_floor(n, n_threads, single, _OP_KL if kl else _OP_ENTR)
+
+
+cdef enum:
+    _OP_EXP
+    _OP_ENTR
+    _OP_KL
+
+
+cdef double _compute_floor(Py_ssize_t n, int n_threads, bint single, int op):
+    """The sum of ``op``'s row kernel over ``n`` values from the L1 blocks,
+    ``n_threads`` threads with one contiguous chunk each (``exp_floor``,
+    ``log_floor``)."""
     if not _simd_bound:
         _init_floors()
     cdef Py_ssize_t chunk, lo, hi, k, take
@@ -202,7 +189,12 @@ def log_floor(Py_ssize_t n, int n_threads, bint single=False, bint kl=False):
         k = hi - lo
         while k > 0:
             take = min(k, <Py_ssize_t>_EXP_BLOCK)
-            if kl:
+            if op == _OP_EXP:
+                if single:
+                    part = part + lm_sumexp_f(_exp_block_f, take, 0.0)
+                else:
+                    part = part + lm_sumexp_d(_exp_block_d, take, 0.0)
+            elif op == _OP_KL:
                 if single:
                     part = part + lm_kl_f(_log_p_f, _log_q_f, take, &bad)
                 else:
