@@ -396,9 +396,10 @@ def entropy_logits_rows(const floating[:, :, :] x, double inv_t, double cap,
 # (TwoSum) and one rounding (fma), so it is good to an ulp of itself.  Rows
 # whose one-read value is small against its terms take these extra passes.
 # ---------------------------------------------------------------------------
-# refine a row when value < tol * (|ma| + |mb| + |log sa| + |log sb| + |c|);
-# float32 results have 29 bits more room
-cdef double NEAR_TOL_D = 0.0078125          # 2^-7
+# refine a KL row when KL < tol * (|ma| + |mb| + |log sa| + |log sb| + |c|),
+# a JS row when JS < tol / 4 * (|ma| + |mb| + |lse_a| + |lse_b|) (JS ~ KL / 4
+# near p = q); float32 results have 29 bits more room
+cdef double NEAR_TOL_D = 0.001953125        # 2^-9
 cdef double NEAR_TOL_F = 1.52587890625e-05  # 2^-16
 
 
@@ -523,7 +524,8 @@ cdef inline double kl_near(const floating* pr, Py_ssize_t ps, const floating* qr
         dp = 0.0
         if e > 0:
             dd = near_d(pr, qr, j, ps, qs, inv_t, cap, c)
-            dq = pk * expm1(-(dd + L))
+            dq = -(dd + L)
+            dq = pk * expm1(dq) if dq != 0 else 0.0    # +0 where Q = P
             dp = pk * (dd - sums[1])
         else:
             dq = exp(xf(qr[j * qs], inv_t, cap) - mb - log_sb)
@@ -705,7 +707,7 @@ cdef inline double js_refined(const floating* pr, Py_ssize_t ps,
                               double lse_a, double lse_b, double js) noexcept nogil:
     """js, or js_near's value where js is small against its terms."""
     cdef double r
-    if js < near_tol(pr[0]) * (fabs(sa.m) + fabs(sb.m) + fabs(lse_a) + fabs(lse_b)):
+    if js < 0.25 * near_tol(pr[0]) * (fabs(sa.m) + fabs(sb.m) + fabs(lse_a) + fabs(lse_b)):
         r = js_near(pr, ps, qr, qs, n, inv_t, cap, sa.m, sb.m, online_log_total(sb),
                     lse_a - lse_b)
         if r == r:
