@@ -404,8 +404,13 @@ cdef double NEAR_TOL_F = 1.52587890625e-05  # 2^-16
 
 
 cdef inline double near_g(double x) noexcept nogil:
-    """expm1(-x) + x >= 0; its series below |x| = 1/2 (no cancellation)."""
+    """expm1(-x) + x >= 0; its series below |x| = 1/2 (no cancellation), short
+    below 1e-3."""
     cdef double y = -x
+    if fabs(x) < 1e-3:
+        # the x^8 term is below 2^-60 of x^2 / 2
+        return x * x * (0.5 + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0 + y * (
+            1.0 / 720.0 + y * (1.0 / 5040.0))))))
     if fabs(x) < 0.5:
         return x * x * (0.5 + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0 + y * (
             1.0 / 720.0 + y * (1.0 / 5040.0 + y * (1.0 / 40320.0 + y * (1.0 / 362880.0 + y * (
@@ -421,6 +426,10 @@ cdef inline double near_phi(double t) noexcept nogil:
     else 2 e^s (s sinh s - cosh s log cosh s), s = t / 2, log cosh s as
     log1p(2 sinh(s/2)^2) (one bit lost at most)."""
     cdef double s, h
+    if fabs(t) < 1e-3:
+        # the t^8 term is below 2^-60 of t^2 / 4
+        return t * t * (1.0 / 4.0 + t * (1.0 / 8.0 + t * (1.0 / 32.0 + t * (1.0 / 192.0 + t * (
+            1.0 / 1152.0 + t * (1.0 / 5760.0))))))
     if fabs(t) < 0.25:
         return t * t * (1.0 / 4.0 + t * (1.0 / 8.0 + t * (1.0 / 32.0 + t * (1.0 / 192.0 + t * (
             1.0 / 1152.0 + t * (1.0 / 5760.0 + t * (1.0 / 46080.0 + t * (-1.0 / 1935360.0 + t * (
