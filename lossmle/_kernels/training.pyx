@@ -398,9 +398,10 @@ def entropy_logits_rows(const floating[:, :, :] x, double inv_t, double cap,
 # ---------------------------------------------------------------------------
 # refine a KL row when KL < tol * (|ma| + |mb| + |log sa| + |log sb| + |c|),
 # a JS row when JS < tol / 4 * (|ma| + |mb| + |lse_a| + |lse_b|) (JS ~ KL / 4
-# near p = q); float32 results have 29 bits more room
+# near p = q); float32 results have 29 bits more room (2^-20: an unrefined
+# row is then still good to ~1/16 of a float32 ulp)
 cdef double NEAR_TOL_D = 0.001953125        # 2^-9
-cdef double NEAR_TOL_F = 1.52587890625e-05  # 2^-16
+cdef double NEAR_TOL_F = 9.5367431640625e-07  # 2^-20
 
 
 cdef inline double near_g(double x) noexcept nogil:
