@@ -92,7 +92,10 @@ def kl_divergence_from_logits(p_logits, q_logits, axis=-1, *, temperature=1.0,
     ``p = -inf`` contribute 0 (``0 log 0 = 0``); ``q = -inf`` where ``p`` is
     finite gives ``+inf``; a row holding nan or +inf, or only -inf in either
     input, gives nan.  The absolute error is a few ulps of the largest
-    logit (as any logits-space formula, including torch's).
+    logit (as any logits-space formula, including torch's), except near
+    ``P = Q``: a row whose KL is small against those terms is recomputed
+    from ``d = a - b`` (``p - q`` taken exactly, no O(1) terms), within a few
+    ulps of the exact KL (without ``logit_softcap``); ``p == q`` gives 0.
 
     Examples
     --------
@@ -150,7 +153,9 @@ def kl_divergence_from_logits_with_grad(p_logits, q_logits, axis=-1, *, temperat
     ``d KL / d q_k = (Q_k - P_k) xf'(q_k)`` and
     ``d KL / d p_k = P_k (log P_k - log Q_k - KL) xf'(p_k)``, times the
     reduction's ``1 / denominator``.  The value takes one read of each row;
-    the gradients a second.  Rows whose KL is nan have nan gradients; where
+    the gradients a second.  Near ``P = Q`` (the rows the value refines) they
+    are ``P_k expm1(log Q_k/P_k)`` and ``P_k (d_k - E_P[d])`` from the exact
+    ``p - q``, within a few ulps of their own size.  Rows whose KL is nan have nan gradients; where
     the KL is +inf, ``grad_q`` is still finite and ``grad_p`` is nan.
 
     Examples
@@ -214,7 +219,10 @@ def js_divergence_from_logits(p_logits, q_logits, axis=-1, *, temperature=1.0,
     then ``sum P (log P - log M) + Q (log Q - log M)`` with
     ``log M = log(1/2) + logaddexp(log P, log Q)`` evaluated as
     ``max + log1p(exp(min - max))``, so no probability is ever subtracted from
-    another.  Terms with ``P = 0`` (or ``Q = 0``) contribute 0.
+    another.  Terms with ``P = 0`` (or ``Q = 0``) contribute 0.  A row whose
+    JS is small against the log-normalisers is recomputed as
+    ``1/2 E_P[phi(log Q/P)]``, ``phi(t) = t e^t - (1 + e^t) log((1 + e^t)/2) >= 0``,
+    with ``log Q/P`` from the exact ``p - q``: within a few ulps near ``P = Q``.
 
     Examples
     --------

@@ -128,3 +128,178 @@ def test_far_ratios_unchanged():
                                    sps.rel_entr(pp, qq).sum(-1), rtol=1e-14, atol=1e-15)
         np.testing.assert_allclose(lm.kl_divergence(pp.T.copy(), qq.T.copy(), axis=0),
                                    sps.rel_entr(pp, qq).sum(-1), rtol=1e-14, atol=1e-15)
+
+
+# ---------------------------------------------------------------------------
+# The logits divergences: kl_divergence_from_logits (and _with_grad),
+# js_divergence_from_logits.  With b = a + eps * noise the one-read formula
+# (a difference of O(1) sums) lost every digit of a KL of ~eps^2; the oracle
+# is mpmath on the exact float logits (and the exact temperature).
+# ---------------------------------------------------------------------------
+def mp_logit_rows(p, q, temperature=1.0, kind="kl"):
+    """KL(P || Q) or JS(P, Q) of P = softmax(p / T), Q = softmax(q / T) over the
+    last axis, in 60-digit arithmetic on the exact inputs."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    out = []
+    with mpmath.workdps(60):
+        t = mpmath.mpf(temperature)
+        for pr, qr in zip(p.reshape(-1, p.shape[-1]), q.reshape(-1, q.shape[-1])):
+            a = [mpmath.mpf(x) / t for x in pr]
+            b = [mpmath.mpf(x) / t for x in qr]
+            la = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in a))
+            lb = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in b))
+            P = [mpmath.exp(x - la) for x in a]
+            Q = [mpmath.exp(x - lb) for x in b]
+            if kind == "kl":
+                v = mpmath.fsum(pk * ((x - la) - (y - lb)) for pk, x, y in zip(P, a, b) if pk)
+            else:
+                v = mpmath.fsum((pk * mpmath.log(2 * pk / (pk + qk)) if pk else 0)
+                                + (qk * mpmath.log(2 * qk / (pk + qk)) if qk else 0)
+                                for pk, qk in zip(P, Q)) / 2
+            out.append(float(v))
+    return np.array(out).reshape(p.shape[:-1])
+
+
+def mp_kl_logit_grads(p, q, temperature=1.0):
+    """d KL / d q = (Q - P) / T and d KL / d p = P (log P - log Q - KL) / T, per
+    row (the gradient of the rows' sum), in 60 digits."""
+    p = np.asarray(p, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    gq = np.empty_like(p)
+    gp = np.empty_like(p)
+    with mpmath.workdps(60):
+        t = mpmath.mpf(temperature)
+        for r, (pr, qr) in enumerate(zip(p, q)):
+            a = [mpmath.mpf(x) / t for x in pr]
+            b = [mpmath.mpf(x) / t for x in qr]
+            la = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in a))
+            lb = mpmath.log(mpmath.fsum(mpmath.exp(x) for x in b))
+            lp = [x - la for x in a]
+            lq = [y - lb for y in b]
+            kl = mpmath.fsum(mpmath.exp(x) * (x - y) for x, y in zip(lp, lq))
+            for j, (x, y) in enumerate(zip(lp, lq)):
+                gq[r, j] = float((mpmath.exp(y) - mpmath.exp(x)) / t)
+                gp[r, j] = float(mpmath.exp(x) * (x - y - kl) / t)
+    return gq, gp
+
+
+def near_logits(n_rows, n, dtype, eps, seed, n_equal=2):
+    """Logit rows a (spread ~2) and b = a + eps * noise, as ``dtype``; the first
+    ``n_equal`` rows have b == a exactly."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n_rows, n)) * 2.0
+    b = a + eps * rng.normal(size=a.shape)
+    a = a.astype(dtype)
+    b = b.astype(dtype)
+    b[:n_equal] = a[:n_equal]
+    return a, b
+
+
+def assert_rows_within_ulps(got, want, dtype, n, what, ulps_allowed=4):
+    """A few ulps of the mpmath value (as ``dtype``) plus the double sum's own
+    rounding over n non-negative terms; mpmath's 0 must come out exactly 0."""
+    got = np.asarray(got, dtype=np.float64).reshape(-1)
+    want = np.asarray(want, dtype=np.float64).reshape(-1)
+    tol = ulps_allowed * np.spacing(np.abs(want).astype(dtype)).astype(np.float64) \
+        + n * np.finfo(np.float64).eps * np.abs(want)
+    bad = np.abs(got - want) > np.where(want == 0, 0.0, tol)
+    assert not bad.any(), (what, got[bad][:4], want[bad][:4])
+
+
+def logit_layouts(a, b):
+    """(name, p, q, axis, rows_back): the same rows on each path.  rows_back maps
+    the result to the rows' order."""
+    n_rows, n = a.shape
+    mid = lambda x: x.reshape(4, n_rows // 4, n).transpose(0, 2, 1).copy()  # (4, C, R/4)
+    pad = lambda x: np.concatenate([x, np.full((n_rows, 1), -np.inf, x.dtype)], axis=1)
+    return [
+        ("rows", a, b, -1, lambda r: r),                      # contiguous: SIMD sums
+        ("column", a.T.copy(), b.T.copy(), 0, lambda r: r),   # class axis 0
+        ("middle", mid(a), mid(b), 1, lambda r: r.reshape(-1)),
+        ("strided", np.repeat(a, 2, axis=1)[:, ::2], np.repeat(b, 2, axis=1)[:, ::2], -1,
+         lambda r: r),                                        # the scalar row code
+        ("neg_inf", pad(a), pad(b), -1, lambda r: r),         # P = Q = 0 class (JS: scalar)
+    ]
+
+
+LOGIT_EPS = [1e-4, 1e-6, 1e-8, 1e-10]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 3.0], ids=["T1", "T3"])
+@pytest.mark.parametrize("eps", LOGIT_EPS)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_logits_kl_js_near_equal_every_layout(dtype, eps, temperature):
+    a, b = near_logits(24, 5, dtype, eps, seed=int(-np.log10(eps)))
+    want_kl = mp_logit_rows(a, b, temperature, "kl")
+    want_js = mp_logit_rows(a, b, temperature, "js")
+    for name, pp, qq, axis, back in logit_layouts(a, b):
+        kw = dict(axis=axis, temperature=temperature, reduction="none")
+        kl = back(np.asarray(lm.kl_divergence_from_logits(pp, qq, **kw)))
+        assert kl.dtype == dtype
+        assert_rows_within_ulps(kl, want_kl, dtype, 5, ("kl", name))
+        kl_g, _ = lm.kl_divergence_from_logits_with_grad(pp, qq, **kw)
+        assert_rows_within_ulps(back(np.asarray(kl_g)), want_kl, dtype, 5, ("kl_grad", name))
+        js = back(np.asarray(lm.js_divergence_from_logits(pp, qq, **kw)))
+        assert_rows_within_ulps(js, want_js, dtype, 5, ("js", name))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_logits_near_equal_every_simd_variant(simd_path, dtype):
+    """Contiguous rows on each SIMD variant: short rows and rows of several
+    blocks (whose maxima move between blocks)."""
+    for shape in [(6, 7), (3, 1500)]:
+        a, b = near_logits(*shape, dtype, 1e-8, seed=shape[1])
+        for kind, f in [("kl", lm.kl_divergence_from_logits),
+                        ("js", lm.js_divergence_from_logits)]:
+            got = f(a, b, reduction="none")
+            assert_rows_within_ulps(got, mp_logit_rows(a, b, 1.0, kind), dtype, shape[1],
+                                    (kind, shape))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_logits_near_equal_threads(dtype):
+    """Enough rows to go parallel: 2 threads give the 1-thread rows bit for bit,
+    and sampled rows match mpmath."""
+    a, b = near_logits(27000, 5, dtype, 1e-7, seed=7, n_equal=50)
+    sample = np.r_[0:60, 60:27000:450]
+    for kind, f in [("kl", lm.kl_divergence_from_logits),
+                    ("js", lm.js_divergence_from_logits)]:
+        one = np.asarray(f(a, b, reduction="none", n_threads=1))
+        two = np.asarray(f(a, b, reduction="none", n_threads=2))
+        np.testing.assert_array_equal(one, two)
+        assert_rows_within_ulps(two[sample], mp_logit_rows(a[sample], b[sample], 1.0, kind),
+                                dtype, 5, kind)
+
+
+def test_logits_near_equal_shifted_rows():
+    """b = a + 3 + eps * noise: the same distributions as without the shift; the
+    shift must not cost digits (the exact p - q carries it)."""
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(20, 6))
+    b = a + 3.0 + 1e-9 * rng.normal(size=a.shape)
+    for temperature in (1.0, 0.7):
+        for kind, f in [("kl", lm.kl_divergence_from_logits),
+                        ("js", lm.js_divergence_from_logits)]:
+            want = mp_logit_rows(a, b, temperature, kind)
+            for pp, qq in [(a, b), (np.repeat(a, 2, axis=1)[:, ::2],
+                                    np.repeat(b, 2, axis=1)[:, ::2])]:
+                got = f(pp, qq, temperature=temperature, reduction="none")
+                assert_rows_within_ulps(got, want, np.float64, 6, (kind, temperature))
+
+
+@pytest.mark.parametrize("eps", LOGIT_EPS)
+@pytest.mark.parametrize("layout", ["rows", "strided"])
+def test_logits_kl_grad_near_equal(eps, layout):
+    """Both gradients against mpmath, within a few ulps of |Q - P| (d/dq) and of
+    |P (log P - log Q - KL)| (d/dp), which are ~eps here."""
+    a, b = near_logits(12, 5, np.float64, eps, seed=3)
+    want_q, want_p = mp_kl_logit_grads(a, b, 2.0)
+    if layout == "strided":
+        a, b = np.repeat(a, 2, axis=1)[:, ::2], np.repeat(b, 2, axis=1)[:, ::2]
+    _, gq, gp = lm.kl_divergence_from_logits_with_grad(a, b, temperature=2.0, reduction="sum",
+                                                       p_grad=True)
+    for got, want in [(gq, want_q), (gp, want_p)]:
+        scale = np.abs(want).max(axis=1, keepdims=True)
+        assert np.all(np.abs(got - want) <= 4 * np.spacing(np.abs(want)) + 4e-16 * scale)
+        assert np.all(got[:2] == 0)      # the rows with b == a

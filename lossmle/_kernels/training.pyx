@@ -38,7 +38,7 @@ recurrence, so special values have one definition.
 from cython.parallel cimport prange
 from cython cimport floating
 from libc.stdint cimport int64_t
-from libc.math cimport exp, log, log1p, tanh, fabs, NAN, INFINITY, isfinite
+from libc.math cimport exp, log, log1p, expm1, tanh, fabs, fma, sinh, cosh, NAN, INFINITY, isfinite
 
 from lossmle._kernels.loss_rows cimport RowStats, row_stats_fast, target_log_s, target_grad
 from lossmle._kernels.rowops cimport (
@@ -383,6 +383,196 @@ def entropy_logits_rows(const floating[:, :, :] x, double inv_t, double cap,
         out[o, i] = entropy_row(&x[o, 0, i], n, xs, inv_t, cap)
 
 
+# ---------------------------------------------------------------------------
+# Near p = q: KL and JS without the O(1) terms that cancel
+#
+# With d = a - b, P = softmax(a), any constant c and d'' = d - c:
+#   KL(P || Q) = E_P[d] - lse(a) + lse(b) = S1 + log1p(SG - S1),
+#   S1 = E_P[d''], SG = E_P[g(d'')], g(x) = expm1(-x) + x >= 0,
+# exactly, whatever c is; with c close to E_P[d], S1 is tiny and nothing
+# cancels.  log Q_j - log P_j = -(d''_j + L), L = log1p(SG - S1), and
+#   JS = 1/2 E_P[phi(log Q / P)], phi(t) = t e^t - (1 + e^t) log((1 + e^t) / 2) >= 0.
+# d''_j = (p_j - q_j) inv_t - c takes the exact difference of the inputs
+# (TwoSum) and one rounding (fma), so it is good to an ulp of itself.  Rows
+# whose one-read value is small against its terms take these extra passes.
+# ---------------------------------------------------------------------------
+# refine a KL row when KL < tol * (|ma| + |mb| + |log sa| + |log sb| + |c|),
+# a JS row when JS < tol / 4 * (|ma| + |mb| + |lse_a| + |lse_b|) (JS ~ KL / 4
+# near p = q); float32 results have 29 bits more room (2^-20: an unrefined
+# row is then still good to ~1/16 of a float32 ulp)
+cdef double NEAR_TOL_D = 0.001953125        # 2^-9
+cdef double NEAR_TOL_F = 9.5367431640625e-07  # 2^-20
+
+
+cdef inline double near_g(double x) noexcept nogil:
+    """expm1(-x) + x >= 0; its series below |x| = 1/2 (no cancellation), short
+    below 1e-3."""
+    cdef double y = -x
+    if fabs(x) < 1e-3:
+        # the x^8 term is below 2^-60 of x^2 / 2
+        return x * x * (0.5 + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0 + y * (
+            1.0 / 720.0 + y * (1.0 / 5040.0))))))
+    if fabs(x) < 0.5:
+        return x * x * (0.5 + y * (1.0 / 6.0 + y * (1.0 / 24.0 + y * (1.0 / 120.0 + y * (
+            1.0 / 720.0 + y * (1.0 / 5040.0 + y * (1.0 / 40320.0 + y * (1.0 / 362880.0 + y * (
+                1.0 / 3628800.0 + y * (1.0 / 39916800.0 + y * (1.0 / 479001600.0 + y * (
+                    1.0 / 6227020800.0 + y * (1.0 / 87178291200.0 + y * (
+                        1.0 / 1307674368000.0 + y * (1.0 / 20922789888000.0 + y * (
+                            1.0 / 355687428096000.0))))))))))))))))
+    return expm1(y) + x
+
+
+cdef inline double near_phi(double t) noexcept nogil:
+    """t e^t - (1 + e^t) log((1 + e^t) / 2) >= 0: its series below |t| = 1/4,
+    else 2 e^s (s sinh s - cosh s log cosh s), s = t / 2, log cosh s as
+    log1p(2 sinh(s/2)^2) (one bit lost at most)."""
+    cdef double s, h
+    if fabs(t) < 1e-3:
+        # the t^8 term is below 2^-60 of t^2 / 4
+        return t * t * (1.0 / 4.0 + t * (1.0 / 8.0 + t * (1.0 / 32.0 + t * (1.0 / 192.0 + t * (
+            1.0 / 1152.0 + t * (1.0 / 5760.0))))))
+    if fabs(t) < 0.25:
+        return t * t * (1.0 / 4.0 + t * (1.0 / 8.0 + t * (1.0 / 32.0 + t * (1.0 / 192.0 + t * (
+            1.0 / 1152.0 + t * (1.0 / 5760.0 + t * (1.0 / 46080.0 + t * (-1.0 / 1935360.0 + t * (
+                -1.0 / 19353600.0 + t * (11.0 / 58060800.0 + t * (11.0 / 696729600.0 + t * (
+                    -97.0 / 7664025600.0 + t * (-97.0 / 107296358400.0 + t * (
+                        2287.0 / 2324754432000.0 + t * (2287.0 / 37196070912000.0 + t * (
+                            -52259.0 / 669529276416000.0 + t * (
+                                -52259.0 / 12051526975488000.0)))))))))))))))))
+    s = 0.5 * t
+    h = sinh(0.5 * s)
+    return 2.0 * exp(s) * (s * sinh(s) - cosh(s) * log1p(2.0 * h * h))
+
+
+cdef inline double near_d(const floating* pr, const floating* qr, Py_ssize_t j,
+                          Py_ssize_t ps, Py_ssize_t qs, double inv_t, double cap,
+                          double c) noexcept nogil:
+    """d_j - c = xf(p_j) - xf(q_j) - c; without a cap from the exact p_j - q_j."""
+    cdef double x, y, h, z, lo
+    x = pr[j * ps]
+    y = qr[j * qs]
+    if cap > 0:
+        return (xf(x, inv_t, cap) - xf(y, inv_t, cap)) - c
+    h = x - y
+    z = h - x
+    lo = (x - (h - z)) - (y + z)    # TwoSum: x - y = h + lo exactly
+    return fma(h, inv_t, -c) + lo * inv_t
+
+
+cdef inline double near_h(double x) noexcept nogil:
+    """x - log1p(x) >= 0: its series below |x| = 1e-3."""
+    if fabs(x) < 1e-3:
+        return x * x * (0.5 - x * (1.0 / 3.0 - x * (0.25 - x * (0.2 - x * (
+            1.0 / 6.0 - x * (1.0 / 7.0 - x * 0.125))))))
+    return x - log1p(x)
+
+
+cdef inline void near_sums(const floating* pr, Py_ssize_t ps, const floating* qr,
+                           Py_ssize_t qs, Py_ssize_t n, double inv_t, double cap,
+                           double ma, double mb, double log_sb, double c,
+                           double* s_out) noexcept nogil:
+    """One pass over the row: with e = exp(a - ma) over the a whose e > 0,
+    s_out = [S = sum e, S1 = sum e d'' / S, SG = sum e g(d'') / S, Q0 = the
+    mass of Q where e = 0].  Then KL = S1 + L with
+    L = log1p(SG - S1) - log1p(-Q0), and log Q_k - log P_k = -(d''_k + L)."""
+    cdef Py_ssize_t j
+    cdef double e, dd, s = 0.0, s1 = 0.0, sg = 0.0, q0 = 0.0
+    for j in range(n):
+        e = exp(xf(pr[j * ps], inv_t, cap) - ma)
+        if e > 0:
+            dd = near_d(pr, qr, j, ps, qs, inv_t, cap, c)
+            s += e
+            s1 += e * dd
+            sg += e * near_g(dd)
+        else:
+            q0 += exp(xf(qr[j * qs], inv_t, cap) - mb - log_sb)
+    s_out[0] = s
+    s_out[1] = s1 / s
+    s_out[2] = sg / s
+    s_out[3] = q0
+
+
+cdef inline double near_kl(const floating* pr, Py_ssize_t ps, const floating* qr,
+                           Py_ssize_t qs, Py_ssize_t n, double inv_t, double cap,
+                           double ma, double mb, double log_sb, double* c,
+                           double* s_out) noexcept nogil:
+    """KL = SG - h(SG - S1) - log1p(-Q0) (= S1 + L) from near_sums about c,
+    where SG ~ KL + S1^2 / 2: when S1^2 is not small against that, c moves
+    to c + S1 for a second pass (c and s_out are updated)."""
+    cdef double kl
+    near_sums(pr, ps, qr, qs, n, inv_t, cap, ma, mb, log_sb, c[0], s_out)
+    kl = s_out[2] - near_h(s_out[2] - s_out[1])
+    if s_out[1] * s_out[1] > 0.25 * kl:
+        c[0] = c[0] + s_out[1]
+        near_sums(pr, ps, qr, qs, n, inv_t, cap, ma, mb, log_sb, c[0], s_out)
+        kl = s_out[2] - near_h(s_out[2] - s_out[1])
+    return kl - log1p(-s_out[3])
+
+
+cdef inline double kl_near(const floating* pr, Py_ssize_t ps, const floating* qr,
+                           Py_ssize_t qs, Py_ssize_t n, double inv_t, double cap,
+                           double ma, double mb, double log_sb, double c,
+                           floating* gq, Py_ssize_t gqs, floating* gp, Py_ssize_t gps,
+                           double grad_scale) noexcept nogil:
+    """KL of a near-equal row pair (c: about E_P[d]; ma: max of a; mb, log_sb:
+    b's max and log sum exp(b - mb)); the gradients too when gq / gp are not
+    NULL:  Q_k - P_k = P_k expm1(-(d''_k + L)) (Q_k itself where P_k = 0),
+    P_k (log P_k - log Q_k - KL) = P_k (d''_k - S1).  NaN if not finite
+    (nothing written then)."""
+    cdef Py_ssize_t j
+    cdef double sums[4]
+    cdef double L, kl, e, pk, dd, dq, dp
+    kl = near_kl(pr, ps, qr, qs, n, inv_t, cap, ma, mb, log_sb, &c, sums)
+    if not isfinite(kl):
+        return NAN
+    if gq == NULL and gp == NULL:
+        return kl
+    L = kl - sums[1]
+    for j in range(n):
+        e = exp(xf(pr[j * ps], inv_t, cap) - ma)
+        pk = e / sums[0]
+        dp = 0.0
+        if e > 0:
+            dd = near_d(pr, qr, j, ps, qs, inv_t, cap, c)
+            dq = -(dd + L)
+            dq = pk * expm1(dq) if dq != 0 else 0.0    # +0 where Q = P
+            dp = pk * (dd - sums[1])
+        else:
+            dq = exp(xf(qr[j * qs], inv_t, cap) - mb - log_sb)
+        dq = grad_scale * dq * dxf(qr[j * qs], inv_t, cap)
+        dp = grad_scale * dp * dxf(pr[j * ps], inv_t, cap)
+        # every read of element j is done: safe over an aliased input
+        if gq != NULL:
+            gq[j * gqs] = <floating>dq
+        if gp != NULL:
+            gp[j * gps] = <floating>dp
+    return kl
+
+
+cdef inline double js_near(const floating* pr, Py_ssize_t ps, const floating* qr,
+                           Py_ssize_t qs, Py_ssize_t n, double inv_t, double cap,
+                           double ma, double mb, double log_sb, double c) noexcept nogil:
+    """JS of a near-equal row pair (arguments as kl_near): 1/2 E_P[phi(log Q/P)]
+    plus Q0 log(2) / 2 for the classes where P = 0.  NaN if not finite."""
+    cdef Py_ssize_t j
+    cdef double sums[4]
+    cdef double L, e, s = 0.0
+    L = near_kl(pr, ps, qr, qs, n, inv_t, cap, ma, mb, log_sb, &c, sums) - sums[1]
+    for j in range(n):
+        e = exp(xf(pr[j * ps], inv_t, cap) - ma)
+        if e > 0:
+            s += e * near_phi(-(near_d(pr, qr, j, ps, qs, inv_t, cap, c) + L))
+    s = 0.5 * (s / sums[0] + sums[3] * -LOG_HALF)
+    return s if isfinite(s) else NAN
+
+
+cdef inline double near_tol(floating dummy) noexcept nogil:
+    if floating is double:
+        return NEAR_TOL_D
+    else:
+        return NEAR_TOL_F
+
+
 cdef inline double kl_row(const floating* pr, Py_ssize_t ps,
                           const floating* qr, Py_ssize_t qs, Py_ssize_t n,
                           double inv_t, double cap,
@@ -399,6 +589,13 @@ cdef inline double kl_row(const floating* pr, Py_ssize_t ps,
         log_sa = log(ks.sa)
         log_sb = log(ks.sb)
         c = ks.w / ks.sa
+        kl = c + (log_sb - log_sa)
+        if kl < near_tol(pr[0]) * (fabs(ks.ma) + fabs(ks.mb) + fabs(log_sa) + fabs(log_sb)
+                                   + fabs(c)):
+            dq = kl_near(pr, 1, qr, 1, n, inv_t, cap, ks.ma, ks.mb, log_sb,
+                         c + (ks.ma - ks.mb), gq, 1, gp, 1, grad_scale)
+            if dq == dq:
+                return dq
         if gq != NULL or gp != NULL:
             if floating is double:
                 lm_kl_logit_grad_d(pr, qr, n, inv_t, ks.ma, ks.mb, log_sa, log_sb, c,
@@ -406,7 +603,7 @@ cdef inline double kl_row(const floating* pr, Py_ssize_t ps,
             else:
                 lm_kl_logit_grad_f(pr, qr, n, inv_t, ks.ma, ks.mb, log_sa, log_sb, c,
                                    grad_scale, gq, gp)
-        return c + (log_sb - log_sa)
+        return kl
     online_init(&sa)
     online_init(&sb)
     for j in range(n):
@@ -440,7 +637,16 @@ cdef inline double kl_row(const floating* pr, Py_ssize_t ps,
     elif inf_kl:
         kl = INFINITY
     else:
-        kl = (sa.u - v) / sa_t + (online_log_total(&sb) - online_log_total(&sa))
+        c = (sa.u - v) / sa_t
+        log_sa = online_log_total(&sa)
+        log_sb = online_log_total(&sb)
+        kl = c + (log_sb - log_sa)
+        if kl < near_tol(pr[0]) * (fabs(sa.m) + fabs(sb.m) + fabs(log_sa) + fabs(log_sb)
+                                   + fabs(c)):
+            dq = kl_near(pr, ps, qr, qs, n, inv_t, cap, sa.m, sb.m, log_sb,
+                         c + (sa.m - sb.m), gq, gqs, gp, gps, grad_scale)
+            if dq == dq:
+                return dq
     if gq == NULL and gp == NULL:
         return kl
     for j in range(n):
@@ -505,6 +711,20 @@ def kl_logits_rows(const floating[:, :, :] p, const floating[:, :, :] q,
                            gq, gqs, gp, gps, grad_scale)
 
 
+cdef inline double js_refined(const floating* pr, Py_ssize_t ps,
+                              const floating* qr, Py_ssize_t qs, Py_ssize_t n,
+                              double inv_t, double cap, Online* sa, Online* sb,
+                              double lse_a, double lse_b, double js) noexcept nogil:
+    """js, or js_near's value where js is small against its terms."""
+    cdef double r
+    if js < 0.25 * near_tol(pr[0]) * (fabs(sa.m) + fabs(sb.m) + fabs(lse_a) + fabs(lse_b)):
+        r = js_near(pr, ps, qr, qs, n, inv_t, cap, sa.m, sb.m, online_log_total(sb),
+                    lse_a - lse_b)
+        if r == r:
+            return r
+    return js
+
+
 cdef inline double js_row(const floating* pr, Py_ssize_t ps,
                           const floating* qr, Py_ssize_t qs, Py_ssize_t n,
                           double inv_t, double cap) noexcept nogil:
@@ -521,7 +741,8 @@ cdef inline double js_row(const floating* pr, Py_ssize_t ps,
             s = lm_js_logit_sum_f(pr, qr, n, inv_t, online_lse_rounded(&sa),
                                   online_lse_rounded(&sb))
         if isfinite(s):
-            return 0.5 * s
+            return js_refined(pr, ps, qr, qs, n, inv_t, cap, &sa, &sb,
+                              online_lse_rounded(&sa), online_lse_rounded(&sb), 0.5 * s)
         s = 0.0
     online_init(&sa)
     online_init(&sb)
@@ -548,7 +769,7 @@ cdef inline double js_row(const floating* pr, Py_ssize_t ps,
             s += exp(lp) * (lp - lm)
         if lq != -INFINITY:
             s += exp(lq) * (lq - lm)
-    return 0.5 * s
+    return js_refined(pr, ps, qr, qs, n, inv_t, cap, &sa, &sb, lse_a, lse_b, 0.5 * s)
 
 
 def js_logits_rows(const floating[:, :, :] p, const floating[:, :, :] q,
