@@ -66,15 +66,15 @@ extensions = [
         depends=["lossmle/_kernels/lm_simd.h", "lossmle/_kernels/lm_simd_impl.h",
                  "lossmle/_kernels/lm_omp_compat.h", "lossmle/_kernels/rowops.pxd",
                  "lossmle/_kernels/rows.pxd", "lossmle/_kernels/loss_rows.pxd",
-                 "lossmle/_kernels/divergence_rows.pxd"],
+                 "lossmle/_kernels/divergence_rows.pxd", "lossmle/_kernels/logit_rows.pxd"],
         # only lossmle._kernels.simd instantiates the per-ISA SIMD variants (see lm_simd.h)
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")]
         + ([("LM_SIMD_IMPLEMENT", "1")] if name == "simd" else []),
         extra_compile_args=extra_compile,
         extra_link_args=list(omp[1]),
     )
-    for name in ("simd", "special", "losses", "divergence", "parallel", "training", "streaming",
-                 "fastpath")
+    for name in ("simd", "special", "losses", "divergence", "logit_divergence", "parallel",
+                 "training", "streaming", "fastpath")
 ]
 
 setup(

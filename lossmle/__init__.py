@@ -13,8 +13,9 @@ def _check_built():
     import os
     here = os.path.dirname(os.path.abspath(__file__))
     kernels = os.path.join(here, "_kernels")
-    missing = [name for name in ("simd", "special", "losses", "divergence", "parallel",
-                                 "training", "streaming", "fastpath")
+    missing = [name for name in ("simd", "special", "losses", "divergence",
+                                 "logit_divergence", "parallel", "training", "streaming",
+                                 "fastpath")
                if not any(os.path.exists(os.path.join(kernels, name + suffix))
                           for suffix in importlib.machinery.EXTENSION_SUFFIXES)]
     if missing:

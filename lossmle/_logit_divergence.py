@@ -2,7 +2,7 @@
 KL (with gradients, for distillation), Jensen-Shannon and entropy.
 
 Each row is read once for the value (running maxima and rescaled sums, see
-``_kernels/training.pyx``); neither softmax is materialised.  The class axis is
+``_kernels/logit_divergence.pyx``); neither softmax is materialised.  The class axis is
 ``axis`` (default -1); float32 stays float32; per-row values are reduced by
 ``_reduce``.
 """
@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from ._kernels import training as _k
+from ._kernels import logit_divergence as _k
 from ._reduce import reduce_rows
 from ._validation import (
     as_float_array, check_base as _check_base, check_positive,

@@ -11,16 +11,6 @@ _F64 = NDArray[np.float64]
 _Mask = NDArray[np.uint8]
 _Targets = NDArray[np.int64]
 
-def entropy_logits_rows(
-    x: _Floats, inv_t: float, cap: float, out: _F64, n_threads: int,
-) -> None: ...
-def kl_logits_rows(
-    p: _Floats, q: _Floats, inv_t: float, cap: float, out: _F64,
-    grad_q: _Floats | None, grad_p: _Floats | None, grad_scale: float, n_threads: int,
-) -> None: ...
-def js_logits_rows(
-    p: _Floats, q: _Floats, inv_t: float, cap: float, out: _F64, n_threads: int,
-) -> None: ...
 def bce_logits_rows(
     x: _Floats, t: _Floats, weight: _Floats | None, pos_weight: _Floats | None,
     sample_weight: _Floats | None, loss: _Floats | None, row_loss: _F64,
