@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from lossmle._cli import bench as _bench
+from lossmle._cli import bench_impls
 from conftest import same_package_cwd
 
 # tiny and fast: no bandwidth probe beyond 1 MiB, no repeated calls per sample
@@ -468,7 +469,7 @@ def test_optional_competitors_agree_with_scipy(impl, request):
 def test_missing_optional_competitors_are_skipped_and_said(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "jax", None)
     monkeypatch.setitem(sys.modules, "numba", None)
-    monkeypatch.setattr(_bench, "_NUMBA_KERNELS", None)
+    monkeypatch.setattr(bench_impls, "_NUMBA_KERNELS", None)
     rc, out, _ = run(capsys, "--functions", "softmax", "--shapes", "2x3", "--dtypes", "f64",
                      "--impls", "numpy,jax,numba", *FAST)
     assert rc == 0
