@@ -310,7 +310,8 @@ LM_INLINE double lm_log_normal_for_float(double x) { return lm_log_plus(x, 0.0, 
  * need it too: each term without it is only good to ~1e-9 relative, and the
  * terms of near-equal rows cancel (1e-7 terms, a 5e-14 sum: 1800 float ulps
  * off).  Mode 0 (no remainder) is kept for comparison only. */
-LM_INLINE double lm_rel_entr_term_(double p, double q, double *special, int mode)
+LM_INLINE double lm_rel_entr_term_(double p, double q, double *special, int mode,
+                                     int for_float)
 {
     double t = p / q;
     int regular = p > 0.0 && q > 0.0 && t >= 2.2250738585072014e-308 &&
@@ -324,12 +325,14 @@ LM_INLINE double lm_rel_entr_term_(double p, double q, double *special, int mode
         r = (p - tq) - lm_prod_err(t, q, tq);
         r = r - r == 0.0 ? r : 0.0;  /* Dekker's split overflows above ~1e300 */
     }
-    double term = p * lm_log_normal(regular ? t : 1.0) + r;
+    double lt = for_float ? lm_log_normal_for_float(regular ? t : 1.0)
+                          : lm_log_normal(regular ? t : 1.0);
+    double term = p * lt + r;
     *special = (regular || zero) ? 0.0 : 1.0;
     return regular ? term : 0.0;
 }
 #define lm_rel_entr_term(p, q, special) \
-    lm_rel_entr_term_((p), (q), (special), LM_HAS_FMA ? 1 : 2)
+    lm_rel_entr_term_((p), (q), (special), LM_HAS_FMA ? 1 : 2, !LM_DOUBLE)
 
 /* One term of entr(t) = -t log t, t = p / total, where the vectorised
  * formula holds (t positive, normal, finite), else 0; (OUT) *special = 0
