@@ -1,9 +1,21 @@
-"""kl_div: torch.nn.functional.kl_div (input in log space) and its gradient."""
+"""kl_div: torch.nn.functional.kl_div (input in log space) and its gradient.
+
+The terms, their total and the gradient come from one pass of
+``_kernels.divergence.kl_div_flat`` over 2-D views of the (broadcast)
+operands.  Only the gradient of an ``input`` that is itself broadcast (a sum
+over the broadcast axes) is formed here with NumPy, from the weights.
+"""
 import math
 
 import numpy as np
 
-from ._validation import as_float_array, check_output, check_reduction, common_float_dtype
+from ._kernels import divergence as _k
+from ._reduce import to_dtype
+from ._threads import resolve_threads
+from ._validation import (
+    as_float_array, check_output, check_reduction, common_float_dtype, finish_output,
+    output_view,
+)
 
 __all__ = ["kl_div", "kl_div_with_grad"]
 
@@ -22,7 +34,11 @@ _PARAMS = """Parameters
         divergence); 'batchmean': their sum over ``input.shape[0]`` (the
         KL divergence per sample; the sum for a 0-d input).
     log_target : bool, optional
-        ``target`` holds log-probabilities."""
+        ``target`` holds log-probabilities.
+    n_threads : int or None, optional
+        Threads for large inputs (None: the package's policy, see
+        :func:`lossmle.set_num_threads`); the result is the same for any
+        count."""
 
 
 def _prepare(input, target, reduction, log_target):
@@ -40,20 +56,13 @@ def _prepare(input, target, reduction, log_target):
     return x, t, shape, dtype
 
 
-def _terms(x, t, log_target):
-    """torch's pointwise terms in double: xlogy(t, t) - t x, or exp(t) (t - x)."""
-    xd = x.astype(np.float64, copy=False)
+def _weights(t, log_target):
+    """d term / d input is minus these (in double): ``t`` or ``exp(t)``."""
     td = t.astype(np.float64, copy=False)
-    with np.errstate(all="ignore"):  # nan / inf terms are torch's, quietly
-        if log_target:
-            weight = np.exp(td)
-            terms = weight * (td - xd)
-        else:
-            weight = td
-            tlogt = np.where(td == 0, 0.0, td * np.log(np.where(td == 0, 1.0, td)))
-            tlogt = np.where(np.isnan(td), np.nan, tlogt)   # xlogy(nan, nan) = nan
-            terms = tlogt - td * xd
-    return terms, weight
+    if not log_target:
+        return td
+    with np.errstate(all="ignore"):
+        return np.exp(td)
 
 
 def _scale(reduction, x, n_terms):
@@ -65,20 +74,59 @@ def _scale(reduction, x, n_terms):
     return 1.0
 
 
-def _reduce(terms, reduction, x, dtype):
+def _view2(a, shape, shape2):
+    """``a`` broadcast to ``shape`` as a 2-D view (a copy only when the
+    broadcast or strided axes cannot be merged)."""
+    return np.broadcast_to(a, shape).reshape(shape2)
+
+
+def _run(input, target, reduction, log_target, n_threads, want_grad, grad_out):
+    x, t, shape, dtype = _prepare(input, target, reduction, log_target)
+    size = math.prod(shape)
+    n_threads = resolve_threads(n_threads, size)
+    shape2 = (size // shape[-1], shape[-1]) if len(shape) and size else (size, 1)
+    scale = _scale(reduction, x, size)
+    grad = grad2 = scratch = None
+    kernel_grad = want_grad and x.shape == shape
+    if want_grad:
+        # the kernel reads each element before it writes its gradient, so
+        # grad_out may be input or target itself (exactly)
+        check_output(grad_out, "grad_out", x.shape, dtype,
+                     [(input, "input"), (x, "input"), (target, "target"), (t, "target")],
+                     ("input", "target"))
+        if kernel_grad:
+            grad, grad2, scratch = output_view(grad_out, x.shape, dtype, shape2)
+    terms = np.empty(shape, dtype) if reduction == "none" else None
+    total = 0.0
+    if size:
+        total = _k.kl_div_flat(_view2(x, shape, shape2), _view2(t, shape, shape2),
+                               None if terms is None else terms.reshape(shape2), grad2, scale,
+                               bool(log_target), terms is None, n_threads)
     if reduction == "none":
-        with np.errstate(over="ignore"):
-            return terms.astype(dtype)
-    total = float(np.sum(terms))
-    if reduction == "mean":
-        total = total / terms.size if terms.size else math.nan
-    elif reduction == "batchmean" and x.ndim > 0:
-        total = total / x.shape[0] if x.shape[0] else math.nan
-    with np.errstate(over="ignore"):
-        return dtype.type(total)
+        loss = terms
+    else:
+        if reduction == "mean":
+            total = total / size if size else math.nan
+        elif reduction == "batchmean" and x.ndim > 0:
+            total = total / x.shape[0] if x.shape[0] else math.nan
+        loss = to_dtype(total, dtype)
+    if not want_grad:
+        return loss
+    if kernel_grad:
+        return loss, finish_output(grad, scratch)
+    # input broadcast against target: its gradient sums over the broadcast axes
+    grad = np.empty(x.shape, dtype) if grad_out is None else grad_out
+    with np.errstate(all="ignore"):
+        g = np.broadcast_to(-scale * _weights(t, log_target), shape)
+        lead = len(shape) - x.ndim
+        g = g.sum(axis=tuple(range(lead))) if lead else g
+        g = g.sum(axis=tuple(i for i, n in enumerate(x.shape) if n == 1 and g.shape[i] != 1),
+                  keepdims=True)
+        np.copyto(grad, g, casting="unsafe")
+    return loss, grad
 
 
-def kl_div(input, target, reduction="mean", log_target=False):
+def kl_div(input, target, reduction="mean", log_target=False, *, n_threads=None):
     """``torch.nn.functional.kl_div``: KL terms with the input in log space.
 
     Pointwise ``target * (log(target) - input)`` (0 where ``target == 0``:
@@ -110,12 +158,11 @@ def kl_div(input, target, reduction="mean", log_target=False):
     >>> round(float(kl_div(np.log(q), p, reduction="batchmean")), 10)
     0.1438410362
     """
-    x, t, shape, dtype = _prepare(input, target, reduction, log_target)
-    terms, _ = _terms(x, t, log_target)
-    return _reduce(terms, reduction, x, dtype)
+    return _run(input, target, reduction, log_target, n_threads, False, None)
 
 
-def kl_div_with_grad(input, target, reduction="mean", log_target=False, *, grad_out=None):
+def kl_div_with_grad(input, target, reduction="mean", log_target=False, *, grad_out=None,
+                     n_threads=None):
     """:func:`kl_div` and its gradient with respect to ``input``.
 
     {params}
@@ -142,25 +189,7 @@ def kl_div_with_grad(input, target, reduction="mean", log_target=False, *, grad_
     >>> g
     array([[-0.5, -0.5]])
     """
-    x, t, shape, dtype = _prepare(input, target, reduction, log_target)
-    terms, weight = _terms(x, t, log_target)
-    loss = _reduce(terms, reduction, x, dtype)
-    scale = _scale(reduction, x, terms.size)
-    # the gradient is computed whole before it is written, so grad_out may be
-    # input or target itself (exactly)
-    check_output(grad_out, "grad_out", x.shape, dtype,
-                 [(input, "input"), (x, "input"), (target, "target"), (t, "target")],
-                 ("input", "target"))
-    grad = np.empty(x.shape, dtype) if grad_out is None else grad_out
-    with np.errstate(all="ignore"):
-        g = np.broadcast_to(-scale * weight, shape)
-        if shape != x.shape:   # input broadcast against target: its gradient sums
-            lead = len(shape) - x.ndim
-            g = g.sum(axis=tuple(range(lead))) if lead else g
-            g = g.sum(axis=tuple(i for i, n in enumerate(x.shape) if n == 1 and g.shape[i] != 1),
-                      keepdims=True)
-        np.copyto(grad, g, casting="unsafe")
-    return loss, grad
+    return _run(input, target, reduction, log_target, n_threads, True, grad_out)
 
 
 kl_div.__doc__ = kl_div.__doc__.replace("{params}", _PARAMS)

@@ -13,9 +13,10 @@ __all__ = ["kl_div", "kl_div_with_grad"]
 
 def kl_div(
     input: ArrayLike, target: ArrayLike, reduction: _Reduction = "mean",
-    log_target: bool = False,
+    log_target: bool = False, *, n_threads: int | None = None,
 ) -> _Result: ...
 def kl_div_with_grad(
     input: ArrayLike, target: ArrayLike, reduction: _Reduction = "mean",
     log_target: bool = False, *, grad_out: NDArray[Any] | None = None,
+    n_threads: int | None = None,
 ) -> tuple[_Result, NDArray[np.floating[Any]]]: ...

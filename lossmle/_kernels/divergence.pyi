@@ -14,5 +14,9 @@ def entropy_rows(pk: _Floats, out: _Floats, n_threads: int) -> None: ...
 def relative_entropy_rows(
     pk: _Floats, qk: _Floats, out: _Floats, n_threads: int,
 ) -> None: ...
+def kl_div_flat(
+    x: _Floats, t: _Floats, terms: _Floats | None, grad: _Floats | None,
+    grad_scale: float, log_target: bool, want_total: bool, n_threads: int,
+) -> float: ...
 
 SIMD_PATH: str

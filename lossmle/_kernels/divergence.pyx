@@ -21,12 +21,21 @@ Many short rows back to back (``n <= KL_SHORT_MAX``) go through
 ``lm_kl_rows`` a block at a time instead: one flat vectorised pass over the
 block's terms, then a sum per row.
 
+``kl_div_flat`` is torch's ``kl_div`` (input in log space): its pointwise
+terms over a 2-D view walked in C order, in blocks of ``SHORT_BLOCK`` terms,
+each block's terms summed by ``pairwise_sum`` and the block totals by
+``pairwise_sum`` again: ``rows.blocked_sum`` of all the terms, the bits of
+``_reduce.total`` on them whatever the thread count (threads take whole
+blocks).
+
 The row helpers (``rel_entr``, ``entr``, ``kl_row``, ``entropy_row``) live in
 ``divergence_rows.pxd``, one definition shared with ``fastpath.pyx`` (which must
 give these kernels' bits for small inputs).
 """
 from cython.parallel cimport prange
 from cython cimport floating
+from libc.math cimport exp, log
+from libc.stdlib cimport malloc, free
 
 from lossmle._kernels.rowops cimport simd_init, lm_simd_ready, SHORT_BLOCK
 from lossmle._kernels.rows cimport tile_units, middle_axis_c, c_rows
@@ -35,6 +44,7 @@ from lossmle._kernels.divergence_rows cimport (
     entropy_short_block, entropy_short_blocks, divergence_strided_rows, DIV_KL, DIV_ENTR,
     DIV_REL_ENTR,
 )
+from lossmle._kernels.loss_rows cimport pairwise_sum
 
 
 def _simd_init():
@@ -184,3 +194,100 @@ def relative_entropy_rows(const floating[:, :, :] pk, const floating[:, :, :] qk
                           floating[:, :] out, int n_threads):
     """out = sum rel_entr(pk / sum(pk), qk / sum(qk)) over axis 1.  OUT: out."""
     _entropy_rows(pk, qk, out, n_threads, True)
+
+
+cdef double kl_div_block(const floating* x, Py_ssize_t xs0, Py_ssize_t xs1,
+                         const floating* t, Py_ssize_t ts0, Py_ssize_t ts1,
+                         floating* terms, Py_ssize_t ls0, Py_ssize_t ls1,
+                         floating* grad, Py_ssize_t gs0, Py_ssize_t gs1,
+                         Py_ssize_t n, Py_ssize_t k0, Py_ssize_t nk, double neg_scale,
+                         bint log_target, bint want_total) noexcept nogil:
+    """Terms k0 .. k0 + nk (C order over rows of n) of kl_div; returns their
+    pairwise sum (0.0 unless want_total).  terms / grad: OUT or NULL; grad may
+    be x or t itself (each element is read before it is written)."""
+    cdef double buf[SHORT_BLOCK]
+    cdef Py_ssize_t r = k0 // n, j = k0 % n, seg, i, m = 0
+    cdef const floating* xp
+    cdef const floating* tp
+    cdef double xd, td, w, term
+    while m < nk:
+        seg = min(n - j, nk - m)
+        xp = x + r * xs0 + j * xs1
+        tp = t + r * ts0 + j * ts1
+        for i in range(seg):
+            xd = xp[i * xs1]
+            td = tp[i * ts1]
+            if log_target:
+                w = exp(td)
+                term = w * (td - xd)
+            else:
+                w = td
+                term = (0.0 if td == 0 else td * log(td)) - td * xd
+            buf[m + i] = term
+            if grad != NULL:
+                grad[r * gs0 + (j + i) * gs1] = <floating>(neg_scale * w)
+        if terms != NULL:
+            for i in range(seg):
+                terms[r * ls0 + (j + i) * ls1] = <floating>buf[m + i]
+        m += seg
+        r += 1
+        j = 0
+    return pairwise_sum(buf, nk) if want_total else 0.0
+
+
+def kl_div_flat(const floating[:, :] x, const floating[:, :] t, floating[:, :] terms,
+                floating[:, :] grad, double grad_scale, bint log_target, bint want_total,
+                int n_threads):
+    """torch's kl_div over a 2-D view: returns the sum of its terms (0.0
+    unless want_total), blocked pairwise in C order (``rows.blocked_sum``).
+
+    IN: x (log q), t (p, or log p with log_target): same shape, any strides
+    (0 too).  OUT: terms (pointwise, or None) and grad (-grad_scale * t, or
+    -grad_scale * exp(t), or None; it may be x or t itself, exactly).
+    """
+    cdef Py_ssize_t n_rows = x.shape[0], n = x.shape[1], item = sizeof(floating)
+    cdef Py_ssize_t size = n_rows * n
+    cdef Py_ssize_t n_blocks = (size + SHORT_BLOCK - 1) // SHORT_BLOCK, b
+    cdef Py_ssize_t ls0 = 0, ls1 = 0, gs0 = 0, gs1 = 0
+    cdef floating* lp = NULL
+    cdef floating* gp = NULL
+    cdef double* totals = NULL
+    cdef double total = 0.0, neg_scale = -grad_scale
+    if size == 0:
+        return 0.0
+    if terms is not None:
+        lp = &terms[0, 0]
+        ls0 = terms.strides[0] // item
+        ls1 = terms.strides[1] // item
+    if grad is not None:
+        gp = &grad[0, 0]
+        gs0 = grad.strides[0] // item
+        gs1 = grad.strides[1] // item
+    if want_total:
+        totals = <double*>malloc(n_blocks * sizeof(double))
+        if totals == NULL:
+            raise MemoryError()
+    n_threads = <int>min(<Py_ssize_t>n_threads, n_blocks)
+    with nogil:
+        if n_threads <= 1:   # one thread's work: no OpenMP region to start
+            for b in range(n_blocks):
+                total = kl_div_block(&x[0, 0], x.strides[0] // item, x.strides[1] // item,
+                                     &t[0, 0], t.strides[0] // item, t.strides[1] // item,
+                                     lp, ls0, ls1, gp, gs0, gs1, n, b * SHORT_BLOCK,
+                                     min(<Py_ssize_t>SHORT_BLOCK, size - b * SHORT_BLOCK),
+                                     neg_scale, log_target, want_total)
+                if want_total:
+                    totals[b] = total
+        else:
+            for b in prange(n_blocks, schedule='static', num_threads=n_threads):
+                total = kl_div_block(&x[0, 0], x.strides[0] // item, x.strides[1] // item,
+                                     &t[0, 0], t.strides[0] // item, t.strides[1] // item,
+                                     lp, ls0, ls1, gp, gs0, gs1, n, b * SHORT_BLOCK,
+                                     min(<Py_ssize_t>SHORT_BLOCK, size - b * SHORT_BLOCK),
+                                     neg_scale, log_target, want_total)
+                if want_total:
+                    totals[b] = total
+        if want_total:
+            total = pairwise_sum(totals, n_blocks)
+    free(totals)
+    return total if want_total else 0.0

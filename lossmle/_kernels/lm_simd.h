@@ -306,11 +306,13 @@ LM_INLINE double lm_log_normal_for_float(double x) { return lm_log_plus(x, 0.0, 
  * the KL of near-equal distributions (p/q - 1 ~ 1e-14) lost its digits, as
  * scipy's rel_entr did before gh-20710.  Shared by lm_kl (one row) and
  * lm_kl_rows (a block of short rows); called as lm_rel_entr_term(p, q, &s)
- * inside lm_simd_impl.h: mode 1 (FMA) or 2 (Dekker's product).  float32 rows
+ * inside lm_simd_impl.h: mode 1 (FMA) or 2 (Dekker's product); float32
+ * rows without an FMA, mode 3 (an exact split of t).  float32 rows
  * need it too: each term without it is only good to ~1e-9 relative, and the
  * terms of near-equal rows cancel (1e-7 terms, a 5e-14 sum: 1800 float ulps
  * off).  Mode 0 (no remainder) is kept for comparison only. */
-LM_INLINE double lm_rel_entr_term_(double p, double q, double *special, int mode)
+LM_INLINE double lm_rel_entr_term_(double p, double q, double *special, int mode,
+                                     int for_float)
 {
     double t = p / q;
     int regular = p > 0.0 && q > 0.0 && t >= 2.2250738585072014e-308 &&
@@ -323,13 +325,22 @@ LM_INLINE double lm_rel_entr_term_(double p, double q, double *special, int mode
         double tq = t * q;   /* p - tq is exact (Sterbenz: tq is p to 2 ulps) */
         r = (p - tq) - lm_prod_err(t, q, tq);
         r = r - r == 0.0 ? r : 0.0;  /* Dekker's split overflows above ~1e300 */
+    } else if (mode == 3) {
+        /* p, q floats, no FMA: t = t_hi + t_lo with t_hi t's leading 24 bits,
+         * t_lo the other 29; t_hi q and t_lo q are exact (48 and 53 bits), and
+         * so are both subtractions (Sterbenz: t_hi q is p to 2^-23, and the
+         * two differences are equal to ~2^-29 of either) */
+        double t_hi = lm_from_bits(lm_bits(t) & 0xffffffffe0000000ULL);
+        r = (p - t_hi * q) - (t - t_hi) * q;
     }
-    double term = p * lm_log_normal(regular ? t : 1.0) + r;
+    double lt = for_float ? lm_log_normal_for_float(regular ? t : 1.0)
+                          : lm_log_normal(regular ? t : 1.0);
+    double term = p * lt + r;
     *special = (regular || zero) ? 0.0 : 1.0;
     return regular ? term : 0.0;
 }
 #define lm_rel_entr_term(p, q, special) \
-    lm_rel_entr_term_((p), (q), (special), LM_HAS_FMA ? 1 : 2)
+    lm_rel_entr_term_((p), (q), (special), LM_HAS_FMA ? 1 : LM_DOUBLE ? 2 : 3, !LM_DOUBLE)
 
 /* One term of entr(t) = -t log t, t = p / total, where the vectorised
  * formula holds (t positive, normal, finite), else 0; (OUT) *special = 0
