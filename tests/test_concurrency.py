@@ -12,7 +12,7 @@ import scipy.stats as sst
 
 import lossmle as lm
 from conftest import rtol_for, tol
-from test_parity_losses import np_cross_entropy, np_nll_loss
+from oracles import np_cross_entropy, np_nll_loss
 
 N, C = 2000, 1000  # large enough to trigger the parallel kernels
 

@@ -7,7 +7,7 @@ import scipy.stats as sst
 
 import lossmle as lm
 from conftest import as_f64, quiet, rtol_for, tol
-from test_parity_losses import np_cross_entropy, torch_loss
+from oracles import np_cross_entropy, torch_loss
 
 INF, NAN = np.inf, np.nan
 

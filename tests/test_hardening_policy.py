@@ -4,7 +4,6 @@ Every expected value comes from scipy (drop-in functions), torch (losses;
 skipped cleanly without it), mpmath, or a closed form.  The policy table names
 these tests next to each line, so keep the names stable.
 """
-import warnings
 
 import numpy as np
 import pytest
@@ -12,15 +11,18 @@ import scipy.special as sps
 import scipy.stats as sst
 
 import lossmle as lm
+from conftest import quiet
+from oracles import mp_cross_entropy_at_max as _at_max_exact
+from oracles import mp_entropy_from_logits as _at_max_entropy
+from oracles import mp_js_from_logits as _js_exact, torch_loss
 
 INF, NAN = np.inf, np.nan
 DTYPES = [pytest.param(np.float64, id="f64"), pytest.param(np.float32, id="f32")]
 
 
-def quiet(fn, *args, **kwargs):
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
+def torch_ce(torch, logits, target, fn="cross_entropy", grad=False, **kw):
+    """torch's loss (and d loss.sum() / d logits) on (N, C) float64 logits."""
+    return torch_loss(torch, fn, logits, target, -1, with_grad=grad, **kw)
 
 
 def same(got, expected):
@@ -30,17 +32,6 @@ def same(got, expected):
     np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
     np.testing.assert_allclose(got, expected, rtol=2e-6 if got.dtype == np.float32 else 1e-13,
                                atol=1e-15, equal_nan=True)
-
-
-def torch_ce(torch, logits, target, fn="cross_entropy", grad=False, **kw):
-    """torch's loss (and d loss.sum() / d logits) on (N, C) float64 logits."""
-    x = torch.tensor(np.asarray(logits, dtype=np.float64), requires_grad=grad)
-    t = torch.tensor(np.asarray(target))
-    loss = getattr(torch.nn.functional, fn)(x, t, **kw)
-    if not grad:
-        return loss.detach().numpy()
-    loss.sum().backward()
-    return loss.detach().numpy(), x.grad.numpy()
 
 
 # Rows holding the special values of the policy: (id, row)
@@ -249,19 +240,6 @@ def _at_max_case(n_cols, dtype, layout, rng):
     return x, target, rows
 
 
-def _at_max_exact(mpmath, rows, target, mask=None):
-    """-log p_y and p_y - 1 from mpmath, per row (over the mask's classes)."""
-    loss, grad_y = [], []
-    with mpmath.workprec(200):
-        for r, (row, y) in enumerate(zip(rows, target)):
-            terms = [mpmath.exp(mpmath.mpf(float(v)) - mpmath.mpf(float(row[y])))
-                     for k, v in enumerate(row) if mask is None or mask[r, k]]
-            rest = mpmath.fsum(terms) - 1
-            loss.append(float(mpmath.log1p(rest)))
-            grad_y.append(float(-rest / (1 + rest)))
-    return np.array(loss), np.array(grad_y)
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("target", [0, 5, 2047], ids=["first", "inside", "last"])
 @pytest.mark.parametrize("n_cols", [2049, 4096])
@@ -328,24 +306,6 @@ def test_cross_entropy_at_max_keeps_relative_precision(mpmath, n_cols, layout, d
                                rtol=rtol * (2 if dtype == np.float32 else 1), atol=0)
 
 
-def _at_max_entropy(mpmath, rows, inv_t):
-    """H(softmax(inv_t * row)) per row from mpmath, with log S = log1p(rest)
-    (S = 1 + rest would round the rest away at any working precision)."""
-    out = []
-    with mpmath.workprec(120):
-        for row in rows:
-            a = [mpmath.mpf(float(v)) * inv_t for v in row]
-            top = max(a)
-            d = [v - top for v in a]
-            e = [mpmath.exp(v) for v in d]
-            i_top = d.index(0)
-            rest = mpmath.fsum(ek for k, ek in enumerate(e) if k != i_top)
-            log_s = mpmath.log1p(rest)
-            out.append(float(mpmath.fsum(ek * (log_s - dk) for ek, dk in zip(e, d))
-                             / (1 + rest)))
-    return np.array(out)
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("layout", AT_MAX_LAYOUTS)
 @pytest.mark.parametrize("n_cols", AT_MAX_COLS)
@@ -399,29 +359,6 @@ def test_near_one_hot_metrics_on_every_simd_path(simd_path, mpmath, n_cols, dtyp
     np.testing.assert_allclose(lm.entropy_from_logits(x, temperature=0.7), want_t,
                                rtol=rtol, atol=0)
     assert (lm.entropy_from_logits(x[:, :1], temperature=0.7) == 0).all()
-
-
-def _js_exact(mpmath, p_rows, q_rows):
-    """JS(softmax(p) || softmax(q)) per row from mpmath, in nats."""
-    def log_softmax(row):
-        a = [mpmath.mpf(float(v)) for v in row]
-        top = max(a)
-        i_top = a.index(top)
-        rest = mpmath.fsum(mpmath.exp(v - top) for k, v in enumerate(a) if k != i_top)
-        return [v - top - mpmath.log1p(rest) for v in a]
-    out = []
-    with mpmath.workprec(300):
-        for pr, qr in zip(p_rows, q_rows):
-            lp, lq = log_softmax(pr), log_softmax(qr)
-            total = 0
-            for a, b in zip(lp, lq):
-                ea, eb = mpmath.exp(a), mpmath.exp(b)
-                if ea == 0 and eb == 0:
-                    continue   # a class neither row can take: no term
-                lmix = mpmath.log((ea + eb) / 2)
-                total += (ea * (a - lmix) if ea else 0) + (eb * (b - lmix) if eb else 0)
-            out.append(float(total / 2))
-    return np.array(out)
 
 
 @pytest.mark.parametrize("layout", ["C", "fortran", "with_minus_inf", "softcap"])

@@ -18,7 +18,7 @@ import pytest
 import scipy.special as sps
 
 import lossmle as lm
-from test_short_rows import _max0_rows
+from oracles import max0_rows as _max0_rows, np_cross_entropy_rows
 
 TOL = {np.float64: 4e-15, np.float32: 2e-6}
 FUNCS = {
@@ -221,23 +221,8 @@ def ce_kwargs(option, weight):
 
 
 def log_softmax_pick(x, target, weight, label_smoothing=0.0, ignore_index=-100):
-    """The per-row loss from scipy's log_softmax, in float64 (torch's formula;
-    a row holding nan or +inf is nan, as torch's - scipy gives +inf there
-    for the other classes)."""
-    logp = oracle(sps.log_softmax, x, 1)
-    n_classes = x.shape[1]
-    w = np.ones(n_classes) if weight is None else weight
-    valid = target != ignore_index
-    safe = np.where(valid, target, 0)
-    picked = np.take_along_axis(logp, safe[:, None], axis=1)[:, 0]
-    w_shape = (1, n_classes) + (1,) * (x.ndim - 2)
-    smooth = -(w.reshape(w_shape) * logp).sum(axis=1) / n_classes
-    with np.errstate(invalid="ignore"):
-        loss = (1 - label_smoothing) * -w[safe] * picked
-        if label_smoothing:   # (0 * inf would make a -inf logit's row nan)
-            loss = loss + label_smoothing * smooth
-    poisoned = np.isnan(x).any(axis=1) | np.isposinf(x).any(axis=1)
-    return np.where(valid, np.where(poisoned, np.nan, loss), 0.0)
+    """torch's per-row loss along axis 1 (the oracle's, in float64)."""
+    return np_cross_entropy_rows(x, target, 1, weight, ignore_index, label_smoothing)[0]
 
 
 @pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])

@@ -15,6 +15,8 @@ import pytest
 import scipy.special as sps
 
 import lossmle as lm
+from oracles import MAX0_ROWS, max0_rows as _max0_rows, np_cross_entropy_rows
+from oracles import np_cross_entropy_grad as ce_grad_oracle
 
 N_COLS = list(range(2, 10))  # 9 is past the kernel's limit: the row-wise path
 N_ROWS = 1000                # several of the kernel's 256-row blocks, and a tail
@@ -274,26 +276,6 @@ def test_dominant_term_keeps_full_precision(simd_path, n_cols, dtype):
 
 # ---- cross-entropy with its gradient: the across-rows kernel (mode 6) ----
 
-def ce_grad_oracle(x, y, reduction, ignore_index=-100):
-    """Loss and gradient from scipy's float64 log_softmax, written out here."""
-    x64 = x.astype(np.float64)
-    with np.errstate(invalid="ignore", over="ignore"):
-        logp = sps.log_softmax(x64, axis=-1)
-    keep = y != ignore_index
-    rows = np.nonzero(keep)[0]
-    losses = np.zeros(len(y))
-    losses[rows] = -logp[rows, y[rows]]
-    grad = np.exp(logp)
-    grad[rows, y[rows]] -= 1.0
-    grad[~keep] = 0.0
-    if reduction == "mean":
-        n_eff = keep.sum()
-        return losses.sum() / n_eff, grad / n_eff
-    if reduction == "sum":
-        return losses.sum(), grad
-    return losses, grad
-
-
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
@@ -410,24 +392,6 @@ CE_OPTIONS = {
 }
 
 
-def ce_class_oracle(x, y, n_cols, weight=None, label_smoothing=0.0, ignore_index=-100):
-    """torch's class-index cross-entropy per row, and each row's weight in the
-    mean, from scipy's float64 log_softmax."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        logp = sps.log_softmax(x.astype(np.float64), axis=-1)
-    w = np.ones(n_cols) if weight is None else np.asarray(weight, dtype=np.float64)
-    keep = y != ignore_index
-    rows = np.nonzero(keep)[0]
-    losses = np.zeros(len(y))
-    row_w = np.zeros(len(y))
-    eps = label_smoothing
-    losses[rows] = -(1 - eps) * w[y[rows]] * logp[rows, y[rows]]
-    if eps:
-        losses[rows] -= eps / n_cols * (w * logp[rows]).sum(axis=-1)
-    row_w[rows] = w[y[rows]]
-    return losses, row_w
-
-
 @pytest.mark.parametrize("n_rows", [1000, 70001], ids=["1000rows", "70001rows"])
 @pytest.mark.parametrize("option", list(CE_OPTIONS))
 @pytest.mark.parametrize("n_threads", [1, 2], ids=["T1", "T2"])
@@ -448,7 +412,7 @@ def test_cross_entropy_class_short_rows(simd_path, n_cols, dtype, n_threads, opt
     before, y_before = x.copy(), y.copy()
     if "weight" in kw:
         kw["weight"] = rng.uniform(0.5, 2.0, n_cols)
-    losses, row_w = ce_class_oracle(x, y, n_cols, **kw)
+    losses, row_w = np_cross_entropy_rows(x, y, **kw)
     rtol = 1e-13 if dtype == np.float64 else 2e-6
     got_none = lm.cross_entropy(x, y, reduction="none", n_threads=n_threads, **kw)
     np.testing.assert_allclose(got_none, losses.astype(dtype), rtol=rtol,
@@ -506,24 +470,6 @@ def test_cross_entropy_class_sum_same_for_any_thread_count(simd_path, n_cols):
 
 
 # ---- float64 rows whose max is 0: the log-sum is log1p(s) itself ----
-
-MAX0_ROWS = 600
-
-
-def _max0_rows(n_cols):
-    """Rows [0, -g_1, ...] with gaps spread so s = sum exp(-g) runs from
-    ~1e-16 to n_cols - 1; the returned exact log1p(s) comes from mpmath."""
-    import mpmath
-    rng = np.random.default_rng(1000 + n_cols)
-    x = np.zeros((MAX0_ROWS, n_cols))
-    x[:, 1:] = -rng.uniform(0.0, 36.0, size=(MAX0_ROWS, n_cols - 1)) * rng.uniform(
-        0.0, 1.0, size=(MAX0_ROWS, 1))
-    with mpmath.workprec(160):
-        exact = np.array([float(mpmath.log1p(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)))
-                                                           for v in row[1:])))
-                          for row in x])
-    return x, exact
-
 
 @pytest.mark.parametrize("n_cols", range(2, 9))
 def test_float64_log_sum_at_max_zero_within_two_ulp(simd_path, mpmath, n_cols):
