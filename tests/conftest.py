@@ -4,12 +4,11 @@ Tolerances, input layouts, fixtures.  The written-out references (NumPy,
 torch, JAX, mpmath) are in oracles.py; nothing here or there calls lossmle
 to produce an expected value.
 """
+import warnings
 import zlib
 
 import numpy as np
 import pytest
-
-from oracles import as_f64, quiet  # noqa: F401  (re-exported: tests import them from here)
 
 # ---------------------------------------------------------------------------
 # Tolerances, derived from np.finfo
@@ -46,6 +45,18 @@ def result_dtype(dtype):
     if dtype in (np.dtype(np.float32), np.dtype(np.float16)):
         return np.dtype(np.float32)
     return np.dtype(np.float64)
+
+
+def quiet(fn, *args, **kwargs):
+    """Call an *oracle* with floating-point warnings silenced (scipy warns on
+    inf/-inf rows; the pytest config turns warnings into errors)."""
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def as_f64(x):
+    return np.asarray(x, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------

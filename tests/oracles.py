@@ -16,22 +16,12 @@ import numpy as np
 import scipy.special as sps
 import scipy.stats
 
+from conftest import as_f64, quiet
+
 
 # ---------------------------------------------------------------------------
-# Calling an oracle
+# Finite differences
 # ---------------------------------------------------------------------------
-def quiet(fn, *args, **kwargs):
-    """Call an *oracle* with floating-point warnings silenced (scipy warns on
-    inf/-inf rows; the pytest config turns warnings into errors)."""
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
-
-
-def as_f64(x):
-    return np.asarray(x, dtype=np.float64)
-
-
 def central_fd(f, x, h=1e-6):
     """Central finite differences of ``sum(f(x))`` at x, in float64."""
     x = np.array(x, dtype=np.float64)

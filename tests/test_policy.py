@@ -649,8 +649,6 @@ class TestDtypePolicy:
 # Edge cases: numerical extremes, masked (-inf) rows, nan/inf propagation,
 # a single class, a single row, 0-d and empty inputs, aliasing and mutation.
 # ===========================================================================
-INF, NAN = np.inf, np.nan
-
 # ---------------------------------------------------------------------------
 # Losses on extreme / special logits, against torch
 # ---------------------------------------------------------------------------
