@@ -4,7 +4,7 @@
 ``docs/_api_names.rst``, which ``docs/api.rst`` includes.  SECTIONS only
 orders and groups the names: a public name that no section lists is put under
 "Other" rather than left out, so adding a name to ``lossmle.__all__`` is all
-it takes to document it (``tests/test_docs.py`` checks that every name is
+it takes to document it (``tests/test_packaging_docs.py`` checks that every name is
 listed).
 """
 

@@ -1,7 +1,8 @@
 """Shared fixtures and helpers for the lossmle test suite.
 
-Oracles only: scipy, NumPy written in the tests, torch, mpmath and closed forms.
-Nothing here calls lossmle to produce an expected value.
+Tolerances, input layouts, fixtures.  The written-out references (NumPy,
+torch, JAX, mpmath) are in oracles.py; nothing here or there calls lossmle
+to produce an expected value.
 """
 import warnings
 import zlib

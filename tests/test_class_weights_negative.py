@@ -1,27 +1,13 @@
 """Class weights as torch takes them: any finite value, negative included."""
-import warnings
 
 import numpy as np
 import pytest
 
 import lossmle as lm
+from oracles import torch_loss_grad
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
-
-
-def t_(a):
-    return torch.from_numpy(np.ascontiguousarray(a))
-
-
-def torch_loss_grad(fn, x, target, **kw):
-    xt = t_(x).requires_grad_()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        y = fn(xt, t_(target), **{k: (t_(v) if isinstance(v, np.ndarray) else v)
-                                  for k, v in kw.items()})
-        (g,) = torch.autograd.grad(y.sum(), xt)
-    return y.detach().numpy(), g.numpy()
 
 
 WEIGHTS = {

@@ -7,7 +7,6 @@ oracle's answer (scipy for the drop-in functions, torch in float64 for the
 losses, NumPy closed forms for the training helpers) -- and never mutate an
 input or let a warning escape (pytest turns warnings into errors).
 """
-import warnings
 
 import os
 
@@ -20,6 +19,8 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import lossmle as lm
+from conftest import quiet
+from oracles import torch_loss_rows as torch_loss
 
 # CI (CI=true) replays a fixed, seeded set of examples, so a submission's
 # verdict does not depend on the draw; elsewhere every run explores anew.
@@ -36,12 +37,6 @@ PROBS = st.one_of(st.floats(0, 1), st.sampled_from([0.0, 1.0, 0.5, 1e-300]),
 DTYPES = [np.float64, np.float32, np.float16, ">f8", "<f4", np.int64, np.int8, np.uint8, np.bool_]
 LAYOUTS = ["C", "F", "T", "reversed", "strided", "broadcast", "readonly"]
 SHAPES = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)
-
-
-def quiet(fn, *args, **kwargs):
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
 
 
 def _layout(a, layout):
@@ -236,35 +231,6 @@ def loss_problem(draw, prob_target_ok=True):
     if draw(st.booleans()):
         kw["weight"] = draw(hnp.arrays(np.float64, (c,), elements=st.floats(0, 3)))
     return x, target, kw
-
-
-def torch_loss(torch, name, x, target, kw):
-    ax = kw["axis"] % x.ndim
-    xt = torch.tensor(np.ascontiguousarray(np.moveaxis(f64(x), ax, -1)), requires_grad=True)
-    c = xt.shape[-1]
-    flat = xt.reshape(-1, c)
-    prob = np.asarray(target).dtype.kind == "f"
-    t = np.asarray(target)
-    tt = torch.tensor(np.ascontiguousarray(np.moveaxis(f64(t), ax, -1)).reshape(-1, c)) \
-        if prob else torch.tensor(t.astype(np.int64).reshape(-1))
-    tkw = dict(reduction=kw["reduction"])
-    if kw.get("weight") is not None:
-        tkw["weight"] = torch.tensor(kw["weight"])
-    if not prob:
-        tkw["ignore_index"] = kw["ignore_index"]
-    if name == "nll_loss":
-        loss = torch.nn.functional.nll_loss(flat, tt, **tkw)
-    else:
-        loss = torch.nn.functional.cross_entropy(flat, tt, label_smoothing=kw.get(
-            "label_smoothing", 0.0), **tkw)
-    if kw["reduction"] == "none":
-        out_shape = np.delete(np.asarray(x.shape), ax).tolist()
-        loss.sum().backward()
-        return loss.detach().numpy().reshape(out_shape), \
-            np.moveaxis(xt.grad.numpy(), -1, ax)
-    if loss.requires_grad:
-        loss.backward()
-    return loss.detach().numpy(), np.moveaxis(xt.grad.numpy(), -1, ax)
 
 
 class TestLosses:

@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 
 import lossmle as lm
 from conftest import EPS64, rtol_for
-from test_parity_losses import central_fd, np_cross_entropy
+from oracles import central_fd, np_cross_entropy
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])

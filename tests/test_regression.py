@@ -19,6 +19,7 @@ import scipy.special as sps
 import lossmle as lm
 from lossmle import ConvergenceWarning, SoftmaxRegression
 from conftest import same_package_cwd
+from oracles import np_softmax_regression_objective as np_objective
 
 TIGHT = dict(tol=1e-10, max_iter=2000)
 
@@ -29,27 +30,6 @@ def make_data(rng, n=400, d=4, k=3, scale=1.0):
     b = rng.standard_normal(k)
     y = np.argmax(X @ W.T + b + rng.gumbel(size=(n, k)), axis=1)  # y ~ softmax(Wx+b)
     return X, y
-
-
-def np_objective(theta, X, y, k, C, sw=None, eps=0.0, fit_intercept=True):
-    """mean(sw * CE) / mean(sw) + ||W||^2 / (2 C sum(sw)), in NumPy, with gradient."""
-    n, d = X.shape
-    W = theta[:k * d].reshape(k, d)
-    b = theta[k * d:] if fit_intercept else np.zeros(k)
-    Z = X @ W.T + b
-    logp = sps.log_softmax(Z, axis=1)
-    T = np.eye(k)[y] * (1 - eps) + eps / k
-    ce = -(T * logp).sum(axis=1)
-    sw = np.ones(n) if sw is None else sw
-    S = sw.sum()
-    f = (sw * ce).sum() / S
-    G = (np.exp(logp) - T) * (sw / S)[:, None]
-    gW = G.T @ X
-    if np.isfinite(C):
-        f += (W ** 2).sum() / (2 * C * S)
-        gW += W / (C * S)
-    g = np.concatenate([gW.ravel(), G.sum(axis=0)]) if fit_intercept else gW.ravel()
-    return f, g
 
 
 def theta_of(model):

@@ -79,7 +79,7 @@ echo "release: repaired $(basename "$repaired") ($(du -k "$repaired" | cut -f1) 
 python3 -m venv "$work/venv"
 # CC/CXX point nowhere and --only-binary forbids any build: the install needs
 # no compiler.  (The tests run with the machine's compiler afterwards, so
-# tests/test_cimport.py still compiles a downstream .pyx against the headers
+# tests/test_packaging_cimport.py still compiles a downstream .pyx against the headers
 # the wheel ships.)
 CC=/bin/false CXX=/bin/false "$work/venv/bin/python" -m pip install --quiet \
     --only-binary=:all: --find-links "$repo/wheelhouse" "$repaired[test]"

@@ -12,7 +12,7 @@ the core functions, ones that raise on bad input), and record again.  The
 growth must stay below a fixed slack (1 MiB RSS, 4 KiB traced: page
 granularity, the measurement's own objects) plus 0.5 B/call RSS and
 0.05 B/call traced -- a leak of one small object per call is 30+ B/call.
-Exit status 1 if any function grows.  tests/test_leaks.py imports CALLS and
+Exit status 1 if any function grows.  tests/test_packaging_leaks.py imports CALLS and
 ``measure`` from here and runs a modest count in the suite.
 """
 import argparse

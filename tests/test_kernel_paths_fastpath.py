@@ -34,6 +34,7 @@ from lossmle._kernels import fastpath as _fastpath
 from lossmle._validation import PARALLEL_MIN_ELEMENTS
 
 from conftest import quiet, tol
+from oracles import np_cross_entropy_rows
 
 DTYPES = [np.float64, np.float32]
 DT_IDS = ["f64", "f32"]
@@ -315,24 +316,15 @@ def test_good_n_threads_take_the_fast_path(n_threads, rng):
 # cross_entropy
 # ---------------------------------------------------------------------------
 def ce_oracle(x, y, ignore_index=-100):
-    """Per-row cross-entropy written with scipy.special.log_softmax (in float64)."""
-    logp = quiet(sps.log_softmax, x.astype(np.float64), axis=-1)
-    keep = y != ignore_index
-    rows = np.where(keep, -logp[np.arange(len(y)), np.where(keep, y, 0)], 0.0)
-    return rows, keep
+    """Per-row cross-entropy (0 on ignored rows) and the kept rows."""
+    return np_cross_entropy_rows(x, y, ignore_index=ignore_index)[0], y != ignore_index
 
 
 def _smoothed_weighted_ce(x, y, w, eps):
-    """torch's cross_entropy with weight and label_smoothing, written out:
-    rows (1 - eps) w_y (-log p_y) + eps / C sum_c w_c (-log p_c); 'mean'
-    divides by sum w_y over the kept rows (scipy's log_softmax, float64)."""
-    logp = sps.log_softmax(x.astype(np.float64), axis=-1)
-    keep = y != -100
-    yk = np.where(keep, y, 0)
-    nll = -logp[np.arange(len(y)), yk]
-    rows = (1 - eps) * w[yk] * nll + eps / x.shape[1] * (-(logp * w).sum(-1))
-    rows = np.where(keep, rows, 0.0)
-    return rows, rows.sum() / w[yk][keep].sum()
+    """torch's cross_entropy with weight and label_smoothing: the rows, and
+    the 'mean' (divided by sum w_y over the kept rows)."""
+    rows, row_w = np_cross_entropy_rows(x, y, weight=w, label_smoothing=eps)
+    return rows, rows.sum() / row_w.sum()
 
 
 CE_SHAPES = [(8, 10), (1, 1), (3, 1), (1, 10), (5, 4096), (7, 2), (9, 8), (300, 3),

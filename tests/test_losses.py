@@ -11,6 +11,7 @@ import scipy.special as sps
 
 import lossmle as lm
 from conftest import as_f64, make_layout, rtol_for, tol
+from oracles import central_fd, np_cross_entropy, np_nll_loss, torch_loss
 
 C = 5
 LAYOUT_CASES = {
@@ -66,84 +67,6 @@ def make_case(rng, layout, dtype, kind, ignore_mode="noignore", weighted=False):
     if weighted:
         kwargs["weight"] = rng.uniform(0.2, 2.0, size=C).astype(dtype)
     return logits, target, axis, kwargs
-
-
-def _torch_layout(arr, axis):
-    """numpy array with the class axis at `axis` -> torch layout (N, C, ...)."""
-    arr = np.asarray(arr)
-    if arr.ndim <= 1:
-        return arr
-    return np.moveaxis(arr, axis, 1)
-
-
-def torch_loss(torch, fn, logits, target, axis, with_grad=False, **kwargs):
-    """Loss (and d loss.sum() / d logits) from torch in float64."""
-    F = torch.nn.functional
-    x = torch.tensor(np.array(_torch_layout(as_f64(logits), axis), copy=True),
-                     dtype=torch.float64, requires_grad=with_grad)
-    target = np.asarray(target)
-    if np.issubdtype(target.dtype, np.floating):
-        t = torch.tensor(np.array(_torch_layout(as_f64(target), axis), copy=True))
-    else:
-        t = torch.tensor(np.array(target, dtype=np.int64, copy=True))
-    kw = dict(kwargs)
-    if kw.get("weight") is not None:
-        kw["weight"] = torch.tensor(as_f64(kw["weight"]))
-    loss = getattr(F, fn)(x, t, **kw)
-    out = loss.detach().numpy()
-    if not with_grad:
-        return out
-    loss.sum().backward()
-    g = x.grad.numpy()
-    if np.ndim(logits) > 1:
-        g = np.moveaxis(g, 1, axis)
-    return out, g
-
-
-def np_cross_entropy(logits, target, axis=-1, weight=None, ignore_index=-100,
-                     reduction="mean", label_smoothing=0.0):
-    """Reference implementation: torch.nn.functional.cross_entropy semantics."""
-    x = np.moveaxis(as_f64(logits), axis, -1)
-    n_classes = x.shape[-1]
-    lp = sps.log_softmax(x, axis=-1)
-    w = np.ones(n_classes) if weight is None else as_f64(weight)
-    eps = label_smoothing
-    t = np.asarray(target)
-    if np.issubdtype(t.dtype, np.floating):
-        p = np.moveaxis(as_f64(t), axis, -1) * (1.0 - eps) + eps / n_classes
-        per = -(p * w * lp).sum(-1)
-        denom = per.size
-    else:
-        valid = t != ignore_index
-        tt = np.where(valid, t, 0).astype(np.intp)
-        picked = np.take_along_axis(lp, tt[..., None], axis=-1)[..., 0]
-        wt = w[tt] * valid
-        nll = -picked * wt
-        smooth = -(lp * w).sum(-1) * valid
-        per = (1.0 - eps) * nll + (eps / n_classes) * smooth
-        denom = wt.sum()
-    if reduction == "none":
-        return per
-    if reduction == "sum":
-        return per.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return per.sum() / denom
-
-
-def np_nll_loss(log_probs, target, axis=-1, weight=None, ignore_index=-100, reduction="mean"):
-    x = np.moveaxis(as_f64(log_probs), axis, -1)
-    w = np.ones(x.shape[-1]) if weight is None else as_f64(weight)
-    t = np.asarray(target)
-    valid = t != ignore_index
-    tt = np.where(valid, t, 0).astype(np.intp)
-    wt = w[tt] * valid
-    per = -np.take_along_axis(x, tt[..., None], axis=-1)[..., 0] * wt
-    if reduction == "none":
-        return per
-    if reduction == "sum":
-        return per.sum()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return per.sum() / wt.sum()
 
 
 def check_kind(got, reduction, logits, axis):
@@ -295,20 +218,6 @@ class TestCrossEntropyVsNumpyReference:
         assert got == pytest.approx(-np.log(0.75), rel=rtol_for(np.float64))
         got = lm.cross_entropy(np.array([[0.0, np.log(3.0)]]), np.array([[0.5, 0.5]]))
         assert got == pytest.approx(-0.5 * np.log(0.25) - 0.5 * np.log(0.75), rel=rtol_for(np.float64))
-
-
-def central_fd(f, x, h=1e-6):
-    g = np.zeros_like(x)
-    flat_x, flat_g = x.reshape(-1), g.reshape(-1)
-    for i in range(flat_x.size):
-        old = flat_x[i]
-        flat_x[i] = old + h
-        fp = np.sum(f(x))
-        flat_x[i] = old - h
-        fm = np.sum(f(x))
-        flat_x[i] = old
-        flat_g[i] = (fp - fm) / (2 * h)
-    return g
 
 
 class TestGradientFiniteDifferences:
