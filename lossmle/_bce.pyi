@@ -1,5 +1,5 @@
 # Type stub for lossmle/_bce.py (the public binary_cross_entropy_with_logits and
-# its _with_grad twin).  Keep in step with the .py: tests/test_typing.py runs
+# its _with_grad twin).  Keep in step with the .py: tests/test_packaging_typing.py runs
 # mypy's stubtest on it.
 from typing import Any, Literal, SupportsIndex, TypeVar, overload
 

@@ -1,6 +1,6 @@
 # Type stub for lossmle/_deprecated.py (the deprecated aliases, handed out by
 # lossmle.__getattr__ with a DeprecationWarning; removal planned for 0.3).
-# Keep in step with the .py: tests/test_typing.py runs mypy's stubtest on it.
+# Keep in step with the .py: tests/test_packaging_typing.py runs mypy's stubtest on it.
 from collections.abc import Sequence
 from typing import Any, Literal, SupportsIndex, TypeVar, overload
 

@@ -1,5 +1,5 @@
 # Type stub for lossmle/_kl_div.py (the public kl_div, kl_div_with_grad).
-# Keep in step with the .py: tests/test_typing.py runs mypy's stubtest on it.
+# Keep in step with the .py: tests/test_packaging_typing.py runs mypy's stubtest on it.
 from typing import Any, Literal
 
 import numpy as np

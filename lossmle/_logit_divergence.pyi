@@ -1,6 +1,6 @@
 # Type stub for lossmle/_logit_divergence.py (the public kl_divergence_from_logits,
 # kl_divergence_from_logits_with_grad, js_divergence_from_logits,
-# entropy_from_logits).  Keep in step with the .py: tests/test_typing.py runs
+# entropy_from_logits).  Keep in step with the .py: tests/test_packaging_typing.py runs
 # mypy's stubtest on it.
 from typing import Any, Literal, SupportsIndex, TypeVar, overload
 

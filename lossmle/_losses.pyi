@@ -1,5 +1,5 @@
 # Type stub for lossmle/_losses.py (the public cross_entropy, cross_entropy_with_grad,
-# nll_loss, nll_loss_with_grad).  Keep in step with the .py: tests/test_typing.py runs mypy's stubtest.
+# nll_loss, nll_loss_with_grad).  Keep in step with the .py: tests/test_packaging_typing.py runs mypy's stubtest.
 from typing import Any, Literal, SupportsIndex, TypeVar, overload
 
 import numpy as np

@@ -1,5 +1,5 @@
 # Type stub for lossmle/_metrics.py (the public evaluate_logits).
-# Keep in step with the .py: tests/test_typing.py runs mypy's stubtest on it.
+# Keep in step with the .py: tests/test_packaging_typing.py runs mypy's stubtest on it.
 from typing import Any, Literal, SupportsIndex
 
 from numpy.typing import ArrayLike

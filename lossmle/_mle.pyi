@@ -1,6 +1,6 @@
 # Type stub for lossmle/_mle.py (the public log_likelihood,
 # negative_log_likelihood, empirical_kl).  Keep in step with the .py:
-# tests/test_typing.py runs mypy's stubtest on it.
+# tests/test_packaging_typing.py runs mypy's stubtest on it.
 from typing import Any, Literal, SupportsIndex
 
 import numpy as np

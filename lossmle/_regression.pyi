@@ -1,5 +1,5 @@
 # Type stub for lossmle/_regression.py (the public SoftmaxRegression estimator
-# and ConvergenceWarning).  Keep in step with the .py: tests/test_typing.py
+# and ConvergenceWarning).  Keep in step with the .py: tests/test_packaging_typing.py
 # runs mypy's stubtest on it.
 from typing import Any, Literal, SupportsIndex
 

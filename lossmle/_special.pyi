@@ -1,5 +1,5 @@
 # Type stub for lossmle/_special.py (the public logsumexp, softmax, log_softmax).
-# Keep in step with the .py: tests/test_typing.py runs mypy's stubtest on it.
+# Keep in step with the .py: tests/test_packaging_typing.py runs mypy's stubtest on it.
 from collections.abc import Sequence
 from typing import Any, Literal, SupportsIndex, TypeVar, overload
 

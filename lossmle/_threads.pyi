@@ -1,5 +1,5 @@
 # Type stub for lossmle/_threads.py (thread counts; the public
-# set_num_threads / get_num_threads).  tests/test_typing.py runs stubtest on it.
+# set_num_threads / get_num_threads).  tests/test_packaging_typing.py runs stubtest on it.
 from typing import SupportsIndex
 
 __all__ = ["MAX_THREADS", "PARALLEL_MIN_ELEMENTS", "set_num_threads", "get_num_threads",

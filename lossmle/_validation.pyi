@@ -1,6 +1,6 @@
 # Type stub for lossmle/_validation.py (shared input helpers; the public
 # set_num_threads / get_num_threads).  Keep in step with the .py:
-# tests/test_typing.py runs mypy's stubtest on it.
+# tests/test_packaging_typing.py runs mypy's stubtest on it.
 from collections.abc import Sequence
 from typing import Any, SupportsIndex, TypeVar
 

@@ -32,7 +32,7 @@ and ``divergence_rows.pxd`` (one definition, cimported by both) - with the same 
 kernel for short rows, the per-row helpers otherwise) and the same order of
 summation, ``blocked_sum`` for the loss reductions included.  What is left
 here is that dispatch for one thread and contiguous rows;
-``tests/test_fastpath.py`` compares every fast path with the general path bit
+``tests/test_kernel_paths_fastpath.py`` compares every fast path with the general path bit
 for bit, so a change of the kernels' dispatch not followed here fails there.
 
 Outputs are allocated with ``PyArray_EMPTY`` and 0-d results come back as
