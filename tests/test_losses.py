@@ -181,6 +181,28 @@ class TestNllLossVsTorch:
             rtol=rtol_for(np.float64),
         )
 
+    def test_overflowing_products_near_float_max(self, torch):
+        # fuzz case: nll_loss([1e308], 0, weight=[2]) is -w x = -inf, torch's too;
+        # a negative (or -inf) nll_loss is right for scores that are not log-probs
+        x = np.array([[1e308, -1e308, 5.0]])
+        w = np.array([2.0, 2.0, 1.0])
+        for t in ([0], [1], [2]):
+            t = np.array(t)
+            np.testing.assert_array_equal(
+                lm.nll_loss(x, t, weight=w, reduction="none"),
+                torch_loss(torch, "nll_loss", x, t, -1, reduction="none", weight=w))
+
+    def test_zero_target_on_overflowed_log_prob_is_torch_nan(self, torch):
+        # fuzz case: logits [1e308, -1e308] overflow log_softmax[1] to -inf; a
+        # probability target 0 there gives torch's 0 * -inf = nan, lossmle's too
+        x = np.array([[1e308, -1e308]])
+        t = np.array([[0.0, 0.0]])
+        expected = torch_loss(torch, "cross_entropy", x, t, -1, reduction="none")
+        assert np.isnan(expected[0])
+        np.testing.assert_array_equal(lm.cross_entropy(x, t, reduction="none"), expected)
+        np.testing.assert_array_equal(lm.cross_entropy_with_grad(x, t, reduction="none")[0],
+                                      expected)
+
 
 # ---------------------------------------------------------------------------
 # torch-independent: the NumPy reference above and finite differences
