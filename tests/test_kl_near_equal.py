@@ -319,3 +319,36 @@ def test_float32_rows_far_from_equal_within_float_ulps(simd_path, shape):
     got = lm.kl_divergence(p, q, n_threads=2)
     assert got.dtype == np.float32
     assert ulps(got, want, np.float32).max() <= 2
+
+
+# Rows refined only because their logits are large (a common offset, a small
+# temperature) while P and Q are far apart: SG then grows like exp(KL), and the
+# near-p = q form SG - h(SG - S1) cancelled to 0 (KL 49.3 came out 0.0, its
+# gradient 2.6e21; JS 0.216 came out 1.25e86).
+FAR_REFINED = [
+    ([2e4, 2e4], [2e4, 2e4 + 100], 1.0),
+    ([200.0, 200.0], [200.0, 201.0], 0.01),
+    ([0.0, 0.0], [0.0, 400.0], 1.0),
+    ([0.0, 0.0, 1.0], [0.0, 300.0, -80.0], 1.0),
+    ([3e5, 3e5 + 1, 3e5 - 2], [3e5 + 5, 3e5, 3e5], 1.0),
+]
+
+
+@pytest.mark.parametrize("p, q, temperature", FAR_REFINED)
+def test_logits_far_apart_rows_with_large_logits(p, q, temperature):
+    p, q = np.array([p, p]), np.array([q, q])
+    p[1], q[1] = p[1] - p[1].max(), q[1] - q[1].max()      # the same rows, centred
+    want_kl = mp_logit_rows(p, q, temperature, "kl")
+    want_js = mp_logit_rows(p, q, temperature, "js")
+    kl = lm.kl_divergence_from_logits(p, q, temperature=temperature, reduction="none")
+    js = lm.js_divergence_from_logits(p, q, temperature=temperature, reduction="none")
+    # the one-read value's own error grows with |logits| / temperature (~eps * 1e7
+    # at 3e5): a KL / JS of O(0.1-100) keeps ~1e-9 relative, never 0 or 1e86
+    np.testing.assert_allclose(kl, want_kl, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(js, want_js, rtol=1e-9, atol=0)
+    loss, grad_q = lm.kl_divergence_from_logits_with_grad(
+        p, q, temperature=temperature, reduction="none")
+    np.testing.assert_allclose(loss, want_kl, rtol=1e-9, atol=0)
+    P = np.exp(p / temperature - np.log(np.exp(p / temperature - (p / temperature).max(-1, keepdims=True)).sum(-1, keepdims=True)) - (p / temperature).max(-1, keepdims=True))
+    Q = np.exp(q / temperature - np.log(np.exp(q / temperature - (q / temperature).max(-1, keepdims=True)).sum(-1, keepdims=True)) - (q / temperature).max(-1, keepdims=True))
+    np.testing.assert_allclose(grad_q, (Q - P) / temperature, rtol=1e-9, atol=1e-12 / temperature)

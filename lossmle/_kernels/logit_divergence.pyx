@@ -266,6 +266,18 @@ cdef inline void near_sums(const floating* pr, Py_ssize_t ps, const floating* qr
     s_out[3] = q0
 
 
+cdef inline double near_kl_value(double s1, double sg) noexcept nogil:
+    """S1 + log1p(SG - S1), the KL but for Q0's term.  Near p = q (x = SG - S1
+    small) as SG - h(x), which keeps the digits of a KL of ~d^2; otherwise as
+    written: far from p = q SG grows like exp(KL), and SG - h(x) would cancel
+    to nothing (a row refined only because its logits are large, e.g. a
+    common offset of 2e4, has a KL of O(1) or more)."""
+    cdef double x = sg - s1
+    if x <= 0.5:
+        return sg - near_h(x)
+    return s1 + log1p(x)
+
+
 cdef inline double near_kl(const floating* pr, Py_ssize_t ps, const floating* qr,
                            Py_ssize_t qs, Py_ssize_t n, double inv_t, double cap,
                            double ma, double mb, double log_sb, double* c,
@@ -275,11 +287,11 @@ cdef inline double near_kl(const floating* pr, Py_ssize_t ps, const floating* qr
     to c + S1 for a second pass (c and s_out are updated)."""
     cdef double kl
     near_sums(pr, ps, qr, qs, n, inv_t, cap, ma, mb, log_sb, c[0], s_out)
-    kl = s_out[2] - near_h(s_out[2] - s_out[1])
+    kl = near_kl_value(s_out[1], s_out[2])
     if s_out[1] * s_out[1] > 0.25 * kl:
         c[0] = c[0] + s_out[1]
         near_sums(pr, ps, qr, qs, n, inv_t, cap, ma, mb, log_sb, c[0], s_out)
-        kl = s_out[2] - near_h(s_out[2] - s_out[1])
+        kl = near_kl_value(s_out[1], s_out[2])
     return kl - log1p(-s_out[3])
 
 
@@ -331,7 +343,12 @@ cdef inline double js_near(const floating* pr, Py_ssize_t ps, const floating* qr
     cdef Py_ssize_t j
     cdef double sums[4]
     cdef double L, e, s = 0.0
-    L = near_kl(pr, ps, qr, qs, n, inv_t, cap, ma, mb, log_sb, &c, sums) - sums[1]
+    L = near_kl(pr, ps, qr, qs, n, inv_t, cap, ma, mb, log_sb, &c, sums)
+    if not L <= 0.5:
+        # not a near-equal pair (the row was refined for its large logits): phi
+        # of its large arguments would cancel; the one-read JS is accurate there
+        return NAN
+    L = L - sums[1]
     for j in range(n):
         e = exp(xf(pr[j * ps], inv_t, cap) - ma)
         if e > 0:
