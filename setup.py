@@ -49,7 +49,7 @@ if sys.platform != "win32":
     # -fno-math-errno and -fno-trapping-math let exp/log and their selects
     # vectorise; -fopenmp-simd honours `omp simd` even in a serial build.
     # Never -ffast-math: inf and nan must keep their meaning.  No -march:
-    # _simd.h carries per-ISA variants chosen at run time.
+    # _kernels/lm_simd.h carries per-ISA variants chosen at run time.
     extra_compile += ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"]
 if DEBUG:
     extra_compile += ["-O0", "-g"]

@@ -24,7 +24,7 @@
 #   ``prange``), provided the threads do not write to one output row.
 # * nan propagates (a row holding a nan gives nan), +inf gives +inf, a row of
 #   only -inf has log-sum-exp -inf, as scipy.special.logsumexp.
-# * Contiguous rows (stride 1) take a vectorised path (lossmle/_kernels/simd.h, which
+# * Contiguous rows (stride 1) take a vectorised path (lossmle/_kernels/lm_simd.h, which
 #   the .pxd includes; it is installed with the package and cythonize puts
 #   its directory on the C include path).  Call ``simd_init()`` once, at the
 #   import of your module (it needs the GIL and returns the variant's name:

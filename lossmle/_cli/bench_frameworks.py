@@ -19,7 +19,7 @@ mmap threshold is pinned at 128 KiB so freed buffers leave the resident set),
 then the median time of ``rounds`` steps.  Linux only for the memory figure
 (``?`` elsewhere).  Ratios are taken within one run.
 
-    python -m lossmle._bench_frameworks [--frameworks torch,jax] [--quick]
+    python -m lossmle._cli.bench_frameworks [--frameworks torch,jax] [--quick]
         [--rounds N] [--threads N]
 
 The command ``lossmle bench`` can call :func:`main` (same options) when
