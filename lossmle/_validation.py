@@ -241,10 +241,12 @@ def output_view(buf, shape, dtype, view_shape):
         out = np.empty(shape, dtype=dtype)
         return out, out.reshape(view_shape), None
     if item_strided(buf):
-        try:
-            return buf, buf.reshape(view_shape, copy=False), None
-        except ValueError:
-            pass
+        # reshape gives a view where one exists, else a copy (a new allocation,
+        # which cannot share memory with buf); copy=False would say the same but
+        # needs NumPy >= 2.1, and lossmle supports NumPy >= 1.25
+        view = buf.reshape(view_shape)
+        if np.may_share_memory(view, buf):
+            return buf, view, None
     scratch = np.empty(shape, dtype=dtype)
     return buf, scratch.reshape(view_shape), scratch
 
