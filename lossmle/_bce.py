@@ -169,8 +169,8 @@ def binary_cross_entropy_with_logits_with_grad(logits, target, *, weight=None,
 
 
 binary_cross_entropy_with_logits.__doc__ = \
-    binary_cross_entropy_with_logits.__doc__.replace("{params}", _BCE_PARAMS)
+    (binary_cross_entropy_with_logits.__doc__ or "").replace("{params}", _BCE_PARAMS)
 binary_cross_entropy_with_logits_with_grad.__doc__ = \
-    binary_cross_entropy_with_logits_with_grad.__doc__.replace("{params}", _BCE_PARAMS)
+    (binary_cross_entropy_with_logits_with_grad.__doc__ or "").replace("{params}", _BCE_PARAMS)
 
 

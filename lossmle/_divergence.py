@@ -247,5 +247,5 @@ def _entropy_omit(arrays, kernel, axis, keepdims, base):
     return _in_base(res, base, out_shape)
 
 
-kl_divergence.__doc__ = kl_divergence.__doc__.replace("{out_params}", _OUT_PARAMS)
-entropy.__doc__ = entropy.__doc__.replace("{out_params}", _OUT_PARAMS)
+kl_divergence.__doc__ = (kl_divergence.__doc__ or "").replace("{out_params}", _OUT_PARAMS)
+entropy.__doc__ = (entropy.__doc__ or "").replace("{out_params}", _OUT_PARAMS)

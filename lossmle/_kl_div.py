@@ -192,5 +192,5 @@ def kl_div_with_grad(input, target, reduction="mean", log_target=False, *, grad_
     return _run(input, target, reduction, log_target, n_threads, True, grad_out)
 
 
-kl_div.__doc__ = kl_div.__doc__.replace("{params}", _PARAMS)
-kl_div_with_grad.__doc__ = kl_div_with_grad.__doc__.replace("{params}", _PARAMS)
+kl_div.__doc__ = (kl_div.__doc__ or "").replace("{params}", _PARAMS)
+kl_div_with_grad.__doc__ = (kl_div_with_grad.__doc__ or "").replace("{params}", _PARAMS)

@@ -444,9 +444,9 @@ def nll_loss(log_probs, target, axis=-1, *, weight=None, ignore_index=-100,
     return deliver(_reduce(p, loss, row_weight), out)
 
 
-cross_entropy.__doc__ = cross_entropy.__doc__.replace(
+cross_entropy.__doc__ = (cross_entropy.__doc__ or "").replace(
     "{shared}", _SHARED_PARAMS + _EXTENDED_PARAMS + _OUT_PARAM)
-cross_entropy_with_grad.__doc__ = cross_entropy_with_grad.__doc__.replace(
+cross_entropy_with_grad.__doc__ = (cross_entropy_with_grad.__doc__ or "").replace(
     "{shared}", _SHARED_PARAMS + _EXTENDED_PARAMS + """
     grad_out : ndarray, optional
         Where to write the gradient: the shape of ``logits`` and the
@@ -597,6 +597,6 @@ def nll_loss_with_grad(log_probs, target, axis=-1, *, sample_weight=None, weight
                    0.0, None, None, n_threads, True, grad_out, True)
 
 
-nll_loss_with_grad.__doc__ = nll_loss_with_grad.__doc__.replace("{params}", _NLL_PARAMS)
+nll_loss_with_grad.__doc__ = (nll_loss_with_grad.__doc__ or "").replace("{params}", _NLL_PARAMS)
 
 

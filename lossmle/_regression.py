@@ -518,5 +518,5 @@ class SoftmaxRegression:
 for _method in (SoftmaxRegression.decision_function, SoftmaxRegression.predict_proba,
                 SoftmaxRegression.predict_log_proba, SoftmaxRegression.predict,
                 SoftmaxRegression.score):
-    _method.__doc__ = _method.__doc__.replace("{X}", _X_PARAM)
+    _method.__doc__ = (_method.__doc__ or "").replace("{X}", _X_PARAM)
 del _method

@@ -34,7 +34,7 @@ _DOC_PARTS = {
 
 def _fill_doc(fn):
     for key, text in _DOC_PARTS.items():
-        fn.__doc__ = fn.__doc__.replace(key, text)
+        fn.__doc__ = (fn.__doc__ or "").replace(key, text)
 
 
 def _scalar_or_array(out):

@@ -4,6 +4,7 @@ whose extensions are not built, and the test run's line about skipped oracles.
 Both run in subprocesses on copies in a temporary directory: no compiled
 module and no oracle of this process is involved.
 """
+import math
 import os
 import shutil
 import subprocess
@@ -73,3 +74,17 @@ def test_no_skip_line_when_nothing_is_missing(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert "lossmle:" not in res.stdout
     assert "1 passed, 1 skipped" in res.stdout
+
+
+def test_imports_and_runs_under_python_OO(tmp_path):
+    # python -OO strips docstrings (None): the modules that fill shared parameter
+    # text into their docstrings at import raised AttributeError there
+    import lossmle
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(
+        os.path.abspath(lossmle.__file__))))
+    code = ("import numpy as np, lossmle; "
+            "print(float(lossmle.cross_entropy(np.zeros((2, 3)), [0, 1])))")
+    res = subprocess.run([sys.executable, "-OO", "-c", code], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert math.isclose(float(res.stdout), math.log(3), rel_tol=1e-15)
