@@ -11,7 +11,8 @@ import scipy.special as sps
 
 import lossmle as lm
 from conftest import as_f64, make_layout, rtol_for, tol
-from oracles import central_fd, np_cross_entropy, np_nll_loss, torch_loss
+from oracles import (central_fd, ld_softmax_rows, np_cross_entropy, np_nll_loss, torch_loss,
+                     torch_loss_rows)
 
 C = 5
 LAYOUT_CASES = {
@@ -152,6 +153,99 @@ class TestCrossEntropyVsTorch:
         np.testing.assert_allclose(grad, e_grad, rtol=rtol_for(dtype), atol=4 * rtol_for(dtype),
                                    equal_nan=True)
         np.testing.assert_array_equal(logits, logits_copy)
+
+
+class TestLongRowsWithGradVsTorch:
+    """Rows longer than the across-rows kernels' reach with the gradient: the
+    one-exp row (exps kept in the gradient, then scaled by 1 / sum), against
+    torch in float64, with the rows that row must hand back to the exact
+    code (nan, inf, all -inf) and the ones it must keep exact (the target
+    at the max, ties there, masked classes, exps in the subnormals)."""
+
+    @staticmethod
+    def _rows(rng, n, dtype):
+        x = rng.normal(size=(12, n)) * 4
+        x[1, 5] = x[1].max() + 3.0            # the target (below) alone at the max
+        x[2, [0, 7, n - 1]] = x[2].max() + 1  # ties at the max, the target one of them
+        x[3, : n // 2] = -np.inf              # masked classes
+        x[4, 1::2] = -1e4                     # exps below the subnormals / at zero
+        x[5, 3] = x[5].max() - (700 if dtype == np.float64 else 95)  # a subnormal exp
+        x[6, 2] = np.nan
+        x[7, 4] = np.inf
+        x[8] = -np.inf
+        x[9] = 2.5                            # every value at the max
+        y = rng.integers(0, n, 12)
+        y[1], y[2], y[3], y[9] = 5, 7, n - 1, 0
+        return x.astype(dtype), y
+
+    @pytest.mark.parametrize("n", [65, 301, 2049, 4099])
+    @pytest.mark.parametrize("dtype", list(DTYPES))
+    @pytest.mark.parametrize("opts", ["plain", "weight", "smoothing", "weight+smoothing",
+                                      "ignore", "sum", "none"])
+    def test_loss_and_grad(self, torch, rng, n, dtype, opts):
+        dtype = DTYPES[dtype]
+        x, y = self._rows(rng, n, dtype)
+        kw = dict(axis=-1, reduction={"sum": "sum", "none": "none"}.get(opts, "mean"),
+                  ignore_index=-100)
+        if "weight" in opts:
+            kw["weight"] = rng.uniform(0.5, 2.0, n)
+        if "smoothing" in opts:
+            kw["label_smoothing"] = 0.2
+        if opts == "ignore":
+            y[[0, 10]] = -100
+        x_copy = x.copy()
+        e_loss, e_grad = torch_loss_rows(torch, "cross_entropy", x, y, kw)
+        loss, grad = lm.cross_entropy_with_grad(x, y, **kw)
+        grad_out = np.full_like(x, 7.0)
+        loss2, grad2 = lm.cross_entropy_with_grad(x, y, grad_out=grad_out, **kw)
+        np.testing.assert_array_equal(x, x_copy)
+        assert grad2 is grad_out
+        np.testing.assert_array_equal(grad2, grad)
+        np.testing.assert_array_equal(loss2, loss)
+        rtol = rtol_for(dtype)
+        np.testing.assert_allclose(loss, e_loss, rtol=rtol, atol=0, equal_nan=True)
+        scale = np.nanmax(np.abs(e_grad[np.isfinite(e_grad)]))
+        np.testing.assert_allclose(grad, e_grad, rtol=rtol, atol=4 * rtol * scale,
+                                   equal_nan=True)
+
+    @pytest.mark.parametrize("dtype", list(DTYPES))
+    def test_probabilities_entrywise(self, rng, dtype):
+        # without weights or smoothing every entry but the target's is p_k
+        # (reduction 'sum'): each within the rounding of d = x - max (|d| / 2
+        # ulp of exp(d)) and a few ulp of the long-double softmax's - not
+        # only within the largest entry's.  (exp((x - max) - log_s) adds
+        # log_s's rounding on top: ~7.5e-15 here in float64.)
+        if np.finfo(np.longdouble).nmant < 63:
+            pytest.skip("no 80-bit long double on this platform")
+        dtype = DTYPES[dtype]
+        x = (rng.normal(size=(16, 3001)) * 6).astype(dtype)
+        y = rng.integers(0, 3001, 16)
+        e_grad = ld_softmax_rows(x)
+        _, grad = lm.cross_entropy_with_grad(x, y, reduction="sum")
+        others = np.ones(x.shape, bool)
+        others[np.arange(16), y] = False
+        big = others & (np.abs(e_grad) > np.finfo(dtype).tiny * 1e3)
+        d = np.abs(x - x.max(axis=-1, keepdims=True)).astype(np.float64)[big]
+        rel = np.abs(grad[big] - e_grad[big]) / np.abs(e_grad[big])
+        bound = (d / 2 + 6) * np.finfo(dtype).eps
+        assert (rel <= bound).all(), (rel / bound).max()
+
+    @pytest.mark.parametrize("n", [301, 4099])
+    @pytest.mark.parametrize("dtype", list(DTYPES))
+    def test_probability_targets(self, torch, rng, n, dtype):
+        # long rows with a probability target: the target row is fetched while
+        # the exps run, then read with the logits
+        dtype = DTYPES[dtype]
+        x = (rng.normal(size=(9, n)) * 4).astype(dtype)
+        t = sps.softmax(rng.normal(size=(9, n)), axis=-1).astype(dtype)
+        kw = dict(axis=-1, reduction="none", ignore_index=-100)
+        e_loss, e_grad = torch_loss_rows(torch, "cross_entropy", x, t, kw)
+        np.testing.assert_allclose(lm.cross_entropy(x, t, reduction="none"), e_loss,
+                                   rtol=rtol_for(dtype), atol=0)
+        loss, grad = lm.cross_entropy_with_grad(x, t, reduction="none")
+        np.testing.assert_allclose(loss, e_loss, rtol=rtol_for(dtype), atol=0)
+        np.testing.assert_allclose(grad, e_grad, rtol=rtol_for(dtype),
+                                   atol=4 * rtol_for(dtype) * np.abs(e_grad).max())
 
 
 class TestNllLossVsTorch:

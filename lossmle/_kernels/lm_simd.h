@@ -397,12 +397,12 @@ LM_INLINE double lm_log1p_pos_(double u, int mode)
 
 #if LM_X86
 #if defined(__clang__)
-#define LM_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma")))
+#define LM_TARGET_AVX512 __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,prfchw")))
 #else
 #define LM_TARGET_AVX512 \
-    __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,prefer-vector-width=512")))
+    __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,prfchw,prefer-vector-width=512")))
 #endif
-#define LM_TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define LM_TARGET_AVX2 __attribute__((target("avx2,fma,prfchw")))
 
 #include <immintrin.h>
 
@@ -618,7 +618,11 @@ lm_transpose8_ps256(const float *s, ptrdiff_t ld, int nr, int nk, float *d, ptrd
                                 int64_t, double, double *, T *, double *);          \
     double (*col_rows_##S)(const T *, ptrdiff_t, ptrdiff_t, ptrdiff_t, int,         \
                            const int64_t *, int64_t, double *, T *, ptrdiff_t,      \
-                           double *);
+                           double *);                                              \
+    double (*sumexp_below_pf_##S)(const T *, ptrdiff_t, double, double *, T *);     \
+    double (*sumexp_pf_##S)(const T *, ptrdiff_t, double, T *);                  \
+    double (*expwrite_below_##S)(const T *, T *, ptrdiff_t, double, double *);     \
+    void (*affine_##S)(T *, ptrdiff_t, double, double, const double *);
 
 /* Fields added later go at the end: a module compiled against an earlier
  * lm_simd.h (another package that cimports lossmle's helpers) binds to this
@@ -645,7 +649,9 @@ typedef struct {
         lm_sum_##S##_##ISA, lm_softmax_bwd_##S##_##ISA, lm_log_softmax_bwd_##S##_##ISA, \
         lm_kl_rows_##S##_##ISA, lm_entr_##S##_##ISA, lm_entr_rows_##S##_##ISA,       \
         lm_wdot_##S##_##ISA,                                                        \
-        lm_short_ce_##S##_##ISA, lm_short_ce_grad_##S##_##ISA, lm_col_rows_##S##_##ISA
+        lm_short_ce_##S##_##ISA, lm_short_ce_grad_##S##_##ISA, lm_col_rows_##S##_##ISA, \
+        lm_sumexp_below_pf_##S##_##ISA, lm_sumexp_pf_##S##_##ISA, \
+        lm_expwrite_below_##S##_##ISA, lm_affine_##S##_##ISA
 
 static const lm_table_t lm_table_baseline = {
     "baseline", LM_TABLE_ENTRIES(d, baseline), LM_TABLE_ENTRIES(f, baseline),
@@ -705,6 +711,16 @@ static inline int lm_simd_ready(void) { return lm_simd_ref != NULL; }
     { return lm_simd->sumexp_below_##S(x, n, m, c); }                               \
     LM_INLINE double lm_sumexp_##S(const T *x, ptrdiff_t n, double m)              \
     { return lm_simd->sumexp_##S(x, n, m); }                                        \
+    LM_INLINE double lm_sumexp_below_pf_##S(const T *x, ptrdiff_t n, double m, double *c, \
+                                           T *pf)                                  \
+    { return lm_simd->sumexp_below_pf_##S(x, n, m, c, pf); }                         \
+    LM_INLINE double lm_sumexp_pf_##S(const T *x, ptrdiff_t n, double m, T *pf)     \
+    { return lm_simd->sumexp_pf_##S(x, n, m, pf); }                                  \
+    LM_INLINE double lm_expwrite_below_##S(const T *x, T *o, ptrdiff_t n, double m,  \
+                                           double *c)                              \
+    { return lm_simd->expwrite_below_##S(x, o, n, m, c); }                          \
+    LM_INLINE void lm_affine_##S(T *g, ptrdiff_t n, double a, double b, const double *w) \
+    { lm_simd->affine_##S(g, n, a, b, w); }                                         \
     LM_INLINE double lm_expwrite_##S(const T *x, T *o, ptrdiff_t n, double m)      \
     { return lm_simd->expwrite_##S(x, o, n, m); }                                   \
     LM_INLINE void lm_divide_##S(T *o, ptrdiff_t n, double d) { lm_simd->divide_##S(o, n, d); } \

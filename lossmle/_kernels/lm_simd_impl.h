@@ -140,14 +140,18 @@ static LM_TARGET double LM_FN(lm_max)(const LM_T *x, ptrdiff_t n)
         const ptrdiff_t end_ = n - j0_ < chunk_ ? n : j0_ + chunk_;              \
         const char *pf_end_ = pf_ + (end_ - j0_) * (ptrdiff_t)sizeof(LM_T);     \
         if (pf_on_)                                                              \
-            for (; pf_ < pf_end_; pf_ += 64) LM_PREFETCH(pf_);
+            for (; pf_ < pf_end_; pf_ += 64) LM_PREFETCH(pf_);                   \
+        if (pfw_ != NULL)                                                         \
+            for (const char *pw_ = (const char *)(pfw_ + j0_);                    \
+                 pw_ < (const char *)(pfw_ + end_); pw_ += 64)                    \
+                __builtin_prefetch(pw_, 1, 3);
 #define LM_PF_LOOP_END }
 
 /* sum of exp(x - m) over x != m, and (OUT) the count of x == m.  For
  * float, two loops per chunk as in lm_sumexp; the chunk's count is a float
  * (exact: at most 256). */
-static LM_TARGET double LM_FN(lm_sumexp_below)(const LM_T *x, ptrdiff_t n, double m,
-                                               double *n_at_max)
+static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_sumexp_below_body)(
+    const LM_T *x, ptrdiff_t n, double m, double *n_at_max, const LM_T *pfw_)
 {
     const LM_T mt = (LM_T)m;
     double s = 0.0, c = 0.0;
@@ -229,7 +233,8 @@ static LM_TARGET double LM_FN(lm_sumexp_below)(const LM_T *x, ptrdiff_t n, doubl
  * buffer first and are summed (in double) in a second loop: in one loop the
  * double sum set the vector width, so the float exp ran on half-width
  * vectors. */
-static LM_TARGET double LM_FN(lm_sumexp)(const LM_T *x, ptrdiff_t n, double m)
+static inline __attribute__((always_inline)) LM_TARGET double LM_FN(lm_sumexp_body)(
+    const LM_T *x, ptrdiff_t n, double m, const LM_T *pfw_)
 {
     const LM_T mt = (LM_T)m;
     double s = 0.0;
@@ -290,6 +295,33 @@ static LM_TARGET double LM_FN(lm_sumexp)(const LM_T *x, ptrdiff_t n, double m)
     return s;
 }
 
+static LM_TARGET double LM_FN(lm_sumexp_below)(const LM_T *x, ptrdiff_t n, double m,
+                                               double *n_at_max)
+{
+    return LM_FN(lm_sumexp_below_body)(x, n, m, n_at_max, NULL);
+}
+
+static LM_TARGET double LM_FN(lm_sumexp)(const LM_T *x, ptrdiff_t n, double m)
+{
+    return LM_FN(lm_sumexp_body)(x, n, m, NULL);
+}
+
+/* lm_sumexp_below / lm_sumexp that also fetch the n values at pf, chunk by
+ * chunk (prefetchw: owned, ready to be written): the row that the caller's
+ * next pass writes (log_softmax's output, cross-entropy's gradient) or reads
+ * with x (a probability target) arrives while the exps run, so that pass
+ * works in the cache instead of waiting on memory. */
+static LM_TARGET double LM_FN(lm_sumexp_below_pf)(const LM_T *x, ptrdiff_t n, double m,
+                                                 double *n_at_max, LM_T *pf)
+{
+    return LM_FN(lm_sumexp_below_body)(x, n, m, n_at_max, pf);
+}
+
+static LM_TARGET double LM_FN(lm_sumexp_pf)(const LM_T *x, ptrdiff_t n, double m, LM_T *pf)
+{
+    return LM_FN(lm_sumexp_body)(x, n, m, pf);
+}
+
 /* out = exp(x - m); returns the sum.  The exp without the subnormal branch
  * (LM_EXPNEG_SUM, identical above it) runs first, counting the values below
  * that branch's threshold; a row with any redoes its exps with LM_EXPNEG
@@ -300,6 +332,7 @@ static LM_TARGET double LM_FN(lm_sumexp)(const LM_T *x, ptrdiff_t n, double m)
  * and the bits, of out != x either way. */
 static LM_TARGET double LM_FN(lm_expwrite)(const LM_T *x, LM_T *out, ptrdiff_t n, double m)
 {
+    const LM_T *const pfw_ = NULL;
     const LM_T mt = (LM_T)m;
     const LM_T tiny = sizeof(LM_T) < sizeof(double) ? (LM_T)-87.0 : (LM_T)-708.0;
     double s = 0.0;
@@ -399,6 +432,59 @@ static LM_TARGET double LM_FN(lm_expwrite)(const LM_T *x, LM_T *out, ptrdiff_t n
         s += (double)e;
     }
     return s;
+}
+
+/* out = exp(x - m) for every value (m >= every x); returns the sum over the
+ * x != m and (OUT) the count of x == m, as lm_sumexp_below: cross-entropy's
+ * loss sums and its gradient's exps from one exp per value.  The exp with
+ * its subnormal results (LM_EXPNEG): the values are the output's.  float:
+ * the exps at full width, summed in double in a second loop (lm_sumexp). */
+static LM_TARGET double LM_FN(lm_expwrite_below)(const LM_T *x, LM_T *out, ptrdiff_t n,
+                                                 double m, double *n_at_max)
+{
+    const LM_T mt = (LM_T)m;
+    const LM_T *const pfw_ = NULL;
+    double s = 0.0, c = 0.0;
+    ptrdiff_t j;
+    LM_PF_LOOP_BEGIN(x + n)
+    if (sizeof(LM_T) < sizeof(double)) {
+        LM_T cf = 0;
+#pragma omp simd reduction(+ : cf)
+        for (j = j0_; j < end_; j++) {
+            out[j] = LM_EXPNEG(x[j] - mt);
+            cf += x[j] == mt ? (LM_T)1 : (LM_T)0;
+        }
+#pragma omp simd reduction(+ : s)
+        for (j = j0_; j < end_; j++) s += x[j] == mt ? 0.0 : (double)out[j];
+        c += (double)cf;
+    } else {
+#pragma omp simd reduction(+ : s, c)
+        for (j = j0_; j < end_; j++) {
+            LM_T e = LM_EXPNEG(x[j] - mt);
+            int at_max = x[j] == mt;
+            out[j] = e;
+            s += at_max ? 0.0 : (double)e;
+            c += at_max ? 1.0 : 0.0;
+        }
+    }
+    LM_PF_LOOP_END
+    *n_at_max = c;
+    return s;
+}
+
+/* g = alpha * g - beta * (w ? w : 1), in double, rounded once (the
+ * cross-entropy gradient from the exps lm_expwrite_below left in g). */
+static LM_TARGET void LM_FN(lm_affine)(LM_T *g, ptrdiff_t n, double alpha, double beta,
+                                       const double *w)
+{
+    ptrdiff_t j;
+    if (w == NULL) {
+#pragma omp simd
+        for (j = 0; j < n; j++) g[j] = (LM_T)(alpha * (double)g[j] - beta);
+    } else {
+#pragma omp simd
+        for (j = 0; j < n; j++) g[j] = (LM_T)(alpha * (double)g[j] - beta * w[j]);
+    }
 }
 
 /* out = out / d, correctly rounded as scipy's division (not a multiply by

@@ -28,6 +28,7 @@ from libc.math cimport exp, log, log1p, NAN, INFINITY, isfinite
 from lossmle._kernels.rowops cimport (
     row_max, short_rows, fast_max, fast_sumexp, fast_sumexp_below, fast_dot, short_ce,
     short_ce_grad, lm_ce_grad_d, lm_ce_grad_f, lm_wdot_d, lm_wdot_f, lm_simd_ready,
+    lm_expwrite_below_d, lm_expwrite_below_f, lm_affine_d, lm_affine_f,
     SHORT_BLOCK, SHORT_LOGSUM, LM_SHORT_MAX, col_rows, LM_COL_ROWS, LM_COL_MAX,
 )
 from lossmle._kernels.rows cimport col_contig_max, transpose_rows, COL_LD, COL_BLOCK_VALUES
@@ -73,7 +74,8 @@ cdef inline void target_log_s(double s_rest, double x_y, double m,
 
 
 cdef inline bint row_stats_fast(const floating* x, Py_ssize_t n, const double* w,
-                                bint want_wx, Py_ssize_t y, RowStats* st) noexcept nogil:
+                                bint want_wx, Py_ssize_t y, RowStats* st,
+                                floating* pf=NULL) noexcept nogil:
     """row_stats for a contiguous row: vectorised, block by block, one read.
 
     y: the target class, or -1 for none (st.rest is then -1).  Where
@@ -82,7 +84,9 @@ cdef inline bint row_stats_fast(const floating* x, Py_ssize_t n, const double* w
     added back as their count: the target's term stays out of the sum (see
     target_log_s).  Elsewhere p_y <= 1/2 and the target's term stays in.
     Returns False when the row holds nan or +inf, or only -inf: the caller
-    then runs the scalar code, which defines those cases.
+    then runs the scalar code, which defines those cases.  pf: n values the
+    caller reads next (a probability target's row), fetched while
+    the exps run (fast_sumexp_below), or NULL.
     """
     cdef Py_ssize_t b0 = 0, nb
     cdef double m = -INFINITY, s = 0.0, bm, d = 0.0, w_seen = 0.0, w_block, c
@@ -100,10 +104,10 @@ cdef inline bint row_stats_fast(const floating* x, Py_ssize_t n, const double* w
         if b0 <= y < b0 + nb and x[y] == m and m != -INFINITY:
             # (an all -inf block has every value "at" m: it takes the plain
             # sum, whose nan sends the row to the scalar code, as before)
-            s += fast_sumexp_below(x + b0, nb, m, &c) + (c - 1.0)
+            s += fast_sumexp_below(x + b0, nb, m, &c, NULL if pf == NULL else pf + b0) + (c - 1.0)
             y_out = True
         else:
-            s += fast_sumexp(x + b0, nb, m)
+            s += fast_sumexp(x + b0, nb, m, NULL if pf == NULL else pf + b0)
         if want_wx:
             d += fast_dot(x + b0, (w + b0) if w != NULL else NULL, nb, m, &w_block)
             w_seen += w_block
@@ -122,8 +126,8 @@ cdef inline bint row_stats_fast(const floating* x, Py_ssize_t n, const double* w
 
 cdef inline void row_stats(const floating* x, Py_ssize_t n, Py_ssize_t stride,
                            const double* w, bint want_wx, Py_ssize_t y,
-                           RowStats* st) noexcept nogil:
-    """m, log_s and (want_wx) d_wx of a logits row; y as in row_stats_fast.
+                           RowStats* st, floating* pf=NULL) noexcept nogil:
+    """m, log_s and (want_wx) d_wx of a logits row; y and pf as in row_stats_fast.
 
     nan, +inf (inf - inf) and all -inf rows (-inf - -inf) have a nan
     log_softmax in torch, so their loss is nan: log_s = nan marks them.
@@ -131,7 +135,7 @@ cdef inline void row_stats(const floating* x, Py_ssize_t n, Py_ssize_t stride,
     cdef Py_ssize_t j
     cdef double m = -INFINITY, s = 0.0, v, d = 0.0
     cdef bint has_nan = False
-    if stride == 1 and row_stats_fast(x, n, w, want_wx, y, st):
+    if stride == 1 and row_stats_fast(x, n, w, want_wx, y, st, pf):
         return
     for j in range(n):
         v = x[j * stride]
@@ -197,6 +201,52 @@ cdef inline void nll_pick(const floating* x, Py_ssize_t xs, int64_t y, const dou
         row_weight[0] = wy
 
 
+cdef inline bint ce_class_grad_row(const floating* x, Py_ssize_t n, int64_t y,
+                                   const ClassOpts* op, floating* g, double* loss,
+                                   double* row_weight) noexcept nogil:
+    """ce_class_row for a contiguous row with a contiguous gradient row g that
+    is not x (y not ignored): one exp per value.  The pass that sums the exps
+    exp(x - m) leaves them in g (the max found first: one more read of the
+    row, from the cache after the first), and g = alpha e / S - beta w
+    follows in place, S the full sum: p = e / S is within ~2 ulp, where
+    exp((x - m) - log_s) carried log_s's rounding (~|log_s| ulp).  The loss
+    sums are row_stats': the terms at the max counted apart (target_log_s).
+    False for a row the exact code defines (nan, inf, all -inf); g is then
+    rewritten whole by the caller."""
+    cdef RowStats st
+    cdef double m = fast_max(x, n), s_below, c, wy, w_sum, x_y = x[y]
+    cdef const double* w = op.w
+    if not isfinite(m):
+        return False
+    if floating is double:
+        s_below = lm_expwrite_below_d(x, g, n, m, &c)
+    else:
+        s_below = lm_expwrite_below_f(x, g, n, m, &c)
+    if not isfinite(s_below):
+        return False
+    st.m = m
+    if x_y == m:
+        target_log_s(s_below + (c - 1.0), x_y, m, &st)
+    else:
+        st.log_s = log(s_below + c)
+        st.rest = -1.0
+    st.d_wx = fast_dot(x, w, n, m, &w_sum) if op.spread > 0 else 0.0
+    wy = w[y] if w != NULL else 1.0
+    loss[0] = op.keep * wy * ((m - x_y) + st.log_s)
+    if op.spread > 0:
+        loss[0] += op.spread * (op.w_total * st.log_s - st.d_wx)
+    row_weight[0] = wy
+    if floating is double:
+        lm_affine_d(g, n, op.grad_scale * (op.keep * wy + op.spread * op.w_total)
+                    / (s_below + c), op.grad_scale * op.spread, w)
+    else:
+        lm_affine_f(g, n, op.grad_scale * (op.keep * wy + op.spread * op.w_total)
+                    / (s_below + c), op.grad_scale * op.spread, w)
+    g[y] = <floating>(op.grad_scale * target_grad(&st, x_y, wy, op.keep, op.spread,
+                                                  op.w_total))
+    return True
+
+
 cdef inline void ce_class_row(const floating* x, Py_ssize_t n, Py_ssize_t xs, int64_t y,
                               const ClassOpts* op, floating* g, Py_ssize_t gs,
                               double* loss, double* row_weight) noexcept nogil:
@@ -211,6 +261,9 @@ cdef inline void ce_class_row(const floating* x, Py_ssize_t n, Py_ssize_t xs, in
         if g != NULL:
             for k in range(n):
                 g[k * gs] = 0
+        return
+    if (g != NULL and xs == 1 and gs == 1 and <const void*>g != <const void*>x
+            and lm_simd_ready() and ce_class_grad_row(x, n, y, op, g, loss, row_weight)):
         return
     row_stats(x, n, xs, w, op.spread > 0, y, &st)
     wy = w[y] if w != NULL else 1.0
@@ -466,7 +519,14 @@ cdef inline void row_stats_prob(const floating* x, Py_ssize_t n, Py_ssize_t stri
     """
     cdef Py_ssize_t j
     cdef double wt, swt = 0.0, d = 0.0
-    row_stats(x, n, stride, NULL, False, -1, st)
+    # both rows contiguous and of one dtype: the target row is fetched while
+    # the exps run, and read by the vectorised sums after
+    if floating is double and target_floating is double and stride == 1 and t_stride == 1:
+        row_stats(x, n, stride, NULL, False, -1, st, <double*>t)
+    elif floating is float and target_floating is float and stride == 1 and t_stride == 1:
+        row_stats(x, n, stride, NULL, False, -1, st, <float*>t)
+    else:
+        row_stats(x, n, stride, NULL, False, -1, st)
     if stride == 1 and t_stride == 1 and lm_simd_ready():
         # both rows contiguous and of one dtype: the vectorised sums (a scalar
         # loop of two dependent sums was most of the time at 1024x1000)

@@ -31,6 +31,14 @@ cdef extern from "lm_simd.h" nogil:
     double lm_sumexp_below_f(const float* x, Py_ssize_t n, double m, double* c)
     double lm_sumexp_d(const double* x, Py_ssize_t n, double m)
     double lm_sumexp_f(const float* x, Py_ssize_t n, double m)
+    double lm_sumexp_below_pf_d(const double* x, Py_ssize_t n, double m, double* c, double* pf)
+    double lm_sumexp_below_pf_f(const float* x, Py_ssize_t n, double m, double* c, float* pf)
+    double lm_sumexp_pf_d(const double* x, Py_ssize_t n, double m, double* pf)
+    double lm_sumexp_pf_f(const float* x, Py_ssize_t n, double m, float* pf)
+    double lm_expwrite_below_d(const double* x, double* out, Py_ssize_t n, double m, double* c)
+    double lm_expwrite_below_f(const float* x, float* out, Py_ssize_t n, double m, double* c)
+    void lm_affine_d(double* g, Py_ssize_t n, double alpha, double beta, const double* w)
+    void lm_affine_f(float* g, Py_ssize_t n, double alpha, double beta, const double* w)
     double lm_expwrite_d(const double* x, double* out, Py_ssize_t n, double m)
     double lm_expwrite_f(const float* x, float* out, Py_ssize_t n, double m)
     void lm_divide_d(double* out, Py_ssize_t n, double d)
@@ -236,14 +244,28 @@ cdef inline double fast_max(const floating* x, Py_ssize_t n) noexcept nogil:
 
 
 cdef inline double fast_sumexp_below(const floating* x, Py_ssize_t n, double m,
-                                     double* n_at_max) noexcept nogil:
+                                     double* n_at_max, floating* pf=NULL) noexcept nogil:
+    """pf: n values the caller's next pass writes or reads (or NULL), fetched
+    while the exps run (lm_sumexp_below_pf)."""
+    if pf != NULL:
+        if floating is double:
+            return lm_sumexp_below_pf_d(x, n, m, n_at_max, pf)
+        else:
+            return lm_sumexp_below_pf_f(x, n, m, n_at_max, pf)
     if floating is double:
         return lm_sumexp_below_d(x, n, m, n_at_max)
     else:
         return lm_sumexp_below_f(x, n, m, n_at_max)
 
 
-cdef inline double fast_sumexp(const floating* x, Py_ssize_t n, double m) noexcept nogil:
+cdef inline double fast_sumexp(const floating* x, Py_ssize_t n, double m,
+                               floating* pf=NULL) noexcept nogil:
+    """pf: as fast_sumexp_below."""
+    if pf != NULL:
+        if floating is double:
+            return lm_sumexp_pf_d(x, n, m, pf)
+        else:
+            return lm_sumexp_pf_f(x, n, m, pf)
     if floating is double:
         return lm_sumexp_d(x, n, m)
     else:
@@ -311,12 +333,13 @@ cdef enum:
 
 
 cdef inline bint blocked_sumexp_below(const floating* x, Py_ssize_t n, double* m_out,
-                                      double* s_out, double* c_out) noexcept nogil:
+                                      double* s_out, double* c_out,
+                                      floating* pf=NULL) noexcept nogil:
     """The max m of a contiguous row, the sum s of exp(x - m) over the values
     below it and the count c at it, in one read: block by block against the
     running max, the older sums rescaled when it rises (values at an old max
     go into s).  False when the row holds nan or +inf, or only -inf: the
-    caller's exact code defines those rows."""
+    caller's exact code defines those rows.  pf: as fast_sumexp_below."""
     cdef Py_ssize_t b0 = 0, nb
     cdef double m = -INFINITY, s = 0.0, c = 0.0, bm, bc
     while b0 < n:
@@ -340,10 +363,10 @@ cdef inline bint blocked_sumexp_below(const floating* x, Py_ssize_t n, double* m
             b0 += nb
             continue
         if bm == m:
-            s += fast_sumexp_below(x + b0, nb, m, &bc)
+            s += fast_sumexp_below(x + b0, nb, m, &bc, NULL if pf == NULL else pf + b0)
             c += bc
         else:
-            s += fast_sumexp(x + b0, nb, m)
+            s += fast_sumexp(x + b0, nb, m, NULL if pf == NULL else pf + b0)
         b0 += nb
     if not isfinite(s) or m == -INFINITY:
         return False
@@ -495,13 +518,16 @@ cdef inline void row_log_softmax(const floating* x, Py_ssize_t x_stride,
     cdef Py_ssize_t j
     cdef double m, c, s, lse
     cdef bint have_sums = False
+    # the output's lines are fetched for writing while the exps run (unless
+    # they are x's own): the shift pass below then writes to the cache
+    cdef floating* pf = NULL if <const void*>out == <const void*>x else out
     if x_stride == 1 and out_stride == 1 and lm_simd_ready():
         if n > LSE_BLOCK:
-            have_sums = blocked_sumexp_below(x, n, &m, &s, &c)
+            have_sums = blocked_sumexp_below(x, n, &m, &s, &c, pf)
         else:
             m = fast_max(x, n)
             if isfinite(m):
-                s = fast_sumexp_below(x, n, m, &c)
+                s = fast_sumexp_below(x, n, m, &c, pf)
                 have_sums = isfinite(s)
         if have_sums:
             lse = log1p(s / c) + log(c)
