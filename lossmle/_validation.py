@@ -150,8 +150,8 @@ def alloc_transform_out(shape, x3_shape, perm, dtype):
 
 def _exact_alias(a, b):
     """Same memory, dtype, shape and strides: element k of one is element k of the other."""
-    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.dtype == b.dtype and a.shape == b.shape and a.strides == b.strides)
+    return (a is b or a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+            and a.ctypes.data == b.ctypes.data)
 
 
 def _overlaps(buf, arr):
@@ -176,7 +176,7 @@ def _overlaps_itself(buf):
     longer than 1, or (pigeonhole) fewer bytes spanned than its elements need.
     Other self-overlapping stride patterns (rare, and only from as_strided)
     are not detected."""
-    if buf.size <= 1:
+    if buf.size <= 1 or buf.flags.c_contiguous or buf.flags.f_contiguous:
         return False
     if any(st == 0 and n > 1 for st, n in zip(buf.strides, buf.shape)):
         return True
@@ -217,7 +217,7 @@ def check_output(buf, name, shape, dtype, inputs, inplace=()):
         raise ValueError(f"{name} overlaps itself (a zero or overlapping stride): one "
                          f"element would hold several results")
     for arr, arr_name in inputs:
-        if not isinstance(arr, np.ndarray):
+        if not isinstance(arr, np.ndarray) or not np.may_share_memory(buf, arr):
             continue
         if arr_name in inplace and _exact_alias(buf, arr):
             continue

@@ -278,6 +278,98 @@ def test_out_and_in_place_fall_through(rng):
     np.testing.assert_allclose(y, sps.softmax(x, axis=-1), **tol(np.float64))
 
 
+@pytest.mark.parametrize("special", ["plain", "inf", "ninf_row", "nan", "mixed_huge"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
+@pytest.mark.parametrize("shape", [(10,), (1, 1), (8, 10), (600, 4), (3, 2049), (2, 3, 10),
+                                   (3, 70, 4)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_transform_out_fast_path(name, shape, dtype, special, rng):
+    """softmax / log_softmax with out= a separate array of the input's dtype,
+    shape and C layout, or out=x (in place), are the fast path's: the 8x10
+    out= call spent ~20 us in the general path's checks for a 1 us kernel
+    (NumPy's own out= softmax was 2x faster).  Same bits as the general path
+    into the same buffer, the buffer itself returned, nothing else written."""
+    x = logits(rng, shape, dtype, special)
+    public = getattr(lm, name)
+    for axis in [None, *range(-x.ndim, x.ndim)]:
+        with general_path():
+            ref_out = np.full(shape, 7.0, dtype)
+            assert public(x, axis=axis, out=ref_out) is ref_out
+            ref_in_place = x.copy()
+            assert public(ref_in_place, axis=axis, out=ref_in_place) is ref_in_place
+        before = x.copy()
+        buf = np.full(shape, 7.0, dtype)
+        assert getattr(_fastpath, name)(x, axis, None, buf, None) is buf   # taken
+        assert_same(buf, ref_out)
+        buf = np.full(shape, 7.0, dtype)
+        assert public(x, axis=axis, out=buf) is buf
+        assert_same(buf, ref_out)
+        np.testing.assert_array_equal(x, before)                             # x only read
+        y = x.copy()
+        assert getattr(_fastpath, name)(y, axis, None, y, None) is y         # in place
+        assert_same(y, ref_in_place)
+    if special == "plain":   # and the values, against scipy
+        x64 = x.astype(np.float64)
+        buf = np.empty(shape, dtype)
+        public(x, axis=-1, out=buf)
+        np.testing.assert_allclose(buf, getattr(sps, name)(x64, axis=-1),
+                                   **tol(dtype, scale=np.abs(x64).max()))
+
+
+@pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+def test_transform_out_the_fast_path_leaves_to_the_general_path(name, rng):
+    """Every out= but a separate or identical C-ordered array of the input's
+    dtype and shape goes to the general path: the same result into the same
+    buffer, or the same error, as with the fast paths off."""
+    x = logits(rng, (6, 8), np.float64, "plain")
+    public = getattr(lm, name)
+    read_only = np.empty_like(x)
+    read_only.flags.writeable = False
+    refused = [
+        x[:, :],                                   # a view of all of x (not x itself)
+        x[::-1],                                   # overlaps x reversed
+        np.empty((6, 8), np.float32),              # another dtype
+        np.empty((8, 6)),                          # another shape
+        np.empty((6, 8, 1)),
+        np.empty((6, 8), order="F"),               # another layout
+        np.empty((6, 16))[:, ::2],                 # strided
+        np.empty((6, 8)).view(_Sub),               # a subclass
+        np.empty((6, 8)).astype(np.dtype(np.float64).newbyteorder()),
+        read_only,
+        [[0.0] * 8] * 6,                           # not an array
+    ]
+    for out in refused:
+        assert getattr(_fastpath, name)(x, -1, None, out, None) is None
+    # a buffer that overlaps x part-way, in both directions
+    whole = np.concatenate([x.ravel(), np.zeros(x.size)])
+    x_in = whole[:x.size].reshape(x.shape)
+    for start in (1, x.size - 1):
+        out = whole[start:start + x.size].reshape(x.shape)
+        assert getattr(_fastpath, name)(x_in, -1, None, out, None) is None
+        snapshot = whole.copy()
+        errors_alike(public, x_in, axis=-1, out=out)
+        np.testing.assert_array_equal(whole, snapshot)       # nothing written
+    # adjacent but apart: the fast path's
+    out = whole[x.size:].reshape(x.shape)
+    assert getattr(_fastpath, name)(x_in, -1, None, out, None) is out
+    # the refused ones come out of the public function as from the general path
+    for out in (np.empty((6, 8), np.float32), np.empty((8, 6)), read_only,
+                [[0.0] * 8] * 6, x[::-1]):
+        errors_alike(public, x, axis=-1, out=out)
+    for out in (np.empty((6, 8), order="F"), np.empty((6, 16))[:, ::2]):
+        got = public(x, axis=-1, out=out)
+        with general_path():
+            ref = public(x, axis=-1, out=np.empty_like(out))
+        assert got is out
+        assert_same(np.ascontiguousarray(got), np.ascontiguousarray(ref))
+    view = x.copy()
+    alias = view[:, :]
+    with general_path():
+        ref = public(view.copy(), axis=-1)
+    assert public(view, axis=-1, out=alias) is alias          # in place via a view
+    assert_same(np.ascontiguousarray(alias), ref)
+
+
 def test_large_inputs_are_left_to_the_general_path():
     n = PARALLEL_MIN_ELEMENTS // 8
     x = np.zeros((8, n))

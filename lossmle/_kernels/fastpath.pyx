@@ -18,8 +18,10 @@ function's raw arguments and handle only the common case, with C-level checks:
   ``axis=None``, over the whole array); every optional argument has its
   default (``out``, ``where``, ``b``, ... are None), but for cross-entropy's
   class ``weight`` (an exact contiguous float64 vector) and
-  ``label_smoothing`` (a Python float in [0, 1]), and logsumexp's
-  ``keepdims``;
+  ``label_smoothing`` (a Python float in [0, 1]), logsumexp's
+  ``keepdims``, and softmax's / log_softmax's ``out`` when it is an exact
+  writeable array of the input's dtype, shape and strides that is the input
+  itself or shares no memory with it (``_plain_out``);
 * ``n_threads`` is None or an ``int`` in 1 .. ``MAX_THREADS``.
 
 Anything else, and every input that would raise (a class index out of range,
@@ -288,20 +290,57 @@ def logsumexp(a, axis, b, keepdims, return_sign, where, out, n_threads):
     return res
 
 
+cdef bint _plain_out(object out, cnp.ndarray x):
+    """``out=`` of softmax / log_softmax as the fast path takes it: an exact,
+    writeable ndarray of x's dtype, shape and (C) strides - so the general
+    path would write straight into it too - that is x itself (in place) or
+    shares no byte with it.  Anything else (a view overlapping x, another
+    layout, shape or dtype, read-only) is the general path's: it checks
+    ``out`` and raises its errors."""
+    cdef cnp.ndarray o
+    cdef int nd = cnp.PyArray_NDIM(x), i
+    cdef char* lo
+    cdef char* xlo
+    cdef Py_ssize_t nbytes
+    if type(out) is not cnp.ndarray:
+        return False
+    o = <cnp.ndarray>out
+    if (cnp.PyArray_TYPE(o) != cnp.PyArray_TYPE(x) or cnp.PyArray_NDIM(o) != nd
+            or not (cnp.PyArray_ISNOTSWAPPED(o) and cnp.PyArray_ISALIGNED(o)
+                    and cnp.PyArray_ISWRITEABLE(o))):
+        return False
+    for i in range(nd):
+        if (cnp.PyArray_DIMS(o)[i] != cnp.PyArray_DIMS(x)[i]
+                or cnp.PyArray_STRIDES(o)[i] != cnp.PyArray_STRIDES(x)[i]):
+            return False
+    if o is x:
+        return True
+    # both are C-contiguous blocks of nbytes: apart, or the general path decides
+    lo = <char*>cnp.PyArray_DATA(o)
+    xlo = <char*>cnp.PyArray_DATA(x)
+    nbytes = cnp.PyArray_NBYTES(x)
+    return lo + nbytes <= xlo or xlo + nbytes <= lo
+
+
 cdef object _transform(object x, object axis, object where, object out, object n_threads,
                        int mode):
     cdef Py_ssize_t n, outer, inner
     cdef int kind
-    if where is not None or out is not None or not _threads_ok(n_threads):
+    if where is not None or not _threads_ok(n_threads):
         return None
     kind = _plain_nd(x)
     if kind == NOT_MINE:
         return None
     cdef cnp.ndarray arr = <cnp.ndarray>x
+    if out is not None and not _plain_out(out, arr):
+        return None
     if _one_axis(arr, axis, &outer, &n, &inner) == -2:
         return None
-    res = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(arr), cnp.PyArray_DIMS(arr),
-                            cnp.PyArray_TYPE(arr), 0)
+    if out is not None:
+        res = out
+    else:
+        res = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(arr), cnp.PyArray_DIMS(arr),
+                                cnp.PyArray_TYPE(arr), 0)
     _run_rows(kind, cnp.PyArray_DATA(arr), outer, n, inner, mode,
               cnp.PyArray_DATA(<cnp.ndarray>res))
     return res
