@@ -262,6 +262,30 @@ def test_softmax_division_steps_agree_bitwise(simd_path, n_cols):
     np.testing.assert_allclose(sa[other], want[other], rtol=2e-14, atol=0)
 
 
+@pytest.mark.parametrize("n_cols", [33, 300, 2061])
+def test_float32_softmax_division_is_correctly_rounded(simd_path, n_cols):
+    """float32 softmax divides its exps e by their (double) sum s with no
+    division per value: e * y_hi + e * y_lo in float (y = 1 / s split in two
+    floats, one FMA), correctly rounded for normal quotients but where e / s
+    lies within ~2^-47 of a rounding boundary; a multiply by a float 1 / s
+    would be up to 1.5 ulp off.  The rows hold x = -k 2^-24 (k = 0..64, max 0),
+    whose exps are exactly 1 - k 2^-24 on every path (exp(d) = 1 + d + d^2/2
+    + ..., the square far below half an ulp), so the sum is known exactly
+    and each result must be the float32 nearest e / s."""
+    rng = np.random.default_rng(n_cols)
+    n_rows = 40
+    k = rng.integers(0, 65, size=(n_rows, n_cols))
+    k[:, 0] = 0                                     # the max, 0, in every row
+    x = (-k * 2.0 ** -24).astype(np.float32)
+    assert np.array_equal(x.astype(np.float64), -k * 2.0 ** -24)   # exact
+    e = 1.0 - k * 2.0 ** -24                        # exact in float32 and float64
+    s = e.sum(axis=-1, keepdims=True)               # exact in float64 (< 2^-53 ulp)
+    want = (e.astype(np.longdouble) / s.astype(np.longdouble)).astype(np.float32)
+    got = lm.softmax(x, axis=-1, n_threads=1)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("value", ["AVX2", "avx1024", " avx2"])
 def test_unknown_simd_name_warns_and_keeps_the_best_path(monkeypatch, value):
     """A LOSSMLE_SIMD the selection does not know (a typo, upper case, a
