@@ -262,16 +262,32 @@ def test_softmax_division_steps_agree_bitwise(simd_path, n_cols):
     np.testing.assert_allclose(sa[other], want[other], rtol=2e-14, atol=0)
 
 
+def _nearest_float32_or_near_tie(got, e, s):
+    """Which of ``got`` (float32) are not the float32 nearest the exact e / s
+    (e, s float64, e / s taken exactly) and not within 2^-40 relative of a
+    tie between two floats, where a rounding of the quotient may fall
+    either way."""
+    from fractions import Fraction
+    want = (e.astype(np.longdouble) / s.astype(np.longdouble)).astype(np.float32)
+    bad = []
+    for idx in zip(*np.nonzero(got != want)):
+        q = Fraction(float(e[idx])) / Fraction(float(s[idx[:-1] + (0,)]))
+        g, w = Fraction(float(got[idx])), Fraction(float(want[idx]))
+        if abs(abs(g - q) - abs(w - q)) > q * Fraction(1, 2 ** 40):
+            bad.append((idx, float(got[idx]), float(want[idx])))
+    return bad
+
+
 @pytest.mark.parametrize("n_cols", [33, 300, 2061])
-def test_float32_softmax_division_is_correctly_rounded(simd_path, n_cols):
+def test_float32_softmax_division_is_the_nearest_float(simd_path, n_cols):
     """float32 softmax divides its exps e by their (double) sum s with no
     division per value: e * y_hi + e * y_lo in float (y = 1 / s split in two
-    floats, one FMA), correctly rounded for normal quotients but where e / s
-    lies within ~2^-47 of a rounding boundary; a multiply by a float 1 / s
-    would be up to 1.5 ulp off.  The rows hold x = -k 2^-24 (k = 0..64, max 0),
-    whose exps are exactly 1 - k 2^-24 on every path (exp(d) = 1 + d + d^2/2
-    + ..., the square far below half an ulp), so the sum is known exactly
-    and each result must be the float32 nearest e / s."""
+    floats, one FMA) - the nearest float to e / s but within ~2^-47 of a tie;
+    a multiply by a float 1 / s would be up to 1.5 ulp off.  The rows hold
+    x = -k 2^-24 (k = 0..64, max 0), whose exps are exactly 1 - k 2^-24 on
+    every path (exp(d) = 1 + d + d^2/2 + ..., the square far below half an
+    ulp), so the sum is known exactly and each result must be the float32
+    nearest e / s (or, at a near-tie, its neighbour)."""
     rng = np.random.default_rng(n_cols)
     n_rows = 40
     k = rng.integers(0, 65, size=(n_rows, n_cols))
@@ -280,9 +296,33 @@ def test_float32_softmax_division_is_correctly_rounded(simd_path, n_cols):
     assert np.array_equal(x.astype(np.float64), -k * 2.0 ** -24)   # exact
     e = 1.0 - k * 2.0 ** -24                        # exact in float32 and float64
     s = e.sum(axis=-1, keepdims=True)               # exact in float64 (< 2^-53 ulp)
-    want = (e.astype(np.longdouble) / s.astype(np.longdouble)).astype(np.float32)
     got = lm.softmax(x, axis=-1, n_threads=1)
     assert got.dtype == np.float32
+    assert _nearest_float32_or_near_tie(got, e, np.broadcast_to(s, e.shape)) == []
+
+
+@pytest.mark.parametrize("n_max", [1, 2, 3, 5, 7])
+def test_float32_softmax_subnormal_quotients(simd_path, n_max):
+    """A float32 row whose quotients reach the subnormals divides with the
+    double steps (one rounding into the subnormals): the float steps' exact
+    scaling back by 2^-100 would round a second time there, 1 ulp off in
+    ~1% of such values (found in review).  Row: n_max entries at the max 0,
+    the rest of one row's values far below (exps of 0 in float32: the sum
+    is exactly n_max) but one value per row whose exp is subnormal or just
+    above the normal range; its exp e is read off the one-max row (a
+    division by 1, exact), and e / n_max must be the float32 nearest."""
+    rng = np.random.default_rng(n_max)
+    n_rows, n_cols = 4000, 40
+    lows = rng.uniform(-103.0, -85.0, n_rows).astype(np.float32)
+    base = np.full((n_rows, n_cols), -200.0, np.float32)
+    base[:, 0] = 0.0
+    base[:, -1] = lows
+    e = lm.softmax(base, axis=-1, n_threads=1)[:, -1].astype(np.float64)  # exps, /1
+    assert np.count_nonzero((e > 0) & (e < np.finfo(np.float32).tiny)) > 2000
+    x = base.copy()
+    x[:, :n_max] = 0.0
+    got = lm.softmax(x, axis=-1, n_threads=1)[:, -1]
+    want = (e.astype(np.longdouble) / n_max).astype(np.float32)
     np.testing.assert_array_equal(got, want)
 
 

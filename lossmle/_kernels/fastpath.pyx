@@ -37,9 +37,10 @@ here is that dispatch for one thread and contiguous rows;
 ``tests/test_kernel_paths_fastpath.py`` compares every fast path with the general path bit
 for bit, so a change of the kernels' dispatch not followed here fails there.
 
-Outputs are allocated with ``PyArray_EMPTY`` and 0-d results come back as
-numpy scalars (``PyArray_Scalar``), as the general path returns them.  Inputs
-are only read.  The GIL is released when the work is large enough to pay for
+Outputs are allocated with ``PyArray_EMPTY`` (softmax / log_softmax write
+into a plain ``out=`` instead) and 0-d results come back as numpy scalars
+(``PyArray_Scalar``), as the general path returns them.  Inputs are only
+read, but for ``out=x`` (in place).  The GIL is released when the work is large enough to pay for
 it (``NOGIL_MIN_ELEMENTS``).
 """
 cimport numpy as cnp

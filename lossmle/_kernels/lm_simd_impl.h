@@ -11,7 +11,7 @@
  * exceeds 1; log-sum-exp keeps the terms equal to the max out of the sum,
  * log1p(s / c) + log(c) (Blanchard, Higham & Higham 2021); softmax divides
  * by FMA steps that give the correctly rounded quotient where Markstein's
- * theorem applies; the across-rows sums of medium rows are compensated
+ * theorem applies (float rows: float-float steps, nearest but for near-ties); the across-rows sums of medium rows are compensated
  * (TwoSum).  Long rows prefetch the next row while this one's exps run.
  *
  * Included by lm_simd.h once per ISA (it then includes itself once per dtype):
@@ -487,38 +487,40 @@ static LM_TARGET void LM_FN(lm_affine)(LM_T *g, ptrdiff_t n, double alpha, doubl
     }
 }
 
-/* out = out / d, correctly rounded as scipy's division (not a multiply by
- * 1/d), for 0 <= out <= 1, 1 <= d finite (softmax).  float with FMA stays
- * in float, at full vector width (through double, the conversions cost
- * three times the arithmetic): y = 1 / d split in two floats y_hi + y_lo
- * (~2^-48 relative), then e y_hi + e y_lo with one FMA, which rounds once
- * to the nearest float of e / d but where that lies within ~2^-47 of a
- * rounding boundary (as the double quotient's own rounding to float may:
- * a C check over 2.3e8 random normal quotients found one difference from
- * the correctly rounded quotient, as many as the double steps); e is scaled by 2^100 on the way (exactly) so that e y_lo never
- * underflows for a normal quotient; a subnormal one rounds twice (within
- * one step of the subnormal spacing).  double with FMA skips the division:
- * q = e * y, y = 1 / d, then q += (e - q d) y, the correctly rounded e / d
- * for a normal quotient (Markstein's theorem), a multiply and two FMAs
- * instead of a division, whose throughput is several times lower.  It
- * takes these steps
- * when every e of the row is >= 2^-900 (one min pass first; then no step
- * underflows, so the theorem holds; a C check against the division found no
- * difference over 3.3e9 random and edge-mantissa pairs), else the division:
- * the packed double division is slow enough to dominate a float64 softmax
- * of long rows, so the extra min pass is worth it. */
+/* out = out / d as scipy's division (not a multiply by 1/d), for
+ * 0 <= out <= 1, 1 <= d finite (softmax), without a division per value: the
+ * packed division's throughput is several times lower than a multiply's and
+ * dominated a softmax of long rows.  One min pass first picks the steps.
+ * double with FMA, every e >= 2^-900: q = e * y, y = 1 / d, then
+ * q += (e - q d) y, the correctly rounded e / d (Markstein's theorem; no step
+ * underflows; a C check against the division found no difference over 3.3e9
+ * random and edge-mantissa pairs); else the division.  float with FMA, every
+ * quotient normal (min e * y >= 2^-125): in float, at full vector width
+ * (through double the conversions cost three times the arithmetic): y split
+ * in two floats y_hi + y_lo (~2^-48 relative), then e y_hi + e y_lo with one
+ * FMA (e scaled by 2^100 and back, exactly, so that e y_lo never
+ * underflows): the nearest float to e / d but where e / d lies within
+ * ~2^-47 relative of a tie between two floats, then one ulp off (an error
+ * below 0.5 + 2^-23 ulp; ~1 value in 4e7 in a C check against __float128
+ * quotients, the double steps rounded to float ~1 in 2e8); a row with a
+ * subnormal quotient takes the double steps, whose one rounding into the
+ * subnormals the float steps' scaling back would repeat.  Without FMA: the
+ * division in double. */
 static LM_TARGET void LM_FN(lm_divide)(LM_T *out, ptrdiff_t n, double d)
 {
     ptrdiff_t j;
-    int markstein = LM_HAS_FMA;
-    if (LM_HAS_FMA && sizeof(LM_T) == sizeof(double)) {
+    const double y = 1.0 / d;
+    int markstein = LM_HAS_FMA, float_steps = 0;
+    if (LM_HAS_FMA) {
         LM_T lowest = out[0];
 #pragma omp simd reduction(min : lowest)
         for (j = 0; j < n; j++) lowest = out[j] < lowest ? out[j] : lowest;
-        markstein = lowest >= (LM_T)0x1p-900;
+        if (sizeof(LM_T) == sizeof(double))
+            markstein = lowest >= (LM_T)0x1p-900;
+        else
+            float_steps = (double)lowest * y >= 0x1p-125;
     }
-    if (LM_HAS_FMA && sizeof(LM_T) < sizeof(double)) {
-        const double y = 1.0 / d;
+    if (float_steps) {
         const float y_hi = (float)y, y_lo = (float)(y - (double)y_hi);
 #pragma omp simd
         for (j = 0; j < n; j++) {
@@ -526,7 +528,6 @@ static LM_TARGET void LM_FN(lm_divide)(LM_T *out, ptrdiff_t n, double d)
             out[j] = (LM_T)(__builtin_fmaf(e, y_hi, e * y_lo) * 0x1p-100f);
         }
     } else if (markstein) {
-        const double y = 1.0 / d;
 #pragma omp simd
         for (j = 0; j < n; j++) {
             double e = (double)out[j];

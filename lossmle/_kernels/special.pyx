@@ -22,7 +22,8 @@ the ``c`` values equal to ``m`` are kept out of the sum ``s`` of the others,
 so ``logsumexp = m + log1p(s / c) + log(c)`` keeps full precision when one
 term dominates (Blanchard, Higham & Higham 2021, as scipy.special does);
 softmax is ``exp(x - m) / sum``, the division correctly rounded (FMA steps
-under Markstein's theorem where they apply); log_softmax is
+under Markstein's theorem where they apply; float32 rows in float32, the
+nearest float but within ~2^-47 of a tie, see ``lm_divide``); log_softmax is
 ``(x - m) - log(sum)``, never ``x - logsumexp`` (no cancellation for large
 logits).  A contiguous row whose vectorised result is not finite is redone
 by the exact scalar code, so nan and +-inf follow one definition.
