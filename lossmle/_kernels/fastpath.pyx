@@ -40,8 +40,8 @@ for bit, so a change of the kernels' dispatch not followed here fails there.
 Outputs are allocated with ``PyArray_EMPTY`` (softmax / log_softmax write
 into a plain ``out=`` instead) and 0-d results come back as numpy scalars
 (``PyArray_Scalar``), as the general path returns them.  Inputs are only
-read, but for ``out=x`` (in place).  The GIL is released when the work is large enough to pay for
-it (``NOGIL_MIN_ELEMENTS``).
+read, but for ``out=x`` (in place).  The GIL is released when the work is
+large enough to pay for it (``NOGIL_MIN_ELEMENTS``).
 """
 cimport numpy as cnp
 from cython cimport floating

@@ -11,8 +11,9 @@
  * exceeds 1; log-sum-exp keeps the terms equal to the max out of the sum,
  * log1p(s / c) + log(c) (Blanchard, Higham & Higham 2021); softmax divides
  * by FMA steps that give the correctly rounded quotient where Markstein's
- * theorem applies (float rows: float-float steps, nearest but for near-ties); the across-rows sums of medium rows are compensated
- * (TwoSum).  Long rows prefetch the next row while this one's exps run.
+ * theorem applies (float rows: float-float steps, nearest but for near-ties);
+ * the across-rows sums of medium rows are compensated (TwoSum).  Long rows
+ * prefetch the next row while this one's exps run.
  *
  * Included by lm_simd.h once per ISA (it then includes itself once per dtype):
  * LM_ISA names the variant,
